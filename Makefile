@@ -1,0 +1,49 @@
+# One venv, created on demand; every target below installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+STAMP  := $(VENV)/.installed-all
+
+.PHONY: help venv demo test test-slow test-all lint bench bench-quick clean
+
+help:
+	@echo "make demo       set up .venv and run the main demo"
+	@echo "make test       set up .venv and run the default test suite (< 10 min)"
+	@echo "make test-slow  run the slow, opt-in tests"
+	@echo "make lint       ruff + mypy"
+	@echo "make bench      full solver benchmark (about 30 min); bench-quick for a smoke run"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e ".[all]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check flexassign fl_harness tests benchmarks examples
+	$(BIN)/mypy flexassign
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,54 @@
+"""flexassign: load-balanced client-expert assignment for federated Mixture-of-Experts.
+
+The core API::
+
+    from flexassign import AssignmentProblem, solve_assignment, Status, available_backends
+
+    problem = AssignmentProblem.balanced(fitness, capacity=2, tolerance=0.1)
+    result = solve_assignment(problem)          # verified; result.success, result.experts
+
+Importing flexassign is fast: solver packages load only when a backend runs.
+"""
+
+from __future__ import annotations
+
+from .backends.registry import Backend, available_backends, list_backends, register_backend
+from .errors import (
+    BackendNotInstalledError,
+    FlexAssignError,
+    InvalidFeedbackError,
+    InvalidProblemError,
+    ProblemTypeError,
+    UnknownMethodError,
+    UnsupportedProblemError,
+)
+from .problem import AssignmentProblem
+from .result import AssignmentResult, Status, Violation
+from .solve import auto_method, solve_assignment
+from .verify import Verification, diagnose_infeasibility, verify_assignment
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssignmentProblem",
+    "AssignmentResult",
+    "Backend",
+    "BackendNotInstalledError",
+    "FlexAssignError",
+    "InvalidFeedbackError",
+    "InvalidProblemError",
+    "ProblemTypeError",
+    "Status",
+    "UnknownMethodError",
+    "UnsupportedProblemError",
+    "Verification",
+    "Violation",
+    "__version__",
+    "auto_method",
+    "available_backends",
+    "diagnose_infeasibility",
+    "list_backends",
+    "register_backend",
+    "solve_assignment",
+    "verify_assignment",
+]

@@ -1,0 +1,196 @@
+"""The backend registry: names, features, and lazy loading.
+
+Each backend is declared once with the features it supports and the packages it
+needs. Availability is probed with :func:`importlib.util.find_spec`, so importing
+flexassign never imports a solver package; the backend module is imported the first
+time it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import cast
+
+from ..errors import BackendNotInstalledError, UnknownMethodError, UnsupportedProblemError
+from ..problem import AssignmentProblem
+from .base import SolveFunction
+
+__all__ = [
+    "Backend",
+    "available_backends",
+    "get_backend",
+    "list_backends",
+    "register_backend",
+]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered solver backend.
+
+    Attributes
+    ----------
+    name : str
+        What users pass as ``method``.
+    module : str
+        Import path of the module that defines ``solve(problem, options)``.
+    requires : tuple of str
+        Import names of the packages it needs.
+    extra : str or None
+        The pip extra that installs them (``pip install flexassign[extra]``).
+    kind : str
+        ``"exact"`` (proves optimality), ``"heuristic"`` (feasible, no proof) or
+        ``"baseline"`` (may break constraints on purpose, like greedy top-k).
+    weighted, knapsack, soft : bool
+        Whether it handles client-weighted loads, the memory knapsack, soft load bounds.
+    time_limit : bool
+        Whether it honours ``time_limit``.
+    description : str
+    """
+
+    name: str
+    module: str
+    requires: tuple[str, ...]
+    extra: str | None
+    kind: str
+    weighted: bool
+    knapsack: bool
+    soft: bool
+    time_limit: bool
+    description: str
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "exact"
+
+    def installed(self) -> bool:
+        """Whether every package it needs can be imported (probed, not imported)."""
+        return all(_has_module(mod) for mod in self.requires)
+
+    def unsupported_reason(self, problem: AssignmentProblem) -> str | None:
+        """Why this backend cannot solve ``problem`` exactly as posed, or ``None``."""
+        if not self.weighted and problem.uniform_weight is None:
+            return f"method {self.name!r} needs equal client weights (count-based loads)"
+        if not self.knapsack and problem.knapsack_binding:
+            return f"method {self.name!r} does not handle a binding memory knapsack"
+        if not self.soft and problem.is_soft:
+            return f"method {self.name!r} does not handle soft load bounds (`load_penalty`)"
+        return None
+
+    def load(self) -> SolveFunction:
+        """Import the backend module and return its ``solve`` function."""
+        if not self.installed():
+            missing = [m for m in self.requires if not _has_module(m)]
+            hint = f"pip install 'flexassign[{self.extra}]'" if self.extra else "pip install " + (
+                " ".join(missing)
+            )
+            raise BackendNotInstalledError(
+                f"method {self.name!r} needs {', '.join(missing)}, which is not installed; "
+                f"install it with: {hint}"
+            )
+        module = importlib.import_module(self.module)
+        return cast(SolveFunction, module.solve)
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend, *, replace: bool = False) -> None:
+    """Add a backend to the registry (third parties may register their own)."""
+    if backend.name in _REGISTRY and not replace:
+        raise ValueError(f"a backend named {backend.name!r} is already registered")
+    if backend.kind not in ("exact", "heuristic", "baseline"):
+        raise ValueError(f"`kind` must be 'exact', 'heuristic' or 'baseline'; got {backend.kind!r}")
+    _REGISTRY[backend.name] = backend
+
+
+def list_backends() -> list[Backend]:
+    """Every registered backend, installed or not, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends whose packages are installed."""
+    return [b.name for b in _REGISTRY.values() if b.installed()]
+
+
+def get_backend(name: str) -> Backend:
+    """Look a backend up by name, with an error that lists the valid names."""
+    if not isinstance(name, str):
+        raise UnknownMethodError(f"`method` must be a string; got {type(name).__name__}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(repr(n) for n in ["auto", *_REGISTRY])
+        raise UnknownMethodError(f"unknown `method` {name!r}; valid methods: {valid}") from None
+
+
+def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
+    reason = backend.unsupported_reason(problem)
+    if reason is not None:
+        raise UnsupportedProblemError(
+            f"{reason}; use method='auto' or one of: "
+            + ", ".join(
+                repr(b.name) for b in _REGISTRY.values() if b.unsupported_reason(problem) is None
+            )
+        )
+
+
+def _builtin(
+    name: str,
+    requires: tuple[str, ...],
+    extra: str | None,
+    kind: str,
+    *,
+    weighted: bool,
+    knapsack: bool,
+    soft: bool,
+    time_limit: bool,
+    description: str,
+    module: str | None = None,
+) -> None:
+    register_backend(
+        Backend(
+            name=name,
+            module=module or f"flexassign.backends.{name.replace('-', '_')}",
+            requires=requires,
+            extra=extra,
+            kind=kind,
+            weighted=weighted,
+            knapsack=knapsack,
+            soft=soft,
+            time_limit=time_limit,
+            description=description,
+        )
+    )
+
+
+_builtin(
+    "flow", ("ortools",), None, "exact",
+    weighted=False, knapsack=False, soft=True, time_limit=False,
+    description="exact min-cost flow (OR-Tools SimpleMinCostFlow); count-based loads",
+)
+_builtin(
+    "highs", ("highspy",), None, "exact",
+    weighted=True, knapsack=True, soft=True, time_limit=True,
+    description="MIP through HiGHS (highspy), built in bulk from sparse arrays",
+)
+_builtin(
+    "greedy", (), None, "baseline",
+    weighted=True, knapsack=True, soft=True, time_limit=False,
+    description="paper baseline: each client takes its top-k by fitness, ignoring balance",
+)
+_builtin(
+    "greedy-balanced", (), None, "heuristic",
+    weighted=True, knapsack=True, soft=True, time_limit=False,
+    description="capacity- and load-aware greedy heuristic (no optimality proof)",
+)

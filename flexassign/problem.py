@@ -1,0 +1,495 @@
+r"""The client-expert assignment problem.
+
+For :math:`N` clients and :math:`E` experts with fitness :math:`S \in \mathbb{R}^{N\times E}`,
+choose binary :math:`x_{ce}` (client :math:`c` trains expert :math:`e`) to
+
+.. math::
+
+    \max_x \; \sum_{c,e} S_{ce} x_{ce} - \rho \sum_e \big(s^-_e + s^+_e\big)
+
+subject to
+
+.. math::
+
+    k^{\min}_c \le \textstyle\sum_e x_{ce} \le k_c
+        \qquad &\text{(client capacity)}\\
+    \textstyle\sum_e m_e x_{ce} \le M_c
+        \qquad &\text{(memory knapsack, optional)}\\
+    L_e - s^-_e \le \textstyle\sum_c w_c x_{ce} \le U_e + s^+_e
+        \qquad &\text{(expert load balance)}\\
+    x_{ce} = 0 \text{ where not allowed}, \quad x_{ce} = 1 \text{ where fixed}.
+
+With hard balance (``load_penalty=None``) the slacks :math:`s^\pm` are zero. With
+:math:`w_c` all equal and no binding knapsack the constraint matrix is the incidence
+matrix of a bipartite graph, hence totally unimodular: the problem is a min-cost
+flow and its LP relaxation is integral (:attr:`AssignmentProblem.is_unimodular`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import InvalidProblemError, ProblemTypeError
+
+__all__ = ["AssignmentProblem"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+#: Relative tolerance used to turn float load bounds into integer count bounds.
+_INT_TOL = 1e-9
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _numeric(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, str | bytes):
+        raise ProblemTypeError(f"`{name}` must be numeric; got a string")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - numpy raises many types here
+        raise ProblemTypeError(f"`{name}` could not be converted to an array: {exc}") from exc
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise ProblemTypeError(f"`{name}` must be numeric; got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ProblemTypeError(f"`{name}` must be real; got dtype {arr.dtype}")
+    return arr
+
+
+def _per_item(
+    name: str, value: Any, size: int, what: str, *, integer: bool, allow_inf: bool = False
+) -> np.ndarray:
+    """Broadcast a scalar or validate a length-``size`` vector."""
+    arr = _numeric(name, value)
+    if arr.ndim == 0:
+        arr = np.full(size, arr.item())
+    elif arr.ndim != 1 or arr.shape[0] != size:
+        raise InvalidProblemError(
+            f"`{name}` must be a scalar or have shape ({size},) (one value per {what}); "
+            f"got shape {arr.shape}"
+        )
+    arr = arr.astype(np.float64)
+    if np.isnan(arr).any():
+        i = int(np.flatnonzero(np.isnan(arr))[0])
+        raise InvalidProblemError(f"`{name}` must not contain NaN ({what} {i})")
+    if not allow_inf and np.isinf(arr).any():
+        i = int(np.flatnonzero(np.isinf(arr))[0])
+        raise InvalidProblemError(f"`{name}` must be finite ({what} {i} is {arr[i]})")
+    if (arr < 0).any():
+        i = int(np.flatnonzero(arr < 0)[0])
+        raise InvalidProblemError(f"`{name}` must be >= 0 ({what} {i} is {arr[i]:g})")
+    if integer:
+        if (arr != np.round(arr)).any():
+            i = int(np.flatnonzero(arr != np.round(arr))[0])
+            raise InvalidProblemError(
+                f"`{name}` must hold integers ({what} {i} is {arr[i]:g})"
+            )
+        return arr.astype(np.int64)
+    return arr
+
+
+def _mask(name: str, value: Any, shape: tuple[int, int]) -> BoolArray | None:
+    if value is None:
+        return None
+    arr = _numeric(name, value)
+    if arr.shape != shape:
+        raise InvalidProblemError(f"`{name}` must have shape {shape}; got shape {arr.shape}")
+    if arr.dtype != np.bool_:
+        if not np.isin(arr, (0, 1)).all():
+            raise InvalidProblemError(f"`{name}` must be boolean (or 0/1)")
+        arr = arr.astype(bool)
+    return arr
+
+
+@dataclass(frozen=True, eq=False, init=False)
+class AssignmentProblem:
+    """A validated, immutable client-expert assignment problem.
+
+    Parameters
+    ----------
+    fitness : array_like, shape (N, E)
+        Finite client-expert scores :math:`S_{ce}` to maximize; any sign.
+    capacity : int or array_like of int, shape (N,)
+        Maximum number of experts per client, :math:`k_c \\ge 0`.
+    min_experts : int or array_like of int, shape (N,)
+        Minimum number of experts per client, :math:`0 \\le k^{\\min}_c \\le k_c`. Set it
+        equal to ``capacity`` for "exactly k experts".
+    expert_min_load, expert_max_load : None, float or array_like, shape (E,)
+        Load bounds :math:`L_e \\le U_e`; ``None`` means 0 and :math:`+\\infty`.
+    client_weight : None or array_like, shape (N,)
+        Load contributed by each client, :math:`w_c > 0` (e.g. its sample count).
+        ``None`` counts clients (:math:`w_c = 1`).
+    expert_size, client_budget : None or array_like, shapes (E,) and (N,)
+        Memory knapsack :math:`\\sum_e m_e x_{ce} \\le M_c`; give both or neither.
+    allowed : None or array_like of bool, shape (N, E)
+        ``False`` forbids a pair.
+    fixed : None or array_like of bool, shape (N, E)
+        ``True`` forces a pair. A fixed pair must be allowed.
+    load_penalty : None or float
+        ``None`` makes the load bounds hard. A positive value makes them soft: each unit
+        of load outside :math:`[L_e, U_e]` costs ``load_penalty`` in the objective.
+
+    Raises
+    ------
+    InvalidProblemError
+        (a :class:`ValueError`) for wrong shapes, NaN/inf, negative or non-integer
+        capacities, ``min_experts > capacity``, ``expert_min_load > expert_max_load``,
+        a fixed pair that is not allowed, or a knapsack given by halves.
+    ProblemTypeError
+        (a :class:`TypeError`) for non-numeric input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexassign import AssignmentProblem
+    >>> p = AssignmentProblem(np.eye(3), capacity=1, expert_max_load=1)
+    >>> p.shape, p.is_unimodular
+    ((3, 3), True)
+    """
+
+    fitness: FloatArray
+    capacity: IntArray
+    min_experts: IntArray
+    expert_min_load: FloatArray
+    expert_max_load: FloatArray
+    client_weight: FloatArray | None
+    expert_size: FloatArray | None
+    client_budget: FloatArray | None
+    allowed: BoolArray | None
+    fixed: BoolArray | None
+    load_penalty: float | None
+    _cache: dict[str, Any] = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        fitness: ArrayLike,
+        capacity: ArrayLike = 1,
+        min_experts: ArrayLike = 0,
+        expert_min_load: ArrayLike | None = None,
+        expert_max_load: ArrayLike | None = None,
+        client_weight: ArrayLike | None = None,
+        expert_size: ArrayLike | None = None,
+        client_budget: ArrayLike | None = None,
+        allowed: ArrayLike | None = None,
+        fixed: ArrayLike | None = None,
+        load_penalty: float | None = None,
+    ) -> None:
+        s = _numeric("fitness", fitness)
+        if s.ndim != 2:
+            raise InvalidProblemError(
+                "`fitness` must be a 2-D array of shape (n_clients, n_experts); "
+                f"got {s.ndim}-D with shape {s.shape}"
+            )
+        n, e = s.shape
+        if n == 0 or e == 0:
+            raise InvalidProblemError(
+                f"`fitness` must have at least one client and one expert; got shape {s.shape}"
+            )
+        s = s.astype(np.float64)
+        if not np.isfinite(s).all():
+            c, j = (int(v) for v in np.argwhere(~np.isfinite(s))[0])
+            raise InvalidProblemError(
+                f"`fitness` must be finite; entry (client {c}, expert {j}) is {s[c, j]}"
+            )
+        cap = _per_item("capacity", capacity, n, "client", integer=True)
+        kmin = _per_item("min_experts", min_experts, n, "client", integer=True)
+        bad = np.flatnonzero(kmin > cap)
+        if bad.size:
+            c = int(bad[0])
+            raise InvalidProblemError(
+                f"`min_experts` ({kmin[c]} for client {c}) exceeds `capacity` ({cap[c]})"
+            )
+        lo = (
+            np.zeros(e)
+            if expert_min_load is None
+            else _per_item("expert_min_load", expert_min_load, e, "expert", integer=False)
+        )
+        hi = (
+            np.full(e, np.inf)
+            if expert_max_load is None
+            else _per_item(
+                "expert_max_load", expert_max_load, e, "expert", integer=False, allow_inf=True
+            )
+        )
+        bad = np.flatnonzero(lo > hi)
+        if bad.size:
+            j = int(bad[0])
+            raise InvalidProblemError(
+                f"`expert_min_load` ({lo[j]:g} for expert {j}) exceeds "
+                f"`expert_max_load` ({hi[j]:g})"
+            )
+        w = None
+        if client_weight is not None:
+            w = _per_item("client_weight", client_weight, n, "client", integer=False)
+            if (w <= 0).any():
+                c = int(np.flatnonzero(w <= 0)[0])
+                raise InvalidProblemError(f"`client_weight` must be > 0 (client {c} is {w[c]:g})")
+        if (expert_size is None) != (client_budget is None):
+            raise InvalidProblemError(
+                "`expert_size` and `client_budget` define the memory knapsack together; "
+                "give both or neither"
+            )
+        size = budget = None
+        if expert_size is not None:
+            size = _per_item("expert_size", expert_size, e, "expert", integer=False)
+            budget = _per_item(
+                "client_budget", client_budget, n, "client", integer=False, allow_inf=True
+            )
+        allow = _mask("allowed", allowed, (n, e))
+        fix = _mask("fixed", fixed, (n, e))
+        if fix is not None and allow is not None and (fix & ~allow).any():
+            c, j = (int(v) for v in np.argwhere(fix & ~allow)[0])
+            raise InvalidProblemError(
+                f"`fixed` forces the pair (client {c}, expert {j}) that `allowed` forbids"
+            )
+        pen = None
+        if load_penalty is not None:
+            if isinstance(load_penalty, bool) or not isinstance(
+                load_penalty, int | float | np.integer | np.floating
+            ):
+                raise ProblemTypeError(
+                    f"`load_penalty` must be a number or None; got {type(load_penalty).__name__}"
+                )
+            pen = float(load_penalty)
+            if not (math.isfinite(pen) and pen > 0):
+                raise InvalidProblemError(f"`load_penalty` must be finite and > 0; got {pen}")
+
+        values = {
+            "fitness": s,
+            "capacity": cap,
+            "min_experts": kmin,
+            "expert_min_load": lo,
+            "expert_max_load": hi,
+            "client_weight": w,
+            "expert_size": size,
+            "client_budget": budget,
+            "allowed": allow,
+            "fixed": fix,
+        }
+        for key, val in values.items():
+            object.__setattr__(self, key, None if val is None else _frozen(val))
+        object.__setattr__(self, "load_penalty", pen)
+        object.__setattr__(self, "_cache", {})
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def balanced(
+        cls,
+        fitness: ArrayLike,
+        capacity: ArrayLike = 1,
+        tolerance: float = 0.1,
+        client_weight: ArrayLike | None = None,
+        *,
+        exact_capacity: bool = False,
+        **kwargs: Any,
+    ) -> AssignmentProblem:
+        """Build a problem whose expert load bounds come from the average load.
+
+        With effective capacities :math:`\\bar k_c = \\min(k_c, |\\text{allowed}_c|)` the
+        average load is :math:`\\bar\\ell = \\sum_c \\bar k_c w_c / E`, and the bounds are
+        :math:`L_e = \\lfloor (1-\\varepsilon)\\bar\\ell \\rfloor`,
+        :math:`U_e = \\lceil (1+\\varepsilon)\\bar\\ell \\rceil`.
+
+        Parameters
+        ----------
+        fitness, capacity, client_weight
+            As in :class:`AssignmentProblem`.
+        tolerance : float
+            :math:`\\varepsilon \\ge 0`, the allowed relative deviation from the average.
+        exact_capacity : bool
+            If True every client takes exactly its capacity (``min_experts = capacity``).
+        **kwargs
+            Any other :class:`AssignmentProblem` argument except the load bounds.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> p = AssignmentProblem.balanced(np.ones((10, 4)), capacity=2, tolerance=0.2)
+        >>> p.expert_min_load.tolist(), p.expert_max_load.tolist()
+        ([4.0, 4.0, 4.0, 4.0], [6.0, 6.0, 6.0, 6.0])
+        """
+        for key in ("expert_min_load", "expert_max_load"):
+            if key in kwargs:
+                raise InvalidProblemError(
+                    f"`{key}` cannot be combined with `tolerance`: balanced() derives it"
+                )
+        if isinstance(tolerance, bool) or not isinstance(
+            tolerance, int | float | np.integer | np.floating
+        ):
+            raise ProblemTypeError(f"`tolerance` must be a number; got {type(tolerance).__name__}")
+        tol = float(tolerance)
+        if not (math.isfinite(tol) and tol >= 0):
+            raise InvalidProblemError(f"`tolerance` must be finite and >= 0; got {tolerance}")
+        if exact_capacity:
+            if "min_experts" in kwargs:
+                raise InvalidProblemError(
+                    "`min_experts` cannot be combined with `exact_capacity=True`"
+                )
+            kwargs["min_experts"] = capacity
+        base = cls(fitness, capacity=capacity, client_weight=client_weight, **kwargs)
+        avg = base.average_load()
+        lo = math.floor((1.0 - tol) * avg + _INT_TOL * max(1.0, avg))
+        hi = math.ceil((1.0 + tol) * avg - _INT_TOL * max(1.0, avg))
+        return base.replace(expert_min_load=max(lo, 0), expert_max_load=hi)
+
+    def replace(self, **changes: Any) -> AssignmentProblem:
+        """Return a new, re-validated problem with some arguments changed."""
+        names = [f.name for f in fields(self) if not f.name.startswith("_")]
+        unknown = set(changes) - set(names)
+        if unknown:
+            raise ProblemTypeError(
+                f"replace() got unknown argument(s) {sorted(unknown)}; valid: {names}"
+            )
+        args = {name: getattr(self, name) for name in names}
+        args.update(changes)
+        return AssignmentProblem(**args)
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_clients, n_experts)``."""
+        return self.fitness.shape  # type: ignore[return-value]
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.fitness.shape[0])
+
+    @property
+    def n_experts(self) -> int:
+        return int(self.fitness.shape[1])
+
+    @property
+    def weights(self) -> FloatArray:
+        """Client load weights :math:`w_c` (ones when loads count clients)."""
+        if self.client_weight is not None:
+            return self.client_weight
+        return self._cached("weights", lambda: _frozen(np.ones(self.n_clients)))
+
+    @property
+    def allowed_mask(self) -> BoolArray:
+        """``allowed`` with ``None`` expanded to all-True."""
+        if self.allowed is not None:
+            return self.allowed
+        return self._cached("allowed", lambda: _frozen(np.ones(self.shape, dtype=bool)))
+
+    @property
+    def fixed_mask(self) -> BoolArray:
+        """``fixed`` with ``None`` expanded to all-False."""
+        if self.fixed is not None:
+            return self.fixed
+        return self._cached("fixed", lambda: _frozen(np.zeros(self.shape, dtype=bool)))
+
+    @property
+    def has_knapsack(self) -> bool:
+        return self.expert_size is not None
+
+    @property
+    def is_soft(self) -> bool:
+        """True when load bounds are soft (``load_penalty`` set)."""
+        return self.load_penalty is not None
+
+    @property
+    def uniform_weight(self) -> float | None:
+        """The common client weight when all are equal, else ``None``."""
+        w = self.weights
+        return float(w[0]) if np.all(w == w[0]) else None
+
+    @property
+    def knapsack_binding(self) -> bool:
+        """Whether the memory knapsack can cut any client's choice."""
+        if self.expert_size is None or self.client_budget is None:
+            return False
+
+        def compute() -> bool:
+            sizes = np.where(self.allowed_mask, self.expert_size, 0.0)
+            top = -np.sort(-sizes, axis=1)
+            csum = np.concatenate([np.zeros((self.n_clients, 1)), np.cumsum(top, axis=1)], axis=1)
+            k = np.minimum(self.capacity, self.n_experts)
+            worst = csum[np.arange(self.n_clients), k]
+            return bool((worst > self.client_budget * (1 + _INT_TOL)).any())
+
+        return bool(self._cached("knapsack_binding", compute))
+
+    @property
+    def is_unimodular(self) -> bool:
+        """True when the constraint matrix is totally unimodular.
+
+        That holds when client weights are all equal and the knapsack (if any) can never
+        bind: the problem is then a min-cost flow and its LP relaxation is integral.
+        """
+        return self.uniform_weight is not None and not self.knapsack_binding
+
+    def effective_capacity(self) -> IntArray:
+        """:math:`\\min(k_c, |\\{e : \\text{allowed}_{ce}\\}|)` per client."""
+        return np.minimum(self.capacity, self.allowed_mask.sum(axis=1)).astype(np.int64)
+
+    def average_load(self) -> float:
+        """:math:`\\sum_c \\bar k_c w_c / E`, the load per expert if all capacity is used."""
+        return float(np.dot(self.effective_capacity(), self.weights)) / self.n_experts
+
+    def count_bounds(self) -> tuple[IntArray, IntArray]:
+        """Integer bounds on the number of clients per expert (uniform weights only).
+
+        Returns
+        -------
+        lo, hi : ndarray of int, shape (E,)
+            :math:`\\lceil L_e / w \\rceil` and :math:`\\lfloor U_e / w \\rfloor`, with
+            :math:`U_e = \\infty` mapped to ``n_clients``.
+        """
+        w = self.uniform_weight
+        if w is None:
+            raise InvalidProblemError("count_bounds() needs equal `client_weight` for all clients")
+        lo = self.expert_min_load / w
+        hi = self.expert_max_load / w
+        lo_i = np.ceil(lo - _INT_TOL * np.maximum(1.0, lo))
+        hi_c = np.where(np.isfinite(hi), hi, self.n_clients)
+        hi_i = np.floor(hi_c + _INT_TOL * np.maximum(1.0, hi_c))
+        hi_i = np.minimum(hi_i, self.n_clients)
+        return lo_i.astype(np.int64), hi_i.astype(np.int64)
+
+    def objective(self, x: ArrayLike) -> float:
+        """Objective value of a 0/1 assignment, penalty for soft bounds included."""
+        xb = np.asarray(x, dtype=bool)
+        value = float(self.fitness[xb].sum())
+        if self.load_penalty is not None:
+            loads = self.weights @ xb
+            excess = np.maximum(self.expert_min_load - loads, 0) + np.maximum(
+                loads - self.expert_max_load, 0
+            )
+            value -= self.load_penalty * float(excess.sum())
+        return value
+
+    def summary(self) -> str:
+        """One line describing the problem's size and structure."""
+        parts = [f"{self.n_clients} clients x {self.n_experts} experts"]
+        parts.append("count loads" if self.client_weight is None else "weighted loads")
+        if self.has_knapsack:
+            parts.append("knapsack" + ("" if self.knapsack_binding else " (non-binding)"))
+        if self.allowed is not None:
+            parts.append(f"{int((~self.allowed).sum())} forbidden pairs")
+        if self.fixed is not None:
+            parts.append(f"{int(self.fixed.sum())} fixed pairs")
+        if self.is_soft:
+            parts.append(f"soft bounds (penalty {self.load_penalty:g})")
+        parts.append("totally unimodular" if self.is_unimodular else "general MIP")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"AssignmentProblem({self.summary()})"
+
+    def _cached(self, key: str, fn: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]

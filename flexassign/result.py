@@ -1,0 +1,168 @@
+"""Solver status and the verified result returned by :func:`flexassign.solve_assignment`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["AssignmentResult", "Status", "Violation"]
+
+
+class Status(str, enum.Enum):
+    """Outcome of a solve.
+
+    ``OPTIMAL`` and ``FEASIBLE`` always come with an assignment that satisfies every
+    constraint. ``TIME_LIMIT`` may carry a verified incumbent (then ``success`` is True).
+    ``VIOLATES_CONSTRAINTS`` is what baseline heuristics (``greedy``) return when their
+    assignment breaks a constraint; it is never a success.
+    """
+
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+    INFEASIBLE = "infeasible"
+    TIME_LIMIT = "time_limit"
+    ERROR = "error"
+    VIOLATES_CONSTRAINTS = "violates_constraints"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken constraint, in the user's terms.
+
+    Attributes
+    ----------
+    kind : str
+        ``"capacity"``, ``"min_experts"``, ``"budget"``, ``"expert_min_load"``,
+        ``"expert_max_load"``, ``"allowed"`` or ``"fixed"``.
+    index : int or tuple of int
+        Client, expert, or (client, expert) at fault.
+    value, limit : float
+        The recomputed quantity and the bound it breaks.
+    """
+
+    kind: str
+    index: int | tuple[int, int]
+    value: float
+    limit: float
+
+    def __str__(self) -> str:
+        k, i, v, lim = self.kind, self.index, self.value, self.limit
+        if k == "capacity":
+            return f"client {i} takes {v:g} experts > capacity {lim:g}"
+        if k == "min_experts":
+            return f"client {i} takes {v:g} experts < min_experts {lim:g}"
+        if k == "budget":
+            return f"client {i} uses memory {v:g} > client_budget {lim:g}"
+        if k == "expert_min_load":
+            return f"expert {i} has load {v:g} < expert_min_load {lim:g}"
+        if k == "expert_max_load":
+            return f"expert {i} has load {v:g} > expert_max_load {lim:g}"
+        if k == "allowed":
+            return f"pair {i} is assigned but not allowed"
+        if k == "fixed":
+            return f"pair {i} is fixed but not assigned"
+        return f"{k} {i}: {v:g} vs {lim:g}"
+
+
+@dataclass(frozen=True, eq=False)
+class AssignmentResult:
+    """A verified assignment and the solver's report.
+
+    Attributes
+    ----------
+    status : Status
+    x : ndarray of bool, shape (N, E), or None
+        The assignment; ``None`` when the solver returned none.
+    objective : float
+        Objective recomputed from ``x`` by the verifier (NaN without ``x``).
+    bound : float or None
+        Best proven upper bound on the objective, when the method provides one.
+    gap : float or None
+        ``(bound - objective) / max(|objective|, 1)``, when a bound is known.
+    loads : ndarray, shape (E,), or None
+        Recomputed per-expert load :math:`\\sum_c w_c x_{ce}`.
+    runtime : float
+        Wall time of the whole call (validation, solve, verification), seconds.
+    method : str
+        The backend that produced ``x`` (``"auto"`` resolved to a real name).
+    message : str
+        What happened, in the user's terms; for infeasible problems, why.
+    violations : tuple of Violation
+        Constraints ``x`` breaks (empty for every success).
+    stats : dict
+        Backend-specific report (build/solve time, scaling, node count, ...).
+    """
+
+    status: Status
+    x: NDArray[np.bool_] | None
+    objective: float
+    bound: float | None
+    gap: float | None
+    loads: NDArray[np.float64] | None
+    runtime: float
+    method: str
+    message: str
+    violations: tuple[Violation, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        """True when an assignment satisfying every constraint is returned."""
+        return (
+            self.x is not None
+            and not self.violations
+            and self.status in (Status.OPTIMAL, Status.FEASIBLE, Status.TIME_LIMIT)
+        )
+
+    @property
+    def experts(self) -> list[tuple[int, ...]] | None:
+        """Per client, the sorted indices of its assigned experts."""
+        if self.x is None:
+            return None
+        return [tuple(int(e) for e in np.flatnonzero(row)) for row in self.x]
+
+    def to_dict(self, *, include_assignment: bool = True) -> dict[str, Any]:
+        """A JSON-serializable view of the result."""
+        out: dict[str, Any] = {
+            "status": self.status.value,
+            "success": self.success,
+            "method": self.method,
+            "objective": None if np.isnan(self.objective) else self.objective,
+            "bound": self.bound,
+            "gap": self.gap,
+            "runtime": self.runtime,
+            "message": self.message,
+            "violations": [str(v) for v in self.violations],
+            "loads": None if self.loads is None else self.loads.tolist(),
+            "stats": _jsonable(self.stats),
+        }
+        if include_assignment:
+            out["experts"] = None if self.experts is None else [list(e) for e in self.experts]
+        return out
+
+    def __repr__(self) -> str:
+        shape = None if self.x is None else self.x.shape
+        return (
+            f"AssignmentResult(status={self.status.value}, success={self.success}, "
+            f"method={self.method!r}, objective={self.objective:.6g}, gap={self.gap}, "
+            f"shape={shape}, runtime={self.runtime:.4f}s)"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,238 @@
+"""The single entry point: :func:`solve_assignment`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .backends.base import BackendOutput, SolveOptions
+from .backends.registry import Backend, check_supported, get_backend, list_backends
+from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
+from .problem import AssignmentProblem
+from .result import AssignmentResult, Status
+from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
+
+__all__ = ["auto_method", "solve_assignment"]
+
+
+def auto_method(problem: AssignmentProblem) -> str:
+    """The fastest installed exact method for the problem's structure.
+
+    Min-cost flow when the constraint matrix is totally unimodular (equal client
+    weights, no binding knapsack), otherwise the first installed exact MIP backend.
+    """
+    candidates = ["flow", "highs"] if problem.is_unimodular else ["highs"]
+    candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
+    for name in candidates:
+        backend = get_backend(name)
+        if backend.installed() and backend.unsupported_reason(problem) is None:
+            return name
+    raise UnsupportedProblemError(
+        "no installed exact backend can solve this problem; install highspy "
+        "(`pip install highspy`) or ortools"
+    )
+
+
+def _check_options(
+    time_limit: float | None, mip_gap: float | None, seed: int, threads: int | None
+) -> None:
+    def is_number(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
+
+    if time_limit is not None:
+        if not is_number(time_limit):
+            raise ProblemTypeError(f"`time_limit` must be a number of seconds or None; got {time_limit!r}")
+        if not (math.isfinite(time_limit) and time_limit > 0):
+            raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
+    if mip_gap is not None:
+        if not is_number(mip_gap):
+            raise ProblemTypeError(f"`mip_gap` must be a number or None; got {mip_gap!r}")
+        if not (math.isfinite(mip_gap) and mip_gap >= 0):
+            raise InvalidProblemError(f"`mip_gap` must be finite and >= 0; got {mip_gap}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ProblemTypeError(f"`seed` must be an integer; got {seed!r}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
+    ):
+        raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
+
+
+def _as_problem(problem: AssignmentProblem | ArrayLike, kwargs: dict[str, Any]) -> AssignmentProblem:
+    if isinstance(problem, AssignmentProblem):
+        if kwargs:
+            raise ProblemTypeError(
+                "problem arguments (" + ", ".join(f"`{k}`" for k in sorted(kwargs)) + ") "
+                "cannot be combined with an AssignmentProblem; use problem.replace(...)"
+            )
+        return problem
+    if "tolerance" in kwargs:
+        tol = kwargs.pop("tolerance")
+        return AssignmentProblem.balanced(problem, tolerance=tol, **kwargs)
+    return AssignmentProblem(problem, **kwargs)
+
+
+def solve_assignment(
+    problem: AssignmentProblem | ArrayLike,
+    /,
+    *,
+    method: str = "auto",
+    time_limit: float | None = None,
+    mip_gap: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    verbose: bool = False,
+    options: Mapping[str, Any] | None = None,
+    verify_tol: float = DEFAULT_TOL,
+    **problem_kwargs: Any,
+) -> AssignmentResult:
+    """Solve a client-expert assignment problem and verify the answer.
+
+    Parameters
+    ----------
+    problem : AssignmentProblem or array_like of shape (N, E)
+        The problem, or a fitness matrix; then ``problem_kwargs`` build it
+        (:meth:`AssignmentProblem.balanced` when ``tolerance`` is among them).
+    method : str
+        ``"auto"`` (min-cost flow for totally unimodular problems, MIP otherwise),
+        or a backend name from :func:`~flexassign.available_backends`.
+    time_limit : float, optional
+        Seconds for the solver (backends that support it).
+    mip_gap : float, optional
+        Relative gap at which MIP backends may stop (result is then FEASIBLE).
+    seed : int
+        Solver random seed; the same input and seed give the same assignment.
+    threads : int, optional
+        Solver threads (default: one, for determinism).
+    verbose : bool
+        Show the solver log.
+    options : Mapping, optional
+        Backend-specific options (e.g. ``{"warm_start": x}`` for ``highs``).
+    verify_tol : float
+        Relative tolerance of the verifier on load and memory bounds.
+    **problem_kwargs
+        :class:`AssignmentProblem` arguments, when ``problem`` is an array.
+
+    Returns
+    -------
+    AssignmentResult
+        Verified: ``success`` is True only if ``x`` satisfies every constraint.
+
+    Raises
+    ------
+    InvalidProblemError, ProblemTypeError
+        Bad problem data or options (a :class:`ValueError` / :class:`TypeError`).
+    UnknownMethodError, BackendNotInstalledError, UnsupportedProblemError
+        ``method`` is unknown, its package is missing, or it cannot model the problem.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexassign import solve_assignment
+    >>> fitness = np.array([[3.0, 1.0], [2.0, 0.0], [1.0, 2.0]])
+    >>> res = solve_assignment(fitness, capacity=1, expert_max_load=2, method="flow")
+    >>> res.status.value, res.experts, res.objective
+    ('optimal', [(0,), (0,), (1,)], 7.0)
+    """
+    t0 = time.perf_counter()
+    prob = _as_problem(problem, dict(problem_kwargs))
+    _check_options(time_limit, mip_gap, seed, threads)
+    if options is not None and not isinstance(options, Mapping):
+        raise ProblemTypeError(f"`options` must be a mapping or None; got {type(options).__name__}")
+    name = auto_method(prob) if method == "auto" else method
+    backend = get_backend(name)
+    check_supported(backend, prob)
+    solve_fn = backend.load()
+    opts = SolveOptions(
+        time_limit=None if time_limit is None else float(time_limit),
+        mip_gap=None if mip_gap is None else float(mip_gap),
+        seed=int(seed),
+        threads=None if threads is None else int(threads),
+        verbose=bool(verbose),
+        extra=dict(options or {}),
+    )
+
+    diagnosis = diagnose_infeasibility(prob)
+    if diagnosis is not None and backend.kind != "baseline":
+        return _finish(
+            prob, backend, BackendOutput(Status.INFEASIBLE, message=diagnosis), t0, verify_tol,
+            stats={"presolve": "infeasible"},
+        )
+    try:
+        out = solve_fn(prob, opts)
+    except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
+        raise
+    except Exception as exc:  # a solver crash is reported, not hidden
+        out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
+    if diagnosis is not None:
+        out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
+    return _finish(prob, backend, out, t0, verify_tol)
+
+
+def _finish(
+    problem: AssignmentProblem,
+    backend: Backend,
+    out: BackendOutput,
+    t0: float,
+    tol: float,
+    stats: dict[str, Any] | None = None,
+) -> AssignmentResult:
+    status = out.status
+    message = out.message
+    merged = {**(stats or {}), **out.stats}
+    if out.x is None:
+        if status in (Status.OPTIMAL, Status.FEASIBLE):
+            status, message = Status.ERROR, f"{backend.name} claimed {status.value} without an assignment"
+        return AssignmentResult(
+            status=status,
+            x=None,
+            objective=float("nan"),
+            bound=out.bound,
+            gap=None,
+            loads=None,
+            runtime=time.perf_counter() - t0,
+            method=backend.name,
+            message=message or status.value,
+            stats=merged,
+        )
+    check = verify_assignment(problem, out.x, tol=tol)
+    if not backend.exact and status is Status.OPTIMAL:
+        status = Status.FEASIBLE  # only exact methods may claim optimality
+    if check.violations:
+        broken = "; ".join(str(v) for v in check.violations[:5])
+        more = len(check.violations) - 5
+        broken += f"; and {more} more" if more > 0 else ""
+        if backend.exact:
+            status = Status.ERROR
+            message = f"{backend.name} returned an assignment that breaks constraints: {broken}"
+        else:
+            status = Status.VIOLATES_CONSTRAINTS
+            message = f"{message}: breaks {len(check.violations)} constraint(s): {broken}".lstrip(": ")
+    bound = out.bound
+    if status is Status.OPTIMAL and bound is None:
+        bound = check.objective
+    gap = None
+    if bound is not None and not check.violations:
+        gap = max(0.0, bound - check.objective) / max(abs(check.objective), 1.0)
+    if not message:
+        message = {
+            Status.OPTIMAL: "optimal assignment found",
+            Status.FEASIBLE: "feasible assignment found (optimality not proven)",
+        }.get(status, status.value)
+    return AssignmentResult(
+        status=status,
+        x=check.x,
+        objective=check.objective,
+        bound=bound,
+        gap=gap,
+        loads=check.loads,
+        runtime=time.perf_counter() - t0,
+        method=backend.name,
+        message=message,
+        violations=check.violations,
+        stats=merged,
+    )
