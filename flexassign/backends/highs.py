@@ -23,6 +23,9 @@ from .linear import build_linear_model
 
 __all__ = ["solve"]
 
+#: Relative gap below which a HiGHS "optimal" is reported as proven optimal.
+_EXACT_GAP = 1e-9
+
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     import highspy
@@ -37,14 +40,28 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     integrality = (
         np.zeros(n_cols, dtype=np.int32) if relax else model.integrality.astype(np.int32)
     )
+    if n_cols == 0:  # nothing may be assigned: feasible iff every row admits zero
+        ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
+        return BackendOutput(
+            Status.OPTIMAL if ok else Status.INFEASIBLE,
+            x=np.zeros(problem.shape, dtype=bool) if ok else None,
+            message="" if ok else "no pair may be assigned but some minimum is positive",
+        )
+    # Scale the objective to max |c| = 1 (a power of two: exact) so HiGHS's absolute
+    # tolerances mean the same at any fitness scale.
+    peak = float(np.max(np.abs(model.c))) if n_cols else 0.0
+    obj_scale = 2.0 ** -np.floor(np.log2(peak)) if peak > 0 else 1.0
+
     h = highspy.Highs()
     h.setOptionValue("output_flag", bool(options.verbose))
     h.setOptionValue("random_seed", int(options.seed))
     h.setOptionValue("threads", int(options.threads or 1))
     if options.time_limit is not None:
         h.setOptionValue("time_limit", float(options.time_limit))
-    if options.mip_gap is not None:
-        h.setOptionValue("mip_rel_gap", float(options.mip_gap))
+    # HiGHS stops at a 1e-4 relative / 1e-6 absolute gap by default: far from "optimal"
+    # for small-scale fitness. Prove optimality unless the user asks for a gap.
+    h.setOptionValue("mip_rel_gap", _EXACT_GAP if options.mip_gap is None else float(options.mip_gap))
+    h.setOptionValue("mip_abs_gap", 0.0)
     raw: dict[str, Any] = dict(options.extra.get("highs_options", {}))
     for key, value in raw.items():
         h.setOptionValue(key, value)
@@ -55,7 +72,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         1,  # MatrixFormat.kColwise
         1,  # ObjSense.kMinimize: HiGHS minimizes -c
         0.0,
-        np.ascontiguousarray(-model.c),
+        np.ascontiguousarray(-model.c * obj_scale),
         model.col_lo,
         np.where(np.isinf(model.col_hi), inf, model.col_hi),
         np.where(np.isinf(model.row_lo), -inf, model.row_lo),
@@ -100,15 +117,21 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         values = np.asarray(h.getSolution().col_value)
         x = model.to_assignment(problem.shape, values)
     if relax:
-        stats["lp_objective"] = -float(info.objective_function_value)
+        stats["lp_objective"] = -float(info.objective_function_value) / obj_scale
         return BackendOutput(
             Status.FEASIBLE if has_solution else Status.ERROR, x=x, stats=stats,
             bound=stats["lp_objective"],
         )
-    bound = -float(info.mip_dual_bound) if np.isfinite(info.mip_dual_bound) else None
+    bound = -float(info.mip_dual_bound) / obj_scale if np.isfinite(info.mip_dual_bound) else None
+    stats["objective_scale"] = obj_scale
     stats["mip_node_count"] = int(info.mip_node_count)
     stats["mip_gap"] = float(info.mip_gap)
     if ms == MS.kOptimal:
+        if info.mip_gap > _EXACT_GAP and bound is not None:
+            return BackendOutput(
+                Status.FEASIBLE, x=x, bound=bound, stats=stats,
+                message=f"HiGHS stopped at relative gap {info.mip_gap:.3g} (mip_gap)",
+            )
         return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
     if ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kSolutionLimit, MS.kInterrupt):
         return BackendOutput(

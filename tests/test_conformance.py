@@ -1,0 +1,171 @@
+"""The conformance suite every backend must pass.
+
+Parametrized over the registry, so a newly registered backend is tested here
+without further work: feasibility, objective recomputation, determinism,
+infeasibility detection, time limits, and agreement with an independent MIP.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from _problems import random_problem, reference_solve
+
+from flexassign import (
+    AssignmentProblem,
+    Status,
+    available_backends,
+    list_backends,
+    solve_assignment,
+    verify_assignment,
+)
+from flexassign.backends.registry import get_backend
+
+ALL = available_backends()
+EXACT = [b.name for b in list_backends() if b.exact and b.installed()]
+NON_EXACT = [b.name for b in list_backends() if not b.exact and b.installed()]
+
+
+def supports(name: str, p: AssignmentProblem) -> bool:
+    return get_backend(name).unsupported_reason(p) is None
+
+
+def test_core_backends_registered_and_installed() -> None:
+    for name in ("flow", "highs", "greedy", "greedy-balanced"):
+        assert name in ALL
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_returns_verified_feasible_assignment(method: str) -> None:
+    rng = np.random.default_rng(1)
+    p = AssignmentProblem.balanced(rng.random((40, 6)), capacity=2, tolerance=0.3)
+    res = solve_assignment(p, method=method)
+    assert res.method == method
+    assert res.x is not None and res.x.shape == (40, 6) and res.x.dtype == bool
+    # the objective and loads are recomputed independently here
+    assert res.objective == pytest.approx(float((p.fitness * res.x).sum()), rel=1e-12)
+    np.testing.assert_allclose(res.loads, res.x.sum(axis=0))
+    assert res.experts == [tuple(np.flatnonzero(r)) for r in res.x]
+    if get_backend(method).kind == "baseline":
+        assert res.status is not Status.OPTIMAL
+    else:
+        assert res.success, res.message
+        assert verify_assignment(p, res.x).ok
+    if get_backend(method).exact:
+        assert res.status is Status.OPTIMAL
+        assert res.gap is not None and res.gap < 1e-9
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_deterministic(method: str) -> None:
+    rng = np.random.default_rng(2)
+    p = AssignmentProblem.balanced(rng.random((60, 8)).round(1), capacity=2, tolerance=0.2)
+    a = solve_assignment(p, method=method, seed=3)
+    b = solve_assignment(p, method=method, seed=3)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.objective == b.objective
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_exact_backends_match_reference_on_random_instances(method: str) -> None:
+    rng = np.random.default_rng(3)
+    checked = 0
+    for trial in range(30):
+        p = random_problem(
+            rng,
+            n=int(rng.integers(2, 9)),
+            e=int(rng.integers(2, 5)),
+            weighted=trial % 3 == 1,
+            knapsack=trial % 4 == 2,
+            masks=trial % 2 == 0,
+            fixed=trial % 5 == 3,
+            mixed_sign=trial % 2 == 1,
+            exact=trial % 6 == 5,
+        )
+        if not supports(method, p):
+            continue
+        ref = reference_solve(p)
+        res = solve_assignment(p, method=method)
+        checked += 1
+        if ref.feasible:
+            assert res.status is Status.OPTIMAL, (trial, res.message)
+            assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
+        else:
+            assert res.status is Status.INFEASIBLE, (trial, res.status)
+            assert res.x is None and not res.success
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_infeasible_found_by_solver_not_presolve(method: str) -> None:
+    # Hall violation: experts 0 and 1 need 2 clients each, only clients 0-1 may take
+    # them and each has capacity 1. No aggregate or per-expert check catches it.
+    allowed = np.ones((4, 3), dtype=bool)
+    allowed[2:, :2] = False
+    p = AssignmentProblem(
+        np.ones((4, 3)),
+        capacity=[1, 1, 3, 3],
+        expert_min_load=[2, 2, 0],
+        allowed=allowed,
+    )
+    from flexassign import diagnose_infeasibility
+
+    assert diagnose_infeasibility(p) is None
+    res = solve_assignment(p, method=method)
+    assert res.status is Status.INFEASIBLE
+    assert not res.success and res.x is None
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_presolve_reports_reason(method: str) -> None:
+    p = AssignmentProblem(np.ones((5, 3)), capacity=2, expert_min_load=[4, 4, 4])
+    res = solve_assignment(p, method=method)
+    assert res.status is Status.INFEASIBLE
+    assert res.message == "total capacity 10 < total minimum expert load 12"
+
+
+@pytest.mark.parametrize("method", [n for n in ALL if get_backend(n).time_limit])
+def test_time_limit_honoured(method: str) -> None:
+    rng = np.random.default_rng(4)
+    p = random_problem(rng, n=300, e=24, weighted=True, tolerance=0.05)
+    t0 = time.perf_counter()
+    res = solve_assignment(p, method=method, time_limit=0.5)
+    elapsed = time.perf_counter() - t0
+    # generous: model building and verification come on top of the solver's limit
+    assert elapsed < 20
+    assert res.status in (Status.OPTIMAL, Status.TIME_LIMIT, Status.FEASIBLE, Status.INFEASIBLE)
+    if res.status is Status.TIME_LIMIT and res.x is not None:
+        assert res.success == verify_assignment(p, res.x).ok
+
+
+@pytest.mark.parametrize("method", [b.name for b in list_backends() if b.soft and b.installed()])
+def test_soft_bounds_never_infeasible_and_pay_penalty(method: str) -> None:
+    # hard bounds are infeasible: expert 1 must take 4 clients and only 3 exist
+    fitness = np.array([[1.0, 0.2], [1.0, 0.3], [0.9, 0.4]])
+    p_hard = AssignmentProblem(fitness, capacity=1, expert_min_load=[0, 4])
+    assert solve_assignment(p_hard, method="highs").status is Status.INFEASIBLE
+    p = p_hard.replace(load_penalty=0.5)
+    res = solve_assignment(p, method=method)
+    assert res.x is not None
+    short = max(0.0, 4 - res.x[:, 1].sum())
+    assert res.objective == pytest.approx((fitness * res.x).sum() - 0.5 * short)
+    if get_backend(method).exact:
+        # brute force: each client takes nothing, expert 0 or expert 1
+        best = max(
+            p.objective(np.array([[a == 1, a == 2] for a in choice]))
+            for choice in np.ndindex(3, 3, 3)
+        )
+        assert res.status is Status.OPTIMAL
+        assert res.objective == pytest.approx(best)
+
+
+def test_non_exact_never_claims_optimal() -> None:
+    rng = np.random.default_rng(5)
+    p = AssignmentProblem(rng.random((10, 4)), capacity=2)  # no balance: greedy is optimal
+    for method in NON_EXACT:
+        res = solve_assignment(p, method=method)
+        assert res.status is not Status.OPTIMAL
+        if get_backend(method).kind == "baseline":
+            assert res.objective == pytest.approx(solve_assignment(p, method="highs").objective)
