@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/quickstart.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -48,15 +48,15 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         print(f"status  : {res.status.value} (success={res.success})")
         print(f"message : {res.message}")
         if res.x is not None:
-            print(f"objective: {res.objective:.10g}" + (f"   bound: {res.bound:.10g}" if res.bound is not None else ""))
+            print(
+                f"objective: {res.objective:.10g}"
+                + (f"   bound: {res.bound:.10g}" if res.bound is not None else "")
+            )
             if res.gap is not None:
                 print(f"gap     : {res.gap:.3g}")
-            assert res.loads is not None
-            print(
-                "loads   : min {:.4g}  max {:.4g}  cv {:.4g}".format(
-                    res.loads.min(), res.loads.max(), float(np.std(res.loads) / max(np.mean(res.loads), 1e-12))
-                )
-            )
+            loads = res.loads if res.loads is not None else np.zeros(1)
+            cv = float(np.std(loads) / max(float(np.mean(loads)), 1e-12))
+            print(f"loads   : min {loads.min():.4g}  max {loads.max():.4g}  cv {cv:.4g}")
             experts = res.experts or []
             shown = experts[: args.show]
             for c, exp in enumerate(shown):
@@ -86,10 +86,14 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'name':<16}{'installed':<10}{'kind':<10}{'weighted':<9}{'knapsack':<9}{'soft':<6}{'t-limit':<8}description")
+    print(
+        f"{'name':<16}{'installed':<10}{'kind':<10}{'weighted':<9}{'knapsack':<9}{'soft':<6}{'t-limit':<8}description"
+    )
     for r in rows:
+
         def yn(v: object) -> str:
             return "yes" if v else "no"
+
         print(
             f"{r['name']:<16}{yn(r['installed']):<10}{r['kind']:<10}{yn(r['weighted']):<9}"
             f"{yn(r['knapsack']):<9}{yn(r['soft']):<6}{yn(r['time_limit']):<8}{r['description']}"
@@ -106,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("solve", help="solve a problem file (.json or .npz)")
     s.add_argument("problem", help="problem file; format in docs/file-format.md")
-    s.add_argument("--method", default="auto", help="backend name or 'auto' (see `flexassign backends`)")
+    s.add_argument(
+        "--method", default="auto", help="backend name or 'auto' (see `flexassign backends`)"
+    )
     s.add_argument("--tolerance", type=float, default=None, help="derive balanced load bounds")
     s.add_argument("--time-limit", type=float, default=None, help="solver time limit, seconds")
     s.add_argument("--mip-gap", type=float, default=None, help="relative MIP gap to stop at")

@@ -35,7 +35,13 @@ import numpy as np
 from .errors import InvalidProblemError, ProblemTypeError
 from .problem import AssignmentProblem
 
-__all__ = ["load_problem", "problem_from_dict", "problem_to_dict", "save_problem", "write_json_atomic"]
+__all__ = [
+    "load_problem",
+    "problem_from_dict",
+    "problem_to_dict",
+    "save_problem",
+    "write_json_atomic",
+]
 
 _ARRAY_KEYS = (
     "fitness",
@@ -142,14 +148,18 @@ def save_problem(problem: AssignmentProblem, path: str | os.PathLike[str]) -> No
     if suffix == ".json":
         write_json_atomic(p, problem_to_dict(problem))
     elif suffix == ".npz":
-        arrays = {k: np.asarray(getattr(problem, k)) for k in _ARRAY_KEYS if getattr(problem, k) is not None}
+        arrays = {
+            k: np.asarray(getattr(problem, k))
+            for k in _ARRAY_KEYS
+            if getattr(problem, k) is not None
+        }
         if problem.load_penalty is not None:
             arrays["load_penalty"] = np.asarray(problem.load_penalty)
         fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".npz.tmp")
         os.close(fd)
         try:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+                np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
             os.replace(tmp, p)
         finally:
             if os.path.exists(tmp):

@@ -93,9 +93,7 @@ def _per_item(
     if integer:
         if (arr != np.round(arr)).any():
             i = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise InvalidProblemError(
-                f"`{name}` must hold integers ({what} {i} is {arr[i]:g})"
-            )
+            raise InvalidProblemError(f"`{name}` must hold integers ({what} {i} is {arr[i]:g})")
         return arr.astype(np.int64)
     return arr
 
@@ -360,7 +358,7 @@ class AssignmentProblem:
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_clients, n_experts)``."""
-        return self.fitness.shape  # type: ignore[return-value]
+        return (self.n_clients, self.n_experts)
 
     @property
     def n_clients(self) -> int:
@@ -409,16 +407,17 @@ class AssignmentProblem:
     @property
     def knapsack_binding(self) -> bool:
         """Whether the memory knapsack can cut any client's choice."""
-        if self.expert_size is None or self.client_budget is None:
+        size, budget = self.expert_size, self.client_budget
+        if size is None or budget is None:
             return False
 
         def compute() -> bool:
-            sizes = np.where(self.allowed_mask, self.expert_size, 0.0)
+            sizes = np.where(self.allowed_mask, size, 0.0)
             top = -np.sort(-sizes, axis=1)
             csum = np.concatenate([np.zeros((self.n_clients, 1)), np.cumsum(top, axis=1)], axis=1)
             k = np.minimum(self.capacity, self.n_experts)
             worst = csum[np.arange(self.n_clients), k]
-            return bool((worst > self.client_budget * (1 + _INT_TOL)).any())
+            return bool((worst > budget * (1 + _INT_TOL)).any())
 
         return bool(self._cached("knapsack_binding", compute))
 

@@ -221,10 +221,7 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     bad = np.flatnonzero(_exceeds(fixed_load, hi, DEFAULT_TOL))
     if bad.size:
         e = int(bad[0])
-        return (
-            f"expert {e} has fixed load {_fmt(fixed_load[e])} > "
-            f"expert_max_load {_fmt(hi[e])}"
-        )
+        return f"expert {e} has fixed load {_fmt(fixed_load[e])} > expert_max_load {_fmt(hi[e])}"
     can_take = allowed & (cap > 0)[:, None]
     max_load = w @ can_take
     bad = np.flatnonzero(_exceeds(lo, max_load, DEFAULT_TOL))

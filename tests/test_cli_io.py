@@ -74,8 +74,17 @@ def test_round_trip(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"p{suffix}"
     save_problem(p, path)
     q = load_problem(path)
-    for name in ("fitness", "capacity", "min_experts", "expert_min_load", "expert_max_load",
-                 "client_weight", "expert_size", "client_budget", "allowed"):
+    for name in (
+        "fitness",
+        "capacity",
+        "min_experts",
+        "expert_min_load",
+        "expert_max_load",
+        "client_weight",
+        "expert_size",
+        "client_budget",
+        "allowed",
+    ):
         np.testing.assert_array_equal(getattr(p, name), getattr(q, name))
     assert q.load_penalty == p.load_penalty and q.fixed is None
     assert solve_assignment(p).objective == pytest.approx(solve_assignment(q).objective)
@@ -105,7 +114,8 @@ def test_ortools_and_highspy_load_together(order: tuple[str, str]) -> None:
 def test_module_entry_point() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "flexassign", "solve", str(EXAMPLES / "small.json"), "--show", "0"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "optimal" in out.stdout

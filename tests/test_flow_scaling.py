@@ -67,8 +67,12 @@ def test_fixed_and_forbidden_pairs_in_flow() -> None:
 def test_soft_fractional_bounds_match_reference(bounds: tuple[float, float]) -> None:
     rng = np.random.default_rng(13)
     p = AssignmentProblem(
-        rng.random((8, 4)), capacity=2, expert_min_load=bounds[0], expert_max_load=bounds[1],
-        load_penalty=0.3, client_weight=np.full(8, 1.0),
+        rng.random((8, 4)),
+        capacity=2,
+        expert_min_load=bounds[0],
+        expert_max_load=bounds[1],
+        load_penalty=0.3,
+        client_weight=np.full(8, 1.0),
     )
     res = solve_assignment(p, method="flow")
     assert res.status is Status.OPTIMAL

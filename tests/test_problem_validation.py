@@ -29,53 +29,123 @@ def raises(exc: type[Exception], message: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("kwargs", "exc", "message"),
     [
-        ({"fitness": np.ones(3)}, InvalidProblemError,
-         "`fitness` must be a 2-D array of shape (n_clients, n_experts); got 1-D with shape (3,)"),
-        ({"fitness": np.ones((0, 2))}, InvalidProblemError,
-         "`fitness` must have at least one client and one expert; got shape (0, 2)"),
-        ({"fitness": [[1.0, np.nan], [0, 0]]}, InvalidProblemError,
-         "`fitness` must be finite; entry (client 0, expert 1) is nan"),
-        ({"fitness": [[1.0, 2.0], [np.inf, 0]]}, InvalidProblemError,
-         "`fitness` must be finite; entry (client 1, expert 0) is inf"),
+        (
+            {"fitness": np.ones(3)},
+            InvalidProblemError,
+            "`fitness` must be a 2-D array of shape (n_clients, n_experts); got 1-D with shape (3,)",
+        ),
+        (
+            {"fitness": np.ones((0, 2))},
+            InvalidProblemError,
+            "`fitness` must have at least one client and one expert; got shape (0, 2)",
+        ),
+        (
+            {"fitness": [[1.0, np.nan], [0, 0]]},
+            InvalidProblemError,
+            "`fitness` must be finite; entry (client 0, expert 1) is nan",
+        ),
+        (
+            {"fitness": [[1.0, 2.0], [np.inf, 0]]},
+            InvalidProblemError,
+            "`fitness` must be finite; entry (client 1, expert 0) is inf",
+        ),
         ({"fitness": "abc"}, ProblemTypeError, "`fitness` must be numeric; got a string"),
         ({"fitness": [["a", "b"]]}, ProblemTypeError, "`fitness` must be numeric; got dtype <U1"),
-        ({"fitness": F, "capacity": -1}, InvalidProblemError, "`capacity` must be >= 0 (client 0 is -1)"),
-        ({"fitness": F, "capacity": 1.5}, InvalidProblemError,
-         "`capacity` must hold integers (client 0 is 1.5)"),
-        ({"fitness": F, "capacity": [1, 2]}, InvalidProblemError,
-         "`capacity` must be a scalar or have shape (3,) (one value per client); got shape (2,)"),
-        ({"fitness": F, "capacity": [1, np.nan, 1]}, InvalidProblemError,
-         "`capacity` must not contain NaN (client 1)"),
-        ({"fitness": F, "capacity": 1, "min_experts": 2}, InvalidProblemError,
-         "`min_experts` (2 for client 0) exceeds `capacity` (1)"),
-        ({"fitness": F, "min_experts": -1}, InvalidProblemError,
-         "`min_experts` must be >= 0 (client 0 is -1)"),
-        ({"fitness": F, "expert_min_load": [1, -2]}, InvalidProblemError,
-         "`expert_min_load` must be >= 0 (expert 1 is -2)"),
-        ({"fitness": F, "expert_min_load": np.inf}, InvalidProblemError,
-         "`expert_min_load` must be finite (expert 0 is inf)"),
-        ({"fitness": F, "expert_min_load": 3, "expert_max_load": [4, 2]}, InvalidProblemError,
-         "`expert_min_load` (3 for expert 1) exceeds `expert_max_load` (2)"),
-        ({"fitness": F, "expert_max_load": [1, 2, 3]}, InvalidProblemError,
-         "`expert_max_load` must be a scalar or have shape (2,) (one value per expert); got shape (3,)"),
-        ({"fitness": F, "client_weight": [1, 0, 1]}, InvalidProblemError,
-         "`client_weight` must be > 0 (client 1 is 0)"),
-        ({"fitness": F, "expert_size": [1, 1]}, InvalidProblemError,
-         "`expert_size` and `client_budget` define the memory knapsack together; give both or neither"),
-        ({"fitness": F, "expert_size": [1, -1], "client_budget": 3}, InvalidProblemError,
-         "`expert_size` must be >= 0 (expert 1 is -1)"),
-        ({"fitness": F, "expert_size": [1, 1], "client_budget": [1, np.nan, 1]}, InvalidProblemError,
-         "`client_budget` must not contain NaN (client 1)"),
-        ({"fitness": F, "allowed": np.ones((2, 3), dtype=bool)}, InvalidProblemError,
-         "`allowed` must have shape (3, 2); got shape (2, 3)"),
-        ({"fitness": F, "allowed": np.full((3, 2), 2)}, InvalidProblemError,
-         "`allowed` must be boolean (or 0/1)"),
-        ({"fitness": F, "allowed": [[1, 0], [1, 1], [1, 1]], "fixed": [[0, 1], [0, 0], [0, 0]]},
-         InvalidProblemError, "`fixed` forces the pair (client 0, expert 1) that `allowed` forbids"),
-        ({"fitness": F, "load_penalty": -1.0}, InvalidProblemError,
-         "`load_penalty` must be finite and > 0; got -1.0"),
-        ({"fitness": F, "load_penalty": "high"}, ProblemTypeError,
-         "`load_penalty` must be a number or None; got str"),
+        (
+            {"fitness": F, "capacity": -1},
+            InvalidProblemError,
+            "`capacity` must be >= 0 (client 0 is -1)",
+        ),
+        (
+            {"fitness": F, "capacity": 1.5},
+            InvalidProblemError,
+            "`capacity` must hold integers (client 0 is 1.5)",
+        ),
+        (
+            {"fitness": F, "capacity": [1, 2]},
+            InvalidProblemError,
+            "`capacity` must be a scalar or have shape (3,) (one value per client); got shape (2,)",
+        ),
+        (
+            {"fitness": F, "capacity": [1, np.nan, 1]},
+            InvalidProblemError,
+            "`capacity` must not contain NaN (client 1)",
+        ),
+        (
+            {"fitness": F, "capacity": 1, "min_experts": 2},
+            InvalidProblemError,
+            "`min_experts` (2 for client 0) exceeds `capacity` (1)",
+        ),
+        (
+            {"fitness": F, "min_experts": -1},
+            InvalidProblemError,
+            "`min_experts` must be >= 0 (client 0 is -1)",
+        ),
+        (
+            {"fitness": F, "expert_min_load": [1, -2]},
+            InvalidProblemError,
+            "`expert_min_load` must be >= 0 (expert 1 is -2)",
+        ),
+        (
+            {"fitness": F, "expert_min_load": np.inf},
+            InvalidProblemError,
+            "`expert_min_load` must be finite (expert 0 is inf)",
+        ),
+        (
+            {"fitness": F, "expert_min_load": 3, "expert_max_load": [4, 2]},
+            InvalidProblemError,
+            "`expert_min_load` (3 for expert 1) exceeds `expert_max_load` (2)",
+        ),
+        (
+            {"fitness": F, "expert_max_load": [1, 2, 3]},
+            InvalidProblemError,
+            "`expert_max_load` must be a scalar or have shape (2,) (one value per expert); got shape (3,)",
+        ),
+        (
+            {"fitness": F, "client_weight": [1, 0, 1]},
+            InvalidProblemError,
+            "`client_weight` must be > 0 (client 1 is 0)",
+        ),
+        (
+            {"fitness": F, "expert_size": [1, 1]},
+            InvalidProblemError,
+            "`expert_size` and `client_budget` define the memory knapsack together; give both or neither",
+        ),
+        (
+            {"fitness": F, "expert_size": [1, -1], "client_budget": 3},
+            InvalidProblemError,
+            "`expert_size` must be >= 0 (expert 1 is -1)",
+        ),
+        (
+            {"fitness": F, "expert_size": [1, 1], "client_budget": [1, np.nan, 1]},
+            InvalidProblemError,
+            "`client_budget` must not contain NaN (client 1)",
+        ),
+        (
+            {"fitness": F, "allowed": np.ones((2, 3), dtype=bool)},
+            InvalidProblemError,
+            "`allowed` must have shape (3, 2); got shape (2, 3)",
+        ),
+        (
+            {"fitness": F, "allowed": np.full((3, 2), 2)},
+            InvalidProblemError,
+            "`allowed` must be boolean (or 0/1)",
+        ),
+        (
+            {"fitness": F, "allowed": [[1, 0], [1, 1], [1, 1]], "fixed": [[0, 1], [0, 0], [0, 0]]},
+            InvalidProblemError,
+            "`fixed` forces the pair (client 0, expert 1) that `allowed` forbids",
+        ),
+        (
+            {"fitness": F, "load_penalty": -1.0},
+            InvalidProblemError,
+            "`load_penalty` must be finite and > 0; got -1.0",
+        ),
+        (
+            {"fitness": F, "load_penalty": "high"},
+            ProblemTypeError,
+            "`load_penalty` must be a number or None; got str",
+        ),
     ],
 )
 def test_input_checks(kwargs: dict, exc: type[Exception], message: str) -> None:
@@ -96,7 +166,8 @@ def test_balanced_checks() -> None:
     with raises(ProblemTypeError, "`tolerance` must be a number; got str"):
         AssignmentProblem.balanced(F, 1, tolerance="0.1")  # type: ignore[arg-type]
     with raises(
-        InvalidProblemError, "`expert_max_load` cannot be combined with `tolerance`: balanced() derives it"
+        InvalidProblemError,
+        "`expert_max_load` cannot be combined with `tolerance`: balanced() derives it",
     ):
         AssignmentProblem.balanced(F, 1, tolerance=0.1, expert_max_load=3)
 
@@ -121,7 +192,8 @@ def test_balanced_bounds_follow_formula() -> None:
 def test_solve_option_checks() -> None:
     with raises(
         UnknownMethodError,
-        "unknown `method` 'simplex'; valid methods: " + ", ".join(
+        "unknown `method` 'simplex'; valid methods: "
+        + ", ".join(
             repr(n) for n in ["auto", *[b.name for b in __import__("flexassign").list_backends()]]
         ),
     ):
@@ -206,21 +278,41 @@ def test_infeasibility_messages() -> None:
     from flexassign import diagnose_infeasibility
 
     cases = [
-        (AssignmentProblem(F, capacity=1, fixed=[[1, 1], [0, 0], [0, 0]]),
-         "client 0 has 2 fixed experts but capacity 1"),
-        (AssignmentProblem(F, capacity=2, min_experts=2, allowed=[[1, 0], [1, 1], [1, 1]]),
-         "client 0 needs at least 2 experts (min_experts) but only 1 are allowed"),
-        (AssignmentProblem(np.ones((5, 4)), capacity=1, expert_min_load=[4, 0, 0, 0],
-                           allowed=np.array([[1, 1, 1, 1]] * 2 + [[0, 1, 1, 1]] * 3, dtype=bool)),
-         "expert 0 needs at least 4 clients but only 2 may take it"),
-        (AssignmentProblem(F, capacity=2, expert_max_load=1, fixed=[[1, 0], [1, 0], [0, 0]]),
-         "expert 0 has fixed load 2 > expert_max_load 1"),
-        (AssignmentProblem(F, capacity=2, min_experts=2, expert_max_load=2),
-         "total minimum demand 6 (min_experts) > total maximum expert load 4"),
-        (AssignmentProblem(F, capacity=1, expert_min_load=1.2, expert_max_load=1.8),
-         "expert 0 must take between 1.2 and 1.8 clients, and no whole number of clients lies in that range"),
-        (AssignmentProblem(F, capacity=1, min_experts=1, expert_size=[3, 4], client_budget=[2, 5, 5]),
-         "client 0 needs at least 1 experts but the smallest allowed ones need memory 3 > client_budget 2"),
+        (
+            AssignmentProblem(F, capacity=1, fixed=[[1, 1], [0, 0], [0, 0]]),
+            "client 0 has 2 fixed experts but capacity 1",
+        ),
+        (
+            AssignmentProblem(F, capacity=2, min_experts=2, allowed=[[1, 0], [1, 1], [1, 1]]),
+            "client 0 needs at least 2 experts (min_experts) but only 1 are allowed",
+        ),
+        (
+            AssignmentProblem(
+                np.ones((5, 4)),
+                capacity=1,
+                expert_min_load=[4, 0, 0, 0],
+                allowed=np.array([[1, 1, 1, 1]] * 2 + [[0, 1, 1, 1]] * 3, dtype=bool),
+            ),
+            "expert 0 needs at least 4 clients but only 2 may take it",
+        ),
+        (
+            AssignmentProblem(F, capacity=2, expert_max_load=1, fixed=[[1, 0], [1, 0], [0, 0]]),
+            "expert 0 has fixed load 2 > expert_max_load 1",
+        ),
+        (
+            AssignmentProblem(F, capacity=2, min_experts=2, expert_max_load=2),
+            "total minimum demand 6 (min_experts) > total maximum expert load 4",
+        ),
+        (
+            AssignmentProblem(F, capacity=1, expert_min_load=1.2, expert_max_load=1.8),
+            "expert 0 must take between 1.2 and 1.8 clients, and no whole number of clients lies in that range",
+        ),
+        (
+            AssignmentProblem(
+                F, capacity=1, min_experts=1, expert_size=[3, 4], client_budget=[2, 5, 5]
+            ),
+            "client 0 needs at least 1 experts but the smallest allowed ones need memory 3 > client_budget 2",
+        ),
     ]
     for p, msg in cases:
         assert diagnose_infeasibility(p) == msg

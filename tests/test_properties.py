@@ -74,7 +74,6 @@ def test_verifier_rejects_corrupted_assignments(p, salt) -> None:  # type: ignor
         return
     assert verify_assignment(p, ref.x).ok
     rng = np.random.default_rng(salt)
-    n, e = p.shape
     # add one pair to a client already at capacity: capacity must be reported
     full = np.flatnonzero(ref.x.sum(axis=1) == p.capacity)
     full = [c for c in full if (~ref.x[c]).any()]

@@ -21,6 +21,7 @@ reported as the gap between ``objective`` and ``bound``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -48,9 +49,7 @@ def _choose_scale(values: np.ndarray, total_flow: int, n_nodes: int) -> float:
     return float(2.0 ** math.floor(math.log2(limit / peak)))
 
 
-def _soft_segments(
-    lo: float, hi: float, fixed: int, n_max: int
-) -> list[tuple[int, float]]:
+def _soft_segments(lo: float, hi: float, fixed: int, n_max: int) -> list[tuple[int, float]]:
     """Arc chain (capacity, slope) for the penalty of an expert's extra clients.
 
     The load in clients is ``fixed + y`` with ``y`` in ``[0, n_max]``; the penalty
@@ -72,7 +71,7 @@ def _soft_segments(
         return max(0.0, a - y) + (max(0.0, y - b) if math.isfinite(b) else 0.0)
 
     segs = []
-    for p0, p1 in zip(pts[:-1], pts[1:], strict=True):
+    for p0, p1 in itertools.pairwise(pts):
         segs.append((p1 - p0, (g(p1) - g(p0)) / (p1 - p0)))
     return segs
 
@@ -162,7 +161,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         "build_time": t_build,
         "solve_time": t_solve,
         "cost_scale": scale,
-        "arcs": int(len(arcs)),
+        "arcs": len(arcs),
         "nodes": n + e + 2,
     }
     if status == smcf.INFEASIBLE or status == smcf.UNBALANCED:

@@ -27,7 +27,7 @@ _EPS = 1e-9
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
-    n, e = problem.shape
+    e = problem.n_experts
     fit = problem.fitness
     x = problem.fixed_mask.copy()
     w = problem.weights.tolist()
