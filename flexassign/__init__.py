@@ -29,7 +29,19 @@ from .verify import Verification, diagnose_infeasibility, verify_assignment
 
 __version__ = "0.1.0"
 
-__all__ = [
+# The dynamic side (fitness tracking, usage monitoring, capacity profiles, the planner)
+# lives in flexassign.alignment; its main names are re-exported lazily here.
+_ALIGNMENT = ("Planner", "Plan", "ClientProfile", "Feedback")
+
+
+def __getattr__(name: str) -> object:
+    if name in _ALIGNMENT:
+        from . import alignment
+
+        return getattr(alignment, name)
+    raise AttributeError(f"module 'flexassign' has no attribute {name!r}")
+
+__all__ = [  # noqa: RUF022 - grouped: core first, then the lazily loaded planner names
     "AssignmentProblem",
     "AssignmentResult",
     "Backend",
@@ -51,4 +63,8 @@ __all__ = [
     "register_backend",
     "solve_assignment",
     "verify_assignment",
+    "ClientProfile",
+    "Feedback",
+    "Plan",
+    "Planner",
 ]

@@ -1,0 +1,196 @@
+r"""Per-round training feedback from one client.
+
+After training its assigned experts :math:`A_c`, client :math:`c` reports for each
+:math:`e \in A_c` the usage count :math:`u_{ce}` (samples its local router sent to
+:math:`e`), the accuracy :math:`a_{ce} \in [0, 1]` and the mean loss :math:`l_{ce} \ge 0`
+on those samples. :class:`Feedback` checks everything that can be checked without the
+planner's state at construction; :meth:`Planner.report <flexassign.alignment.Planner.report>`
+checks the rest (known expert ids, experts actually assigned) before changing anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidFeedbackError
+
+__all__ = ["Feedback"]
+
+
+def _number(name: str, value: Any, i: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidFeedbackError(
+            f"`{name}` must hold numbers; entry {i} is {type(value).__name__} {value!r}"
+        )
+    return float(value)
+
+
+def _seq(name: str, value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise InvalidFeedbackError(
+            f"`{name}` must be a sequence (one entry per expert); got {type(value).__name__}"
+        )
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise InvalidFeedbackError(f"`{name}` must be 1-D; got shape {arr.shape}")
+    return tuple(arr.tolist())
+
+
+@dataclass(frozen=True, init=False)
+class Feedback:
+    """What one client reports after a round, one entry per trained expert.
+
+    Parameters
+    ----------
+    experts : sequence of int
+        Expert ids the client trained (a subset of what it was assigned; no repeats).
+    counts : sequence of int
+        :math:`u_{ce} \\ge 0`, samples routed to each expert.
+    accuracy : sequence of float, optional
+        :math:`a_{ce} \\in [0, 1]` on the routed samples. Needed by the accuracy signal.
+    loss : sequence of float, optional
+        :math:`l_{ce} \\ge 0`, mean loss on the routed samples. Needed by the loss signal.
+    round_time : float, optional
+        Measured wall time of the client's round in seconds (download, training,
+        upload); refines the client's throughput estimate.
+    train_samples : int, optional
+        Local samples processed this round (epochs x dataset size); defaults to
+        :math:`\\sum_e u_{ce}`. Used with ``round_time``.
+
+    Raises
+    ------
+    InvalidFeedbackError
+        Mismatched lengths, repeated or negative expert ids, negative or fractional
+        counts, NaN or infinite values, accuracy outside :math:`[0, 1]`, negative loss,
+        a non-positive ``round_time``. NaN accuracy or loss is accepted only where the
+        count is 0 (no samples, nothing measured); such entries carry no signal value.
+
+    Examples
+    --------
+    >>> fb = Feedback(experts=[0, 3], counts=[120, 40], accuracy=[0.8, 0.6], loss=[0.5, 1.1])
+    >>> fb.experts, fb.total_count
+    ((0, 3), 160)
+    """
+
+    experts: tuple[int, ...]
+    counts: tuple[int, ...]
+    accuracy: tuple[float, ...] | None
+    loss: tuple[float, ...] | None
+    round_time: float | None
+    train_samples: int | None
+
+    def __init__(
+        self,
+        experts: Sequence[int],
+        counts: Sequence[int],
+        accuracy: Sequence[float] | None = None,
+        loss: Sequence[float] | None = None,
+        *,
+        round_time: float | None = None,
+        train_samples: int | None = None,
+    ) -> None:
+        ex_raw = _seq("experts", experts)
+        ex: list[int] = []
+        for i, v in enumerate(ex_raw):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise InvalidFeedbackError(
+                    f"`experts` must hold integer expert ids; entry {i} is {v!r}"
+                )
+            if v < 0:
+                raise InvalidFeedbackError(f"`experts` must be >= 0; entry {i} is {v}")
+            ex.append(int(v))
+        if len(set(ex)) != len(ex):
+            dup = next(e for e in ex if ex.count(e) > 1)
+            raise InvalidFeedbackError(f"`experts` lists expert {dup} more than once")
+        n = len(ex)
+        cnt_raw = _seq("counts", counts)
+        if len(cnt_raw) != n:
+            raise InvalidFeedbackError(
+                f"`counts` has {len(cnt_raw)} entries but `experts` has {n}"
+            )
+        cnt: list[int] = []
+        for i, v in enumerate(cnt_raw):
+            f = _number("counts", v, i)
+            if not math.isfinite(f) or f < 0 or f != round(f):
+                raise InvalidFeedbackError(
+                    f"`counts` must hold non-negative integers; entry {i} (expert {ex[i]}) is {v}"
+                )
+            cnt.append(int(f))
+
+        def values(name: str, raw: Any, upper: float | None) -> tuple[float, ...] | None:
+            if raw is None:
+                return None
+            seq = _seq(name, raw)
+            if len(seq) != n:
+                raise InvalidFeedbackError(
+                    f"`{name}` has {len(seq)} entries but `experts` has {n}"
+                )
+            out: list[float] = []
+            for i, v in enumerate(seq):
+                f = _number(name, v, i)
+                if math.isnan(f):
+                    if cnt[i] != 0:
+                        raise InvalidFeedbackError(
+                            f"`{name}` is NaN for expert {ex[i]} (entry {i}), which has "
+                            f"{cnt[i]} samples; NaN is accepted only where the count is 0"
+                        )
+                elif not math.isfinite(f) or f < 0 or (upper is not None and f > upper):
+                    rng = "[0, 1]" if upper is not None else "finite and >= 0"
+                    raise InvalidFeedbackError(
+                        f"`{name}` must be {'in ' if upper is not None else ''}{rng}; "
+                        f"entry {i} (expert {ex[i]}) is {f}"
+                    )
+                out.append(f)
+            return tuple(out)
+
+        acc = values("accuracy", accuracy, 1.0)
+        los = values("loss", loss, None)
+        rt = None
+        if round_time is not None:
+            rt = _number("round_time", round_time, 0)
+            if not (math.isfinite(rt) and rt > 0):
+                raise InvalidFeedbackError(f"`round_time` must be finite and > 0; got {rt}")
+        ts = None
+        if train_samples is not None:
+            f = _number("train_samples", train_samples, 0)
+            if not math.isfinite(f) or f < 0 or f != round(f):
+                raise InvalidFeedbackError(
+                    f"`train_samples` must be a non-negative integer; got {train_samples}"
+                )
+            ts = int(f)
+        object.__setattr__(self, "experts", tuple(ex))
+        object.__setattr__(self, "counts", tuple(cnt))
+        object.__setattr__(self, "accuracy", acc)
+        object.__setattr__(self, "loss", los)
+        object.__setattr__(self, "round_time", rt)
+        object.__setattr__(self, "train_samples", ts)
+
+    @property
+    def total_count(self) -> int:
+        """:math:`\\sum_e u_{ce}`."""
+        return int(sum(self.counts))
+
+    @property
+    def samples(self) -> int:
+        """Local samples processed: ``train_samples`` or, if not given, ``total_count``."""
+        return self.total_count if self.train_samples is None else self.train_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable view (NaN written as ``None``)."""
+
+        def clean(v: tuple[float, ...] | None) -> list[float | None] | None:
+            return None if v is None else [None if math.isnan(x) else x for x in v]
+
+        return {
+            "experts": list(self.experts),
+            "counts": list(self.counts),
+            "accuracy": clean(self.accuracy),
+            "loss": clean(self.loss),
+            "round_time": self.round_time,
+            "train_samples": self.train_samples,
+        }
