@@ -24,9 +24,16 @@ def auto_method(problem: AssignmentProblem) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
-    weights, no binding knapsack), otherwise the first installed exact MIP backend.
+    weights, no binding knapsack): on large problems ``flow`` solves on each client's
+    best candidate experts and proves optimality with a reduced-cost certificate,
+    adding pruned arcs back when the certificate fails (see
+    :mod:`flexassign.backends.flow`). Otherwise the first installed exact MIP backend,
+    in the order HiGHS, ``scipy.optimize.milp``, CP-SAT, then any other exact one.
+    For large weighted or knapsack problems where a proof is too slow, ``lp-round``
+    gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
     """
-    candidates = ["flow", "highs"] if problem.is_unimodular else ["highs"]
+    mip = ["highs", "scipy", "cpsat"]
+    candidates = ["flow", *mip] if problem.is_unimodular else mip
     candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
     for name in candidates:
         backend = get_backend(name)
@@ -46,7 +53,9 @@ def _check_options(
 
     if time_limit is not None:
         if not is_number(time_limit):
-            raise ProblemTypeError(f"`time_limit` must be a number of seconds or None; got {time_limit!r}")
+            raise ProblemTypeError(
+                f"`time_limit` must be a number of seconds or None; got {time_limit!r}"
+            )
         if not (math.isfinite(time_limit) and time_limit > 0):
             raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
     if mip_gap is not None:
@@ -62,7 +71,9 @@ def _check_options(
         raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
 
 
-def _as_problem(problem: AssignmentProblem | ArrayLike, kwargs: dict[str, Any]) -> AssignmentProblem:
+def _as_problem(
+    problem: AssignmentProblem | ArrayLike, kwargs: dict[str, Any]
+) -> AssignmentProblem:
     if isinstance(problem, AssignmentProblem):
         if kwargs:
             raise ProblemTypeError(
@@ -159,7 +170,11 @@ def solve_assignment(
     diagnosis = diagnose_infeasibility(prob)
     if diagnosis is not None and backend.kind != "baseline":
         return _finish(
-            prob, backend, BackendOutput(Status.INFEASIBLE, message=diagnosis), t0, verify_tol,
+            prob,
+            backend,
+            BackendOutput(Status.INFEASIBLE, message=diagnosis),
+            t0,
+            verify_tol,
             stats={"presolve": "infeasible"},
         )
     try:
@@ -171,6 +186,10 @@ def solve_assignment(
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
     return _finish(prob, backend, out, t0, verify_tol)
+
+
+def _bound_met(bound: float | None, objective: float) -> bool:
+    return bound is not None and bound <= objective + 1e-9 * max(1.0, abs(objective))
 
 
 def _finish(
@@ -186,7 +205,10 @@ def _finish(
     merged = {**(stats or {}), **out.stats}
     if out.x is None:
         if status in (Status.OPTIMAL, Status.FEASIBLE):
-            status, message = Status.ERROR, f"{backend.name} claimed {status.value} without an assignment"
+            status, message = (
+                Status.ERROR,
+                f"{backend.name} claimed {status.value} without an assignment",
+            )
         return AssignmentResult(
             status=status,
             x=None,
@@ -200,8 +222,14 @@ def _finish(
             stats=merged,
         )
     check = verify_assignment(problem, out.x, tol=tol)
-    if not backend.exact and status is Status.OPTIMAL:
-        status = Status.FEASIBLE  # only exact methods may claim optimality
+    if (
+        not backend.exact
+        and status is Status.OPTIMAL
+        and not _bound_met(out.bound, check.objective)
+    ):
+        # only exact methods may claim optimality, or a heuristic that hands over a
+        # proven bound equal to its objective (lp-round on an integral LP)
+        status = Status.FEASIBLE
     if check.violations:
         broken = "; ".join(str(v) for v in check.violations[:5])
         more = len(check.violations) - 5
@@ -211,7 +239,9 @@ def _finish(
             message = f"{backend.name} returned an assignment that breaks constraints: {broken}"
         else:
             status = Status.VIOLATES_CONSTRAINTS
-            message = f"{message}: breaks {len(check.violations)} constraint(s): {broken}".lstrip(": ")
+            message = f"{message}: breaks {len(check.violations)} constraint(s): {broken}".lstrip(
+                ": "
+            )
     bound = out.bound
     if status is Status.OPTIMAL and bound is None:
         bound = check.objective

@@ -12,11 +12,26 @@ shrink by one). With soft bounds the expert's demand is replaced by a convex
 piecewise-linear arc chain to the sink whose slopes are the penalty.
 
 Costs must be integers. Fitness is multiplied by a power of two chosen as large as
-int64 arithmetic allows (costs of order :math:`2^{62}` divided by the total flow and
-node count) and rounded, so any fitness scale works. When fitness is integral the
-scale is 1 and the result is exact; otherwise the optimum can be missed by at most
-``stats["rounding_error_bound"]`` (the total flow times one rounding step), which is
-reported as the gap between ``objective`` and ``bound``.
+int64 arithmetic allows (costs of order :math:`2^{60}` divided by the total flow, the
+node count and :math:`4(E+2)`) and rounded, so any fitness scale works. When fitness
+is integral the scale is 1 and the result is exact; otherwise the optimum can be
+missed by at most ``stats["rounding_error_bound"]`` (the total flow times one
+rounding step), which is reported as the gap between ``objective`` and ``bound``.
+
+**Pruned path** (large problems; ``options={"prune": "auto" | True | False}``).
+Only a few arcs per client can matter, so the flow is first solved on *candidate*
+arcs: each client's ``max(k) + prune_margin`` best experts by fitness minus an
+expert price. The prices come from ``options["prices"]`` (e.g. the previous round's
+``stats["expert_prices"]``: a warm start across rounds) or from solving a random
+tenth of the clients first. Artificial arcs of large cost keep the candidate network
+feasible. Optimality for the *full* network is then proved with a dual certificate:
+shortest-path potentials of the experts in the candidate residual graph (clients
+eliminated, Bellman-Ford on an :math:`(E+1)^2` matrix) must leave every pruned arc
+with a non-negative reduced cost, for some choice of client potential. Pruned arcs
+that fail are added back and the flow is solved again; if the candidate set grows
+past half of all arcs, or the certified optimum still uses an artificial arc, the
+full network is solved instead. The answer is always the exact optimum (up to the
+cost rounding above); ``stats`` report ``rounds``, ``added_arcs`` and ``arcs``.
 """
 
 from __future__ import annotations
@@ -24,9 +39,11 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
 from .base import BackendOutput, SolveOptions
@@ -34,19 +51,8 @@ from .base import BackendOutput, SolveOptions
 __all__ = ["solve"]
 
 _MAX_COST_PRODUCT = 2.0**60
-
-
-def _choose_scale(values: np.ndarray, total_flow: int, n_nodes: int) -> float:
-    """Largest power of two s with max|values| * s * max(total_flow, n_nodes) < 2**60."""
-    peak = float(np.max(np.abs(values))) if values.size else 0.0
-    limit = _MAX_COST_PRODUCT / max(total_flow + 1, n_nodes + 1)
-    if peak == 0.0:
-        return 1.0
-    integral = bool(np.all(values == np.round(values)))
-    if integral and peak <= limit:
-        return 1.0
-    # a power of two: multiplying by it is exact in floating point
-    return float(2.0 ** math.floor(math.log2(limit / peak)))
+#: Problems with at least this many client-expert pairs solve on candidate arcs.
+_PRUNE_MIN_PAIRS = 500_000
 
 
 def _soft_segments(lo: float, hi: float, fixed: int, n_max: int) -> list[tuple[int, float]]:
@@ -76,113 +82,495 @@ def _soft_segments(lo: float, hi: float, fixed: int, n_max: int) -> list[tuple[i
     return segs
 
 
-def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
-    from ortools.graph.python import min_cost_flow
+@dataclass
+class _Network:
+    """Everything about the flow network except the client-expert arcs."""
 
-    t0 = time.perf_counter()
+    n: int
+    e: int
+    free: np.ndarray  # (N, E) bool: allowed, not fixed, client has capacity left
+    cap_r: np.ndarray
+    kmin_r: np.ndarray
+    scale: float
+    exact_costs: bool
+    total_flow: int
+    # expert -> sink arcs (hard: one per expert; soft: a convex chain per expert)
+    exp_of_arc: np.ndarray
+    exp_cap: np.ndarray
+    exp_cost: np.ndarray
+    supplies: np.ndarray
+    bypass: int
+    exp_floor: np.ndarray  # clients each expert must (hard) or should (soft) receive
+    hard: bool
+    big_m: int  # cost of the artificial arcs that keep a candidate network feasible
+
+
+def _prepare(problem: AssignmentProblem) -> _Network:
     n, e = problem.shape
     w = problem.uniform_weight
-    assert w is not None  # the registry rejects weighted problems before we get here
+    if w is None:  # the registry rejects weighted problems before we get here
+        raise ValueError("flow needs equal client weights")
     allowed = problem.allowed_mask
     fixed = problem.fixed_mask
     f_cnt = fixed.sum(axis=1)
     f_load = fixed.sum(axis=0).astype(np.int64)
     cap_r = np.maximum(problem.capacity - f_cnt, 0)
     kmin_r = np.maximum(problem.min_experts - f_cnt, 0)
-    free = allowed & ~fixed & (cap_r > 0)[:, None]
-    ci, ei = np.nonzero(free)
-    vals = problem.fitness[ci, ei]
+    if allowed is problem.allowed or fixed is problem.fixed or not cap_r.all():
+        free = allowed & ~fixed & (cap_r > 0)[:, None]
+    else:  # nothing forbidden, nothing fixed, every client has room
+        free = np.ones((n, e), dtype=bool)
     n_free_per_expert = free.sum(axis=0)
-
-    src, sink = 0, n + e + 1
-    client_node = 1 + np.arange(n)
-    expert_node = 1 + n + np.arange(e)
-    optional = cap_r - kmin_r
-    total_optional = int(optional.sum())
+    total_optional = int((cap_r - kmin_r).sum())
     total_flow = int(cap_r.sum())
     penalty = problem.load_penalty
-    cost_values = vals if penalty is None else np.append(vals, penalty * w)
-    scale = _choose_scale(cost_values, total_flow, n + e + 2)
+    # one scale for every arc cost, from the whole fitness matrix (a superset of the arcs)
+    peak = float(np.max(np.abs(problem.fitness)))
+    integral = bool(np.all(problem.fitness == np.round(problem.fitness)))
+    if penalty is not None:
+        peak = max(peak, penalty * w)
+        integral = integral and penalty * w == round(penalty * w)
+    # room for the artificial arcs of the pruned path (cost about 2 (E + 2) max|cost|)
+    limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
+    if peak == 0.0 or (integral and peak <= limit):
+        scale = 1.0
+    else:
+        scale = float(2.0 ** math.floor(math.log2(limit / peak)))
+    exact = scale == 1.0 and integral
 
-    tails = [np.full(n, src), client_node[ci]]
-    heads = [client_node, expert_node[ei]]
-    caps = [optional, np.ones(ci.size, dtype=np.int64)]
-    costs = [np.zeros(n, dtype=np.int64), -np.round(vals * scale).astype(np.int64)]
     supplies = np.zeros(n + e + 2, dtype=np.int64)
-    supplies[client_node] = kmin_r
-
+    supplies[1 : n + 1] = kmin_r
+    sink = n + e + 1
     if penalty is None:
         lo_i, hi_i = problem.count_bounds()
         lo_r = np.maximum(lo_i - f_load, 0)
         hi_r = np.maximum(hi_i - f_load, lo_r)
-        tails.append(expert_node)
-        heads.append(np.full(e, sink))
-        caps.append(hi_r - lo_r)
-        costs.append(np.zeros(e, dtype=np.int64))
-        supplies[expert_node] = -lo_r
+        exp_of_arc = np.arange(e)
+        exp_cap = (hi_r - lo_r).astype(np.int64)
+        exp_cost = np.zeros(e, dtype=np.int64)
+        supplies[1 + n : 1 + n + e] = -lo_r
         expert_demand = int(lo_r.sum())
+        exp_floor = lo_r
     else:
         lo_c = problem.expert_min_load / w
         hi_c = problem.expert_max_load / w
-        t, h, cp, co = [], [], [], []
+        t, cp, co = [], [], []
         for j in range(e):
             for cap_seg, slope in _soft_segments(
                 float(lo_c[j]), float(hi_c[j]), int(f_load[j]), int(n_free_per_expert[j])
             ):
-                t.append(expert_node[j])
-                h.append(sink)
+                t.append(j)
                 cp.append(cap_seg)
                 co.append(round(slope * penalty * w * scale))
-        tails.append(np.asarray(t, dtype=np.int64))
-        heads.append(np.asarray(h, dtype=np.int64))
-        caps.append(np.asarray(cp, dtype=np.int64))
-        costs.append(np.asarray(co, dtype=np.int64))
+        exp_of_arc = np.asarray(t, dtype=np.int64)
+        exp_cap = np.asarray(cp, dtype=np.int64)
+        exp_cost = np.asarray(co, dtype=np.int64)
         expert_demand = 0
-
-    tails.append(np.array([src]))
-    heads.append(np.array([sink]))
-    caps.append(np.array([total_optional]))
-    costs.append(np.array([0]))
-    supplies[src] = total_optional
+        exp_floor = np.maximum(np.ceil(lo_c - 1e-9).astype(np.int64) - f_load, 0)
+    supplies[0] = total_optional
     supplies[sink] = -(total_optional + int(kmin_r.sum()) - expert_demand)
-
-    smcf = min_cost_flow.SimpleMinCostFlow()
-    arcs = smcf.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate(tails).astype(np.int64),
-        np.concatenate(heads).astype(np.int64),
-        np.concatenate(caps).astype(np.int64),
-        np.concatenate(costs).astype(np.int64),
+    return _Network(
+        n=n,
+        e=e,
+        free=free,
+        cap_r=cap_r,
+        kmin_r=kmin_r,
+        scale=scale,
+        exact_costs=exact,
+        total_flow=total_flow,
+        exp_of_arc=exp_of_arc,
+        exp_cap=exp_cap,
+        exp_cost=exp_cost,
+        supplies=supplies,
+        bypass=total_optional,
+        exp_floor=exp_floor,
+        hard=penalty is None,
+        big_m=int(2 * (e + 2) * math.ceil(peak * scale) + 1),
     )
+
+
+@dataclass
+class _Flow:
+    pair: np.ndarray  # 0/1 flow on the given client-expert arcs
+    expert: np.ndarray  # flow on the expert -> sink arcs
+    art_client: np.ndarray  # artificial client -> sink flow (unmet min_experts)
+    art_expert: np.ndarray  # artificial source -> expert flow (unmet minimum load)
+
+
+def _run(
+    net: _Network, ci: np.ndarray, ei: np.ndarray, cost: np.ndarray, artificial: bool = False
+) -> tuple[str, _Flow | None]:
+    """Solve the network restricted to the client-expert arcs (ci, ei) with int costs.
+
+    With ``artificial`` (hard bounds only), client minimums and expert minimum loads
+    may also be met by artificial arcs of cost ``big_m``, so a candidate network is
+    always feasible. Returns the status ("optimal", "infeasible" or a message) and
+    the flows.
+    """
+    from ortools.graph.python import min_cost_flow
+
+    n, e = net.n, net.e
+    src, sink = 0, n + e + 1
+    artificial = artificial and net.hard
+    n_art = (n + e) if artificial else 0
+    art_t = np.concatenate([1 + np.arange(n), np.zeros(e, dtype=np.int64)])[:n_art]
+    art_h = np.concatenate([np.full(n, sink), 1 + n + np.arange(e)])[:n_art]
+    art_c = np.concatenate([net.kmin_r, net.exp_floor])[:n_art]
+    tails = np.concatenate(
+        [np.zeros(n, dtype=np.int64), 1 + ci, 1 + n + net.exp_of_arc, [src], art_t]
+    ).astype(np.int64)
+    heads = np.concatenate(
+        [1 + np.arange(n), 1 + n + ei, np.full(net.exp_of_arc.size, sink), [sink], art_h]
+    ).astype(np.int64)
+    extra = int(net.exp_floor.sum()) if artificial else 0
+    caps = np.concatenate(
+        [
+            net.cap_r - net.kmin_r,
+            np.ones(ci.size, dtype=np.int64),
+            net.exp_cap,
+            [net.bypass + extra],
+            art_c,
+        ]
+    ).astype(np.int64)
+    costs = np.concatenate(
+        [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, [0], np.full(n_art, net.big_m)]
+    ).astype(np.int64)
+    supplies = net.supplies.copy()
+    # the source -> expert artificial arcs get their own supply; unused, it takes the bypass
+    supplies[src] += extra
+    supplies[sink] -= extra
+    smcf = min_cost_flow.SimpleMinCostFlow()
+    arcs = smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
     smcf.set_nodes_supplies(np.arange(n + e + 2), supplies)
-    t_build = time.perf_counter() - t0
     status = smcf.solve()
-    t_solve = time.perf_counter() - t0 - t_build
-    stats = {
-        "build_time": t_build,
-        "solve_time": t_solve,
-        "cost_scale": scale,
-        "arcs": len(arcs),
-        "nodes": n + e + 2,
-    }
-    if status == smcf.INFEASIBLE or status == smcf.UNBALANCED:
+    if status in (smcf.INFEASIBLE, smcf.UNBALANCED):
+        return "infeasible", None
+    if status != smcf.OPTIMAL:
+        return f"SimpleMinCostFlow returned status {status}", None
+    flows = smcf.flows(arcs)
+    a = n + ci.size
+    b = a + net.exp_of_arc.size + 1
+    art = flows[b:]
+    return "optimal", _Flow(
+        pair=flows[n:a],
+        expert=flows[a : b - 1],
+        art_client=art[:n] if artificial else np.zeros(n, dtype=np.int64),
+        art_expert=art[n:] if artificial else np.zeros(e, dtype=np.int64),
+    )
+
+
+def _client_arcs(net: _Network, x: np.ndarray, flow: _Flow) -> tuple[np.ndarray, np.ndarray]:
+    """Cheapest residual arc O -> client (``add``) and client -> O (``drop``) per client.
+
+    ``O`` merges source and sink. Regular: the client may take one more expert (cost 0)
+    or give one up (cost 0); artificial: undo (cost ``-big_m``) or use (``+big_m``) an
+    artificial unit of its minimum. Missing arcs cost ``2**62``.
+    """
+    big = np.int64(2) ** 62
+    used = x.sum(axis=1) + flow.art_client
+    add = np.where(used < net.cap_r, 0, big)
+    drop = np.where(used > net.kmin_r, 0, big)
+    if net.hard and flow.art_client.any():
+        add = np.where(flow.art_client > 0, np.minimum(add, -net.big_m), add)
+    if net.hard:
+        drop = np.minimum(drop, np.where(flow.art_client < net.kmin_r, net.big_m, big))
+    return add.astype(np.int64), drop.astype(np.int64)
+
+
+def _potentials(
+    net: _Network,
+    held: tuple[np.ndarray, np.ndarray, np.ndarray],
+    open_: tuple[np.ndarray, np.ndarray, np.ndarray],
+    flow: _Flow,
+    add: np.ndarray,
+    drop: np.ndarray,
+) -> np.ndarray | None:
+    """Node potentials of the experts and of the merged source/sink ``O``.
+
+    Shortest-path distances (from a virtual root joined to every node at cost 0) in the
+    residual network of the candidate arcs, with the client nodes eliminated: a
+    path expert e -> client c -> expert e' costs ``C[c,e] - C[c,e']`` (c holds e, may
+    take e'). ``held`` and ``open_`` are (client, expert, cost) of the candidate pairs
+    with flow 1 and 0, sorted by client. Returns ``d`` of length ``E + 1`` (``d[E]``
+    is ``O``), or None if the residual graph has a negative cycle.
+    """
+    n, e = net.n, net.e
+    big = np.int64(2) ** 62
+    W = np.full((e + 1, e + 1), big, dtype=np.int64)
+    Wf = W.reshape(-1)
+    hub = e
+    hc, he, c_held = held
+    oc, oe, c_open = open_
+    # expert -> expert through a client: for each held slot of the client
+    starts = np.searchsorted(hc, np.arange(n))
+    slot = np.arange(hc.size) - starts[hc]
+    kmax = int(slot.max()) + 1 if slot.size else 0
+    held_by_slot = np.full((kmax, n), -1, dtype=np.int64)
+    cost_by_slot = np.zeros((kmax, n), dtype=np.int64)
+    held_by_slot[slot, hc] = he
+    cost_by_slot[slot, hc] = c_held
+    for t in range(kmax):
+        src_e = held_by_slot[t, oc]
+        ok = src_e >= 0
+        np.minimum.at(Wf, src_e[ok] * (e + 1) + oe[ok], cost_by_slot[t, oc[ok]] - c_open[ok])
+    # O -> expert: a client with room takes an open candidate
+    ok = add[oc] < big
+    np.minimum.at(Wf, hub * (e + 1) + oe[ok], add[oc[ok]] - c_open[ok])
+    # expert -> O: a client above its minimum drops a held expert
+    ok = drop[hc] < big
+    np.minimum.at(Wf, he[ok] * (e + 1) + hub, c_held[ok] + drop[hc[ok]])
+    # expert arcs: forward residual (more load) and backward (less load)
+    fwd = flow.expert < net.exp_cap
+    np.minimum.at(Wf, net.exp_of_arc[fwd] * (e + 1) + hub, net.exp_cost[fwd])
+    bwd = flow.expert > 0
+    np.minimum.at(Wf, hub * (e + 1) + net.exp_of_arc[bwd], -net.exp_cost[bwd])
+    if net.hard:  # source -> expert artificial arcs (absent when art_expert is all zero
+        # and exp_floor is zero; present otherwise)
+        fwd = flow.art_expert < net.exp_floor
+        np.minimum.at(Wf, hub * (e + 1) + np.flatnonzero(fwd), np.full(int(fwd.sum()), net.big_m))
+        bwd = flow.art_expert > 0
+        np.minimum.at(Wf, np.flatnonzero(bwd) * (e + 1) + hub, np.full(int(bwd.sum()), -net.big_m))
+    np.fill_diagonal(W, big)
+    # Bellman-Ford, vectorized over the dense (E+1) x (E+1) matrix
+    has = W < big
+    Wm = np.where(has, W, 0)
+    d = np.zeros(e + 1, dtype=np.int64)
+    for _ in range(e + 3):
+        via = np.where(has, d[:, None] + Wm, big).min(axis=0)
+        new = np.minimum(d, via)
+        if np.array_equal(new, d):
+            return d
+        d = new
+    return None
+
+
+def _violations(
+    net: _Network,
+    x: np.ndarray,
+    C: np.ndarray,
+    d: np.ndarray,
+    held: tuple[np.ndarray, np.ndarray, np.ndarray],
+    add: np.ndarray,
+) -> np.ndarray:
+    """Pairs outside the candidate set whose reduced cost disproves optimality.
+
+    With expert potentials ``d[:E]`` and ``d[E]`` for the merged source/sink, client c
+    needs a potential :math:`\\pi_c` with ``lower_c <= pi_c <= upper_c`` where
+    ``lower_c = max(d_O - drop_c, max over open pairs of d_e + C_ce)`` and
+    ``upper_c = min(d_O + add_c, min over held pairs of d_e + C_ce)``. The candidate
+    optimum guarantees this over candidate pairs; if it holds over all pairs, the
+    candidate optimum is optimal for the full network. Returns the (N, E) mask of
+    non-candidate pairs with ``d_e + C_ce > upper_c`` (all False when proven).
+    """
+    e = net.e
+    big = np.int64(2) ** 62
+    hc, he, c_held = held
+    upper = np.where(add < big, d[e] + add, big)
+    np.minimum.at(upper, hc, c_held + d[he])
+    # C_ce > upper_c - d_e, without overflow: upper <= 2**62 and |d| < 2**61
+    thresh = np.minimum(upper, big // 2)[:, None] - d[None, :e]
+    return (C > thresh) & net.free & ~x
+
+
+def _solve_full(
+    problem: AssignmentProblem, net: _Network, C: np.ndarray | None
+) -> tuple[str, np.ndarray | None, dict]:
+    ci, ei = np.nonzero(net.free)
+    cost = (
+        C[ci, ei]
+        if C is not None
+        else np.round(problem.fitness[ci, ei] * net.scale).astype(np.int64)
+    )
+    status, flow = _run(net, ci, ei, cost)
+    stats = {"arcs": int(ci.size), "pruned": False}
+    if status != "optimal" or flow is None:
+        return status, None, stats
+    x = np.zeros((net.n, net.e), dtype=bool)
+    chosen = flow.pair > 0
+    x[ci[chosen], ei[chosen]] = True
+    return status, x, stats
+
+
+def _top_per_row(key: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) column indices of each row's k largest entries (any order)."""
+    n, e = key.shape
+    if k >= e:
+        return np.tile(np.arange(e), (n, 1))
+    return np.argpartition(-key, k - 1, axis=1)[:, :k]
+
+
+def _sample_prices(
+    problem: AssignmentProblem, net: _Network, margin: int, seed: int
+) -> np.ndarray | None:
+    """Expert prices (in fitness units) from a random tenth of the clients.
+
+    The clients' share of the load bounds is scaled down with them. The prices are
+    only used to choose candidates, so any error costs rounds, never correctness.
+    """
+    n, e = problem.shape
+    m = max(8 * e, n // 10)
+    if m >= n // 2:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=m, replace=False))
+    frac = m / n
+    lo = np.floor(problem.expert_min_load * frac)
+    hi = np.where(
+        np.isfinite(problem.expert_max_load), np.ceil(problem.expert_max_load * frac), np.inf
+    )
+    sub = AssignmentProblem(
+        problem.fitness[idx],
+        capacity=problem.capacity[idx],
+        min_experts=problem.min_experts[idx],
+        expert_min_load=lo,
+        expert_max_load=hi,
+        client_weight=None if problem.client_weight is None else problem.client_weight[idx],
+        allowed=None if problem.allowed is None else problem.allowed[idx],
+        fixed=None if problem.fixed is None else problem.fixed[idx],
+        load_penalty=problem.load_penalty,
+    )
+    sub_net = _prepare(sub)
+    status, _, _, d = _solve_pruned(sub, sub_net, margin, 4, prices=None, seed=seed)
+    if status != "optimal" or d is None:
+        return None
+    return d[:e].astype(np.float64) / sub_net.scale
+
+
+def _solve_pruned(
+    problem: AssignmentProblem,
+    net: _Network,
+    margin: int,
+    max_rounds: int,
+    prices: np.ndarray | None,
+    seed: int,
+) -> tuple[str, np.ndarray | None, dict, np.ndarray | None]:
+    """Min-cost flow on candidate arcs, certified by reduced costs; see :func:`solve`."""
+    n, e = net.n, net.e
+    stats: dict = {"pruned": True, "rounds": 0, "added_arcs": []}
+    t0 = time.perf_counter()
+    C = np.round(problem.fitness * net.scale).astype(np.int64)
+    kmax = int(net.cap_r.max()) if n else 0
+    k = min(e, kmax + margin)
+    stats["candidates_per_client"] = k
+    # candidates: each client's top-k free experts by fitness minus the expert's price
+    key = problem.fitness if prices is None else problem.fitness + prices[None, :]
+    if net.free.all():
+        top = _top_per_row(key, k)
+    else:
+        top = _top_per_row(np.where(net.free, key, -np.inf), k)
+    cand = np.zeros((n, e), dtype=bool)
+    cand[np.arange(n)[:, None], top] = True
+    if prices is None:
+        # each expert's best clients, enough to meet its minimum load with room to spare
+        need = int(net.exp_floor.max()) + margin if e else 0
+        if need >= n:
+            cand[:] = True
+        elif need > 0:
+            top_c = _top_per_row(np.where(net.free, problem.fitness, -np.inf).T, need)
+            cand[top_c, np.arange(e)[:, None]] = True
+    cand &= net.free
+    stats["candidate_time"] = time.perf_counter() - t0
+    full_arcs = int(net.free.sum())
+    for _ in range(max_rounds):
+        stats["rounds"] += 1
+        ci, ei = np.nonzero(cand)
+        cost = C[ci, ei]
+        status, flow = _run(net, ci, ei, cost, artificial=True)
+        if status != "optimal" or flow is None:
+            stats["fallback"] = f"candidate network {status}"
+            break
+        chosen = flow.pair > 0
+        x = np.zeros((n, e), dtype=bool)
+        x[ci[chosen], ei[chosen]] = True
+        held = (ci[chosen], ei[chosen], cost[chosen])
+        opened = (ci[~chosen], ei[~chosen], cost[~chosen])
+        add, drop = _client_arcs(net, x, flow)
+        d = _potentials(net, held, opened, flow, add, drop)
+        if d is None:  # cannot happen for an optimal candidate flow
+            stats["fallback"] = "negative cycle in the candidate residual graph"
+            break
+        bad = _violations(net, x, C, d, held, add)
+        n_bad = int(bad.sum())
+        if n_bad == 0:
+            stats["arcs"] = int(ci.size)
+            if flow.art_client.any() or flow.art_expert.any():
+                # optimal only with artificial units: the problem is infeasible (or
+                # big_m too small); the full network decides
+                stats["fallback"] = "certified optimum uses artificial arcs"
+                break
+            stats["certificate"] = "reduced costs of all pruned arcs are non-negative"
+            return "optimal", x, stats, d
+        stats["added_arcs"].append(n_bad)
+        cand |= bad
+        if int(cand.sum()) > full_arcs // 2:
+            stats["fallback"] = "candidate set grew past half of all arcs"
+            break
+    else:
+        stats["fallback"] = f"no certificate after {max_rounds} rounds"
+    status, x_full, full_stats = _solve_full(problem, net, C)
+    stats["arcs"] = full_stats["arcs"]
+    return status, x_full, stats, None
+
+
+def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
+    t0 = time.perf_counter()
+    net = _prepare(problem)
+    n, e = net.n, net.e
+    prune = options.extra.get("prune", "auto")
+    margin = int(options.extra.get("prune_margin", 4))
+    if prune not in ("auto", True, False):
+        raise InvalidProblemError(
+            f"`options['prune']` must be 'auto', True or False; got {prune!r}"
+        )
+    if margin < 1:
+        raise InvalidProblemError(f"`options['prune_margin']` must be >= 1; got {margin}")
+    prices = options.extra.get("prices")
+    if prices is not None:
+        prices = np.asarray(prices, dtype=np.float64)
+        if prices.shape != (e,) or not np.isfinite(prices).all():
+            raise InvalidProblemError(
+                f"`options['prices']` must be {e} finite expert prices (e.g. "
+                "result.stats['expert_prices'] of an earlier round)"
+            )
+    kmax = int(net.cap_r.max()) if n else 0
+    if prune == "auto":
+        prune = n * e >= _PRUNE_MIN_PAIRS and kmax + margin <= e // 4
+    t_build = time.perf_counter() - t0
+    d = None
+    if prune and kmax > 0:
+        if prices is None and n * e >= _PRUNE_MIN_PAIRS:
+            t1 = time.perf_counter()
+            prices = _sample_prices(problem, net, margin, options.seed)
+            price_time = time.perf_counter() - t1
+        else:
+            price_time = 0.0
+        status, x_free, stats, d = _solve_pruned(
+            problem, net, margin, int(options.extra.get("max_rounds", 8)), prices, options.seed
+        )
+        stats["price_time"] = price_time
+        if d is not None:
+            stats["expert_prices"] = (d[:e] - d[e]).astype(np.float64) / net.scale
+    else:
+        status, x_free, stats = _solve_full(problem, net, None)
+    stats.update(
+        build_time=t_build,
+        solve_time=time.perf_counter() - t0 - t_build,
+        cost_scale=net.scale,
+        nodes=n + e + 2,
+    )
+    if status == "infeasible":
         return BackendOutput(
             Status.INFEASIBLE,
             message="no flow meets every client minimum and expert load bound",
             stats=stats,
         )
-    if status != smcf.OPTIMAL:
-        return BackendOutput(
-            Status.ERROR, message=f"SimpleMinCostFlow returned status {status}", stats=stats
-        )
-    pair_flow = smcf.flows(arcs[n : n + ci.size])
-    x = fixed.copy()
-    chosen = pair_flow > 0
-    x[ci[chosen], ei[chosen]] = True
+    if status != "optimal" or x_free is None:
+        return BackendOutput(Status.ERROR, message=status, stats=stats)
+    x = problem.fixed_mask | x_free
     # Each assigned unit carries at most 0.5/scale rounding error, both in the solution
-    # found and in the true optimum: the true optimum exceeds ours by at most this.
+    # found and in the true optimum: the true optimum exceeds ours by at most this
     # (a unit crosses one pair arc and, with soft bounds, one penalty arc).
-    exact = scale == 1.0 and bool(np.all(cost_values == np.round(cost_values)))
-    err = 0.0 if exact else 2.0 * float(total_flow) / scale
+    err = 0.0 if net.exact_costs else 2.0 * float(net.total_flow) / net.scale
     stats["rounding_error_bound"] = err
     bound = problem.objective(x) + err
     return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)

@@ -37,9 +37,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     relax = bool(options.extra.get("relax", False))
     n_cols = int(model.c.shape[0])
     n_rows = int(model.A.shape[0])
-    integrality = (
-        np.zeros(n_cols, dtype=np.int32) if relax else model.integrality.astype(np.int32)
-    )
+    integrality = np.zeros(n_cols, dtype=np.int32) if relax else model.integrality.astype(np.int32)
     if n_cols == 0:  # nothing may be assigned: feasible iff every row admits zero
         ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
         return BackendOutput(
@@ -60,7 +58,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         h.setOptionValue("time_limit", float(options.time_limit))
     # HiGHS stops at a 1e-4 relative / 1e-6 absolute gap by default: far from "optimal"
     # for small-scale fitness. Prove optimality unless the user asks for a gap.
-    h.setOptionValue("mip_rel_gap", _EXACT_GAP if options.mip_gap is None else float(options.mip_gap))
+    h.setOptionValue(
+        "mip_rel_gap", _EXACT_GAP if options.mip_gap is None else float(options.mip_gap)
+    )
     h.setOptionValue("mip_abs_gap", 0.0)
     raw: dict[str, Any] = dict(options.extra.get("highs_options", {}))
     for key, value in raw.items():
@@ -105,7 +105,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     }
     MS = highspy.HighsModelStatus
     if ms == MS.kInfeasible:
-        return BackendOutput(Status.INFEASIBLE, message="HiGHS proved the MIP infeasible", stats=stats)
+        return BackendOutput(
+            Status.INFEASIBLE, message="HiGHS proved the MIP infeasible", stats=stats
+        )
     if ms in (MS.kUnbounded, MS.kUnboundedOrInfeasible):
         return BackendOutput(
             Status.INFEASIBLE, message="HiGHS reports the MIP infeasible or unbounded", stats=stats
@@ -119,7 +121,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if relax:
         stats["lp_objective"] = -float(info.objective_function_value) / obj_scale
         return BackendOutput(
-            Status.FEASIBLE if has_solution else Status.ERROR, x=x, stats=stats,
+            Status.FEASIBLE if has_solution else Status.ERROR,
+            x=x,
+            stats=stats,
             bound=stats["lp_objective"],
         )
     bound = -float(info.mip_dual_bound) / obj_scale if np.isfinite(info.mip_dual_bound) else None
@@ -129,7 +133,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if ms == MS.kOptimal:
         if info.mip_gap > _EXACT_GAP and bound is not None:
             return BackendOutput(
-                Status.FEASIBLE, x=x, bound=bound, stats=stats,
+                Status.FEASIBLE,
+                x=x,
+                bound=bound,
+                stats=stats,
                 message=f"HiGHS stopped at relative gap {info.mip_gap:.3g} (mip_gap)",
             )
         return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
@@ -143,6 +150,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats=stats,
         )
     return BackendOutput(
-        Status.ERROR, x=x, bound=bound,
-        message=f"HiGHS ended with model status {h.modelStatusToString(ms)}", stats=stats,
+        Status.ERROR,
+        x=x,
+        bound=bound,
+        message=f"HiGHS ended with model status {h.modelStatusToString(ms)}",
+        stats=stats,
     )

@@ -49,7 +49,9 @@ class LinearModel:
     pair_expert: NDArray[np.int64]
     n_pairs: int
 
-    def to_assignment(self, shape: tuple[int, int], values: NDArray[np.float64]) -> NDArray[np.bool_]:
+    def to_assignment(
+        self, shape: tuple[int, int], values: NDArray[np.float64]
+    ) -> NDArray[np.bool_]:
         """Round the pair columns of a solution vector to a 0/1 matrix."""
         x = np.zeros(shape, dtype=bool)
         chosen = np.asarray(values[: self.n_pairs]) > 0.5

@@ -83,8 +83,10 @@ class Backend:
         """Import the backend module and return its ``solve`` function."""
         if not self.installed():
             missing = [m for m in self.requires if not _has_module(m)]
-            hint = f"pip install 'flexassign[{self.extra}]'" if self.extra else "pip install " + (
-                " ".join(missing)
+            hint = (
+                f"pip install 'flexassign[{self.extra}]'"
+                if self.extra
+                else "pip install " + (" ".join(missing))
             )
             raise BackendNotInstalledError(
                 f"method {self.name!r} needs {', '.join(missing)}, which is not installed; "
@@ -175,22 +177,95 @@ def _builtin(
 
 
 _builtin(
-    "flow", ("ortools",), None, "exact",
-    weighted=False, knapsack=False, soft=True, time_limit=False,
-    description="exact min-cost flow (OR-Tools SimpleMinCostFlow); count-based loads",
+    "flow",
+    ("ortools",),
+    None,
+    "exact",
+    weighted=False,
+    knapsack=False,
+    soft=True,
+    time_limit=False,
+    description=(
+        "exact min-cost flow (OR-Tools SimpleMinCostFlow); count-based loads; large "
+        "problems solve on candidate arcs with a reduced-cost optimality certificate"
+    ),
 )
 _builtin(
-    "highs", ("highspy",), None, "exact",
-    weighted=True, knapsack=True, soft=True, time_limit=True,
+    "highs",
+    ("highspy",),
+    None,
+    "exact",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=True,
     description="MIP through HiGHS (highspy), built in bulk from sparse arrays",
 )
 _builtin(
-    "greedy", (), None, "baseline",
-    weighted=True, knapsack=True, soft=True, time_limit=False,
+    "greedy",
+    (),
+    None,
+    "baseline",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=False,
     description="paper baseline: each client takes its top-k by fitness, ignoring balance",
 )
 _builtin(
-    "greedy-balanced", (), None, "heuristic",
-    weighted=True, knapsack=True, soft=True, time_limit=False,
+    "greedy-balanced",
+    (),
+    None,
+    "heuristic",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=False,
     description="capacity- and load-aware greedy heuristic (no optimality proof)",
+)
+_builtin(
+    "cpsat",
+    ("ortools",),
+    None,
+    "exact",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=True,
+    description="MIP through OR-Tools CP-SAT with exact (or reported) integer scaling",
+)
+_builtin(
+    "pyomo",
+    ("pyomo", "highspy"),
+    "pyomo",
+    "exact",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=True,
+    module="flexassign.backends.pyomo_model",
+    description="Pyomo model (build_pyomo_model) solved by appsi_highs or options['solver']",
+)
+_builtin(
+    "scipy",
+    (),
+    None,
+    "exact",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=True,
+    module="flexassign.backends.scipy_milp",
+    description="MIP through scipy.optimize.milp (no extra dependency)",
+)
+_builtin(
+    "lp-round",
+    ("highspy",),
+    None,
+    "heuristic",
+    weighted=True,
+    knapsack=True,
+    soft=True,
+    time_limit=True,
+    description="LP relaxation (HiGHS) + rounding and repair; LP bound and gap reported",
 )

@@ -1,0 +1,155 @@
+"""Command line: ``fl-harness run`` and ``fl-harness compare``.
+
+Examples
+--------
+::
+
+    fl-harness run --dataset mnist1d --partition dirichlet --alpha 0.8 --strategy flex \\
+        --rounds 50 --clients 40 --experts 8 --seed 0 --out runs/flex
+    fl-harness compare --dataset mnist1d --strategies flex greedy random --seeds 0 1 2 \\
+        --rounds 40 --out runs/compare
+    fl-harness run --config runs/flex/config.json     # reproduce a run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data import BUILTIN_DATASETS
+from .experiment import STRATEGIES, ExperimentConfig
+from .partition import PARTITIONS
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+# CLI flag -> ExperimentConfig field, for flags whose names differ.
+_RENAMES = {"clients": "num_clients", "experts": "num_experts", "fraction": "client_fraction",
+            "epochs": "local_epochs", "threads": "num_threads", "target": "target_accuracy",
+            "path": "dataset_path"}
+
+
+def _device_mix(text: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for part in text.split(","):
+        name, _, share = part.partition(":")
+        out.append((name.strip(), float(share or 1.0)))
+    return tuple(out)
+
+
+def _planner_options(text: str) -> tuple[tuple[str, object], ...]:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("--planner-options must be a JSON object")
+    return tuple(data.items())
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("experiment (defaults: ExperimentConfig)")
+    g.add_argument("--config", type=Path, help="load a saved config.json; flags override it")
+    g.add_argument("--dataset", choices=[*BUILTIN_DATASETS, "npz"])
+    g.add_argument("--path", help="the .npz file for --dataset npz")
+    g.add_argument("--num-samples", type=int, help="size of generated datasets")
+    g.add_argument("--partition", choices=PARTITIONS)
+    g.add_argument("--alpha", type=float, help="Dirichlet concentration")
+    g.add_argument("--classes-per-client", type=int, help="classes per client (shards)")
+    g.add_argument("--rounds", type=int)
+    g.add_argument("--clients", type=int)
+    g.add_argument("--fraction", type=float, help="clients selected per round")
+    g.add_argument("--dropout", type=float, help="probability a selected client drops out")
+    g.add_argument("--experts", type=int)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--hidden", type=int)
+    g.add_argument("--epochs", type=int, help="local epochs")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--optimizer", choices=["sgd", "adam"])
+    g.add_argument("--tolerance", type=float, help="planner balance tolerance")
+    g.add_argument("--device-mix", type=_device_mix,
+                   help="device classes and shares, e.g. 'low-end-phone:0.4,tablet:0.6'")
+    g.add_argument("--capacity-choices", type=int, nargs="+",
+                   help="draw capacities uniformly from these instead of device classes")
+    g.add_argument("--planner-options", type=_planner_options,
+                   help="JSON object of extra Planner arguments, e.g. "
+                        "'{\"fitness\": {\"exploration\": 0}, \"usage_penalty\": 0.2}'")
+    g.add_argument("--target", type=float, help="accuracy for rounds-to-target")
+    g.add_argument("--eval-every", type=int)
+    g.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fl-harness`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="fl-harness",
+        description="Federated MoE simulation driven by the flexassign planner.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one experiment")
+    _add_common(run)
+    run.add_argument("--strategy", choices=STRATEGIES)
+    run.add_argument("--seed", type=int)
+    cmp_ = sub.add_parser("compare", help="strategies x seeds, table and plots")
+    _add_common(cmp_)
+    cmp_.add_argument("--strategies", nargs="+", choices=STRATEGIES,
+                      default=["flex", "greedy", "random"])
+    cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cmp_.add_argument("--no-plots", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from parsed flags (over ``--config`` if given)."""
+    base = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    names = {f for f in ExperimentConfig.__dataclass_fields__}
+    changes = {}
+    for key, value in vars(args).items():
+        field = _RENAMES.get(key, key)
+        if value is None or field not in names or key in ("config",):
+            continue
+        if field == "capacity_choices":
+            value = tuple(value)
+        changes[field] = value
+    return base.replace(**changes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fl-harness`` console script."""
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if args.command == "run":
+        from .experiment import run_experiment
+
+        r = run_experiment(cfg, progress=not args.quiet)
+        s = r.summary()
+        print(json.dumps({k: s[k] for k in ("strategy", "dataset", "partition", "seed",
+                                            "final_accuracy", "final_personalized_accuracy",
+                                            "utilization_cv", "rounds_to_target",
+                                            "never_trained", "utilization", "wall_time_s")}))
+        if args.out:
+            r.save(args.out)
+            print(f"wrote {args.out / 'result.json'} and {args.out / 'rounds.csv'}")
+        return 0
+    from .compare import compare, format_table
+
+    t0 = time.perf_counter()
+    res = compare(cfg, strategies=args.strategies, seeds=args.seeds, progress=not args.quiet)
+    elapsed = time.perf_counter() - t0
+    print(f"\n{cfg.dataset} / {cfg.partition}: {len(args.strategies)} strategies x "
+          f"{len(args.seeds)} seeds x {cfg.rounds} rounds, {cfg.num_clients} clients, "
+          f"{cfg.num_experts} experts")
+    print(format_table(res))
+    print(f"total wall time {elapsed:.1f}s")
+    if args.out:
+        res.save(args.out, plots=not args.no_plots)
+        print(f"wrote {args.out}/summary.csv, summary.json, runs.csv, rounds.csv"
+              + ("" if args.no_plots else ", accuracy.png, utilization_cv.png, "
+                 "expert_utilization.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+r"""Metrics: expert-utilization balance, batched per-client evaluation, communication.
+
+Utilization of expert :math:`e` is the number of client-trainings it received (one per
+client that trained it and returned an update). Its balance is summarized by the
+coefficient of variation :math:`\mathrm{CV} = \sigma(u) / \bar u` (population standard
+deviation) and the variance :math:`\sigma^2(u)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from torch import Tensor
+
+from .model import MoEModel
+
+__all__ = [
+    "coefficient_of_variation",
+    "evaluate_clients",
+    "model_bytes",
+    "rounds_to_target",
+]
+
+
+def coefficient_of_variation(loads: ArrayLike) -> float:
+    """:math:`\\sigma / \\mu` of ``loads`` (0.0 when the mean is 0).
+
+    >>> coefficient_of_variation([2, 2, 2])
+    0.0
+    >>> round(coefficient_of_variation([0, 2]), 6)
+    1.0
+    """
+    a = np.asarray(loads, dtype=np.float64)
+    m = a.mean() if a.size else 0.0
+    return float(a.std() / m) if m > 0 else 0.0
+
+
+def rounds_to_target(accuracies: Sequence[float], target: float | None) -> int | None:
+    """First 1-based round whose accuracy reaches ``target`` (None if never or no target)."""
+    if target is None:
+        return None
+    for i, a in enumerate(accuracies, start=1):
+        if a is not None and np.isfinite(a) and a >= target:
+            return i
+    return None
+
+
+def model_bytes(state: Mapping[str, Tensor]) -> int:
+    """Bytes of a state dict's tensors."""
+    return int(sum(t.numel() * t.element_size() for t in state.values()))
+
+
+@torch.no_grad()
+def evaluate_clients(
+    model: MoEModel,
+    routers: Sequence[Mapping[str, Tensor]],
+    held: Sequence[Sequence[int]],
+    data: Sequence[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor],
+) -> NDArray[np.float64]:
+    """Accuracy of each client's deployed model, batched.
+
+    Client :math:`i`'s model is the global shared parts and experts, restricted to the
+    experts ``held[i]``, gated by its own router ``routers[i]``.
+
+    Parameters
+    ----------
+    model : MoEModel
+        The global model (holding every expert).
+    routers : sequence of mapping
+        Router tensors (``weight``, ``bias``) per client.
+    held : sequence of sequence of int
+        Expert ids each client holds.
+    data : (x, y) or sequence of (x, y)
+        One test set for every client (global accuracy), or one per client
+        (personalized accuracy; an empty set gives NaN).
+
+    Returns
+    -------
+    ndarray, shape (n_clients,)
+    """
+    model.eval()
+    shared = isinstance(data, tuple)
+    if shared:
+        x_all, y_all = data  # type: ignore[misc]
+        bounds = [(0, len(y_all))] * len(routers)
+    else:
+        sets = list(data)  # type: ignore[arg-type]
+        x_all = torch.cat([x for x, _ in sets])
+        y_all = torch.cat([y for _, y in sets])
+        ends = np.cumsum([len(y) for _, y in sets])
+        bounds = list(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
+    h = model.features(x_all)
+    out = model.expert_outputs(h)                           # (n, E, hidden), E = all held
+    order = {e: j for j, e in enumerate(model.held_experts)}
+    acc = np.full(len(routers), np.nan)
+    for i, (r, ids) in enumerate(zip(routers, held, strict=True)):
+        lo, hi = bounds[i]
+        if hi <= lo:
+            continue
+        cols = torch.tensor([order[int(e)] for e in sorted(ids)], dtype=torch.long)
+        hs = h[lo:hi]
+        logits = (hs @ r["weight"].T + r["bias"])[:, torch.tensor(sorted(ids))]
+        k = min(model.top_k, len(cols))
+        top, idx = logits.topk(k, dim=1)
+        g = torch.zeros_like(logits).scatter(1, idx, torch.softmax(top, dim=1))
+        mixed = torch.einsum("ne,neh->nh", g, out[lo:hi][:, cols])
+        pred = model.head(torch.relu(mixed)).argmax(1)
+        acc[i] = float((pred == y_all[lo:hi]).float().mean())
+    return acc

@@ -1,0 +1,151 @@
+"""Split a training set over clients: IID, Dirichlet over labels, k classes per client.
+
+Every function returns a list of ``num_clients`` sorted index arrays that cover every
+sample exactly once, and is deterministic given its ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "PARTITIONS",
+    "partition",
+    "partition_dirichlet",
+    "partition_iid",
+    "partition_shards",
+    "split_local",
+]
+
+PARTITIONS = ("iid", "dirichlet", "shards")
+
+IndexList = list[NDArray[np.int64]]
+
+
+def _check(num_clients: int, n: int) -> None:
+    if num_clients < 1:
+        raise ValueError(f"`num_clients` must be >= 1; got {num_clients}")
+    if n < num_clients:
+        raise ValueError(f"cannot split {n} samples over `num_clients`={num_clients}")
+
+
+def partition_iid(num_samples: int, num_clients: int, *, rng: np.random.Generator) -> IndexList:
+    """Shuffle and deal the samples into ``num_clients`` near-equal parts."""
+    _check(num_clients, num_samples)
+    perm = rng.permutation(num_samples)
+    return [np.sort(p).astype(np.int64) for p in np.array_split(perm, num_clients)]
+
+
+def partition_dirichlet(
+    labels: NDArray[np.integer],
+    num_clients: int,
+    *,
+    alpha: float,
+    rng: np.random.Generator,
+    min_size: int = 5,
+    max_tries: int = 1000,
+) -> IndexList:
+    r"""Label-skewed split: class :math:`y`'s samples go to clients in proportions
+    :math:`p_y \sim \mathrm{Dir}(\alpha \mathbf{1})`.
+
+    Redraws (up to ``max_tries`` times) until every client holds at least ``min_size``
+    samples, as is customary (Hsu et al., 2019).
+    """
+    labels = np.asarray(labels)
+    _check(num_clients, len(labels))
+    if not alpha > 0:
+        raise ValueError(f"`alpha` must be > 0; got {alpha}")
+    min_size = max(1, min(min_size, len(labels) // (2 * num_clients)))
+    classes = np.unique(labels)
+    for _ in range(max_tries):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            p = rng.dirichlet(np.full(num_clients, alpha))
+            cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
+            for i, chunk in enumerate(np.split(idx, cuts)):
+                parts[i].append(chunk)
+        out = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+        if min(len(o) for o in out) >= min_size:
+            return out
+    raise ValueError(
+        f"no Dirichlet(alpha={alpha}) split gave every client >= {min_size} samples in "
+        f"{max_tries} tries; raise `alpha` or lower `num_clients`"
+    )
+
+
+def partition_shards(
+    labels: NDArray[np.integer],
+    num_clients: int,
+    *,
+    classes_per_client: int,
+    rng: np.random.Generator,
+) -> IndexList:
+    """Pathological split: each client holds exactly ``classes_per_client`` classes.
+
+    Classes are dealt round-robin over a random class order (so every class has an
+    owner when ``num_clients * classes_per_client >= num_classes``); each class's
+    samples are then shared equally among the clients that hold it.
+    """
+    labels = np.asarray(labels)
+    _check(num_clients, len(labels))
+    classes = np.unique(labels)
+    k = int(classes_per_client)
+    if not 1 <= k <= len(classes):
+        raise ValueError(f"`classes_per_client` must be in [1, {len(classes)}]; got {k}")
+    if num_clients * k < len(classes):
+        raise ValueError(
+            f"`num_clients` * `classes_per_client` = {num_clients * k} < {len(classes)} "
+            "classes: some samples would have no owner"
+        )
+    order = rng.permutation(classes)
+    owners: dict[int, list[int]] = {int(c): [] for c in classes}
+    slot = 0
+    for i in range(num_clients):
+        held: set[int] = set()
+        while len(held) < k:
+            c = int(order[slot % len(order)])
+            slot += 1
+            if c not in held:
+                held.add(c)
+                owners[c].append(i)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c, who in owners.items():
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for j, chunk in enumerate(np.array_split(idx, len(who))):
+            parts[who[j]].append(chunk)
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
+def partition(
+    labels: NDArray[np.integer],
+    num_clients: int,
+    *,
+    scheme: str,
+    rng: np.random.Generator,
+    alpha: float = 0.8,
+    classes_per_client: int = 4,
+) -> IndexList:
+    """Dispatch to :func:`partition_iid`, :func:`partition_dirichlet` or
+    :func:`partition_shards` by ``scheme`` (``"iid"``, ``"dirichlet"``, ``"shards"``)."""
+    if scheme == "iid":
+        return partition_iid(len(labels), num_clients, rng=rng)
+    if scheme == "dirichlet":
+        return partition_dirichlet(labels, num_clients, alpha=alpha, rng=rng)
+    if scheme == "shards":
+        return partition_shards(labels, num_clients, classes_per_client=classes_per_client,
+                                rng=rng)
+    raise ValueError(f"`partition` must be one of {list(PARTITIONS)}; got {scheme!r}")
+
+
+def split_local(
+    indices: NDArray[np.int64], *, test_fraction: float, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Split one client's indices into local train and local test (at least one train
+    sample; the test part may be empty for a tiny client)."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"`test_fraction` must be in [0, 1); got {test_fraction}")
+    perm = rng.permutation(indices)
+    n_test = min(round(test_fraction * len(perm)), max(len(perm) - 1, 0))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])

@@ -1,0 +1,416 @@
+r"""LP relaxation (HiGHS) plus rounding and repair: fast, feasible, with a bound.
+
+1. Solve the LP relaxation of the shared model
+   (:func:`~flexassign.backends.linear.build_linear_model`) with HiGHS' simplex. Its
+   value is an upper bound on every assignment's objective (``bound``). An infeasible
+   LP proves the problem infeasible.
+2. If the LP optimum is integral, it is an optimal assignment. For totally unimodular
+   problems (equal client weights, no binding knapsack) every simplex vertex is
+   integral, so this is the normal outcome there; the result says so and is
+   ``OPTIMAL`` with ``bound == objective``.
+3. Otherwise **round and repair**: pairs at 1 in the LP stay taken, pairs at 0 stay
+   free of clients, and a small MIP decides only the clients whose LP row is
+   fractional (relax-and-fix). If that sub-problem is infeasible, clients that share an
+   expert with a fractional client are freed as well, then a greedy repair is tried.
+   The answer is ``FEASIBLE`` with the LP bound, so ``gap`` measures how far from the
+   optimum it can be at most.
+4. When every repair fails, the best rounded assignment is returned as is: the
+   verifier then lists the broken constraints (status ``violates_constraints``) and
+   the message says that rounding failed. Use an exact method then.
+
+Options: ``time_limit`` (LP plus repair), ``seed``, ``threads``, ``verbose``;
+``options={"repair_time_limit": s}`` caps each repair MIP (default 10 s).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..problem import AssignmentProblem
+from ..result import Status
+from .base import BackendOutput, SolveOptions
+from .linear import LinearModel, build_linear_model
+
+__all__ = ["solve"]
+
+_INT_TOL = 1e-6
+
+
+@dataclass
+class _Restricted:
+    """The LP/MIP on a subset ``cols`` of the model's columns, plus artificial columns.
+
+    Artificial columns (one per row with a positive lower bound, objective ``-big_m``)
+    keep the restricted LP feasible while columns are still missing.
+    """
+
+    h: Any
+    cols: np.ndarray  # model column of each restricted column (artificials: -1)
+    art_rows: np.ndarray
+    big_m: float
+
+
+def _csc_columns(A: sp.csc_matrix, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sub = A[:, cols]
+    return (sub.indptr.astype(np.int32), sub.indices.astype(np.int32), sub.data.astype(np.float64))
+
+
+def _build(model: LinearModel, cols: np.ndarray, options: SolveOptions) -> _Restricted:
+    import highspy
+
+    inf = highspy.kHighsInf
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", bool(options.verbose))
+    h.setOptionValue("random_seed", int(options.seed))
+    h.setOptionValue("threads", int(options.threads or 1))
+    art_rows = np.flatnonzero(model.row_lo > 0)
+    peak = float(np.max(np.abs(model.c))) if model.c.size else 1.0
+    # correctness never depends on big_m: a final LP that still uses an artificial
+    # column is re-solved without them (see _solve_lp)
+    big_m = 4.0 * max(peak, 1.0) * max(1.0, float(np.max(np.abs(model.A.data), initial=1.0)))
+    starts, index, value = _csc_columns(model.A, cols)
+    # artificial columns: coefficient 1 in their row, cost big_m (minimizing -c)
+    a_starts = starts[-1] + np.arange(1, art_rows.size + 1, dtype=np.int32)
+    n_cols = cols.size + art_rows.size
+    h.passModel(
+        int(n_cols),
+        int(model.A.shape[0]),
+        int(starts[-1] + art_rows.size),
+        1,  # column-wise
+        1,  # minimize -c
+        0.0,
+        np.concatenate([-model.c[cols], np.full(art_rows.size, big_m)]),
+        np.concatenate([model.col_lo[cols], np.zeros(art_rows.size)]),
+        np.concatenate(
+            [
+                np.where(np.isinf(model.col_hi[cols]), inf, model.col_hi[cols]),
+                model.row_lo[art_rows],
+            ]
+        ),
+        np.where(np.isinf(model.row_lo), -inf, model.row_lo),
+        np.where(np.isinf(model.row_hi), inf, model.row_hi),
+        np.concatenate([starts, a_starts]).astype(np.int32),
+        np.concatenate([index, art_rows.astype(np.int32)]),
+        np.concatenate([value, np.ones(art_rows.size)]),
+        np.zeros(n_cols, dtype=np.int32),
+    )
+    return _Restricted(
+        h=h, cols=np.concatenate([cols, np.full(art_rows.size, -1)]), art_rows=art_rows, big_m=big_m
+    )
+
+
+def _add_columns(r: _Restricted, model: LinearModel, new: np.ndarray) -> None:
+    import highspy
+
+    inf = highspy.kHighsInf
+    starts, index, value = _csc_columns(model.A, new)
+    r.h.addCols(
+        int(new.size),
+        np.ascontiguousarray(-model.c[new]),
+        np.ascontiguousarray(model.col_lo[new]),
+        np.where(np.isinf(model.col_hi[new]), inf, model.col_hi[new]),
+        int(starts[-1]),
+        starts[:-1].astype(np.int32),
+        index,
+        value,
+    )
+    r.cols = np.concatenate([r.cols, new])
+
+
+def _candidates(problem: AssignmentProblem, model: LinearModel, margin: int) -> np.ndarray:
+    """Pair columns to start from: each client's best experts, each expert's best clients."""
+    n, e = problem.shape
+    m = model.n_pairs
+    col_of = np.full((n, e), -1, dtype=np.int64)
+    col_of[model.pair_client, model.pair_expert] = np.arange(m)
+    key = np.where(problem.allowed_mask, problem.fitness, -np.inf)
+    k = min(e, int(problem.capacity.max()) + margin)
+    pick = np.zeros((n, e), dtype=bool)
+    if k >= e:
+        pick[:] = True
+    else:
+        top = np.argpartition(-key, k - 1, axis=1)[:, :k]
+        pick[np.arange(n)[:, None], top] = True
+    w_typ = float(np.median(problem.weights))
+    need = int(np.ceil(1.5 * float(np.max(problem.expert_min_load)) / w_typ)) + margin
+    if need >= n:
+        pick[:] = True
+    elif need > margin:
+        top_c = np.argpartition(-key.T, need - 1, axis=1)[:, :need]
+        pick[top_c, np.arange(e)[:, None]] = True
+    pick |= problem.fixed_mask
+    cols = col_of[pick & problem.allowed_mask]
+    return np.sort(cols[cols >= 0])
+
+
+def _solve_lp(
+    problem: AssignmentProblem,
+    model: LinearModel,
+    options: SolveOptions,
+    t0: float,
+    stats: dict[str, Any],
+) -> tuple[str, _Restricted | None, np.ndarray | None, float | None]:
+    """Column generation: LP on candidate columns, add columns with negative reduced cost.
+
+    Returns (status, restricted model, full column values, upper bound).
+    """
+    import highspy
+
+    MS = highspy.HighsModelStatus
+    m = model.n_pairs
+    n_cols = int(model.c.shape[0])
+    margin = int(options.extra.get("margin", 4))
+    prune = options.extra.get("prune", "auto")
+    use_all = prune is False or (prune == "auto" and m < 20_000)
+    pair_cols = np.arange(m) if use_all else _candidates(problem, model, margin)
+    cols = np.concatenate([pair_cols, np.arange(m, n_cols)])
+    r = _build(model, cols, options)
+    in_model = np.zeros(n_cols, dtype=bool)
+    in_model[cols] = True
+    tol = 1e-9 * max(1.0, float(np.max(np.abs(model.c))))
+    stats["lp_rounds"] = 0
+    stats["lp_columns_added"] = []
+    while True:
+        stats["lp_rounds"] += 1
+        if options.time_limit is not None:
+            left = options.time_limit - (time.perf_counter() - t0)
+            if left <= 0:
+                return "time_limit", None, None, None
+            r.h.setOptionValue("time_limit", float(left))
+        r.h.run()
+        ms = r.h.getModelStatus()
+        if ms == MS.kInfeasible:
+            return "infeasible", None, None, None
+        if ms != MS.kOptimal:
+            limit = ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kInterrupt)
+            return ("time_limit" if limit else r.h.modelStatusToString(ms)), None, None, None
+        sol = r.h.getSolution()
+        y = np.asarray(sol.row_dual)
+        rc = -model.c - model.A.T @ y  # reduced costs of the minimization, every column
+        bad = np.flatnonzero(~in_model & (rc < -tol))
+        if bad.size == 0:
+            break
+        stats["lp_columns_added"].append(int(bad.size))
+        _add_columns(r, model, bad)
+        in_model[bad] = True
+    values_local = np.asarray(sol.col_value)
+    art = values_local[r.cols < 0]
+    if art.size and float(art.max()) > 1e-7:
+        # the candidate LP needs artificial units: solve the LP with every column and
+        # no artificial column, which decides feasibility for certain
+        stats["lp_artificial_fallback"] = True
+        missing = np.flatnonzero(~in_model)
+        if missing.size:
+            _add_columns(r, model, missing)
+            in_model[missing] = True
+        art_local = np.flatnonzero(r.cols < 0)
+        zeros = np.zeros(art_local.size)
+        r.h.changeColsBounds(int(art_local.size), art_local.astype(np.int32), zeros, zeros)
+        r.h.run()
+        ms = r.h.getModelStatus()
+        if ms == MS.kInfeasible:
+            return "infeasible", None, None, None
+        if ms != MS.kOptimal:
+            limit = ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kInterrupt)
+            return ("time_limit" if limit else r.h.modelStatusToString(ms)), None, None, None
+        values_local = np.asarray(r.h.getSolution().col_value)
+    full = np.zeros(n_cols)
+    real = r.cols >= 0
+    full[r.cols[real]] = values_local[real]
+    value = float(model.c @ full)
+    stats["lp_columns"] = int(real.sum())
+    return "optimal", r, full, value
+
+
+def _repair_mip(
+    r: _Restricted,
+    model: LinearModel,
+    full: np.ndarray,
+    free_pairs: np.ndarray,
+    time_limit: float,
+) -> np.ndarray | None:
+    """Fix every pair column of the restricted model outside ``free_pairs`` to its rounded
+    LP value (artificial columns to 0) and solve the rest as a MIP."""
+    m = model.n_pairs
+    local = np.arange(r.cols.size)
+    is_pair = (r.cols >= 0) & (r.cols < m)
+    free_local = local[is_pair & np.isin(r.cols, free_pairs)]
+    fixed_local = local[is_pair & ~np.isin(r.cols, free_pairs)]
+    art_local = local[r.cols < 0]
+    rounded = np.round(full[r.cols[fixed_local]])
+    h = r.h
+    h.changeColsBounds(int(fixed_local.size), fixed_local.astype(np.int32), rounded, rounded)
+    h.changeColsBounds(
+        int(art_local.size),
+        art_local.astype(np.int32),
+        np.zeros(art_local.size),
+        np.zeros(art_local.size),
+    )
+    h.changeColsIntegrality(
+        int(free_local.size), free_local.astype(np.int32), np.ones(free_local.size, dtype=np.uint8)
+    )
+    h.setOptionValue("time_limit", max(float(time_limit), 0.01))
+    h.setOptionValue("mip_rel_gap", 1e-6)
+    h.run()
+    info = h.getInfo()
+    values = None
+    if info.primal_solution_status == 2:
+        sol = np.asarray(h.getSolution().col_value)
+        values = np.zeros(m)
+        values[r.cols[is_pair]] = sol[is_pair]
+    # restore the relaxation
+    h.changeColsIntegrality(
+        int(free_local.size), free_local.astype(np.int32), np.zeros(free_local.size, dtype=np.uint8)
+    )
+    pair_local = local[is_pair]
+    h.changeColsBounds(
+        int(pair_local.size),
+        pair_local.astype(np.int32),
+        model.col_lo[r.cols[pair_local]],
+        model.col_hi[r.cols[pair_local]],
+    )
+    return values
+
+
+def _greedy_repair(
+    problem: AssignmentProblem, model: LinearModel, lp_pairs: np.ndarray
+) -> np.ndarray:
+    """Keep the LP's integral ones, then add pairs by LP value while everything fits."""
+    x = problem.fixed_mask.copy()
+    keep = lp_pairs > 1 - _INT_TOL
+    x[model.pair_client[keep], model.pair_expert[keep]] = True
+    w = problem.weights
+    load = w @ x
+    count = x.sum(axis=1)
+    mem = x @ problem.expert_size if problem.expert_size is not None else None
+    order = np.lexsort((-problem.fitness[model.pair_client, model.pair_expert], -lp_pairs))
+    for i in order:
+        c, j = int(model.pair_client[i]), int(model.pair_expert[i])
+        if x[c, j] or count[c] >= problem.capacity[c]:
+            continue
+        needed = count[c] < problem.min_experts[c] or load[j] < problem.expert_min_load[j]
+        if lp_pairs[i] <= _INT_TOL and not needed:
+            continue
+        if not problem.is_soft and load[j] + w[c] > problem.expert_max_load[j] * (1 + 1e-12):
+            continue
+        if (
+            mem is not None
+            and problem.client_budget is not None
+            and problem.expert_size is not None
+        ):
+            if mem[c] + problem.expert_size[j] > problem.client_budget[c] * (1 + 1e-12):
+                continue
+            mem[c] += problem.expert_size[j]
+        x[c, j] = True
+        count[c] += 1
+        load[j] += w[c]
+    return x
+
+
+def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
+    t0 = time.perf_counter()
+    model = build_linear_model(problem)
+    m = model.n_pairs
+    stats: dict[str, Any] = {"columns": int(model.c.shape[0]), "rows": int(model.A.shape[0])}
+    if model.c.shape[0] == 0:
+        ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
+        return BackendOutput(
+            Status.OPTIMAL if ok else Status.INFEASIBLE,
+            x=np.zeros(problem.shape, dtype=bool) if ok else None,
+            bound=0.0 if ok else None,
+            message="" if ok else "no pair may be assigned but some minimum is positive",
+        )
+    stats["build_time"] = time.perf_counter() - t0
+    status, r, full, bound = _solve_lp(problem, model, options, t0, stats)
+    stats["lp_time"] = time.perf_counter() - t0 - stats["build_time"]
+    stats["lp_status"] = status
+    if status == "infeasible":
+        return BackendOutput(
+            Status.INFEASIBLE,
+            message="the LP relaxation is infeasible, so the problem is infeasible",
+            stats=stats,
+        )
+    if status != "optimal" or r is None or full is None or bound is None:
+        return BackendOutput(
+            Status.TIME_LIMIT if status == "time_limit" else Status.ERROR,
+            message=f"the LP relaxation did not solve ({status})",
+            stats=stats,
+        )
+    lp_pairs = full[:m]
+    frac = np.flatnonzero((lp_pairs > _INT_TOL) & (lp_pairs < 1 - _INT_TOL))
+    stats["lp_bound"] = bound
+    stats["fractional_pairs"] = int(frac.size)
+    stats["unimodular"] = problem.is_unimodular
+
+    if frac.size == 0:
+        x = model.to_assignment(problem.shape, full)
+        # the LP optimum is integral: bound == objective proves optimality
+        why = (
+            "the problem is totally unimodular, so the LP relaxation is integral"
+            if problem.is_unimodular
+            else "the LP relaxation happens to be integral"
+        )
+        stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
+        return BackendOutput(
+            Status.OPTIMAL,
+            x=x,
+            bound=problem.objective(x),
+            stats=stats,
+            message=f"optimal: {why}",
+        )
+
+    # ---- round and repair
+    repair_limit = float(options.extra.get("repair_time_limit", 10.0))
+    client_of = model.pair_client
+    frac_clients = np.unique(client_of[frac])
+    attempts: list[str] = []
+    x_rep: np.ndarray | None = None
+    free_sets = [("fractional clients", np.flatnonzero(np.isin(client_of, frac_clients)))]
+    frac_experts = np.unique(model.pair_expert[frac])
+    touching = (lp_pairs > _INT_TOL) & np.isin(model.pair_expert, frac_experts)
+    wider = np.union1d(frac_clients, np.unique(client_of[touching]))
+    if wider.size > frac_clients.size:
+        free_sets.append(
+            ("clients of fractional experts", np.flatnonzero(np.isin(client_of, wider)))
+        )
+    for label, free_pairs in free_sets:
+        remaining = repair_limit
+        if options.time_limit is not None:
+            remaining = min(remaining, options.time_limit - (time.perf_counter() - t0))
+        if remaining <= 0:
+            attempts.append(f"{label}: no time left")
+            break
+        sol = _repair_mip(r, model, full, free_pairs, remaining)
+        if sol is not None:
+            vec = np.zeros(model.c.shape[0])
+            vec[:m] = sol
+            x_rep = model.to_assignment(problem.shape, vec) | problem.fixed_mask
+            stats["repair"] = f"MIP over {np.unique(client_of[free_pairs]).size} {label}"
+            break
+        attempts.append(f"{label}: repair MIP found no assignment")
+    stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
+    if x_rep is not None:
+        return BackendOutput(
+            Status.FEASIBLE,
+            x=x_rep,
+            bound=bound,
+            stats=stats,
+            message=f"LP rounding and repair ({stats['repair']}); LP bound {bound:.6g}",
+        )
+    x_greedy = _greedy_repair(problem, model, lp_pairs)
+    stats["repair"] = "greedy"
+    stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
+    return BackendOutput(
+        Status.FEASIBLE,
+        x=x_greedy,
+        bound=bound,
+        stats=stats,
+        message="LP rounding: "
+        + "; ".join(attempts)
+        + "; returned the greedy repair, which the verifier checks (rounding may have failed)",
+    )
