@@ -75,10 +75,12 @@ METHODS: tuple[Method, ...] = (
         "lp-round",
         max_pairs={"count": _MID, "weighted": _MID, "knapsack": _MID},
     ),
+    # HiGHS's MIP on 10,000 x 64 count-based loads did not return within 120 s (time
+    # limit 30 s) in our runs; the LP-based methods cover that size
     Method(
         "highs",
         "highs",
-        max_pairs={"count": _MID, "weighted": _SMALL, "knapsack": _SMALL},
+        max_pairs={"count": _SMALL, "weighted": _SMALL, "knapsack": _SMALL},
         exact=True,
     ),
     Method(

@@ -6,7 +6,8 @@ under ``--out`` (default ``runs/study``); settings already done are skipped, so 
 study can be resumed. Then ``--report`` prints the markdown tables used in results.md.
 
     python examples/harness_study.py --out runs/study
-    python examples/harness_study.py --out runs/study --report
+    python examples/harness_study.py --out runs/study --report \
+        --overview docs/results/overview.png
 """
 
 from __future__ import annotations
@@ -64,6 +65,51 @@ def report(out: Path) -> None:
         print(f"\n(target accuracy {cfg.get('target_accuracy')}, rounds {cfg['rounds']})")
 
 
+def overview(out: Path, dest: Path) -> None:
+    """One figure: last-5-round accuracy and final utilization CV per setting and
+    strategy (mean +- std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    frames = []
+    for ds, part in SETTINGS:
+        f = out / f"{ds}-{part}" / "summary.csv"
+        if f.exists():
+            s = pd.read_csv(f)
+            s["setting"] = f"{ds}\n{part}"
+            frames.append(s)
+    if not frames:
+        return
+    df = pd.concat(frames)
+    settings = list(dict.fromkeys(df.setting))
+    strategies = list(dict.fromkeys(df.strategy))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    w = 0.8 / len(strategies)
+    x = np.arange(len(settings))
+    for i, st in enumerate(strategies):
+        d = df[df.strategy == st].set_index("setting").reindex(settings)
+        off = (i - (len(strategies) - 1) / 2) * w
+        axes[0].bar(x + off, d.last5_accuracy_mean, w, yerr=d.last5_accuracy_std,
+                    label=st, capsize=2)
+        axes[1].bar(x + off, d.utilization_cv_mean.clip(lower=1e-4), w,
+                    yerr=d.utilization_cv_std, label=st, capsize=2)
+    for ax, title in zip(axes, ("global accuracy, mean of last 5 rounds",
+                                "utilization CV after the last round"), strict=True):
+        ax.set_xticks(x, settings, fontsize=8)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(0, 1)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8, ncol=len(strategies))
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("runs/study"))
@@ -72,11 +118,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--report", action="store_true")
+    p.add_argument("--overview", type=Path, help="write the overview PNG here")
     a = p.parse_args()
+    if not (a.overview or a.report):
+        run(a.out, a.strategies, a.seeds, a.rounds)
+    if a.overview:
+        overview(a.out, a.overview)
     if a.report:
         report(a.out)
-    else:
-        run(a.out, a.strategies, a.seeds, a.rounds)
 
 
 if __name__ == "__main__":

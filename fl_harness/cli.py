@@ -77,6 +77,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "'{\"fitness\": {\"exploration\": 0}, \"usage_penalty\": 0.2}'")
     g.add_argument("--target", type=float, help="accuracy for rounds-to-target")
     g.add_argument("--eval-every", type=int)
+    g.add_argument("--eval-experts", choices=["held", "all"],
+                   help="experts a client's model uses at evaluation (default: held)")
     g.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -98,6 +98,11 @@ class ExperimentConfig:
         Global accuracy for "rounds to target"; a per-dataset default if None.
     eval_every : int
         Evaluate every this many rounds (always the last round).
+    eval_experts : {"held", "all"}
+        Experts a client's model uses at evaluation: those it last trained (local
+        expert-subset deployment, the default) or every global expert (the client
+        downloads the full MoE for inference; its router's logits for experts it never
+        held are still at their initial values).
     seed : int
         Seeds selection, dropout, partition, capacities, model init and training.
     num_threads : int
@@ -133,6 +138,7 @@ class ExperimentConfig:
     planner_options: tuple[tuple[str, Any], ...] = ()
     target_accuracy: float | None = None
     eval_every: int = 1
+    eval_experts: str = "held"
     seed: int = 0
     num_threads: int = 1
 
@@ -146,6 +152,8 @@ class ExperimentConfig:
             raise ValueError(f"`client_fraction` must be in (0, 1]; got {self.client_fraction}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1); got {self.dropout}")
+        if self.eval_experts not in ("held", "all"):
+            raise ValueError(f"`eval_experts` must be 'held' or 'all'; got {self.eval_experts!r}")
         if self.eval_every < 1:
             raise ValueError(f"`eval_every` must be >= 1; got {self.eval_every}")
         if self.capacity_choices is not None and (
@@ -587,7 +595,8 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
         utilization += load
 
         if t % cfg.eval_every == 0 or t == cfg.rounds:
-            g_acc, p_acc = _evaluate(model, clients, init_router, (test_x, test_y))
+            g_acc, p_acc = _evaluate(model, clients, init_router, (test_x, test_y),
+                                     all_experts=cfg.eval_experts == "all")
         else:
             g_acc = p_acc = float("nan")
         now = time.perf_counter()
@@ -642,14 +651,15 @@ def _feedback(update: Any) -> Any:
 
 
 def _evaluate(model: MoEModel, clients: list[_Client], init_router: dict[str, torch.Tensor],
-              test: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+              test: tuple[torch.Tensor, torch.Tensor], *, all_experts: bool = False
+              ) -> tuple[float, float]:
     """Sample-weighted global and mean personalized accuracy over clients that have
     trained at least once (each with its own router and held experts)."""
     active = [c for c in clients if c.router is not None]
     if not active:
         return float("nan"), float("nan")
     routers = [c.router or init_router for c in active]
-    held = [c.held for c in active]
+    held = [model.held_experts if all_experts else c.held for c in active]
     g = evaluate_clients(model, routers, held, test)
     w = np.array([len(c.y) for c in active], dtype=float)
     p = evaluate_clients(model, routers, held, [(c.x_test, c.y_test) for c in active])

@@ -172,3 +172,17 @@ def test_compare_api_table(digits) -> None:
     table = format_table(res)
     assert table.splitlines()[2].startswith("flex")
     assert set(res.summary()["strategy"]) == {"flex", "random"}
+
+
+def test_planner_options_json_and_churn(tmp_path, digits) -> None:
+    cfg = ExperimentConfig(**TINY).replace(
+        strategy="greedy", rounds=4,
+        planner_options=(("fitness", {"exploration": 0.0, "signal": "loss"}),))
+    cfg.save(tmp_path / "c.json")
+    assert ExperimentConfig.load(tmp_path / "c.json") == cfg
+    r = run_experiment(cfg, dataset=digits)
+    churn = [rec.assignment_churn for rec in r.rounds]
+    assert np.isnan(churn[0])                 # nobody trained before round 1
+    assert all(np.isnan(c) or 0.0 <= c <= 1.0 for c in churn)
+    assert main(["run", "--dataset", "digits", "--rounds", "1", "--clients", "8",
+                 "--quiet", "--planner-options", '{"usage_penalty": 0.5}']) == 0

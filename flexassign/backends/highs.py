@@ -131,7 +131,8 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     stats["mip_node_count"] = int(info.mip_node_count)
     stats["mip_gap"] = float(info.mip_gap)
     if ms == MS.kOptimal:
-        if info.mip_gap > _EXACT_GAP and bound is not None:
+        # an all-continuous model (only slacks left) is an LP: no MIP gap to judge
+        if integrality.any() and info.mip_gap > _EXACT_GAP and bound is not None:
             return BackendOutput(
                 Status.FEASIBLE,
                 x=x,

@@ -232,48 +232,65 @@ def _repair_mip(
     model: LinearModel,
     full: np.ndarray,
     free_pairs: np.ndarray,
+    options: SolveOptions,
     time_limit: float,
 ) -> np.ndarray | None:
-    """Fix every pair column of the restricted model outside ``free_pairs`` to its rounded
-    LP value (artificial columns to 0) and solve the rest as a MIP."""
+    """Fix every candidate pair outside ``free_pairs`` to its rounded LP value and solve a
+    small MIP over the rest: only the free columns (and slacks) and the rows they touch,
+    with the fixed part's activity moved into the row bounds."""
+    import highspy
+
+    inf = highspy.kHighsInf
     m = model.n_pairs
-    local = np.arange(r.cols.size)
-    is_pair = (r.cols >= 0) & (r.cols < m)
-    free_local = local[is_pair & np.isin(r.cols, free_pairs)]
-    fixed_local = local[is_pair & ~np.isin(r.cols, free_pairs)]
-    art_local = local[r.cols < 0]
-    rounded = np.round(full[r.cols[fixed_local]])
-    h = r.h
-    h.changeColsBounds(int(fixed_local.size), fixed_local.astype(np.int32), rounded, rounded)
-    h.changeColsBounds(
-        int(art_local.size),
-        art_local.astype(np.int32),
-        np.zeros(art_local.size),
-        np.zeros(art_local.size),
-    )
-    h.changeColsIntegrality(
-        int(free_local.size), free_local.astype(np.int32), np.ones(free_local.size, dtype=np.uint8)
-    )
+    n_cols = int(model.c.shape[0])
+    in_r = r.cols[(r.cols >= 0) & (r.cols < m)]
+    is_free = np.isin(in_r, free_pairs)
+    free = in_r[is_free]
+    fixed = in_r[~is_free]
+    rounded = np.round(full[fixed])
+    act = model.A[:, fixed] @ rounded
+    cols = np.concatenate([free, np.arange(m, n_cols)])
+    sub = model.A[:, cols].tocsr()
+    rows = np.flatnonzero(np.diff(sub.indptr))
+    others = np.setdiff1d(np.arange(model.A.shape[0]), rows)
+    tol = 1e-7 * np.maximum(1.0, np.abs(act[others]))
+    if np.any(act[others] < model.row_lo[others] - tol) or np.any(
+        act[others] > model.row_hi[others] + tol
+    ):
+        return None  # the rounded part alone breaks a row no free column can fix
+    sub = sub[rows].tocsc()
+    lo = model.row_lo[rows] - act[rows]
+    hi = model.row_hi[rows] - act[rows]
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", bool(options.verbose))
+    h.setOptionValue("random_seed", int(options.seed))
+    h.setOptionValue("threads", int(options.threads or 1))
     h.setOptionValue("time_limit", max(float(time_limit), 0.01))
-    h.setOptionValue("mip_rel_gap", 1e-6)
+    h.setOptionValue("mip_rel_gap", 1e-4)
+    h.passModel(
+        int(cols.size),
+        int(rows.size),
+        int(sub.nnz),
+        1,
+        1,
+        0.0,
+        np.ascontiguousarray(-model.c[cols]),
+        model.col_lo[cols],
+        np.where(np.isinf(model.col_hi[cols]), inf, model.col_hi[cols]),
+        np.where(np.isinf(lo), -inf, lo),
+        np.where(np.isinf(hi), inf, hi),
+        sub.indptr.astype(np.int32),
+        sub.indices.astype(np.int32),
+        sub.data.astype(np.float64),
+        np.concatenate([np.ones(free.size), np.zeros(cols.size - free.size)]).astype(np.int32),
+    )
     h.run()
-    info = h.getInfo()
-    values = None
-    if info.primal_solution_status == 2:
-        sol = np.asarray(h.getSolution().col_value)
-        values = np.zeros(m)
-        values[r.cols[is_pair]] = sol[is_pair]
-    # restore the relaxation
-    h.changeColsIntegrality(
-        int(free_local.size), free_local.astype(np.int32), np.zeros(free_local.size, dtype=np.uint8)
-    )
-    pair_local = local[is_pair]
-    h.changeColsBounds(
-        int(pair_local.size),
-        pair_local.astype(np.int32),
-        model.col_lo[r.cols[pair_local]],
-        model.col_hi[r.cols[pair_local]],
-    )
+    if h.getInfo().primal_solution_status != 2:
+        return None
+    sol = np.asarray(h.getSolution().col_value)
+    values = np.zeros(m)
+    values[fixed] = rounded
+    values[free] = sol[: free.size]
     return values
 
 
@@ -385,7 +402,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         if remaining <= 0:
             attempts.append(f"{label}: no time left")
             break
-        sol = _repair_mip(r, model, full, free_pairs, remaining)
+        sol = _repair_mip(r, model, full, free_pairs, options, remaining)
         if sol is not None:
             vec = np.zeros(model.c.shape[0])
             vec[:m] = sol

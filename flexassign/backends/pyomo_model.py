@@ -162,6 +162,15 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
 
     t0 = time.perf_counter()
     name = str(options.extra.get("solver", "appsi_highs"))
+    if not problem.allowed_mask.any() and problem.load_penalty is None:
+        # no variable at all (solvers disagree on empty models): the empty assignment is
+        # the only candidate, feasible iff every minimum is zero
+        ok = bool((problem.min_experts == 0).all() and (problem.expert_min_load <= 0).all())
+        return BackendOutput(
+            Status.OPTIMAL if ok else Status.INFEASIBLE,
+            x=np.zeros(problem.shape, dtype=bool) if ok else None,
+            message="" if ok else "no pair may be assigned but some minimum is positive",
+        )
     model = build_pyomo_model(problem)
     customize = options.extra.get("customize")
     if customize is not None:
