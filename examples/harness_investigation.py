@@ -1,7 +1,8 @@
 """Why does (or doesn't) flex beat greedy in the harness? Variants of the default
 MNIST-1D / Dirichlet(0.8) setting that change one thing each: the planner's balance
-tolerance, exploration, the fitness signal, the number of rounds, and a capacity-starved
-device mix. Results feed the "Investigation" section of docs/results.md.
+tolerance, exploration, the fitness signal, the number of rounds, a capacity-starved
+device mix, evaluation over all experts, and (on digits) wider experts. Results feed
+the "Investigation" section of docs/results.md.
 
     python examples/harness_investigation.py --out runs/investigation [--seeds 0 1]
 """
@@ -31,6 +32,9 @@ VARIANTS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     ("no-exploration-phones", ("flex", "greedy"),
      {"planner_options": (("fitness", {"exploration": 0.0}),),
       "device_mix": (("low-end-phone", 0.7), ("high-end-phone", 0.3))}),
+    # model size, on digits (fast): experts 4x wider than the default 64
+    ("digits-wide-experts", ("flex", "greedy"), {"dataset": "digits", "expert_hidden": 256}),
+    ("mnist1d-wide-experts", ("flex", "greedy"), {"expert_hidden": 256}),
 ]
 
 

@@ -13,7 +13,6 @@ study can be resumed. Then ``--report`` prints the markdown tables used in resul
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -61,8 +60,42 @@ def report(out: Path) -> None:
                   f"| {r.personalized_accuracy_mean:.3f} ± {r.personalized_accuracy_std:.3f} "
                   f"| {rtt} | {r.utilization_cv_mean:.3f} ± {r.utilization_cv_std:.3f} "
                   f"| {r.utilization_var_mean:.0f} ± {r.utilization_var_std:.0f} |")
-        cfg = json.loads((out / f"{ds}-{part}" / "config.json").read_text())
-        print(f"\n(target accuracy {cfg.get('target_accuracy')}, rounds {cfg['rounds']})")
+        cfg = ExperimentConfig.load(out / f"{ds}-{part}" / "config.json")
+        print(f"\n(target accuracy {cfg.resolved_target}, {cfg.rounds} rounds)")
+        paired(out / f"{ds}-{part}")
+
+
+def paired(setting: Path, a: str = "flex", b: str = "greedy") -> None:
+    """Per-seed differences a - b (same seed = same partition, capacities and init)."""
+    runs = pd.read_csv(setting / "runs.csv")
+    x = runs[runs.strategy == a].set_index("seed")
+    y = runs[runs.strategy == b].set_index("seed")
+    seeds = sorted(set(x.index) & set(y.index))
+    if not seeds:
+        return
+    d_acc = (x.loc[seeds, "last5_accuracy"] - y.loc[seeds, "last5_accuracy"]) * 100
+    d_pers = (x.loc[seeds, "final_personalized_accuracy"]
+              - y.loc[seeds, "final_personalized_accuracy"]) * 100
+    var_red = 1 - x.loc[seeds, "utilization_var"] / y.loc[seeds, "utilization_var"]
+    # convergence: first round reaching 90% of the baseline's mean last-5 accuracy
+    rounds = pd.read_csv(setting / "rounds.csv")
+    level = 0.9 * float(y.loc[seeds, "last5_accuracy"].mean())
+
+    def first(strategy: str, seed: int) -> float:
+        r = rounds[(rounds.strategy == strategy) & (rounds.seed == seed)]
+        hit = r[r.global_accuracy >= level]["round"]
+        return float(hit.iloc[0]) if len(hit) else float("nan")
+
+    ra = pd.Series([first(a, sd) for sd in seeds], index=seeds)
+    rb = pd.Series([first(b, sd) for sd in seeds], index=seeds)
+    rtt = (ra - rb).dropna()
+    print(f"\n{a} - {b}, paired by seed ({len(seeds)} seeds): last-5 accuracy "
+          f"{d_acc.mean():+.1f} ± {d_acc.std():.1f} points (per seed "
+          f"{', '.join(f'{v:+.1f}' for v in d_acc)}); personalized "
+          f"{d_pers.mean():+.1f} ± {d_pers.std():.1f} points; utilization variance "
+          f"{100 * var_red.mean():.2f}% lower; rounds to {level:.3f} (90% of {b}'s "
+          f"last-5 accuracy): {a} {ra.mean():.1f}, {b} {rb.mean():.1f}, paired "
+          + (f"{rtt.mean():+.1f} ± {rtt.std():.1f}" if len(rtt) else "n/a"))
 
 
 def overview(out: Path, dest: Path) -> None:

@@ -67,6 +67,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--optimizer", choices=["sgd", "adam"])
+    g.add_argument("--grad-clip", type=float, help="clip local gradient norms (default off)")
     g.add_argument("--tolerance", type=float, help="planner balance tolerance")
     g.add_argument("--device-mix", type=_device_mix,
                    help="device classes and shares, e.g. 'low-end-phone:0.4,tablet:0.6'")

@@ -46,14 +46,17 @@ class LocalTraining:
         Optimizer settings (momentum is ignored by Adam).
     optimizer : {"sgd", "adam"}
         Optimizer kind.
+    grad_clip : float, optional
+        Clip each step's gradient norm to this value (off by default).
     """
 
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
     optimizer: str = "sgd"
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -199,6 +202,8 @@ def train_client(
             loss = F.cross_entropy(model(xt[idx]), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if training.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
             opt.step()
             total += float(loss.detach()) * len(idx)
         last = total / n

@@ -85,6 +85,8 @@ class ExperimentConfig:
         Model; ``extractor="auto"`` picks ``conv1d`` for MNIST-1D, ``mlp`` otherwise.
     local_epochs, batch_size, lr, momentum, optimizer : int, int, float, float, str
         Local training.
+    grad_clip : float, optional
+        Gradient-norm clipping in local training (off by default).
     device_mix : tuple of (str, float)
         Device classes (capacity-profile presets) and their shares of clients.
     capacity_choices : tuple of int, optional
@@ -132,6 +134,7 @@ class ExperimentConfig:
     lr: float = 0.1
     momentum: float = 0.9
     optimizer: str = "sgd"
+    grad_clip: float | None = None
     device_mix: tuple[tuple[str, float], ...] = DEFAULT_DEVICE_MIX
     capacity_choices: tuple[int, ...] | None = None
     tolerance: float = 0.1
@@ -181,7 +184,8 @@ class ExperimentConfig:
     def local_training(self) -> LocalTraining:
         """Local optimizer settings."""
         return LocalTraining(epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
-                             momentum=self.momentum, optimizer=self.optimizer)
+                             momentum=self.momentum, optimizer=self.optimizer,
+                             grad_clip=self.grad_clip)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """A copy with ``changes`` applied."""
