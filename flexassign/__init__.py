@@ -24,7 +24,7 @@ from .errors import (
 )
 from .problem import AssignmentProblem
 from .result import AssignmentResult, Status, Violation
-from .solve import auto_method, solve_assignment
+from .solve import auto_method, evaluate_assignment, solve_assignment
 from .verify import Verification, diagnose_infeasibility, verify_assignment
 
 __version__ = "0.1.0"
@@ -59,6 +59,7 @@ __all__ = [  # noqa: RUF022 - grouped: core first, then the lazily loaded planne
     "auto_method",
     "available_backends",
     "diagnose_infeasibility",
+    "evaluate_assignment",
     "list_backends",
     "register_backend",
     "solve_assignment",

@@ -11,13 +11,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .backends.base import BackendOutput, SolveOptions
-from .backends.registry import Backend, check_supported, get_backend, list_backends
+from .backends.registry import check_supported, get_backend, list_backends
 from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from .problem import AssignmentProblem
 from .result import AssignmentResult, Status
 from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
 
-__all__ = ["auto_method", "solve_assignment"]
+__all__ = ["auto_method", "evaluate_assignment", "solve_assignment"]
 
 
 def auto_method(problem: AssignmentProblem) -> str:
@@ -171,7 +171,8 @@ def solve_assignment(
     if diagnosis is not None and backend.kind != "baseline":
         return _finish(
             prob,
-            backend,
+            backend.name,
+            backend.exact,
             BackendOutput(Status.INFEASIBLE, message=diagnosis),
             t0,
             verify_tol,
@@ -185,16 +186,45 @@ def solve_assignment(
         out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
-    return _finish(prob, backend, out, t0, verify_tol)
+    return _finish(prob, backend.name, backend.exact, out, t0, verify_tol)
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:
     return bound is not None and bound <= objective + 1e-9 * max(1.0, abs(objective))
 
 
+def evaluate_assignment(
+    problem: AssignmentProblem,
+    x: ArrayLike,
+    *,
+    method: str = "external",
+    message: str = "",
+    verify_tol: float = DEFAULT_TOL,
+) -> AssignmentResult:
+    """Verify an assignment made outside :func:`solve_assignment` and wrap it as a result.
+
+    For policies that are not solvers (a random draw, an assignment imposed by the
+    caller): the same verifier runs, so the result is ``FEASIBLE`` when ``x`` satisfies
+    every constraint and ``VIOLATES_CONSTRAINTS`` (with the violations listed) otherwise.
+    It never claims optimality.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexassign import AssignmentProblem
+    >>> p = AssignmentProblem(np.ones((2, 2)), capacity=1, expert_max_load=1)
+    >>> evaluate_assignment(p, [[1, 0], [1, 0]], method="random").status.value
+    'violates_constraints'
+    """
+    t0 = time.perf_counter()
+    out = BackendOutput(Status.FEASIBLE, x=np.asarray(x), message=message)
+    return _finish(problem, method, False, out, t0, verify_tol)
+
+
 def _finish(
     problem: AssignmentProblem,
-    backend: Backend,
+    name: str,
+    exact: bool,
     out: BackendOutput,
     t0: float,
     tol: float,
@@ -207,7 +237,7 @@ def _finish(
         if status in (Status.OPTIMAL, Status.FEASIBLE):
             status, message = (
                 Status.ERROR,
-                f"{backend.name} claimed {status.value} without an assignment",
+                f"{name} claimed {status.value} without an assignment",
             )
         return AssignmentResult(
             status=status,
@@ -217,13 +247,13 @@ def _finish(
             gap=None,
             loads=None,
             runtime=time.perf_counter() - t0,
-            method=backend.name,
+            method=name,
             message=message or status.value,
             stats=merged,
         )
     check = verify_assignment(problem, out.x, tol=tol)
     if (
-        not backend.exact
+        not exact
         and status is Status.OPTIMAL
         and not _bound_met(out.bound, check.objective)
     ):
@@ -234,9 +264,9 @@ def _finish(
         broken = "; ".join(str(v) for v in check.violations[:5])
         more = len(check.violations) - 5
         broken += f"; and {more} more" if more > 0 else ""
-        if backend.exact:
+        if exact:
             status = Status.ERROR
-            message = f"{backend.name} returned an assignment that breaks constraints: {broken}"
+            message = f"{name} returned an assignment that breaks constraints: {broken}"
         else:
             status = Status.VIOLATES_CONSTRAINTS
             message = f"{message}: breaks {len(check.violations)} constraint(s): {broken}".lstrip(
@@ -261,7 +291,7 @@ def _finish(
         gap=gap,
         loads=check.loads,
         runtime=time.perf_counter() - t0,
-        method=backend.name,
+        method=name,
         message=message,
         violations=check.violations,
         stats=merged,

@@ -50,8 +50,7 @@ from ..errors import (
 )
 from ..problem import AssignmentProblem
 from ..result import AssignmentResult, Status
-from ..solve import solve_assignment
-from ..verify import verify_assignment
+from ..solve import evaluate_assignment, solve_assignment
 from .capacity import (
     DEFAULT_DEADLINE,
     DEFAULT_MODEL_COST,
@@ -501,7 +500,9 @@ class Planner:
         elif strat == "random":
             problem = self._plain_problem(np.zeros((n, e)), k, knap)
             x = self._random_assignment(k, knap)
-            result = _result_from_x(problem, x, "random", "uniformly random experts")
+            result = evaluate_assignment(
+                problem, x, method="random", message="uniformly random experts"
+            )
             message = result.message
         else:
             s = self.scores(ids, strat) + self.rng.uniform(0.0, _TIE_BREAK, size=(n, e))
@@ -557,7 +558,9 @@ class Planner:
         if ids:
             k = x.sum(axis=1)
             problem = AssignmentProblem(self.scores(ids, "flex"), capacity=k, min_experts=k)
-            result = _result_from_x(problem, x, "external", "assignment imposed by the caller")
+            result = evaluate_assignment(
+                problem, x, method="external", message="assignment imposed by the caller"
+            )
         experts = result.experts or []
         opened = dict(zip(ids, experts, strict=True))
         plan = Plan(
@@ -870,28 +873,6 @@ def _empty_result(num_experts: int) -> AssignmentResult:
         runtime=0.0,
         method="none",
         message="no participating clients",
-    )
-
-
-def _result_from_x(
-    problem: AssignmentProblem, x: BoolArray, method: str, message: str
-) -> AssignmentResult:
-    check = verify_assignment(problem, x)
-    status = Status.FEASIBLE if check.ok else Status.VIOLATES_CONSTRAINTS
-    if not check.ok:
-        broken = "; ".join(str(v) for v in check.violations[:5])
-        message = f"{message}: breaks {len(check.violations)} constraint(s): {broken}"
-    return AssignmentResult(
-        status=status,
-        x=check.x,
-        objective=check.objective,
-        bound=None,
-        gap=None,
-        loads=check.loads,
-        runtime=0.0,
-        method=method,
-        message=message,
-        violations=check.violations,
     )
 
 
