@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-all
 .PHONY: help venv demo test test-slow test-all lint bench bench-quick clean
 
 help:
-	@echo "make demo       set up .venv and run the main demo"
+	@echo "make demo       set up .venv, solve one round (quick start), then a short FL comparison on MNIST-1D"
 	@echo "make test       set up .venv and run the default test suite (< 10 min)"
 	@echo "make test-slow  run the slow, opt-in tests"
 	@echo "make lint       ruff + mypy"
@@ -25,6 +25,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
+	$(BIN)/python -m fl_harness compare --dataset mnist1d --strategies flex greedy random \
+		--seeds 0 1 --rounds 20 --out runs/demo
+	@echo "plots and tables: runs/demo/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

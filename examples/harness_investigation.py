@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fl_harness.compare import compare, format_table
+from fl_harness.comparison import compare, format_table
 from fl_harness.experiment import ExperimentConfig
 
 BASE = ExperimentConfig(dataset="mnist1d", partition="dirichlet", alpha=0.8, rounds=40)

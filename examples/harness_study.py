@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fl_harness.compare import compare, format_table
+from fl_harness.comparison import compare, format_table
 from fl_harness.experiment import ExperimentConfig
 
 SETTINGS = [
@@ -136,7 +136,9 @@ def overview(out: Path, dest: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylim(0, 1)
     axes[1].set_yscale("log")
-    axes[0].legend(fontsize=8, ncol=len(strategies))
+    axes[0].legend(fontsize=8, ncol=len(strategies), loc="lower left")
+    axes[1].set_title("utilization CV after the last round (full: 0, drawn at 1e-4)",
+                      fontsize=10)
     fig.tight_layout()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dest, dpi=110)

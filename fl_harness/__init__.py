@@ -13,7 +13,8 @@ and expert-utilization balance.
 Modules: :mod:`.data` (datasets), :mod:`.partition` (client splits), :mod:`.model`
 (the MoE model and client subset models), :mod:`.client` (local training and
 feedback), :mod:`.aggregation` (server-side pure functions), :mod:`.metrics`,
-:mod:`.experiment` (the round loop), :mod:`.compare`, :mod:`.plots`, :mod:`.cli`.
+:mod:`.experiment` (the round loop), :mod:`.comparison` (strategies x seeds),
+:mod:`.plots`, :mod:`.cli`.
 Importing this package does not import torch; the submodules do.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .compare import CompareResult, compare
+    from .comparison import CompareResult, compare
     from .experiment import ExperimentConfig, ExperimentResult, RoundRecord, run_experiment
 
 __all__ = [
@@ -35,8 +36,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "CompareResult": "compare",
-    "compare": "compare",
+    "CompareResult": "comparison",
+    "compare": "comparison",
     "ExperimentConfig": "experiment",
     "ExperimentResult": "experiment",
     "RoundRecord": "experiment",

@@ -62,7 +62,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, help="probability a selected client drops out")
     g.add_argument("--experts", type=int)
     g.add_argument("--top-k", type=int)
-    g.add_argument("--hidden", type=int)
+    g.add_argument("--hidden", type=int, help="width of the shared representation")
+    g.add_argument("--expert-hidden", type=int, help="hidden width of each expert")
+    g.add_argument("--extractor", choices=["auto", "mlp", "conv1d"])
     g.add_argument("--epochs", type=int, help="local epochs")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.save(args.out)
             print(f"wrote {args.out / 'result.json'} and {args.out / 'rounds.csv'}")
         return 0
-    from .compare import compare, format_table
+    from .comparison import compare, format_table
 
     t0 = time.perf_counter()
     res = compare(cfg, strategies=args.strategies, seeds=args.seeds, progress=not args.quiet)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -362,7 +362,8 @@ class ExperimentResult:
         d["config"] = self.config.to_dict()
         d["capacities"] = dict(self.capacities)
         d["rounds"] = [dataclasses.asdict(r) for r in self.rounds]
-        return _nan_to_none(d)  # type: ignore[no-any-return]
+        out: dict[str, Any] = _nan_to_none(d)
+        return out
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``result.json``, ``rounds.csv`` and ``config.json`` into ``out_dir``."""
@@ -453,9 +454,39 @@ def _make_planner(cfg: ExperimentConfig, clients: list[_Client]) -> Any:
     return planner
 
 
-def _setup(cfg: ExperimentConfig, data: Dataset, seeds: list[np.random.SeedSequence]
-           ) -> list[_Client]:
-    part_rng, local_rng, cap_rng = (np.random.default_rng(s) for s in seeds)
+class SeedStreams(NamedTuple):
+    """The independent random streams of one experiment, all derived from its seed.
+
+    Integrations that must reproduce a harness run (e.g. the Flower app) take their
+    streams from here instead of re-deriving them.
+    """
+
+    partition: np.random.SeedSequence
+    local_split: np.random.SeedSequence
+    capacity: np.random.SeedSequence
+    selection: np.random.SeedSequence
+    dropout: np.random.SeedSequence
+    training: np.random.SeedSequence
+    init: np.random.SeedSequence
+
+    @classmethod
+    def from_seed(cls, seed: int) -> SeedStreams:
+        return cls(*np.random.SeedSequence(seed).spawn(7))
+
+    def init_seed(self) -> int:
+        """Seed of the initial global model's ``torch.Generator``."""
+        return int(np.random.default_rng(self.init).integers(2**62))
+
+
+def setup_clients(cfg: ExperimentConfig, data: Dataset) -> list[_Client]:
+    """The experiment's clients (partition, local splits, device classes), as a run builds them."""
+    return _setup(cfg, data, SeedStreams.from_seed(cfg.seed))
+
+
+def _setup(cfg: ExperimentConfig, data: Dataset, seeds: SeedStreams) -> list[_Client]:
+    part_rng, local_rng, cap_rng = (
+        np.random.default_rng(s) for s in (seeds.partition, seeds.local_split, seeds.capacity)
+    )
     parts = partition(data.y_train, cfg.num_clients, scheme=cfg.partition, rng=part_rng,
                       alpha=cfg.alpha, classes_per_client=cfg.classes_per_client)
     caps = _capacities(cfg, cap_rng)
@@ -513,13 +544,12 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
          t_start: float) -> ExperimentResult:
     data = dataset or load_dataset(cfg.dataset, seed=cfg.data_seed,
                                    num_samples=cfg.num_samples, path=cfg.dataset_path)
-    ss = np.random.SeedSequence(cfg.seed)
-    s_part, s_local, s_cap, s_select, s_drop, s_train, s_init = ss.spawn(7)
-    clients = _setup(cfg, data, [s_part, s_local, s_cap])
-    select_rng = np.random.default_rng(s_select)
-    drop_rng = np.random.default_rng(s_drop)
-    train_rng = np.random.default_rng(s_train)
-    init_seed = int(np.random.default_rng(s_init).integers(2**62))
+    seeds = SeedStreams.from_seed(cfg.seed)
+    clients = _setup(cfg, data, seeds)
+    select_rng = np.random.default_rng(seeds.selection)
+    drop_rng = np.random.default_rng(seeds.dropout)
+    train_rng = np.random.default_rng(seeds.training)
+    init_seed = seeds.init_seed()
     E = cfg.num_experts
 
     model = MoEModel(in_features=data.num_features, num_classes=data.num_classes,

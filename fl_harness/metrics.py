@@ -82,12 +82,11 @@ def evaluate_clients(
     ndarray, shape (n_clients,)
     """
     model.eval()
-    shared = isinstance(data, tuple)
-    if shared:
-        x_all, y_all = data  # type: ignore[misc]
+    if isinstance(data, tuple):
+        x_all, y_all = data
         bounds = [(0, len(y_all))] * len(routers)
     else:
-        sets = list(data)  # type: ignore[arg-type]
+        sets: list[tuple[Tensor, Tensor]] = list(data)
         x_all = torch.cat([x for x, _ in sets])
         y_all = torch.cat([y for _, y in sets])
         ends = np.cumsum([len(y) for _, y in sets])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -116,7 +117,7 @@ class MoEModel(nn.Module):
             raise ValueError(f"`experts` ids must be in [0, {num_experts}); got {held}")
         if top_k < 1:
             raise ValueError(f"`top_k` must be >= 1; got {top_k}")
-        self.hparams = {
+        self.hparams: dict[str, Any] = {
             "in_features": in_features, "num_classes": num_classes,
             "num_experts": num_experts, "hidden": hidden, "expert_hidden": expert_hidden,
             "top_k": top_k, "extractor": extractor,
@@ -130,6 +131,7 @@ class MoEModel(nn.Module):
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         reset_parameters(self, generator)
+        self._held: Tensor
         self.register_buffer("_held", torch.tensor(held, dtype=torch.long), persistent=False)
 
     @property

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .compare import CompareResult
+    from .comparison import CompareResult
 
 __all__ = ["plot_compare"]
 

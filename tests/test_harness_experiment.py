@@ -11,7 +11,7 @@ import torch
 
 from fl_harness import ExperimentConfig, run_experiment
 from fl_harness.cli import main
-from fl_harness.compare import compare, format_table
+from fl_harness.comparison import compare, format_table
 from fl_harness.data import load_dataset
 
 pytestmark = pytest.mark.torch
@@ -186,3 +186,11 @@ def test_planner_options_json_and_churn(tmp_path, digits) -> None:
     assert all(np.isnan(c) or 0.0 <= c <= 1.0 for c in churn)
     assert main(["run", "--dataset", "digits", "--rounds", "1", "--clients", "8",
                  "--quiet", "--planner-options", '{"usage_penalty": 0.5}']) == 0
+
+
+def test_public_api_names() -> None:
+    import fl_harness
+    import fl_harness.comparison  # a loaded submodule must not shadow the API
+
+    assert callable(fl_harness.compare) and callable(fl_harness.run_experiment)
+    assert fl_harness.ExperimentConfig is ExperimentConfig

@@ -188,9 +188,8 @@ def test_shared_and_expert_state_are_copies() -> None:
 
 
 def test_feedback_counts_routed_samples_and_nan_where_unused() -> None:
-    from flexassign.alignment import Feedback
-
     from fl_harness.client import expert_feedback
+    from flexassign.alignment import Feedback
 
     g = _model(top_k=1)
     router = {k: v.clone() for k, v in g.router.state_dict().items()}
@@ -203,3 +202,15 @@ def test_feedback_counts_routed_samples_and_nan_where_unused() -> None:
     assert np.isnan(fb.accuracy[0]) and np.isnan(fb.loss[2]) and 0 <= fb.accuracy[1] <= 1
     # the planner's Feedback contract accepts NaN exactly where the count is 0
     Feedback(experts=fb.experts, counts=fb.counts, accuracy=fb.accuracy, loss=fb.loss)
+
+
+def test_grad_clip_bounds_the_step() -> None:
+    g = _model()
+    x, y = _data(64)
+    kw = dict(client_id="c", global_model=g, experts=[0, 1], x=x, y=y,
+              generator=torch.Generator().manual_seed(0))
+    clipped = train_client(**kw, training=LocalTraining(epochs=1, batch_size=64, lr=1.0,
+                                                        momentum=0.0, grad_clip=1e-3))
+    w0 = g.state_dict()["head.weight"]
+    # one SGD step of lr 1 with gradient norm <= 1e-3 moves every parameter by <= 1e-3
+    assert float((clipped.update.shared["head.weight"] - w0).norm()) <= 1e-3 + 1e-6

@@ -109,11 +109,9 @@ class HarnessFederation:
     @functools.cached_property
     def clients(self) -> list[Any]:
         """Per-client records, built on first use (the server never needs them)."""
-        from fl_harness.experiment import _setup  # mirrors the harness exactly; see report
+        from fl_harness.experiment import setup_clients
 
-        ss = np.random.SeedSequence(self.config.seed)
-        s_part, s_local, s_cap = ss.spawn(7)[:3]
-        return list(_setup(self.config, self.dataset, [s_part, s_local, s_cap]))
+        return list(setup_clients(self.config, self.dataset))
 
     def initial_model(self) -> Any:
         """The initial global :class:`~fl_harness.model.MoEModel` (every expert)."""
@@ -156,8 +154,9 @@ def _federation(frozen: str, num_clients: int) -> HarnessFederation:
     cfg = experiment_config(json.loads(frozen), num_clients=num_clients)
     data = load_dataset(cfg.dataset, seed=cfg.data_seed, num_samples=cfg.num_samples,
                         path=cfg.dataset_path)
-    s_init = np.random.SeedSequence(cfg.seed).spawn(7)[6]
-    init_seed = int(np.random.default_rng(s_init).integers(2**62))
+    from fl_harness.experiment import SeedStreams
+
+    init_seed = SeedStreams.from_seed(cfg.seed).init_seed()
     model_kwargs = {
         "in_features": data.num_features,
         "num_classes": data.num_classes,

@@ -32,6 +32,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fl_harness.experiment import SeedStreams
+
 from .harness import federation
 from .messages import numpy_to_arrayrecord
 from .strategy import FlexMoEStrategy
@@ -60,7 +62,7 @@ def harness_sampler(config: Any) -> Callable[[int, Sequence[Any]], list[Any]]:
 
     Round :math:`t` takes the :math:`t`-th draw of ``max(1, round(client_fraction *
     n))`` of the ``n`` clients (sorted ids) from the harness's selection stream
-    (``SeedSequence(seed).spawn(7)[3]``); the stream is replayed from round 1, so
+    (``SeedStreams.from_seed(seed).selection``); the stream is replayed from round 1, so
     resumed runs select the same clients too. With every partition connected, the
     Flower app then plans for exactly the clients the harness would.
     """
@@ -70,7 +72,7 @@ def harness_sampler(config: Any) -> Callable[[int, Sequence[Any]], list[Any]]:
     def sample(server_round: int, clients: Sequence[Any]) -> list[Any]:
         n = len(clients)
         m = min(n, max(1, round(fraction * n)))
-        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(7)[3])
+        rng = np.random.default_rng(SeedStreams.from_seed(seed).selection)
         idx = np.arange(0)
         for _ in range(int(server_round)):
             idx = np.sort(rng.choice(n, m, replace=False))
@@ -83,7 +85,7 @@ def harness_train_seeds(config: Any) -> Callable[[int, Sequence[Any]], dict[Any,
     """Per-node ``train-seed`` values identical to the harness's training stream.
 
     :func:`fl_harness.experiment.run_experiment` draws one seed per selected client
-    per round, in selection order, from ``SeedSequence(seed).spawn(7)[5]``. Assuming
+    per round, in selection order, from ``SeedStreams.from_seed(seed).training``. Assuming
     every round selects the same number of clients (as the harness does), round
     :math:`t`'s ``i``-th sampled client gets draw ``(t - 1) m + i``. With
     :func:`harness_sampler`, nodes then shuffle their batches exactly as the harness's
@@ -92,7 +94,7 @@ def harness_train_seeds(config: Any) -> Callable[[int, Sequence[Any]], dict[Any,
     seed = int(config.seed)
 
     def seeds(server_round: int, sampled: Sequence[Any]) -> dict[Any, dict[str, int]]:
-        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(7)[5])
+        rng = np.random.default_rng(SeedStreams.from_seed(seed).training)
         skip = (int(server_round) - 1) * len(sampled)
         for _ in range(skip):
             rng.integers(2**62)
