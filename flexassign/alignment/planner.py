@@ -778,19 +778,13 @@ class Planner:
 
         The open round's reports so far count as its most recent round.
         """
-        from .usage import utilization_stats
+        from .usage import windowed_stats
 
         h = self.usage.history(kind)
         if include_open and self._open is not None:
             row = self._open_clients if kind == "clients" else self._open_samples
             h = np.vstack([h, row[None, :]])
-        if window is not None:
-            if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
-                raise InvalidProblemError(
-                    f"`window` must be a positive integer or None; got {window!r}"
-                )
-            h = h[-int(window):]
-        return utilization_stats(h.sum(axis=0), rounds=h.shape[0])
+        return windowed_stats(h, window)
 
     def utilization_cv(
         self, window: int | None = None, kind: str = "clients", *, include_open: bool = True

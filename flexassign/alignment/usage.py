@@ -31,7 +31,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidProblemError
 
-__all__ = ["UsageMonitor", "UtilizationStats", "deficit_targets", "utilization_stats"]
+__all__ = [
+    "UsageMonitor",
+    "UtilizationStats",
+    "deficit_targets",
+    "utilization_stats",
+    "windowed_stats",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -230,14 +236,7 @@ class UsageMonitor:
 
         ``window=None`` uses every round (cumulative).
         """
-        h = self.history(kind)
-        if window is not None:
-            if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
-                raise InvalidProblemError(
-                    f"`window` must be a positive integer or None; got {window!r}"
-                )
-            h = h[-int(window):]
-        return utilization_stats(h.sum(axis=0), rounds=h.shape[0])
+        return windowed_stats(self.history(kind), window)
 
     def _rows(self, kind: str) -> list[FloatArray]:
         if kind == "clients":
@@ -266,3 +265,18 @@ class UsageMonitor:
         ):
             raise InvalidProblemError("`usage` state does not match `num_experts`")
         return m
+
+
+def windowed_stats(history: FloatArray, window: int | None) -> UtilizationStats:
+    """Utilization statistics of the last ``window`` rounds of a load history.
+
+    ``history`` is (rounds, E); the rows of the window are summed per expert.
+    ``window=None`` uses every round (cumulative).
+    """
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+            raise InvalidProblemError(
+                f"`window` must be a positive integer or None; got {window!r}"
+            )
+        history = history[-int(window) :]
+    return utilization_stats(history.sum(axis=0), rounds=history.shape[0])
