@@ -186,3 +186,23 @@ def test_evaluate_assignment_wraps_external_policies() -> None:
     bad = evaluate_assignment(p, [[1, 0], [1, 0], [1, 0]])
     assert bad.status is Status.VIOLATES_CONSTRAINTS and not bad.success
     assert [str(v) for v in bad.violations] == ["expert 0 has load 3 > expert_max_load 2"]
+
+
+def test_greedy_breaks_ties_by_lower_expert_index() -> None:
+    from flexassign.backends.greedy import top_k
+
+    f = np.array([[0.5, 0.9, 0.5, 0.5, 0.2], [0.1, 0.1, 0.1, 0.1, 0.1], [1.0, 0.0, 0.3, 0.3, 0.3]])
+    p = AssignmentProblem(f, capacity=[2, 3, 3])
+    x = top_k(p)
+    assert [tuple(np.flatnonzero(r)) for r in x] == [(0, 1), (0, 1, 2), (0, 2, 3)]
+    # and the same as a full stable sort on random tie-heavy inputs
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        f = rng.integers(0, 3, size=(20, 7)).astype(float)
+        cap = rng.integers(0, 8, size=20)
+        p = AssignmentProblem(f, capacity=cap)
+        order = np.argsort(-f, axis=1, kind="stable")
+        want = np.zeros_like(f, dtype=bool)
+        for c in range(20):
+            want[c, order[c, : cap[c]]] = True
+        np.testing.assert_array_equal(top_k(p), want)

@@ -24,14 +24,30 @@ def top_k(problem: AssignmentProblem) -> np.ndarray:
     n, e = problem.shape
     allowed = problem.allowed_mask
     fixed = problem.fixed_mask
-    # fixed first, then by fitness; stable sort keeps lower expert index on ties
+    # fixed first, then by fitness, then lower expert index
     key = np.where(fixed, np.inf, np.where(allowed, problem.fitness, -np.inf))
-    order = np.argsort(-key, axis=1, kind="stable")
     k = problem.effective_capacity()
+    kmax = int(k.max())
     if not problem.knapsack_binding:
-        rank = np.empty_like(order)
-        rank[np.arange(n)[:, None], order] = np.arange(e)[None, :]
-        return (rank < k[:, None]) & allowed
+        if kmax == 0:
+            return np.zeros((n, e), dtype=bool)
+        # only each row's kmax best are needed: partition, then order those few
+        top = np.argpartition(-key, kmax - 1, axis=1)[:, :kmax] if kmax < e else np.tile(
+            np.arange(e), (n, 1)
+        )
+        top_key = np.take_along_axis(key, top, axis=1)
+        # rows whose kmax-th value is tied with a value left outside: redo them with a
+        # stable sort so that ties always go to the lower expert index
+        tied = np.flatnonzero((key >= top_key.min(axis=1)[:, None]).sum(axis=1) > kmax)
+        if tied.size:
+            top[tied] = np.argsort(-key[tied], axis=1, kind="stable")[:, :kmax]
+            top_key[tied] = np.take_along_axis(key[tied], top[tied], axis=1)
+        order = np.take_along_axis(top, np.lexsort((top, -top_key), axis=1), axis=1)
+        take = np.arange(kmax)[None, :] < k[:, None]  # (n, kmax): the first k_c of each row
+        x = np.zeros((n, e), dtype=bool)
+        x[np.nonzero(take)[0], order[take]] = True
+        return x
+    order = np.argsort(-key, axis=1, kind="stable")
     assert problem.expert_size is not None and problem.client_budget is not None
     x = np.zeros((n, e), dtype=bool)
     size, budget = problem.expert_size, problem.client_budget
