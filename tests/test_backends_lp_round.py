@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _problems import random_problem
+from _problems import random_problem, reference_solve
 
 from flexassign import AssignmentProblem, Status, solve_assignment
 
@@ -94,3 +94,89 @@ def test_column_generation_matches_full_lp() -> None:
             assert pruned.bound is not None, trial
             # same LP optimum, whichever columns it started from
             assert pruned.bound == pytest.approx(full.bound, rel=1e-7, abs=1e-7)
+
+
+def _mixed_problems(seed: int, count: int) -> list[AssignmentProblem]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for trial in range(count):
+        out.append(
+            random_problem(
+                rng,
+                n=int(rng.integers(15, 60)),
+                e=int(rng.integers(4, 10)),
+                weighted=trial % 2 == 0,
+                knapsack=trial % 2 == 1 or trial % 5 == 0,
+                masks=trial % 4 == 1,
+                fixed=trial % 5 == 2,
+                soft=trial % 6 == 3,
+                mixed_sign=trial % 7 == 4,
+                exact=trial % 3 == 0,
+            )
+        )
+    return out
+
+
+def test_cost_shift_keeps_the_lp_bound_and_it_bounds_the_optimum() -> None:
+    # the shifted model (capacity rows as equalities with priced slacks) is the same LP:
+    # its bound equals the plain LP's and is >= the reference MIP optimum
+    for trial, p in enumerate(_mixed_problems(3, 16)):
+        opts = {"repair_time_limit": 0.5}
+        shifted = solve_assignment(p, method="lp-round", options=opts)
+        plain = solve_assignment(p, method="lp-round", options={**opts, "cost_shift": False})
+        ref = reference_solve(p)
+        assert (shifted.status is Status.INFEASIBLE) == (plain.status is Status.INFEASIBLE)
+        if not ref.feasible:
+            assert shifted.status is not Status.OPTIMAL and not shifted.success, trial
+            continue
+        assert shifted.bound is not None and plain.bound is not None, trial
+        assert shifted.bound == pytest.approx(plain.bound, rel=1e-7, abs=1e-7), trial
+        assert shifted.bound >= ref.objective - 1e-6 * max(1.0, abs(ref.objective)), trial
+        if shifted.success:
+            assert shifted.objective <= ref.objective + 1e-7 * max(1.0, abs(ref.objective))
+            assert shifted.gap == pytest.approx(
+                max(0.0, shifted.bound - shifted.objective) / max(abs(shifted.objective), 1.0),
+                abs=1e-12,
+            )
+        if shifted.status is Status.OPTIMAL:
+            # only with a proof: the bound meets the objective
+            assert shifted.objective == pytest.approx(ref.objective, rel=1e-7, abs=1e-7)
+
+
+def test_narrow_repair_falls_back_and_never_loses_feasibility() -> None:
+    # the first repair MIP frees only the LP support plus a few pairs per fractional
+    # client; when it fails the full free set runs, so it succeeds whenever that does
+    for trial, p in enumerate(_mixed_problems(4, 16)):
+        for extra in (0, 3):
+            narrow = solve_assignment(p, method="lp-round", options={"repair_extra": extra})
+            full = solve_assignment(p, method="lp-round", options={"repair_extra": -1})
+            if full.success:
+                assert narrow.success, (trial, extra, narrow.message)
+            if narrow.success and narrow.status is Status.FEASIBLE:
+                assert narrow.bound == pytest.approx(full.bound, rel=1e-7, abs=1e-7)
+                assert narrow.bound >= narrow.objective - 1e-9 * max(1.0, abs(narrow.objective))
+
+
+def test_benchmark_like_knapsack_exact_capacity_is_close_to_optimal() -> None:
+    # the shape of the benchmark's slow cell (count loads, memory knapsack, exact
+    # capacity), small enough for the exact MIP: within 0.5 % and an honest bound
+    rng = np.random.default_rng(5)
+    n, e = 150, 12
+    cap = rng.choice([1, 2, 3, 4], size=n, p=[0.2, 0.4, 0.3, 0.1])
+    size = (1 + (rng.random(e) < 0.5) + (rng.random(e) < 0.25)).astype(float)
+    p = AssignmentProblem.balanced(
+        rng.random((n, e)),
+        capacity=cap,
+        tolerance=0.2,
+        exact_capacity=True,
+        expert_size=size,
+        client_budget=np.ceil(cap * rng.uniform(1.6, 2.4, size=n)),
+    )
+    res = solve_assignment(p, method="lp-round")
+    exact = solve_assignment(p, method="highs")
+    assert exact.status is Status.OPTIMAL and res.success
+    assert res.bound is not None and res.bound >= exact.objective - 1e-7
+    assert (exact.objective - res.objective) / abs(exact.objective) < 0.005
+    assert res.gap == pytest.approx((res.bound - res.objective) / abs(res.objective))
+    if res.status is Status.OPTIMAL:
+        assert res.bound == pytest.approx(res.objective)

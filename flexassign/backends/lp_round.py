@@ -1,17 +1,23 @@
 r"""LP relaxation (HiGHS) plus rounding and repair: fast, feasible, with a bound.
 
 1. Solve the LP relaxation of the shared model
-   (:func:`~flexassign.backends.linear.build_linear_model`) with HiGHS' simplex. Its
-   value is an upper bound on every assignment's objective (``bound``). An infeasible
-   LP proves the problem infeasible.
+   (:func:`~flexassign.backends.linear.build_linear_model`) with HiGHS' dual simplex,
+   by column generation from each client's best experts. Its value is an upper bound
+   on every assignment's objective (``bound``). An infeasible LP proves the problem
+   infeasible. The LP is solved in an equivalent form whose costs are shifted per
+   client (:func:`_shift_costs`), which makes the dual simplex start close to the
+   optimum; the bound is mapped back exactly.
 2. If the LP optimum is integral, it is an optimal assignment. For totally unimodular
    problems (equal client weights, no binding knapsack) every simplex vertex is
    integral, so this is the normal outcome there; the result says so and is
    ``OPTIMAL`` with ``bound == objective``.
 3. Otherwise **round and repair**: pairs at 1 in the LP stay taken, pairs at 0 stay
    free of clients, and a small MIP decides only the clients whose LP row is
-   fractional (relax-and-fix). If that sub-problem is infeasible, clients that share an
-   expert with a fractional client are freed as well, then a greedy repair is tried.
+   fractional (relax-and-fix). It first tries only their LP support plus, per client,
+   the few other pairs with the best reduced cost (with a quarter of the repair time),
+   then all their candidate pairs. If that sub-problem is infeasible, clients that
+   share an expert with a fractional client are freed as well, then a greedy repair is
+   tried.
    The answer is ``FEASIBLE`` with the LP bound, so ``gap`` measures how far from the
    optimum it can be at most.
 4. When every repair fails, the best rounded assignment is returned as is: the
@@ -19,11 +25,17 @@ r"""LP relaxation (HiGHS) plus rounding and repair: fast, feasible, with a bound
    the message says that rounding failed. Use an exact method then.
 
 Options: ``time_limit`` (LP plus repair), ``seed``, ``threads``, ``verbose``;
-``options={"repair_time_limit": s}`` caps each repair MIP (default 10 s).
+``options={"repair_time_limit": s}`` caps each repair MIP (default 10 s),
+``"repair_extra"`` is the number of non-support pairs per fractional client in the
+first repair MIP (default 3; ``-1`` skips that attempt), ``"repair_highs_options"`` (a
+dict) is passed to the repair MIPs, ``"cost_shift"`` (default True) and
+``"lp_presolve"`` (default ``"off"``) tune the LP, ``"prune"`` and ``"margin"`` its
+starting columns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +80,9 @@ def _build(model: LinearModel, cols: np.ndarray, options: SolveOptions) -> _Rest
     h.setOptionValue("output_flag", bool(options.verbose))
     h.setOptionValue("random_seed", int(options.seed))
     h.setOptionValue("threads", int(options.threads or 1))
+    # presolve finds nothing to remove in the candidate LPs (every row can bind) but
+    # its dependent-equation search on the equality rows costs ~20 % of the solve
+    h.setOptionValue("presolve", str(options.extra.get("lp_presolve", "off")))
     art_rows = np.flatnonzero(model.row_lo > 0)
     peak = float(np.max(np.abs(model.c))) if model.c.size else 1.0
     # correctness never depends on big_m: a final LP that still uses an artificial
@@ -120,6 +135,71 @@ def _add_columns(r: _Restricted, model: LinearModel, new: np.ndarray) -> None:
         value,
     )
     r.cols = np.concatenate([r.cols, new])
+
+
+def _shift_costs(problem: AssignmentProblem, model: LinearModel) -> tuple[LinearModel, float]:
+    r"""An equivalent model whose costs make the dual simplex start near the optimum.
+
+    Every client's capacity row becomes an equality :math:`\sum_e x_{ce} + t_c = k_c`
+    with a slack :math:`t_c \in [0, k_c - k^{\min}_c]` (no slack when the capacity is
+    exact), and the client's pair costs drop by a constant :math:`\alpha_c` (its
+    :math:`(k_c+1)`-th best fitness) while :math:`t_c` costs :math:`-\alpha_c`. On
+    every point of the row, :math:`\sum_e (S_{ce}-\alpha_c) x_{ce} - \alpha_c t_c =
+    \sum_e S_{ce} x_{ce} - \alpha_c k_c`, so the LPs (and MIPs) have the same optima and
+    objectives that differ by the constant ``offset`` :math:`\sum_c \alpha_c k_c`.
+
+    The point is speed: with the original costs every pair has a negative cost in the
+    minimization, so the dual simplex starts with every boxed pair at 1 and spends
+    thousands of iterations removing that infeasibility; after the shift only each
+    client's top :math:`k_c` pairs start at 1 (a ~3x shorter solve on the benchmark's
+    knapsack instances).
+
+    Returns
+    -------
+    shifted : LinearModel
+        Pair columns first (same order), then the model's other columns, then one
+        slack column per client whose capacity is not exact.
+    offset : float
+        Add it to ``shifted.c @ v`` to get the original objective of ``v``.
+    """
+    n = problem.n_clients
+    m = model.n_pairs
+    key = np.where(problem.allowed_mask, problem.fitness, -np.inf)
+    srt = -np.sort(-key, axis=1)
+    n_allowed = problem.allowed_mask.sum(axis=1)
+    k = problem.capacity.astype(np.int64)
+    kmin = problem.min_experts.astype(np.int64)
+    # the (k+1)-th best allowed fitness; the worst allowed one when there is none
+    idx = np.minimum(k, np.maximum(n_allowed - 1, 0))
+    alpha = srt[np.arange(n), idx]
+    alpha = np.where(np.isfinite(alpha), alpha, 0.0)
+    slack_of = np.flatnonzero(kmin < k)
+    n_old = int(model.c.shape[0])
+    c = np.concatenate([model.c[:m] - alpha[model.pair_client], model.c[m:], -alpha[slack_of]])
+    A = sp.hstack(
+        [
+            model.A,
+            sp.csc_matrix(
+                (np.ones(slack_of.size), (slack_of, np.arange(slack_of.size))),
+                shape=(model.A.shape[0], slack_of.size),
+            ),
+        ],
+        format="csc",
+    )
+    row_lo = model.row_lo.copy()
+    row_lo[:n] = k
+    shifted = dataclasses.replace(
+        model,
+        c=np.ascontiguousarray(c, dtype=np.float64),
+        A=A,
+        row_lo=row_lo,
+        col_lo=np.concatenate([model.col_lo, np.zeros(slack_of.size)]),
+        col_hi=np.concatenate([model.col_hi, (k - kmin)[slack_of].astype(np.float64)]),
+        integrality=np.concatenate(
+            [model.integrality, np.zeros(c.shape[0] - n_old, dtype=np.int8)]
+        ),
+    )
+    return shifted, float(alpha @ k)
 
 
 def _candidates(problem: AssignmentProblem, model: LinearModel, margin: int) -> np.ndarray:
@@ -227,6 +307,31 @@ def _solve_lp(
     return "optimal", r, full, value
 
 
+def _narrow_pairs(
+    model: LinearModel,
+    r: _Restricted,
+    lp_pairs: np.ndarray,
+    rc: np.ndarray,
+    free_pairs: np.ndarray,
+    extra: int,
+) -> np.ndarray:
+    """A smaller free set for a first, cheaper repair MIP.
+
+    Of ``free_pairs`` (restricted to the LP's columns) keep the LP's support and, per
+    client, the ``extra`` other pairs with the smallest reduced cost ``rc``
+    (minimization): the pairs an optimal repair is most likely to use.
+    """
+    m = model.n_pairs
+    in_r = r.cols[(r.cols >= 0) & (r.cols < m)]
+    cand = np.intersect1d(free_pairs, in_r)
+    support = cand[lp_pairs[cand] > _INT_TOL]
+    rest = cand[lp_pairs[cand] <= _INT_TOL]
+    rest = rest[np.lexsort((rest, rc[rest], model.pair_client[rest]))]
+    client = model.pair_client[rest]
+    rank = np.arange(rest.size) - np.searchsorted(client, client)
+    return np.union1d(support, rest[rank < extra])
+
+
 def _repair_mip(
     r: _Restricted,
     model: LinearModel,
@@ -267,6 +372,8 @@ def _repair_mip(
     h.setOptionValue("threads", int(options.threads or 1))
     h.setOptionValue("time_limit", max(float(time_limit), 0.01))
     h.setOptionValue("mip_rel_gap", 1e-4)
+    for key, val in dict(options.extra.get("repair_highs_options", {})).items():
+        h.setOptionValue(key, val)
     h.passModel(
         int(cols.size),
         int(rows.size),
@@ -342,8 +449,17 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             bound=0.0 if ok else None,
             message="" if ok else "no pair may be assigned but some minimum is positive",
         )
+    # the LP runs on an equivalent model with shifted costs (faster dual simplex); its
+    # pair columns are the model's, so rounding and repair use the original model
+    lp_model, offset = model, 0.0
+    if options.extra.get("cost_shift", True):
+        lp_model, offset = _shift_costs(problem, model)
     stats["build_time"] = time.perf_counter() - t0
-    status, r, full, bound = _solve_lp(problem, model, options, t0, stats)
+    status, r, full, bound = _solve_lp(problem, lp_model, options, t0, stats)
+    if bound is not None:
+        bound += offset
+    if full is not None:
+        full = full[: model.c.shape[0]]
     stats["lp_time"] = time.perf_counter() - t0 - stats["build_time"]
     stats["lp_status"] = status
     if status == "infeasible":
@@ -387,27 +503,39 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     frac_clients = np.unique(client_of[frac])
     attempts: list[str] = []
     x_rep: np.ndarray | None = None
-    free_sets = [("fractional clients", np.flatnonzero(np.isin(client_of, frac_clients)))]
+    frac_pairs = np.flatnonzero(np.isin(client_of, frac_clients))
+    # (label, free pairs, share of the remaining repair time it may use)
+    free_sets: list[tuple[str, np.ndarray, float]] = []
+    extra = int(options.extra.get("repair_extra", 3))
+    if extra >= 0:
+        y = np.asarray(r.h.getSolution().row_dual)
+        rc = (-lp_model.c - lp_model.A.T @ y)[:m]  # reduced costs of the minimization
+        narrow = _narrow_pairs(model, r, lp_pairs, rc, frac_pairs, extra)
+        if narrow.size < np.intersect1d(frac_pairs, r.cols).size:
+            free_sets.append(("fractional clients, LP support and best others", narrow, 0.25))
+    free_sets.append(("fractional clients", frac_pairs, 1.0))
     frac_experts = np.unique(model.pair_expert[frac])
     touching = (lp_pairs > _INT_TOL) & np.isin(model.pair_expert, frac_experts)
     wider = np.union1d(frac_clients, np.unique(client_of[touching]))
     if wider.size > frac_clients.size:
         free_sets.append(
-            ("clients of fractional experts", np.flatnonzero(np.isin(client_of, wider)))
+            ("clients of fractional experts", np.flatnonzero(np.isin(client_of, wider)), 1.0)
         )
-    for label, free_pairs in free_sets:
+    for label, free_pairs, share in free_sets:
         remaining = repair_limit
         if options.time_limit is not None:
             remaining = min(remaining, options.time_limit - (time.perf_counter() - t0))
         if remaining <= 0:
             attempts.append(f"{label}: no time left")
             break
+        remaining *= share
         sol = _repair_mip(r, model, full, free_pairs, options, remaining)
         if sol is not None:
             vec = np.zeros(model.c.shape[0])
             vec[:m] = sol
             x_rep = model.to_assignment(problem.shape, vec) | problem.fixed_mask
             stats["repair"] = f"MIP over {np.unique(client_of[free_pairs]).size} {label}"
+            stats["repair_pairs"] = int(free_pairs.size)
             break
         attempts.append(f"{label}: repair MIP found no assignment")
     stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
