@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 STAMP  := $(VENV)/.installed-all
 
-.PHONY: help venv demo test test-slow test-all lint bench bench-quick clean
+.PHONY: help venv demo flower-demo test test-slow test-all lint bench bench-quick clean
 
 help:
 	@echo "make demo       set up .venv, solve one round (quick start), then a short FL comparison on MNIST-1D"
+	@echo "make flower-demo  the Flower app: 10 simulated SuperNodes, 3 rounds (flwr run)"
 	@echo "make test       set up .venv and run the default test suite (< 10 min)"
 	@echo "make test-slow  run the slow, opt-in tests"
 	@echo "make lint       ruff + mypy"
@@ -28,6 +29,17 @@ demo: $(STAMP)
 	$(BIN)/python -m fl_harness compare --dataset mnist1d --strategies flex greedy random \
 		--seeds 0 1 --rounds 20 --out runs/demo
 	@echo "plots and tables: runs/demo/"
+
+# flwr run with a throwaway Flower home (Flower 1.41 keeps the federation size in the
+# user's Flower config, so it is given on the command line); the local SuperLink that
+# flwr starts in the background is stopped afterwards.
+flower-demo: $(STAMP)
+	@home=$$(mktemp -d); \
+	export PATH="$(CURDIR)/$(BIN):$$PATH" FLWR_HOME="$$home" \
+		FLWR_TELEMETRY_ENABLED=0 RAY_USAGE_STATS_ENABLED=0; \
+	flwr run examples/flower --stream \
+		--federation-config "num-supernodes=10 client-resources-num-cpus=1"; \
+	rc=$$?; pkill -f "$$home/local-superlink" || true; sleep 2; rm -rf "$$home"; exit $$rc
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
