@@ -34,10 +34,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     model = build_linear_model(problem)
     inf = highspy.kHighsInf
 
-    relax = bool(options.extra.get("relax", False))
     n_cols = int(model.c.shape[0])
     n_rows = int(model.A.shape[0])
-    integrality = np.zeros(n_cols, dtype=np.int32) if relax else model.integrality.astype(np.int32)
+    integrality = model.integrality.astype(np.int32)
     if n_cols == 0:  # nothing may be assigned: feasible iff every row admits zero
         ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
         return BackendOutput(
@@ -84,7 +83,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     )
 
     warm = options.extra.get("warm_start")
-    if warm is not None and not relax:
+    if warm is not None:
         sol = highspy.HighsSolution()
         sol.col_value = model.start_vector(np.asarray(warm, dtype=bool))
         sol.value_valid = True
@@ -118,14 +117,6 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if has_solution:
         values = np.asarray(h.getSolution().col_value)
         x = model.to_assignment(problem.shape, values)
-    if relax:
-        stats["lp_objective"] = -float(info.objective_function_value) / obj_scale
-        return BackendOutput(
-            Status.FEASIBLE if has_solution else Status.ERROR,
-            x=x,
-            stats=stats,
-            bound=stats["lp_objective"],
-        )
     bound = -float(info.mip_dual_bound) / obj_scale if np.isfinite(info.mip_dual_bound) else None
     stats["objective_scale"] = obj_scale
     stats["mip_node_count"] = int(info.mip_node_count)
