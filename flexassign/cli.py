@@ -20,18 +20,7 @@ __all__ = ["main"]
 def _cmd_solve(args: argparse.Namespace) -> int:
     problem = load_problem(args.problem)
     if args.tolerance is not None:
-        problem = problem.balanced(
-            problem.fitness,
-            problem.capacity,
-            tolerance=args.tolerance,
-            client_weight=problem.client_weight,
-            min_experts=problem.min_experts,
-            expert_size=problem.expert_size,
-            client_budget=problem.client_budget,
-            allowed=problem.allowed,
-            fixed=problem.fixed,
-            load_penalty=problem.load_penalty,
-        )
+        problem = problem.rebalanced(args.tolerance)
     res = solve_assignment(
         problem,
         method=args.method,

@@ -98,6 +98,17 @@ def _per_item(
     return arr
 
 
+def _check_tolerance(tolerance: Any) -> float:
+    if isinstance(tolerance, bool) or not isinstance(
+        tolerance, int | float | np.integer | np.floating
+    ):
+        raise ProblemTypeError(f"`tolerance` must be a number; got {type(tolerance).__name__}")
+    tol = float(tolerance)
+    if not (math.isfinite(tol) and tol >= 0):
+        raise InvalidProblemError(f"`tolerance` must be finite and >= 0; got {tolerance}")
+    return tol
+
+
 def _mask(name: str, value: Any, shape: tuple[int, int]) -> BoolArray | None:
     if value is None:
         return None
@@ -323,13 +334,7 @@ class AssignmentProblem:
                 raise InvalidProblemError(
                     f"`{key}` cannot be combined with `tolerance`: balanced() derives it"
                 )
-        if isinstance(tolerance, bool) or not isinstance(
-            tolerance, int | float | np.integer | np.floating
-        ):
-            raise ProblemTypeError(f"`tolerance` must be a number; got {type(tolerance).__name__}")
-        tol = float(tolerance)
-        if not (math.isfinite(tol) and tol >= 0):
-            raise InvalidProblemError(f"`tolerance` must be finite and >= 0; got {tolerance}")
+        _check_tolerance(tolerance)
         if exact_capacity:
             if "min_experts" in kwargs:
                 raise InvalidProblemError(
@@ -337,10 +342,24 @@ class AssignmentProblem:
                 )
             kwargs["min_experts"] = capacity
         base = cls(fitness, capacity=capacity, client_weight=client_weight, **kwargs)
-        avg = base.average_load()
+        return base.rebalanced(tolerance)
+
+    def rebalanced(self, tolerance: float) -> AssignmentProblem:
+        """This problem with its load bounds derived from the average load, as in
+        :meth:`balanced` (every other argument kept).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> p = AssignmentProblem(np.ones((10, 4)), capacity=2, expert_max_load=3)
+        >>> p.rebalanced(0.2).expert_max_load.tolist()
+        [6.0, 6.0, 6.0, 6.0]
+        """
+        tol = _check_tolerance(tolerance)
+        avg = self.average_load()
         lo = math.floor((1.0 - tol) * avg + _INT_TOL * max(1.0, avg))
         hi = math.ceil((1.0 + tol) * avg - _INT_TOL * max(1.0, avg))
-        return base.replace(expert_min_load=max(lo, 0), expert_max_load=hi)
+        return self.replace(expert_min_load=max(lo, 0), expert_max_load=hi)
 
     def replace(self, **changes: Any) -> AssignmentProblem:
         """Return a new, re-validated problem with some arguments changed."""

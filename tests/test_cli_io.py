@@ -119,3 +119,23 @@ def test_module_entry_point() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "optimal" in out.stdout
+
+
+def test_cli_tolerance_rebalances_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    path = EXAMPLES / "weighted_knapsack.json"
+    assert main(["solve", str(path), "--tolerance", "0.5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    base = load_problem(path)
+    p = base.rebalanced(0.5)
+    # every other argument survives; only the bounds are re-derived
+    np.testing.assert_array_equal(p.client_weight, base.client_weight)
+    np.testing.assert_array_equal(p.allowed, base.allowed)
+    np.testing.assert_array_equal(p.client_budget, base.client_budget)
+    assert p.expert_max_load[0] > base.expert_max_load[0]
+    assert data["objective"] == pytest.approx(solve_assignment(p).objective)
+    fresh = AssignmentProblem.balanced(
+        base.fitness, base.capacity, tolerance=0.5, client_weight=base.client_weight,
+        expert_size=base.expert_size, client_budget=base.client_budget, allowed=base.allowed,
+    )
+    np.testing.assert_array_equal(p.expert_min_load, fresh.expert_min_load)
+    np.testing.assert_array_equal(p.expert_max_load, fresh.expert_max_load)
