@@ -32,7 +32,7 @@ def _umask() -> int:
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, name: str = "path"
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, name: str = "path"
 ) -> Path:
     """Call ``write(fh)`` on a temporary binary file, then rename it to ``path``.
 
