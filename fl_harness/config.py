@@ -224,7 +224,7 @@ class ExperimentConfig:
     @property
     def num_holdout(self) -> int:
         """Clients held out of training (newcomers)."""
-        return int(round(self.holdout_fraction * self.num_clients))
+        return round(self.holdout_fraction * self.num_clients)
 
     @property
     def training_clients(self) -> int:
