@@ -16,15 +16,16 @@ from typing import Any
 from .._files import jsonable
 from .._validation import check_int, check_optional_real, check_real, check_seed
 from ..errors import InvalidProblemError, ProblemTypeError
-from .capacity import DEFAULT_DEADLINE, DEFAULT_MODEL_COST, ModelCost
+from .capacity import ModelCost
 from .fitness import FitnessConfig
 from .policies import POLICIES, check_strategy
+from .presets import DEFAULT_DEADLINE, DEFAULT_MODEL_COST
 
 __all__ = ["PlannerConfig", "default_model_cost", "planner_options"]
 
 
 def default_model_cost(num_experts: int) -> ModelCost:
-    """:data:`~.capacity.DEFAULT_MODEL_COST`'s per-expert costs for ``num_experts`` experts."""
+    """:data:`~.presets.DEFAULT_MODEL_COST`'s per-expert costs for ``num_experts`` experts."""
     d = DEFAULT_MODEL_COST
     if num_experts == d.num_experts:
         return d

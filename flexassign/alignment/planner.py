@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validation import is_int
 from ..errors import InvalidFeedbackError, InvalidProblemError, ProblemTypeError
 from ..problem import AssignmentProblem
 from ..solve import evaluate_assignment
@@ -245,7 +246,7 @@ class Planner:
             if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
                 raise ProblemTypeError(f"`assignments[{c!r}]` must be a sequence of expert ids")
             for j in raw:
-                if isinstance(j, bool) or not isinstance(j, int | np.integer) or not 0 <= j < e:
+                if not is_int(j) or not 0 <= j < e:
                     raise InvalidProblemError(
                         f"`assignments[{c!r}]` holds {j!r}, not an expert id in 0..{e - 1}"
                     )

@@ -75,7 +75,7 @@ def id_to_json(client_id: Hashable) -> str | int:
 
 def id_from_json(where: str, value: Any) -> Hashable:
     """A client id read from a state file, or an error naming ``where``."""
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+    if isinstance(value, str) or (is_int(value) and isinstance(value, int)):
         return value
     raise InvalidProblemError(
         f"`{where}` holds a client id of type {type(value).__name__}; ids are str or int"

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._validation import check_real, is_real
+from .._validation import check_real, is_int, is_real
 from ..errors import InvalidProblemError
 from ..metrics import coefficient_of_variation
 
@@ -335,7 +335,7 @@ def windowed_stats(history: FloatArray, window: int | None) -> UtilizationStats:
     ``window=None`` uses every round (cumulative).
     """
     if window is not None:
-        if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        if not is_int(window) or window < 1:
             raise InvalidProblemError(
                 f"`window` must be a positive integer or None; got {window!r}"
             )
