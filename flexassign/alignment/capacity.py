@@ -52,7 +52,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._validation import check_real, is_int
+from .._validation import check_real, is_int, is_real
 from ..errors import InvalidProblemError, ProblemTypeError
 
 __all__ = [
@@ -225,8 +225,8 @@ class ModelCost:
         memory_factor: float = 4.0,
         reserve_bytes: float = 0.0,
     ) -> None:
-        pb = np.asarray(param_bytes, dtype=np.float64)
-        fl = np.asarray(flops_per_sample, dtype=np.float64)
+        pb = _costs("param_bytes", param_bytes)
+        fl = _costs("flops_per_sample", flops_per_sample)
         sizes = {a.shape[0] for a in (pb, fl) if a.ndim == 1}
         if pb.ndim > 1 or fl.ndim > 1 or len(sizes) > 1:
             raise InvalidProblemError(
@@ -335,6 +335,15 @@ class ModelCost:
 
     def __hash__(self) -> int:
         return hash(repr(self.to_dict()))
+
+
+def _costs(name: str, value: Any) -> np.ndarray:
+    """A number or a sequence of numbers as a float array (booleans and text are errors)."""
+    items = value.tolist() if isinstance(value, np.ndarray) else value
+    flat = items if isinstance(items, list | tuple) else [items]
+    if not all(is_real(v) for v in flat):
+        raise ProblemTypeError(f"`{name}` must be a number or a sequence of numbers")
+    return np.asarray(flat if flat is items else items, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 
 from .._files import jsonable
 from .._validation import check_int, check_optional_real, check_real, check_seed
-from ..errors import InvalidProblemError, ProblemTypeError
+from ..backends.registry import get_backend
+from ..errors import BackendNotInstalledError, InvalidProblemError, ProblemTypeError
 from .capacity import ModelCost
 from .fitness import FitnessConfig
 from .policies import POLICIES, check_strategy
@@ -147,6 +148,13 @@ class PlannerConfig:
         )
         if not isinstance(self.method, str):
             raise ProblemTypeError(f"`method` must be a string; got {type(self.method).__name__}")
+        if self.method != "auto":
+            backend = get_backend(self.method)  # an unknown name lists the valid ones
+            if not backend.installed():
+                extra = f"flexassign[{backend.extra}]" if backend.extra else "its package"
+                raise BackendNotInstalledError(
+                    f"`method` {self.method!r} is not installed; `pip install {extra}`"
+                )
         set_(
             self,
             "time_limit",

@@ -336,16 +336,18 @@ class FitnessTracker:
                 f"`{where}.observations` must hold {e} integers; got {n!r}"
             )
         qa = np.array(q, dtype=np.float64)
+        if any(abs(v) > 2**53 for v in n):
+            raise InvalidProblemError(f"`{where}.observations` must be in 0..2**53; got {n!r}")
         na = np.array(n, dtype=np.int64)
         if not (np.isfinite(qa).all() and (qa >= 0).all() and (qa <= 1).all()):
             raise InvalidProblemError(f"`{where}.fitness` must be finite and in [0, 1]; got {q!r}")
-        if (na < 0).any():
-            raise InvalidProblemError(f"`{where}.observations` must be >= 0; got {n!r}")
+        if (na < 0).any() or (na > 2**53).any():
+            raise InvalidProblemError(f"`{where}.observations` must be in 0..2**53; got {n!r}")
         if (qa[na == 0] != 0).any():
             raise InvalidProblemError(
                 f"`{where}.fitness` must be 0 where `observations` is 0 (unobserved pairs)"
             )
-        if not is_int(reports) or reports < max(int(na.max()), 1):
+        if not is_int(reports) or not max(int(na.max()), 1) <= reports <= 2**53:
             raise InvalidProblemError(
                 f"`{where}.reports` must be an integer >= 1 and >= every observation count; "
                 f"got {reports!r}"

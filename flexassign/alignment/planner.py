@@ -20,7 +20,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import is_int
-from ..errors import InvalidFeedbackError, InvalidProblemError, ProblemTypeError
+from ..errors import (
+    FlexAssignError,
+    InvalidFeedbackError,
+    InvalidProblemError,
+    ProblemTypeError,
+)
 from ..problem import AssignmentProblem
 from ..solve import evaluate_assignment
 from . import state as state_file
@@ -416,7 +421,7 @@ class Planner:
         body = state_file.unwrap(state)
         try:
             return cls._from_body(body)
-        except (InvalidProblemError, ProblemTypeError) as exc:
+        except FlexAssignError as exc:
             raise InvalidProblemError(f"`state` is malformed: {exc}") from None
         except KeyError as exc:
             raise InvalidProblemError(f"`state` is malformed: missing field {exc}") from None

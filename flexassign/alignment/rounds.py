@@ -129,9 +129,9 @@ def _loads(where: str, value: Any, num_experts: int) -> list[float]:
     if (
         not isinstance(value, list)
         or len(value) != num_experts
-        or not all(is_real(v) and 0 <= v < float("inf") for v in value)
+        or not all(is_real(v) and 0 <= v <= 2**53 and v == round(v) for v in value)
     ):
         raise InvalidProblemError(
-            f"`{where}` must hold {num_experts} finite non-negative numbers; got {value!r}"
+            f"`{where}` must hold {num_experts} non-negative integers (counts); got {value!r}"
         )
     return [float(v) for v in value]

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from .._files import write_json_atomic
 from .._validation import check_int, is_int, is_real
-from ..errors import InvalidProblemError, ProblemTypeError
+from ..errors import FlexAssignError, InvalidProblemError, ProblemTypeError
 
 __all__ = ["FORMAT", "VERSION", "load_state", "save_state", "unwrap", "wrap"]
 
@@ -62,6 +62,10 @@ _FIELDS = frozenset(
 _OPTIONAL = {2: frozenset({"prices"})}
 
 T = TypeVar("T")
+
+#: Prices are in score units (fitness in [0, 1] plus bonus and penalty); far larger
+#: values can only come from a damaged file and would overflow the solver's costs.
+_MAX_PRICE = 1e12
 
 
 def wrap(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,7 +101,7 @@ def section(name: str, build: Callable[[Any], T], value: Any) -> T:
     """``build(value)``, with any error re-raised naming ``state.<name>``."""
     try:
         return build(value)
-    except (InvalidProblemError, ProblemTypeError) as exc:
+    except FlexAssignError as exc:
         raise InvalidProblemError(f"`state.{name}`: {exc}") from None
     except TypeError as exc:
         raise InvalidProblemError(f"`state.{name}` is malformed: {exc}") from None
@@ -115,9 +119,11 @@ def check_prices(name: str, value: Any, num_experts: int) -> NDArray[np.float64]
     if (
         not isinstance(value, list)
         or len(value) != num_experts
-        or not all(is_real(v) and np.isfinite(v) for v in value)
+        or not all(is_real(v) and abs(v) <= _MAX_PRICE for v in value)
     ):
-        raise InvalidProblemError(f"`{name}` must be null or {num_experts} finite numbers")
+        raise InvalidProblemError(
+            f"`{name}` must be null or {num_experts} numbers of magnitude at most {_MAX_PRICE:g}"
+        )
     return np.asarray(value, dtype=np.float64)
 
 
@@ -167,16 +173,13 @@ def save_state(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a state file written by :func:`save_state` (strict JSON: no NaN)."""
+    """Read the JSON object in a state file written by :func:`save_state`."""
     if not isinstance(path, str | os.PathLike):
         raise ProblemTypeError(f"`path` must be a str or os.PathLike; got {type(path).__name__}")
 
-    def no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not valid JSON")
-
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh, parse_constant=no_constants)
+            data = json.load(fh)  # NaN/Infinity parse; the field checks reject them
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidProblemError(f"`path` {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

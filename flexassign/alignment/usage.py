@@ -320,11 +320,15 @@ class UsageMonitor:
         return m
 
 
+#: Largest load a state file may hold (integers stay exact in float64 up to here).
+_MAX_COUNT = 2.0**53
+
+
 def _load_row(row: Any, size: int, *, integer: bool = True) -> bool:
     return (
         isinstance(row, list)
         and len(row) == size
-        and all(is_real(v) and 0 <= v < math.inf and (not integer or v == round(v)) for v in row)
+        and all(is_real(v) and 0 <= v <= _MAX_COUNT and (not integer or v == round(v)) for v in row)
     )
 
 
