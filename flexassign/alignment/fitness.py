@@ -241,9 +241,10 @@ class FitnessTracker:
         InvalidFeedbackError
             When the configured signal's field (``accuracy`` or ``loss``) is missing.
         """
-        return np.array(self._signals(feedback), dtype=np.float64)
+        return np.array(self.signal_values(feedback), dtype=np.float64)
 
-    def _signals(self, feedback: Feedback) -> list[float]:
+    def signal_values(self, feedback: Feedback) -> list[float]:
+        """:meth:`signal` as a list of floats (what :meth:`update` uses)."""
         cfg = self.config
         if not feedback.experts:
             return []
@@ -261,9 +262,14 @@ class FitnessTracker:
             for v, n in zip(values, feedback.counts, strict=True)
         ]
 
-    def update(self, client_id: Hashable, feedback: Feedback) -> None:
-        """Apply the EMA rule to the reported experts (validate ids before calling)."""
-        s = self._signals(feedback)
+    def update(
+        self, client_id: Hashable, feedback: Feedback, signals: list[float] | None = None
+    ) -> None:
+        """Apply the EMA rule to the reported experts (validate ids before calling).
+
+        ``signals`` are :meth:`signal_values` of ``feedback`` if already computed.
+        """
+        s = self.signal_values(feedback) if signals is None else signals
         e = self.num_experts
         bad = [j for j in feedback.experts if j >= e]
         if bad:

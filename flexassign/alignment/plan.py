@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from ..problem import AssignmentProblem
 from ..result import AssignmentResult, Status
 
-__all__ = ["Plan", "empty_result"]
+__all__ = ["Plan", "empty_result", "expert_lists"]
 
 FloatArray = NDArray[np.float64]
 
@@ -111,3 +111,21 @@ def empty_result(num_experts: int, message: str = "no participating clients") ->
         method="none",
         message=message,
     )
+
+
+def expert_lists(x: NDArray[np.bool_]) -> list[tuple[int, ...]]:
+    """Per row of a 0/1 assignment, the sorted expert ids (one ``nonzero`` for all rows).
+
+    Examples
+    --------
+    >>> expert_lists(np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=bool))
+    [(0, 2), (), (1,)]
+    """
+    rows, cols = np.nonzero(x)
+    ids = cols.tolist()
+    ends = np.cumsum(np.bincount(rows, minlength=x.shape[0])).tolist()
+    out, start = [], 0
+    for end in ends:
+        out.append(tuple(ids[start:end]))
+        start = end
+    return out

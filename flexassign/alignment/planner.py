@@ -33,7 +33,7 @@ from .capacity import CapacityLimits, ClientProfile
 from .config import PlannerConfig, planner_options
 from .feedback import Feedback
 from .fitness import FitnessTracker
-from .plan import Plan, empty_result
+from .plan import Plan, empty_result, expert_lists
 from .policies import POLICIES, Decision, RoundInput, check_strategy, flex_bounds
 from .registry import ClientRegistry, check_ids, id_from_json
 from .rounds import OpenRound
@@ -216,7 +216,7 @@ class Planner:
         if strat == "flex":
             prices = result.stats.get("expert_prices")
             self.prices = None if prices is None else np.asarray(prices, dtype=np.float64)
-        experts = result.experts or [() for _ in ids]
+        experts = [() for _ in ids] if result.x is None else expert_lists(result.x)
         assignments = dict(zip(ids, experts, strict=True))
         plan = Plan(
             round=self.round,
@@ -325,7 +325,7 @@ class Planner:
                     f"`experts` holds expert {j}, which client {client_id!r} was not "
                     f"assigned (assigned: {list(assigned)})"
                 )
-        self.fitness.signal(feedback)  # raises before any change if a field is missing
+        signals = self.fitness.signal_values(feedback)  # raises if the signal's field is missing
         prof = self.clients.profiles.get(client_id)
         new_prof = None
         if prof is not None and feedback.round_time is not None and feedback.experts:
@@ -337,7 +337,7 @@ class Planner:
                 rate=self.config.throughput_rate,
             )
         # ---- no exception past this line: mutate
-        self.fitness.update(client_id, feedback)
+        self.fitness.update(client_id, feedback, signals)
         open_.record(client_id, feedback.experts, feedback.counts)
         if new_prof is not None:
             self.clients.profiles[client_id] = new_prof

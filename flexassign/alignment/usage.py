@@ -160,14 +160,18 @@ def deficit_targets(
     def fill(base: FloatArray) -> FloatArray:
         if k <= m.sum():
             return m.copy()
-        lo, hi = float((m - base).min()), float((h - base).max())
-        for _ in range(100):  # bisection on the level; 100 halvings reach float precision
-            mid = 0.5 * (lo + hi)
-            if np.clip(mid + base, m, h).sum() < k:
-                lo = mid
-            else:
-                hi = mid
-        return np.clip(hi + base, m, h)
+        # f(level) = sum(clip(level + base, m, h)) is piecewise linear and nondecreasing
+        # with breakpoints where an expert reaches m or h: find the piece where it
+        # crosses k and interpolate (exact, no iteration)
+        bps = np.unique(np.concatenate([m - base, h - base]))
+        vals = np.clip(bps[:, None] + base[None, :], m, h).sum(axis=1)
+        i = int(np.searchsorted(vals, k))
+        if i >= bps.size:
+            level = float(bps[-1])
+        else:
+            f0, f1 = float(vals[i - 1]), float(vals[i])
+            level = float(bps[i - 1]) + (k - f0) * float(bps[i] - bps[i - 1]) / (f1 - f0)
+        return np.clip(level + base, m, h)
 
     uniform = fill(np.zeros_like(c))
     if shift == 0:
