@@ -163,6 +163,7 @@ class Progress:
         self._bar: Any = None
         self._enabled = enabled
         self._closed = False
+        self._postfix = ""
         self._t0 = self._last = time.monotonic()
         if not enabled:
             return
@@ -190,9 +191,20 @@ class Progress:
             self._last = now
             self._line()
 
+    def set_postfix(self, **values: object) -> None:
+        """Show ``key=value`` pairs after the count (as ``tqdm.set_postfix``)."""
+        if self._bar is not None:
+            self._bar.set_postfix(**values)
+        self._postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
     def _line(self) -> None:
         elapsed = time.monotonic() - self._t0
-        print(f"{self.desc}: {self.n}/{self.total} ({elapsed:.1f}s)", file=self._stream, flush=True)
+        extra = f" {self._postfix}" if self._postfix else ""
+        print(
+            f"{self.desc}: {self.n}/{self.total} ({elapsed:.1f}s){extra}",
+            file=self._stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         """Finish the bar (plain mode: one last line if ``leave``)."""
