@@ -365,7 +365,9 @@ def read_fitness_csv(
         The file (UTF-8). Blank lines are skipped.
     header : bool, optional
         Whether the first row holds expert labels. ``None`` detects it: the first row
-        is a header when one of its cells is not a number.
+        is a header when its first cell is empty, a later cell is not a number, or its
+        first cell is not a number while no other row's is. (So numeric expert labels
+        next to client labels need ``header=True``.)
     index : bool, optional
         Whether the first column holds client labels. ``None`` detects it: yes when
         the header's first cell is empty (as pandas writes it) or a data row's first
@@ -403,7 +405,12 @@ def read_fitness_csv(
     if not rows:
         raise InvalidProblemError("`path` holds no rows")
     if header is None:
-        header = not all(_is_number(c) for c in rows[0][1])
+        first = rows[0][1]
+        header = (
+            first[0] == ""
+            or not all(_is_number(c) for c in first[1:])
+            or (not _is_number(first[0]) and all(_is_number(r[0]) for _, r in rows[1:]))
+        )
     head = rows[0][1] if header else None
     body = rows[1:] if header else rows
     if not body:
