@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="strategies x seeds, table and plots")
     _add_common(cmp_)
     cmp_.add_argument("--strategies", nargs="+", choices=STRATEGIES,
-                      default=["flex", "greedy", "random"])
-    cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    cmp_.add_argument("--no-plots", action="store_true")
+                      default=["flex", "greedy", "random"], help="strategies to compare")
+    cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                      help="seeds per strategy")
+    cmp_.add_argument("--no-plots", action="store_true", help="with --out: skip the PNG plots")
     for p in (run, cmp_):
         _show_config_defaults(p)
     return parser
@@ -152,7 +153,8 @@ def _show_config_defaults(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         field = _RENAMES.get(action.dest, action.dest)
         value = defaults.get(field, dataclasses.MISSING)
-        if value is dataclasses.MISSING or value is None or value == () or action.default:
+        if (value is dataclasses.MISSING or value is None or value == () or action.default
+                or "default" in (action.help or "")):
             continue
         if field == "device_mix":
             value = ",".join(f"{k}:{v:g}" for k, v in value)
