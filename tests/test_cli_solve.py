@@ -257,3 +257,11 @@ def test_internal_error_is_one_line(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("FLEXASSIGN_TRACEBACK", "1")
     with pytest.raises(RuntimeError, match="kaboom"):
         main(["solve", SMALL])
+
+
+def test_example_csv_from_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "examples" / "problems" / "fitness.csv"
+    assert main(["solve", str(path), "--capacity", "2", "--tolerance", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "client hospital-a: experts ['neuro', 'onco']" in out  # as docs/file-format.md says
+    assert "loads   : min 5  max 5" in out
