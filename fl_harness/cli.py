@@ -179,6 +179,12 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
             raise UsageError("`--dataset npz` needs `--path FILE.npz`")
         if not Path(cfg.dataset_path).is_file():
             raise UsageError(f"`--path`: no such file {cfg.dataset_path!r}")
+        from .data import load_npz
+
+        try:  # read once here so that a bad file is bad input, not a failed run
+            load_npz(cfg.dataset_path)
+        except Exception as exc:
+            raise UsageError(f"`--path` {cfg.dataset_path!r}: {exc}") from None
     elif cfg.dataset_path is not None:
         raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
                          f"{cfg.dataset}")

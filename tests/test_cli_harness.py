@@ -199,3 +199,17 @@ def test_run_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bare = tmp_path / "bare"
     assert cli.main(["run", *TINY, "--out", str(bare), "--no-plots"]) == 0
     assert (bare / "result.json").exists() and not list(bare.glob("*.png"))
+
+
+def test_bad_npz_dataset_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      no_run: None) -> None:
+    import numpy as np
+
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, x_train=np.zeros((4, 2)))
+    for path, needle in [(empty, "`--path`"), (partial, "lacks arrays")]:
+        assert cli.main(["run", "--dataset", "npz", "--path", str(path)]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"fl-harness: error: `--path` {str(path)!r}:") and needle in line
