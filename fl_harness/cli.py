@@ -161,11 +161,14 @@ def _show_config_defaults(parser: argparse.ArgumentParser) -> None:
         action.help = f"{action.help or ''} (default: {value})".lstrip()
 
 
-def _flagged(exc: Exception) -> str:
-    """``exc``'s message with config field names replaced by their flags."""
+def _flagged(exc: Exception, dests: set[str]) -> str:
+    """``exc``'s message with config field names replaced by their flags (fields that
+    have one: the others can only come from ``--config``)."""
     text = str(exc)
     for f in dataclasses.fields(ExperimentConfig):
-        text = text.replace(f"`{f.name}`", f"`{_flag_of(f.name)}`")
+        flag = _flag_of(f.name)
+        if flag[2:].replace("-", "_") in dests:
+            text = text.replace(f"`{f.name}`", f"`{flag}`")
     return text
 
 
@@ -224,7 +227,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     try:
         cfg = base.replace(**changes)
     except (ValueError, TypeError) as exc:
-        raise UsageError(_flagged(exc)) from None
+        raise UsageError(_flagged(exc, set(vars(args)))) from None
     _check_cli_values(cfg)
     return cfg
 
