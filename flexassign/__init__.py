@@ -12,6 +12,8 @@ Importing flexassign is fast: solver packages load only when a backend runs.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from .backends.registry import Backend, available_backends, list_backends, register_backend
 from .errors import (
     BackendNotInstalledError,
@@ -27,7 +29,10 @@ from .result import AssignmentResult, Status, Violation
 from .solve import auto_method, evaluate_assignment, solve_assignment
 from .verify import Verification, diagnose_infeasibility, verify_assignment
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, via the installed metadata
+    __version__: str = _metadata.version("flexassign")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree never installed
+    __version__ = "0+unknown"
 
 # The dynamic side (fitness tracking, usage monitoring, capacity profiles, the planner)
 # lives in flexassign.alignment; its main names are re-exported lazily here.
