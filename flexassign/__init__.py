@@ -7,7 +7,10 @@ The core API::
     problem = AssignmentProblem.balanced(fitness, capacity=2, tolerance=0.1)
     result = solve_assignment(problem)          # verified; result.success, result.experts
 
-Importing flexassign is fast: solver packages load only when a backend runs.
+Importing flexassign is fast: solver packages load only when a backend runs, and
+pandas, Hypothesis, torch and Flower are never loaded by it. Labelled pandas input
+and tidy output live in :mod:`flexassign.labels`; Hypothesis strategies and assertions
+for testing your own assignment code in :mod:`flexassign.testing`.
 """
 
 from __future__ import annotations

@@ -182,3 +182,14 @@ def test_planner_plans_and_history_export() -> None:
     np.testing.assert_allclose(
         hist.groupby("expert")["load"].sum().to_numpy(), planner.loads(include_open=False)
     )
+
+
+def test_docs_labels_examples_run() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "labels.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/labels.md[python block {i}]", "exec"), {})
