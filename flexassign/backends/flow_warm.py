@@ -104,12 +104,18 @@ __all__ = ["solve"]
 #: Sentinels for "no arc" (kept far from int64 overflow when added or subtracted).
 _NEG = -(2**61)
 _BIG = 2**61
-#: Cost units: max |cost| times flow, nodes and path length stays below this.
+#: Cost units: max |cost| times flow, nodes and path length stays below this (as in
+#: ``flow``), and every cost plus price stays an integer that float64 holds exactly.
 _MAX_COST_PRODUCT = 2.0**60
+_MAX_EXACT = 2.0**51
 #: Elements per block of rows in the passes over the fitness matrix.
 _BLOCK = 1 << 21
-#: Fraction of clients left open in the first round (the smallest slacks).
-_OPEN_FRACTION = 0.04
+#: Fraction of clients left open in the first round (the smallest slacks), for prices
+#: handed over in ``options`` and for prices estimated from a sample.
+_OPEN_WARM = 0.3
+_OPEN_COLD = 0.35
+#: Fall back to ``flow`` once more than this fraction of the clients is open.
+_OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
 
@@ -141,15 +147,14 @@ class _Data:
         return int(self.fitness.shape[1])
 
     def u(self, sel: slice | np.ndarray, p: np.ndarray) -> np.ndarray:
-        """Integer :math:`u = \\mathrm{round}(S \\cdot scale) + p` for the selected rows;
-        ``_NEG`` on pairs a client may not take."""
+        """:math:`u = \\mathrm{round}(S \\cdot scale) + p` for the selected rows, ``_NEG``
+        on pairs a client may not take. Integers held exactly in float64 (below 2**52)."""
         idx: slice | np.ndarray = sel
         if self.rows is not None:
             idx = self.rows[sel]
-        block = self.fitness[idx] * self.scale
-        np.rint(block, out=block)
-        u = block.astype(np.int64)
-        u += p[None, :]
+        u = self.fitness[idx] * self.scale
+        np.rint(u, out=u)
+        u += p.astype(np.float64)[None, :]
         if self.allowed is not None:
             u[~self.allowed[idx]] = _NEG
         if self.fixed is not None:
@@ -176,6 +181,7 @@ def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[float, bool]:
         if integral:
             integral = bool(np.all(blk == np.round(blk)))
     limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
+    limit = min(limit, _MAX_EXACT / (4 * (e + 2)))
     if peak == 0.0 or (integral and peak <= limit):
         return 1.0, integral
     return float(2.0 ** math.floor(math.log2(limit / peak))), False
@@ -215,7 +221,7 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     e = data.e
     rows = np.arange(data.n) if sel is None else sel
     idx = np.empty((rows.size, m1), dtype=np.int32)
-    val = np.empty((rows.size, m1), dtype=np.int64)
+    val = np.empty((rows.size, m1), dtype=np.float64)
     step = max(1, _BLOCK // e)
     for r0 in range(0, rows.size, step):
         r1 = min(rows.size, r0 + step)
@@ -268,7 +274,7 @@ class _State:
     # open clients: candidate arcs (client, expert) and a bound on their best pruned u
     arc_c: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     arc_e: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    outside: np.ndarray = field(default_factory=lambda: np.zeros(0))
     rechecked: int = 0
 
     def frozen_load(self) -> np.ndarray:
@@ -292,7 +298,7 @@ class _State:
         ok = val[:, :k] > _NEG // 2
         self.arc_c = np.concatenate([self.arc_c, np.repeat(rows, ok.sum(axis=1))])
         self.arc_e = np.concatenate([self.arc_e, idx[:, :k][ok].astype(np.int64)])
-        out = val[:, k] if m1 > k else np.full(rows.size, _NEG, dtype=np.int64)
+        out = val[:, k] if m1 > k else np.full(rows.size, float(_NEG))
         self.outside[rows] = out
 
 
@@ -496,7 +502,7 @@ def _solve_data(
     max_rounds: int,
     stats: dict[str, Any],
     *,
-    open_all: bool,
+    open_frac: float,
 ) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
     """Certified optimum of ``data`` starting from integer prices ``p0``.
 
@@ -522,9 +528,9 @@ def _solve_data(
         slack=slack,
         is_open=np.zeros(n, dtype=bool),
         m=m,
-        outside=np.full(n, _NEG, dtype=np.int64),
+        outside=np.full(n, float(_NEG)),
     )
-    k_open = n if open_all else max(1, int(math.ceil(_OPEN_FRACTION * n)))
+    k_open = max(1, int(math.ceil(open_frac * n)))
     if k_open >= n:
         first = np.arange(n)
     else:
@@ -532,8 +538,8 @@ def _solve_data(
     st.open_rows(np.sort(first))
     for rnd in range(1, max_rounds + 1):
         stats["rounds"] = rnd
-        if not open_all and int(st.is_open.sum()) > max(n // 2, 64):
-            raise _Fallback("open set grew past half of the clients")
+        if open_frac < 1 and int(st.is_open.sum()) > max(_OPEN_MAX * n, 64):
+            raise _Fallback(f"open set grew past {_OPEN_MAX:.0%} of the clients")
         fload = st.frozen_load()
         over = np.flatnonzero(fload > data.hi)
         if over.size:  # frozen clients alone overload an expert: open its holders
@@ -702,7 +708,9 @@ def _cold_prices(
     p = _cold_prices(sub, margin, max_rounds, rng, levels)
     base = sub.n <= max(_SAMPLE_MIN_PER_EXPERT * e, 256)
     try:
-        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_all=base)
+        dist, *_ = _solve_data(
+            sub, p, margin, max_rounds, {}, open_frac=1.0 if base else _OPEN_COLD
+        )
     except _Fallback:  # an unlucky sample: its prices are only a hint
         return p
     levels.append(sub.n)
@@ -751,13 +759,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
         stats["cost_scale"] = data.scale
-        limit = 2**56
+        limit = 2**49
         t1 = time.perf_counter()
+        levels: list[int] = []
         if prices is not None:
             p0 = np.clip(np.rint(prices * data.scale), -limit, limit).astype(np.int64)
             stats["price_source"] = "options"
         else:
-            levels: list[int] = []
             p0 = _cold_prices(
                 data, margin, max_rounds, np.random.default_rng(options.seed), levels
             )
@@ -765,7 +773,8 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats["levels"] = levels
         stats["price_time"] = time.perf_counter() - t1
         stats["build_time"] = time.perf_counter() - t0
-        dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_all=False)
+        frac = _OPEN_WARM if prices is not None else _OPEN_COLD if levels else 1.0
+        dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_frac=frac)
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry
 
