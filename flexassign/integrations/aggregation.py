@@ -366,10 +366,10 @@ def bound_weights(
     :math:`\mathrm{cap}_i` a per-claim bound (e.g. the dataset size the client
     declared; ``inf`` or NaN for none), :math:`r` = ``max_ratio`` and :math:`\tilde w`
     the median of the positive claims after the per-claim caps. With ``r = 10`` a
-    client claiming :math:`10^9` samples among honest ones around :math:`\tilde w`
-    weighs at most :math:`10 \tilde w`: in a round of :math:`m` clients its share of
-    the average is at most :math:`10/(10 + m - 1)` whatever it claims (the median
-    itself moves only if at least half of the claims lie).
+    client claiming :math:`10^9` samples weighs at most :math:`10 \tilde w`, whatever
+    it claims; among :math:`m - 1` honest clients that all claim :math:`\tilde w` its
+    share of the average is at most :math:`10/(10 + m - 1)`. The median itself moves
+    only if at least half of the claims lie.
 
     Parameters
     ----------
