@@ -575,3 +575,90 @@ def test_metrics_are_logged_rounded(caplog: Any) -> None:
         make_strategy().start(ScriptedGrid(), initial_arrays(), num_rounds=1)
     line = next(r.getMessage() for r in caplog.records if "Train MetricRecord" in r.getMessage())
     assert "accuracy: 0.3667" in line  # 0.36666... rounded to 4 significant digits
+
+
+# ------------------------------------------------------ the harness's own Flower app
+
+
+def test_harness_server_app_writes_results_model_and_checkpoints(tmp_path: Path) -> None:
+    """run_server: harness model, harness sampler, JSON-lines results, final model,
+    checkpoint directory, and a `planner-options` fitness object as the harness reads it."""
+    pytest.importorskip("torch")
+    import json
+
+    from flwr.app import Context
+
+    from fl_harness.flower import run_server
+
+    seen: dict[str, Any] = {}
+    run_config = {
+        "dataset": "synthetic", "num-samples": 200, "num-experts": E, "hidden": 8,
+        "expert-hidden": 8, "capacity-choices": "1,2", "client-fraction": 0.6,
+        "num-server-rounds": 2, "min-available-nodes": len(CAPACITY),
+        "fraction-evaluate": 0.0, "checkpoint-dir": str(tmp_path / "ckpt"),
+        "results-path": str(tmp_path / "out" / "results.jsonl"),
+        "final-model-path": str(tmp_path / "out" / "model.npz"),
+        "planner-options": '{"fitness": {"beta": 0.5}}', "wait-timeout": 30.0,
+    }
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    result = run_server(ScriptedGrid(), context, run_config=run_config,
+                        on_strategy=lambda s: seen.setdefault("strategy", s))
+    assert sorted(result.train_metrics_clientapp) == [1, 2]
+    strategy = seen["strategy"]
+    assert strategy.wait_timeout == 30.0 and strategy.planner.config.fitness.beta == 0.5
+    rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [h["server_round"] for h in rows] == [1, 2]
+    assert all(len(h["sampled"]) == 3 for h in rows)  # round(0.6 * 5)
+    assert set(rows[0]["metrics"]) >= {"accuracy", "utilization-cv", "solve-time"}
+    with np.load(tmp_path / "out" / "model.npz") as saved:
+        assert sorted(saved.files) == sorted(arrayrecord_to_numpy(result.arrays))
+    assert load_checkpoint(tmp_path / "ckpt").server_round == 2
+
+
+def test_harness_server_rejects_full_strategy() -> None:
+    pytest.importorskip("torch")
+    from fl_harness.flower import build_strategy
+
+    with pytest.raises(ValueError, match="no-planner reference"):
+        build_strategy({"strategy": "full", "dataset": "synthetic", "num-samples": 100})
+
+
+def test_unknown_run_config_key_is_an_error() -> None:
+    pytest.importorskip("torch")
+    from fl_harness.flower.harness import experiment_config
+
+    with pytest.raises(ValueError, match="unknown run-config key `local-epoch`"):
+        experiment_config({"local-epoch": 2}, num_clients=2)
+
+
+def test_failed_server_app_logs_one_clear_line(caplog: Any) -> None:
+    from flexassign.integrations.flower.app import run_logged
+
+    def main() -> None:
+        raise TimeoutError("only 1 of the required 2 nodes connected")
+
+    with caplog.at_level("ERROR", logger="flwr"), pytest.raises(TimeoutError):
+        run_logged(main)
+    assert any("FLEX-MoE ServerApp failed: TimeoutError: only 1 of the required 2"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_run_config_to_planner_and_strategy_options() -> None:
+    from flexassign.errors import InvalidProblemError
+    from flexassign.integrations.flower.app import make_planner, strategy_options
+
+    planner = make_planner({"num-experts": 3, "strategy": "greedy", "seed": 4,
+                            "planner-options": '{"fitness": {"beta": 0.5}, "usage_decay": 0.2}'})
+    assert planner.num_experts == 3 and planner.config.strategy == "greedy"
+    assert planner.config.fitness.beta == 0.5 and planner.config.usage_decay == 0.2
+    assert strategy_options({"max-weight-ratio": 0, "min-available-nodes": 3,
+                             "checkpoint-dir": ""}) == {"max_weight_ratio": None,
+                                                        "min_available_nodes": 3}
+    with pytest.raises(InvalidProblemError, match="`num-experts`"):
+        make_planner({})
+    with pytest.raises(InvalidProblemError, match="`planner-options`"):
+        make_planner({"num-experts": 2, "planner-options": "{not json"})
+    with pytest.raises(InvalidProblemError, match="`planner-options`"):
+        make_planner({"num-experts": 2, "planner-options": '{"nope": 1}'})
+    with pytest.raises(InvalidProblemError, match="`wait-timeout`"):
+        strategy_options({"wait-timeout": "soon"})
