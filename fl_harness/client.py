@@ -44,6 +44,7 @@ from flexassign._validation import check_int, check_optional_real, check_real
 from flexassign.alignment import Feedback
 from flexassign.errors import InvalidFeedbackError, InvalidProblemError
 
+from .config import FEEDBACK_KINDS
 from .model import MoEModel, StateDict, build_client_model, expert_state, shared_state
 
 __all__ = [
@@ -54,9 +55,6 @@ __all__ = [
     "expert_feedback",
     "train_client",
 ]
-
-#: Feedback signals :func:`expert_feedback` measures (see the module docstring).
-FEEDBACK_KINDS = ("mixture", "expert")
 
 
 @dataclass(frozen=True, kw_only=True)

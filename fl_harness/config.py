@@ -1,5 +1,7 @@
 """The definition of one harness run: :class:`ExperimentConfig` and its presets.
 
+Importing this module does not import torch (the CLI checks flags without it).
+
 Every value is checked once, here, with an error that names the field (the CLI flag
 of the same name, hyphenated, gets the same check for free).
 """
@@ -11,23 +13,30 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexassign._files import write_text_atomic
 from flexassign._validation import check_int, check_optional_real, check_real, check_seed
 from flexassign.alignment import STRATEGIES as PLANNER_STRATEGIES
 from flexassign.errors import InvalidProblemError, ProblemTypeError
 
-from .client import FEEDBACK_KINDS, LocalTraining
+if TYPE_CHECKING:
+    from .client import LocalTraining
 
 __all__ = [
     "DEFAULT_DEVICE_MIX",
     "DEFAULT_LR",
     "DEFAULT_TARGETS",
+    "FEEDBACK_KINDS",
     "REGIMES",
     "STRATEGIES",
     "ExperimentConfig",
 ]
+
+#: Per-expert feedback signals (see :mod:`fl_harness.client`): ``"mixture"`` (the paper's:
+#: the client's model on the samples whose top-1 gate is the expert) and ``"expert"`` (the
+#: expert alone on the samples routed to it).
+FEEDBACK_KINDS = ("mixture", "expert")
 
 #: Strategies a run accepts: the planner's policies, ``"balance"`` (flex's balanced
 #: solve with every score zero: balance only, seeded random tie-breaks, no fitness)
@@ -258,6 +267,8 @@ class ExperimentConfig:
     @property
     def local_training(self) -> LocalTraining:
         """Local optimizer settings."""
+        from .client import LocalTraining
+
         return LocalTraining(epochs=self.local_epochs, batch_size=self.batch_size,
                              lr=self.resolved_lr, momentum=self.momentum,
                              optimizer=self.optimizer, grad_clip=self.grad_clip,
