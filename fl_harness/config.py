@@ -50,7 +50,7 @@ DEFAULT_TARGETS: dict[str, float] = {"mnist1d": 0.45, "digits": 0.70, "synthetic
 
 #: Default SGD learning rate per dataset (``lr=None``), from the sweep on the ``full``
 #: reference recorded in docs/harness.md ("Learning rate"); 0.05 for other data.
-DEFAULT_LR: dict[str, float] = {"mnist1d": 0.05, "digits": 0.05, "synthetic": 0.05}
+DEFAULT_LR: dict[str, float] = {"mnist1d": 0.1, "digits": 0.1, "synthetic": 0.05}
 
 #: Device-class mix of the federation (preset name, share of clients). With the
 #: planner's default model cost and deadline these presets take 1, 3 and 6 of 8

@@ -64,7 +64,8 @@ class SeedStreams(NamedTuple):
 class SimClient:
     """One simulated client: its data, device, capacity and (client-side) router.
 
-    ``capacity`` is set by :func:`make_planner` from the planner's own derivation.
+    ``capacity`` is set by :func:`make_planner` from the planner's own derivation (a
+    ``declared_capacity`` is also its capacity from the start).
     ``router`` and ``held`` are the client's private state: the router it keeps
     between rounds and the experts it last trained.
     """
@@ -179,5 +180,6 @@ def setup_clients(cfg: ExperimentConfig, data: Dataset,
             x=torch.from_numpy(data.x_train[tr]), y=torch.from_numpy(data.y_train[tr]),
             x_test=torch.from_numpy(data.x_train[te]), y_test=torch.from_numpy(data.y_train[te]),
             device=devices[i][0], declared_capacity=devices[i][1], newcomer=i in held_out,
+            capacity=devices[i][1] or 0,
         ))
     return clients
