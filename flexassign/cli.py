@@ -20,7 +20,8 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,24 +92,58 @@ def _is_float(cell: str) -> bool:
     return True
 
 
+# API argument -> the flag that set it, for error messages about values from flags.
+_FLAG_OF = {
+    "method": "--method",
+    "time_limit": "--time-limit",
+    "mip_gap": "--mip-gap",
+    "seed": "--seed",
+    "threads": "--threads",
+    "options": "--options",
+    "tolerance": "--tolerance",
+    "capacity": "--capacity",
+    "min_experts": "--min-experts",
+    "client_weight": "--weights",
+    "exact_capacity": "--exact-capacity",
+}
+
+
+@contextmanager
+def _flags(*names: str) -> Iterator[None]:
+    """Re-raise a :class:`FlexAssignError` naming the flags (not the API arguments)
+    ``names`` were given by."""
+    try:
+        yield
+    except FlexAssignError as exc:
+        text = str(exc)
+        for name in names:
+            text = text.replace(f"`{name}`", f"`{_FLAG_OF[name]}`")
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from exc
+
+
 def _solve_file(path: str, args: argparse.Namespace) -> _Outcome:
     clients = experts = None
     if path.lower().endswith(".csv"):
-        problem, lf = _csv_problem(path, args)
+        with _flags("capacity", "min_experts", "client_weight", "tolerance", "exact_capacity"):
+            problem, lf = _csv_problem(path, args)
         clients, experts = lf.clients, lf.experts
     else:
         problem = load_problem(path)
         if args.tolerance is not None:
-            problem = problem.rebalanced(args.tolerance)
-    res = solve_assignment(
-        problem,
-        method=args.method,
-        time_limit=args.time_limit,
-        mip_gap=args.mip_gap,
-        seed=args.seed,
-        threads=args.threads,
-        options=args.options,
-    )
+            with _flags("tolerance"):
+                problem = problem.rebalanced(args.tolerance)
+    with _flags("method", "time_limit", "mip_gap", "seed", "threads", "options"):
+        res = solve_assignment(
+            problem,
+            method=args.method,
+            time_limit=args.time_limit,
+            mip_gap=args.mip_gap,
+            seed=args.seed,
+            threads=args.threads,
+            options=args.options,
+        )
     return _Outcome(path, 0 if res.success else 1, problem, res, None, clients, experts)
 
 

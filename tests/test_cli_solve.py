@@ -101,8 +101,11 @@ def test_missing_file_and_bad_flags_exit_2(tmp_path: Path) -> None:
     cases = [
         (["solve", str(tmp_path / "nope.json")], "No such file or directory"),
         (["solve", SMALL, "--seed", "x"], "argument --seed: invalid int value: 'x'"),
-        (["solve", SMALL, "--method", "nosuch"], "nosuch"),
-        (["solve", SMALL, "--time-limit", "-1"], "`time_limit`"),
+        (["solve", SMALL, "--method", "nosuch"], "unknown `--method` 'nosuch'"),
+        (["solve", SMALL, "--time-limit", "-1"], "`--time-limit` must be finite and > 0"),
+        (["solve", SMALL, "--mip-gap", "-1"], "`--mip-gap` must be"),
+        (["solve", SMALL, "--threads", "0"], "`--threads` must be"),
+        (["solve", SMALL, "--tolerance", "nan"], "`--tolerance` must be finite"),
         (["solve", SMALL, "--show", "-1"], "`--show` must be >= 0"),
         (["solve", SMALL, "--capacity", "2"], "`--capacity` applies to CSV input only"),
         (["solve", SMALL, "--options", "{bad"], "argument --options: not valid JSON"),
@@ -203,6 +206,11 @@ def test_csv_flags_min_experts_weights_exact(tmp_path: Path, capsys: pytest.Capt
     assert "`--exact-capacity` needs `--tolerance`" in capsys.readouterr().err
     assert main(["solve", str(path), "--capacity", "-1"]) == 2
     assert "`--capacity` must be >= 0" in capsys.readouterr().err
+    # values that only the problem can judge are reported under their flags too
+    assert main(["solve", str(path), "--capacity", "1", "--min-experts", "2"]) == 2
+    assert "`--min-experts` (2 for client 0) exceeds `--capacity` (1)" in capsys.readouterr().err
+    assert main(["solve", str(path), "--weights", "0,1,1,1"]) == 2
+    assert "`--weights` must be > 0 (client 0 is 0)" in capsys.readouterr().err
 
 
 def test_closed_pipe_exits_quietly(tmp_path: Path) -> None:
