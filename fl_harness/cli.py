@@ -29,9 +29,9 @@ from flexassign._cli import ArgumentParser, UsageError, run_cli
 from .data import BUILTIN_DATASETS
 from .partition import PARTITIONS
 
-# The torch extra (torch, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
+# The torch extra (torch, pandas, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
 # every command says which extra to install instead of showing a traceback.
-_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm")
+_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm", "pandas")
 _MISSING: ImportError | None = None
 try:
     from .experiment import STRATEGIES, ExperimentConfig

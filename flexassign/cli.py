@@ -144,29 +144,24 @@ def _solve_file(path: str, args: argparse.Namespace) -> _Outcome:
             threads=args.threads,
             options=args.options,
         )
+    if clients is not None or experts is not None:
+        n, e = problem.shape
+        res = res.with_labels(clients or range(n), experts or range(e))
     return _Outcome(path, 0 if res.success else 1, problem, res, None, clients, experts)
 
 
-def _labelled(out: _Outcome) -> list[tuple[str, list[str]]]:
-    assert out.result is not None and out.result.experts is not None
-    rows = []
-    for c, exp in enumerate(out.result.experts):
-        name = out.clients[c] if out.clients else str(c)
-        labels = [out.experts[e] if out.experts else str(e) for e in exp]
-        rows.append((name, labels))
-    return rows
-
-
 def _result_json(out: _Outcome) -> dict[str, Any]:
-    assert out.result is not None
-    data = out.result.to_dict()
+    res = out.result
+    assert res is not None
+    data = res.to_dict()
     if out.clients is not None or out.experts is not None:
         data["labels"] = {
             "clients": None if out.clients is None else list(out.clients),
             "experts": None if out.experts is None else list(out.experts),
         }
-        if out.result.experts is not None:
-            data["assignment"] = dict(_labelled(out))
+        mapping = res.assignment
+        if mapping is not None:
+            data["assignment"] = {str(c): [str(e) for e in exp] for c, exp in mapping.items()}
     return data
 
 
@@ -187,10 +182,9 @@ def _print_one(out: _Outcome, show: int) -> None:
         loads = res.loads
         cv = coefficient_of_variation(loads)
         print(f"loads   : min {loads.min():.4g}  max {loads.max():.4g}  cv {cv:.4g}")
-        rows = _labelled(out)
-        for name, labels in rows[:show]:
-            shown = labels if out.experts else [int(v) for v in labels]
-            print(f"  client {name}: experts {shown}")
+        rows = list((res.assignment or {}).items())
+        for client, experts in rows[:show]:
+            print(f"  client {client}: experts {list(experts)}")
         if len(rows) > show:
             print(f"  ... {len(rows) - show} more clients (use --json for all)")
     print(f"runtime : {res.runtime * 1e3:.1f} ms")
