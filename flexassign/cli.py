@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._cli import ArgumentParser, UsageError, one_line, run_cli
+from ._cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    TRACEBACK_ENV,
+    ArgumentParser,
+    UsageError,
+    describe,
+    one_line,
+    run_cli,
+)
+from ._files import jsonable
 from .backends.registry import list_backends
 from .errors import FlexAssignError
 from .io import load_problem, read_fitness_csv
@@ -206,10 +217,8 @@ def _print_table(outcomes: list[_Outcome]) -> None:
     print("-" * len(head))
     for o in outcomes:
         if o.result is None or o.problem is None:
-            print(
-                f"{o.path:<{width}}  {'-':>9}  {'-':<10} {'bad input':<22} "
-                f"{'-':>14} {'-':>8} {'-':>9}"
-            )
+            what = "bad input" if o.code == EXIT_BAD_INPUT else "internal error"
+            print(f"{o.path:<{width}}  {'-':>9}  {'-':<10} {what:<22} {'-':>14} {'-':>8} {'-':>9}")
             continue
         r = o.result
         shape = f"{o.problem.n_clients}x{o.problem.n_experts}"
@@ -218,10 +227,11 @@ def _print_table(outcomes: list[_Outcome]) -> None:
             f"{o.path:<{width}}  {shape:>9}  {r.method:<10} {r.status.value:<22} "
             f"{_fmt(obj, '14.8g')} {_fmt(r.gap, '8.2g')} {r.runtime * 1e3:9.1f}"
         )
-    counts = [sum(o.code == c for o in outcomes) for c in (0, 1, 2)]
+    counts = [sum(o.code == c for o in outcomes) for c in (0, 1, 2, 3)]
     print(
         f"{len(outcomes)} files: {counts[0]} solved, {counts[1]} without a valid "
         f"assignment, {counts[2]} bad input"
+        + (f", {counts[3]} internal error" if counts[3] else "")
     )
 
 
@@ -245,6 +255,12 @@ def _check_solve_args(args: argparse.Namespace) -> None:
             raise UsageError(f"`--{name.replace('_', '-')}` must be >= 0; got {value}")
 
 
+def _failed(path: str, code: int, text: str) -> _Outcome:
+    text = one_line(text)
+    print(f"flexassign: error: {path}: {text}", file=sys.stderr)
+    return _Outcome(path, code, error=text)
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
     _check_solve_args(args)
     if len(args.problem) == 1:
@@ -254,7 +270,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         except FlexAssignError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
         if args.json:
-            print(json.dumps(_result_json(out), indent=1))
+            print(json.dumps(jsonable(_result_json(out)), indent=1, allow_nan=False))
         else:
             _print_one(out, args.show)
         return out.code
@@ -265,13 +281,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         except UsageError:
             raise
         except (FlexAssignError, OSError) as exc:
-            text = one_line(
-                exc
-                if not isinstance(exc, OSError) or not exc.strerror
-                else f"{exc.strerror}: {exc.filename}"
-            )
-            print(f"flexassign: error: {path}: {text}", file=sys.stderr)
-            outcomes.append(_Outcome(path, 2, error=text))
+            outcomes.append(_failed(path, EXIT_BAD_INPUT, describe(exc)))
+        except Exception as exc:  # one file's internal error must not stop the others
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            text = f"internal error: {type(exc).__name__}: {exc}"
+            outcomes.append(_failed(path, EXIT_INTERNAL, text))
     if args.json:
         print(
             json.dumps(
@@ -280,11 +295,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                         "file": o.path,
                         "exit_code": o.code,
                         "error": o.error,
-                        "result": None if o.result is None else _result_json(o),
+                        "result": None if o.result is None else jsonable(_result_json(o)),
                     }
                     for o in outcomes
                 ],
                 indent=1,
+                allow_nan=False,
             )
         )
     else:
