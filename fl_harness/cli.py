@@ -191,8 +191,6 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
         raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
                          f"{cfg.dataset}")
     if cfg.planner_options:
-        import dataclasses
-
         from flexassign.alignment import Planner, PlannerConfig
 
         from .experiment import _planner_kwargs
