@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._validation import is_int
 from ..errors import (
     FlexAssignError,
     InvalidFeedbackError,
@@ -36,7 +35,7 @@ from .fitness import FitnessTracker
 from .plan import Plan, empty_result, expert_lists
 from .policies import POLICIES, Decision, RoundInput, check_strategy, flex_bounds
 from .registry import ClientRegistry, check_ids, id_from_json
-from .rounds import OpenRound
+from .rounds import OpenRound, imposed_matrix
 from .usage import UsageMonitor, UtilizationStats, windowed_stats
 
 __all__ = ["Planner"]
@@ -238,24 +237,8 @@ class Planner:
         Reports and usage monitoring then work as for a planned round; fitness is
         updated from the feedback as usual.
         """
-        if not isinstance(assignments, Mapping):
-            raise ProblemTypeError(
-                f"`assignments` must be a mapping of client id to expert ids; "
-                f"got {type(assignments).__name__}"
-            )
-        ids = check_ids(list(assignments))
         e = self.num_experts
-        x = np.zeros((len(ids), e), dtype=bool)
-        for i, c in enumerate(ids):
-            raw = assignments[c]
-            if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
-                raise ProblemTypeError(f"`assignments[{c!r}]` must be a sequence of expert ids")
-            for j in raw:
-                if not is_int(j) or not 0 <= j < e:
-                    raise InvalidProblemError(
-                        f"`assignments[{c!r}]` holds {j!r}, not an expert id in 0..{e - 1}"
-                    )
-                x[i, int(j)] = True
+        ids, x = imposed_matrix(assignments, e)
         self.end_round()  # only after every check: a bad call changes nothing
         problem: AssignmentProblem | None = None
         result = empty_result(e)
