@@ -28,8 +28,11 @@ import numpy as np
 from flexassign.alignment import DEVICE_PRESETS, POLICIES, Planner, SyntheticPopulation, simulate
 
 #: name -> (strategy, extra Planner arguments): every policy, and flex without the shift
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in POLICIES}
-VARIANTS["flex (no deficit shift)"] = ("flex", {"deficit_shift": 0.0})
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "flex": ("flex", {}),
+    "flex (no deficit shift)": ("flex", {"deficit_shift": 0.0}),
+    **{name: (name, {}) for name in POLICIES if name != "flex"},
+}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
