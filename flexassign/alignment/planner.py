@@ -29,7 +29,7 @@ from ..problem import AssignmentProblem
 from ..solve import evaluate_assignment
 from . import state as state_file
 from .capacity import CapacityLimits, ClientProfile
-from .config import PlannerConfig, planner_options
+from .config import PlannerConfig, planner_options, planner_signature
 from .feedback import Feedback
 from .fitness import FitnessTracker
 from .plan import Plan, empty_result, expert_lists
@@ -52,6 +52,8 @@ class Planner:
     ----------
     num_experts : int
         :math:`E`.
+    *args
+        ``strategy``, ``tolerance`` and ``seed`` may also be given by position.
     **options
         Any :class:`~.config.PlannerConfig` field: ``strategy``, ``tolerance``,
         ``seed``, ``fitness``, ``usage_penalty``, ``usage_decay``, ``deficit_shift``,
@@ -68,8 +70,8 @@ class Planner:
     >>> planner.report("a", Feedback(experts=plan["a"], counts=[10, 5], accuracy=[0.8, 0.6]))
     """
 
-    def __init__(self, num_experts: int, **options: Any) -> None:
-        self._init_state(planner_options(num_experts, options))
+    def __init__(self, num_experts: int, *args: Any, **options: Any) -> None:
+        self._init_state(planner_options(num_experts, args, options))
 
     @classmethod
     def from_config(cls, config: PlannerConfig) -> Planner:
@@ -448,3 +450,6 @@ class Planner:
             f"Planner(num_experts={self.num_experts}, strategy={self.config.strategy!r}, "
             f"round={self.round}, clients={len(self.fitness.clients())})"
         )
+
+
+Planner.__init__.__signature__ = planner_signature()  # type: ignore[attr-defined]
