@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import sys
@@ -192,12 +191,14 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
         raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
                          f"{cfg.dataset}")
     if cfg.planner_options:
-        from flexassign.alignment import Planner
+        import dataclasses
+
+        from flexassign.alignment import Planner, PlannerConfig
 
         from .experiment import _planner_kwargs
 
-        valid = [n for n, p in inspect.signature(Planner).parameters.items()
-                 if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        own_flags = {"num_experts", "strategy", "tolerance", "seed"}  # set by run flags
+        valid = [f.name for f in dataclasses.fields(PlannerConfig) if f.name not in own_flags]
         unknown = sorted(k for k, _ in cfg.planner_options if k not in valid)
         if unknown:
             raise UsageError(f"`--planner-options` has unknown key(s) {unknown}; "
