@@ -34,7 +34,7 @@ from .feedback import Feedback
 from .fitness import FitnessTracker
 from .plan import Plan, empty_result, expert_lists
 from .policies import POLICIES, Decision, RoundInput, check_strategy, flex_bounds
-from .registry import ClientRegistry, check_ids, id_from_json
+from .registry import ClientRegistry, check_ids, id_from_json, id_to_json
 from .rounds import OpenRound, imposed_matrix
 from .usage import UsageMonitor, UtilizationStats, windowed_stats
 
@@ -379,8 +379,6 @@ class Planner:
     # ================================================================= persistence
     def to_state(self) -> dict[str, Any]:
         """The whole state as a JSON-serializable dict (see :mod:`.state`)."""
-        from .registry import id_to_json
-
         body = {
             "config": self.config.to_dict(),
             "round": self.round,
