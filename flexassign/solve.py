@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._validation import check_int, check_optional_real, check_real, check_seed
 from .backends.base import BackendOutput, SolveOptions
-from .backends.registry import check_supported, get_backend, list_backends
+from .backends.options import validate_options
+from .backends.registry import Backend, check_supported, get_backend, list_backends
 from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from .labels import Labels, attach, split_labels
 from .problem import AssignmentProblem
@@ -46,30 +48,17 @@ def auto_method(problem: AssignmentProblem) -> str:
     )
 
 
-def _check_options(
-    time_limit: float | None, mip_gap: float | None, seed: int, threads: int | None
-) -> None:
-    def is_number(v: Any) -> bool:
-        return not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
-
-    if time_limit is not None:
-        if not is_number(time_limit):
-            raise ProblemTypeError(
-                f"`time_limit` must be a number of seconds or None; got {time_limit!r}"
-            )
-        if not (math.isfinite(time_limit) and time_limit > 0):
-            raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
-    if mip_gap is not None:
-        if not is_number(mip_gap):
-            raise ProblemTypeError(f"`mip_gap` must be a number or None; got {mip_gap!r}")
-        if not (math.isfinite(mip_gap) and mip_gap >= 0):
-            raise InvalidProblemError(f"`mip_gap` must be finite and >= 0; got {mip_gap}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ProblemTypeError(f"`seed` must be an integer; got {seed!r}")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
-    ):
-        raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
+def _check_settings(
+    time_limit: Any, mip_gap: Any, seed: Any, threads: Any, verify_tol: Any
+) -> tuple[float | None, float | None, int, int | None, float]:
+    """The solver settings, converted, or an error naming the argument."""
+    return (
+        check_optional_real("time_limit", time_limit, lo=0.0, lo_open=True),
+        check_optional_real("mip_gap", mip_gap, lo=0.0),
+        check_seed("seed", seed),
+        None if threads is None else check_int("threads", threads, lo=1, hi=1024),
+        check_real("verify_tol", verify_tol, lo=0.0, hi=0.5),
+    )
 
 
 def _as_problem(
@@ -114,19 +103,28 @@ def solve_assignment(
         ``"auto"`` (min-cost flow for totally unimodular problems, MIP otherwise),
         or a backend name from :func:`~flexassign.available_backends`.
     time_limit : float, optional
-        Seconds for the solver (backends that support it).
+        Seconds for the solver, > 0. The call then takes at most about this long plus
+        the time to build the model (per backend: ``docs/problem.md``). Exact MIP
+        backends start from the ``greedy-balanced`` assignment when it is feasible and
+        return the best assignment known when stopped (``TIME_LIMIT``, with bound and
+        gap). Backends without a limit (``flow``, the greedy ones) say so in
+        ``message`` and ``stats["time_limit_ignored"]``.
     mip_gap : float, optional
         Relative gap at which MIP backends may stop (result is then FEASIBLE).
     seed : int
-        Solver random seed; the same input and seed give the same assignment.
+        Solver random seed in ``[0, 2**31 - 1]``; the same input and seed give the same
+        assignment.
     threads : int, optional
-        Solver threads (default: one, for determinism).
+        Solver threads, 1 to 1024 (default: one, for determinism). Changing it between
+        solves is safe (HiGHS's process-wide scheduler is reset when it changes).
     verbose : bool
         Show the solver log.
     options : Mapping, optional
-        Backend-specific options (e.g. ``{"warm_start": x}`` for ``highs``).
+        Backend-specific options (e.g. ``{"warm_start": x}`` for ``highs``), checked
+        against the backend's declared list before solving (``flexassign backends``
+        prints it): an unknown key or a bad value raises an error naming it.
     verify_tol : float
-        Relative tolerance of the verifier on load and memory bounds.
+        Relative tolerance of the verifier on load and memory bounds, in ``[0, 0.5]``.
     **problem_kwargs
         :class:`AssignmentProblem` arguments, when ``problem`` is an array.
 
@@ -138,7 +136,8 @@ def solve_assignment(
     Raises
     ------
     InvalidProblemError, ProblemTypeError
-        Bad problem data or options (a :class:`ValueError` / :class:`TypeError`).
+        Bad problem data, settings or options (a :class:`ValueError` /
+        :class:`TypeError`), with the argument named in backticks.
     UnknownMethodError, BackendNotInstalledError, UnsupportedProblemError
         ``method`` is unknown, its package is missing, or it cannot model the problem.
 
@@ -153,45 +152,95 @@ def solve_assignment(
     """
     t0 = time.perf_counter()
     prob, labels = _as_problem(problem, dict(problem_kwargs))
-    _check_options(time_limit, mip_gap, seed, threads)
-    if options is not None and not isinstance(options, Mapping):
-        raise ProblemTypeError(f"`options` must be a mapping or None; got {type(options).__name__}")
+    limit, gap, seed_, threads_, tol = _check_settings(
+        time_limit, mip_gap, seed, threads, verify_tol
+    )
     name = auto_method(prob) if method == "auto" else method
     backend = get_backend(name)
     check_supported(backend, prob)
+    extra = validate_options(backend.name, backend.options, options, prob)
     solve_fn = backend.load()
     opts = SolveOptions(
-        time_limit=None if time_limit is None else float(time_limit),
-        mip_gap=None if mip_gap is None else float(mip_gap),
-        seed=int(seed),
-        threads=None if threads is None else int(threads),
+        time_limit=limit,
+        mip_gap=gap,
+        seed=seed_,
+        threads=threads_,
         verbose=bool(verbose),
-        extra=dict(options or {}),
+        extra=extra,
     )
 
     diagnosis = diagnose_infeasibility(prob)
     if diagnosis is not None and backend.kind != "baseline":
-        return attach(
-            _finish(
-                prob,
-                backend.name,
-                backend.exact,
-                BackendOutput(Status.INFEASIBLE, message=diagnosis),
-                t0,
-                verify_tol,
-                stats={"presolve": "infeasible"},
-            ),
-            labels,
-        )
+        out = BackendOutput(Status.INFEASIBLE, message=diagnosis, stats={"presolve": "infeasible"})
+        return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
+    start = None
+    if limit is not None and backend.exact and backend.time_limit and diagnosis is None:
+        start, opts = _heuristic_start(prob, backend, opts)
     try:
         out = solve_fn(prob, opts)
     except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
         raise
     except Exception as exc:  # a solver crash is reported, not hidden
         out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
+    if start is not None:
+        out = _keep_better(prob, out, start)
+    if limit is not None and not backend.time_limit:
+        out.stats["time_limit_ignored"] = True
+        out.message = (
+            f"{out.message}; time_limit ignored: {name} runs to completion "
+            "(it has no time limit)"
+        ).lstrip("; ")
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
-    return attach(_finish(prob, backend.name, backend.exact, out, t0, verify_tol), labels)
+    return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
+
+
+#: The fast heuristic that gives exact backends a start under a time limit.
+_START_METHOD = "greedy-balanced"
+
+
+def _heuristic_start(
+    problem: AssignmentProblem, backend: Backend, opts: SolveOptions
+) -> tuple[np.ndarray | None, SolveOptions]:
+    """A feasible start from the fast heuristic, for an exact backend under a time limit.
+
+    It is handed over as ``warm_start`` when the backend declares that option (and the
+    caller gave none), and it is kept as the answer if the backend finds nothing better
+    within its limit. Its run time is taken off the backend's limit.
+    """
+    assert opts.time_limit is not None
+    t0 = time.perf_counter()
+    heuristic = get_backend(_START_METHOD)
+    try:
+        out = heuristic.load()(problem, SolveOptions(seed=opts.seed))
+    except Exception:  # the start is a convenience: never let it break the solve
+        return None, opts
+    x = out.x
+    if x is None or not verify_assignment(problem, x).ok:
+        return None, opts
+    spent = time.perf_counter() - t0
+    extra = dict(opts.extra)
+    declared = backend.options is None or any(s.name == "warm_start" for s in backend.options)
+    if declared and extra.get("warm_start") is None:
+        extra["warm_start"] = x
+    left = max(opts.time_limit - spent, 0.1 * opts.time_limit)
+    return np.asarray(x, dtype=bool), dataclasses.replace(opts, time_limit=left, extra=extra)
+
+
+def _keep_better(problem: AssignmentProblem, out: BackendOutput, start: np.ndarray) -> BackendOutput:
+    """Return the heuristic start instead of a time-limited answer that is worse or absent."""
+    if out.status not in (Status.TIME_LIMIT, Status.FEASIBLE):
+        return out
+    if out.x is not None and verify_assignment(problem, out.x).ok:
+        if problem.objective(out.x) >= problem.objective(start):
+            return out
+    note = (
+        f"kept the {_START_METHOD} start, the best assignment known when the solver stopped"
+    )
+    out.x = start
+    out.stats["incumbent"] = _START_METHOD
+    out.message = f"{out.message}; {note}".lstrip("; ")
+    return out
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:
@@ -279,8 +328,13 @@ def _finish(
                 ": "
             )
     bound = out.bound
+    if bound is not None and not np.isfinite(bound):
+        bound = None
     if status is Status.OPTIMAL and bound is None:
         bound = check.objective
+    if bound is not None and not check.violations:
+        # a bound below a feasible objective is no bound (solver tolerances): lift it
+        bound = max(bound, check.objective)
     gap = None
     if bound is not None and not check.violations:
         gap = max(0.0, bound - check.objective) / max(abs(check.objective), 1.0)
