@@ -167,10 +167,12 @@ def _check_tolerance(tolerance: Any) -> float:
     ):
         raise ProblemTypeError(f"`tolerance` must be a number; got {type(tolerance).__name__}")
     tol = float(tolerance)
-    if not (math.isfinite(tol) and 0 <= tol <= _MAX_TOLERANCE):
+    if not (math.isfinite(tol) and tol >= 0):
+        raise InvalidProblemError(f"`tolerance` must be finite and >= 0; got {tolerance}")
+    if tol > _MAX_TOLERANCE:
         raise InvalidProblemError(
-            f"`tolerance` must be finite, >= 0 and <= {_MAX_TOLERANCE:g} (above "
-            f"n_experts - 1 it no longer binds); got {tolerance}"
+            f"`tolerance` must be <= {_MAX_TOLERANCE:g} (above n_experts - 1 it no longer "
+            f"binds); got {tolerance}"
         )
     return tol
 

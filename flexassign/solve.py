@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import check_int, check_optional_real, check_real, check_seed
+from ._validation import SEED_MAX, is_int, is_real
 from .backends.base import BackendOutput, SolveOptions
 from .backends.options import validate_options
 from .backends.registry import Backend, check_supported, get_backend, list_backends
@@ -52,12 +53,36 @@ def _check_settings(
     time_limit: Any, mip_gap: Any, seed: Any, threads: Any, verify_tol: Any
 ) -> tuple[float | None, float | None, int, int | None, float]:
     """The solver settings, converted, or an error naming the argument."""
+    if time_limit is not None:
+        if not is_real(time_limit):
+            raise ProblemTypeError(
+                f"`time_limit` must be a number of seconds or None; got {time_limit!r}"
+            )
+        if not (math.isfinite(float(time_limit)) and time_limit > 0):
+            raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
+    if mip_gap is not None:
+        if not is_real(mip_gap):
+            raise ProblemTypeError(f"`mip_gap` must be a number or None; got {mip_gap!r}")
+        if not (math.isfinite(float(mip_gap)) and mip_gap >= 0):
+            raise InvalidProblemError(f"`mip_gap` must be finite and >= 0; got {mip_gap}")
+    if not is_int(seed):
+        raise ProblemTypeError(f"`seed` must be an integer; got {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise InvalidProblemError(f"`seed` must be in [0, 2**31 - 1]; got {seed}")
+    if threads is not None and not (is_int(threads) and threads >= 1):
+        raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
+    if threads is not None and threads > 1024:
+        raise InvalidProblemError(f"`threads` must be at most 1024; got {threads}")
+    if not is_real(verify_tol):
+        raise ProblemTypeError(f"`verify_tol` must be a number; got {verify_tol!r}")
+    if not (math.isfinite(float(verify_tol)) and 0 <= verify_tol <= 0.5):
+        raise InvalidProblemError(f"`verify_tol` must be in [0, 0.5]; got {verify_tol}")
     return (
-        check_optional_real("time_limit", time_limit, lo=0.0, lo_open=True),
-        check_optional_real("mip_gap", mip_gap, lo=0.0),
-        check_seed("seed", seed),
-        None if threads is None else check_int("threads", threads, lo=1, hi=1024),
-        check_real("verify_tol", verify_tol, lo=0.0, hi=0.5),
+        None if time_limit is None else float(time_limit),
+        None if mip_gap is None else float(mip_gap),
+        int(seed),
+        None if threads is None else int(threads),
+        float(verify_tol),
     )
 
 

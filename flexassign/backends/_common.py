@@ -110,9 +110,9 @@ def normalise_objective(problem: AssignmentProblem, model: LinearModel) -> Norma
     forced &= free.any(axis=1)
     if forced.any():
         fit = problem.fitness
-        hi = np.where(free, fit, -np.inf).max(axis=1)
-        lo = np.where(free, fit, np.inf).min(axis=1)
-        alpha = np.where(forced, 0.5 * hi + 0.5 * lo, 0.0)  # no overflow at +-1.7e308
+        hi = np.where(forced, np.where(free, fit, -np.inf).max(axis=1), 0.0)
+        lo = np.where(forced, np.where(free, fit, np.inf).min(axis=1), 0.0)
+        alpha = 0.5 * hi + 0.5 * lo  # the midpoint, without overflow
         take = np.where(forced, problem.min_experts - n_fixed, 0).astype(np.float64)
         offset_terms.append(alpha * take)
         shift = alpha[pc]
