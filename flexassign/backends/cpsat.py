@@ -207,8 +207,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     warm = options.extra.get("warm_start")
     if warm is not None:
         start = model.start_vector(np.asarray(warm, dtype=bool))
-        for j in range(m):
-            cp.add_hint(cp.get_bool_var_from_proto_index(j), bool(start[j] > 0.5))
+        # written straight into the proto (add_hint per variable costs ~10 us each)
+        proto.solution_hint.vars.extend(range(m))
+        proto.solution_hint.values.extend((start[:m] > 0.5).astype(np.int64).tolist())
 
     solver = cp_model.CpSolver()
     params = solver.parameters
