@@ -90,9 +90,12 @@ def check_highs_options(label: str, raw: Mapping[str, Any]) -> None:
     h.setOptionValue("output_flag", False)
     for key, value in raw.items():
         try:
-            h.getOptionValue(key)
+            got = h.getOptionValue(key)
+            known = not (isinstance(got, tuple) and got[0] == highspy.HighsStatus.kError)
         except Exception:
-            raise InvalidProblemError(f"`{label}[{key!r}]` is not a HiGHS option") from None
+            known = False
+        if not known:
+            raise InvalidProblemError(f"`{label}[{key!r}]` is not a HiGHS option")
         try:
             status = h.setOptionValue(key, value)
         except (TypeError, ValueError) as exc:
