@@ -309,6 +309,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
+    from .backends.options import describe_options
+
     rows = []
     for b in list_backends():
         rows.append(
@@ -322,6 +324,13 @@ def _cmd_backends(args: argparse.Namespace) -> int:
                 "time_limit": b.time_limit,
                 "extra": b.extra,
                 "description": b.description,
+                "options": None
+                if b.options is None
+                else [
+                    {"name": o.name, "kind": o.kind, "default": _jsonable_default(o.default),
+                     "help": o.help}
+                    for o in b.options
+                ],
             }
         )
     if args.json:
@@ -330,7 +339,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     print(
         f"{'name':<16}{'installed':<10}{'kind':<10}{'weighted':<9}{'knapsack':<9}{'soft':<6}{'t-limit':<8}description"
     )
-    for r in rows:
+    for b, r in zip(list_backends(), rows, strict=True):
 
         def yn(v: object) -> str:
             return "yes" if v else "no"
@@ -341,7 +350,14 @@ def _cmd_backends(args: argparse.Namespace) -> int:
         )
         if not r["installed"] and r["extra"]:
             print(f"{'':<16}install: pip install 'flexassign[{r['extra']}]'")
+        lines = describe_options(b.options) if b.options != () else ["(no options)"]
+        for i, line in enumerate(lines):
+            print(f"{'':<16}{'options: ' if i == 0 else '':<9}{line}")
     return 0
+
+
+def _jsonable_default(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
 
 
 def _json_object(text: str) -> dict[str, Any]:
