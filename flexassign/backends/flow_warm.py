@@ -121,6 +121,7 @@ _OPEN_SIGMAS = 3.0
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
+_SAMPLE_MIN = 4096
 
 
 class _Fallback(Exception):
@@ -539,12 +540,14 @@ def _solve_data(
         stats["open_threshold"] = thresh / data.scale
     else:
         frac = open_frac
-    k_open = max(1, int(math.ceil(frac * n)))
+    k_open = max(1, math.ceil(frac * n))
     if k_open >= n:
         first = np.arange(n)
     else:
         first = np.argpartition(slack, k_open - 1)[:k_open]
     st.open_rows(np.sort(first))
+    if k_open >= n and m < e:
+        _expert_candidates(st, int(data.lo.max(initial=0)) + margin)
     for rnd in range(1, max_rounds + 1):
         stats["rounds"] = rnd
         if frac < 1 and int(st.is_open.sum()) > max(_OPEN_MAX * n, 64):
@@ -594,6 +597,41 @@ def _solve_data(
         stats.setdefault("added_arcs", []).append(added)
         st.open_rows(fails)
     raise _Fallback(f"no certificate after {max_rounds} rounds")
+
+
+def _expert_candidates(st: _State, need: int) -> None:
+    """Give every expert its ``need`` best clients by u as arcs (all clients open), so
+    that lower load bounds can be met without artificial units."""
+    d = st.data
+    n, e = d.n, d.e
+    if need <= 0:
+        return
+    if need >= n:
+        _missing_arcs(st, np.arange(n), None)
+        return
+    best_r = np.zeros((0, e), dtype=np.int64)
+    best_v = np.zeros((0, e))
+    step = max(need, _BLOCK // e)
+    for r0 in range(0, n, step):
+        u = np.concatenate([best_v, d.u(slice(r0, r0 + step), st.p)])
+        rows = np.concatenate(
+            [
+                best_r,
+                np.broadcast_to(
+                    np.arange(r0, min(n, r0 + step))[:, None], (u.shape[0] - best_r.shape[0], e)
+                ),
+            ]
+        )
+        if u.shape[0] > need:
+            part = np.argpartition(-u, need - 1, axis=0)[:need]
+            best_v = np.take_along_axis(u, part, axis=0)
+            best_r = np.take_along_axis(rows, part, axis=0)
+        else:
+            best_v, best_r = u, rows
+    ok = best_v > _NEG // 2
+    cols = np.broadcast_to(np.arange(e)[None, :], ok.shape)
+    key = np.unique(np.concatenate([st.arc_c * e + st.arc_e, best_r[ok] * e + cols[ok]]))
+    st.arc_c, st.arc_e = key // e, key % e
 
 
 def _open_holders(st: _State, experts: np.ndarray, excess: np.ndarray) -> None:
@@ -714,7 +752,7 @@ def _cold_prices(
     times larger halves the sampling error). An error of ``inf`` means no prices (zeros),
     ``nan`` prices without an error estimate."""
     e = data.e
-    if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, 256):
+    if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, _SAMPLE_MIN):
         return np.zeros(e, dtype=np.int64), math.inf
     sub = _sample(data, rng)
     p, err = _cold_prices(sub, margin, max_rounds, rng, levels)
