@@ -17,13 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from .._files import jsonable
+from .._validation import is_int, is_real
 from ..errors import InvalidFeedbackError
 
 __all__ = ["Feedback"]
 
 
 def _number(name: str, value: Any, i: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_real(value):
         raise InvalidFeedbackError(
             f"`{name}` must hold numbers; entry {i} is {type(value).__name__} {value!r}"
         )
@@ -97,7 +99,7 @@ class Feedback:
         ex_raw = _seq("experts", experts)
         ex: list[int] = []
         for i, v in enumerate(ex_raw):
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            if not is_int(v):
                 raise InvalidFeedbackError(
                     f"`experts` must hold integer expert ids; entry {i} is {v!r}"
                 )
@@ -182,15 +184,14 @@ class Feedback:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable view (NaN written as ``None``)."""
-
-        def clean(v: tuple[float, ...] | None) -> list[float | None] | None:
-            return None if v is None else [None if math.isnan(x) else x for x in v]
-
-        return {
-            "experts": list(self.experts),
-            "counts": list(self.counts),
-            "accuracy": clean(self.accuracy),
-            "loss": clean(self.loss),
-            "round_time": self.round_time,
-            "train_samples": self.train_samples,
-        }
+        out: dict[str, Any] = jsonable(
+            {
+                "experts": self.experts,
+                "counts": self.counts,
+                "accuracy": self.accuracy,
+                "loss": self.loss,
+                "round_time": self.round_time,
+                "train_samples": self.train_samples,
+            }
+        )
+        return out
