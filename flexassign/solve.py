@@ -14,7 +14,13 @@ from numpy.typing import ArrayLike
 from ._validation import SEED_MAX, is_int, is_real
 from .backends.base import BackendOutput, SolveOptions
 from .backends.options import validate_options
-from .backends.registry import Backend, check_supported, get_backend, list_backends
+from .backends.registry import (
+    Backend,
+    check_supported,
+    get_backend,
+    list_backends,
+    min_cost_flow_order,
+)
 from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from .labels import Labels, attach, split_labels
 from .problem import AssignmentProblem
@@ -28,16 +34,18 @@ def auto_method(problem: AssignmentProblem) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
-    weights, no binding knapsack): on large problems ``flow`` solves on each client's
-    best candidate experts and proves optimality with a reduced-cost certificate,
-    adding pruned arcs back when the certificate fails (see
-    :mod:`flexassign.backends.flow`). Otherwise the first installed exact MIP backend,
-    in the order HiGHS, ``scipy.optimize.milp``, CP-SAT, then any other exact one.
+    weights, no binding knapsack): from ``registry.WARM_MIN_PAIRS`` client-expert pairs
+    with hard bounds, ``flow-warm`` (price-induced choices repaired to a certified
+    optimum, :mod:`flexassign.backends.flow_warm`); otherwise ``flow``, which on large
+    problems solves on each client's best candidate experts and proves optimality with
+    a reduced-cost certificate (see :mod:`flexassign.backends.flow`). Otherwise the
+    first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
+    CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``
     gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
     """
     mip = ["highs", "scipy", "cpsat"]
-    candidates = ["flow", *mip] if problem.is_unimodular else mip
+    candidates = [*min_cost_flow_order(problem), *mip] if problem.is_unimodular else mip
     candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
     for name in candidates:
         backend = get_backend(name)

@@ -24,8 +24,13 @@ __all__ = [
     "available_backends",
     "get_backend",
     "list_backends",
+    "min_cost_flow_order",
     "register_backend",
 ]
+
+#: From this many client-expert pairs ``auto`` tries ``flow-warm`` before ``flow``
+#: (below it the warm path's fixed costs do not pay; see docs/benchmarks.md).
+WARM_MIN_PAIRS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,13 @@ def get_backend(name: str) -> Backend:
     except KeyError:
         valid = ", ".join(repr(n) for n in ["auto", *_REGISTRY])
         raise UnknownMethodError(f"unknown `method` {name!r}; valid methods: {valid}") from None
+
+
+def min_cost_flow_order(problem: AssignmentProblem) -> list[str]:
+    """The min-cost flow backends ``auto`` tries for a totally unimodular problem, in order."""
+    if problem.n_clients * problem.n_experts >= WARM_MIN_PAIRS:
+        return ["flow-warm", "flow"]
+    return ["flow", "flow-warm"]
 
 
 def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
