@@ -92,7 +92,7 @@ class Cluster:
         self.logs: dict[str, IO[str]] = {}
 
     def start(self, name: str, *args: str) -> subprocess.Popen[Any]:
-        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed in close()
+        log = open(self.tmp / f"{name}.log", "w")  # closed in close()
         self.logs[name] = log
         proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log,
                                 stderr=subprocess.STDOUT, env=self.env, cwd=self.tmp)
