@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 STAMP  := $(VENV)/.installed-all
 
-.PHONY: help venv demo flower-demo flower-deploy-test test test-slow test-all lint bench bench-quick clean
+.PHONY: help venv demo flower-demo flower-deploy-test test test-slow test-all lint docs docs-serve bench bench-quick clean
 
 help:
 	@echo "make demo       set up .venv, solve one round (quick start), then a short FL comparison on MNIST-1D"
@@ -13,7 +13,8 @@ help:
 	@echo "make flower-deploy-test  SuperLink + 2 SuperNodes on 127.0.0.1, one killed mid-run (slow)"
 	@echo "make test       set up .venv and run the default test suite (< 10 min)"
 	@echo "make test-slow  run the slow, opt-in tests"
-	@echo "make lint       ruff + mypy"
+	@echo "make lint       ruff + mypy on flexassign and fl_harness (what CI checks besides tests)"
+	@echo "make docs       build the documentation site into site/ (offline, strict: warnings fail)"
 	@echo "make bench      full solver benchmark (about 30 min); bench-quick for a smoke run"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -59,8 +60,14 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check flexassign fl_harness tests benchmarks examples
-	$(BIN)/mypy flexassign
+	$(BIN)/ruff check flexassign fl_harness tests benchmarks examples conftest.py docs
+	$(BIN)/mypy flexassign fl_harness
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --clean
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -69,4 +76,4 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -7,10 +7,15 @@ The core API::
     problem = AssignmentProblem.balanced(fitness, capacity=2, tolerance=0.1)
     result = solve_assignment(problem)          # verified; result.success, result.experts
 
-Importing flexassign is fast: solver packages load only when a backend runs.
+Importing flexassign is fast: solver packages load only when a backend runs, and
+pandas, Hypothesis, torch and Flower are never loaded by it. Labelled pandas input
+and tidy output live in :mod:`flexassign.labels`; Hypothesis strategies and assertions
+for testing your own assignment code in :mod:`flexassign.testing`.
 """
 
 from __future__ import annotations
+
+from importlib import metadata as _metadata
 
 from .backends.registry import Backend, available_backends, list_backends, register_backend
 from .errors import (
@@ -27,7 +32,10 @@ from .result import AssignmentResult, Status, Violation
 from .solve import auto_method, evaluate_assignment, solve_assignment
 from .verify import Verification, diagnose_infeasibility, verify_assignment
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, via the installed metadata
+    __version__: str = _metadata.version("flexassign")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree never installed
+    __version__ = "0+unknown"
 
 # The dynamic side (fitness tracking, usage monitoring, capacity profiles, the planner)
 # lives in flexassign.alignment; its main names are re-exported lazily here.

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
+
+    from .labels import Labels
+    from .problem import AssignmentProblem
 
 __all__ = ["AssignmentResult", "Status", "Violation"]
 
@@ -98,6 +105,11 @@ class AssignmentResult:
         Constraints ``x`` breaks (empty for every success).
     stats : dict
         Backend-specific report (build/solve time, scaling, node count, ...).
+    labels : Labels or None
+        Client and expert labels when the input was labelled (a pandas ``DataFrame``
+        or ``Series``; see :mod:`flexassign.labels`), else ``None`` (positions).
+    problem : AssignmentProblem or None
+        The problem ``x`` was verified against (for :meth:`to_frame`).
     """
 
     status: Status
@@ -111,6 +123,8 @@ class AssignmentResult:
     message: str
     violations: tuple[Violation, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
+    labels: Labels | None = None
+    problem: AssignmentProblem | None = field(default=None, repr=False)
 
     @property
     def success(self) -> bool:
@@ -127,6 +141,42 @@ class AssignmentResult:
         if self.x is None:
             return None
         return [tuple(int(e) for e in np.flatnonzero(row)) for row in self.x]
+
+    @property
+    def assignment(self) -> dict[Hashable, tuple[Hashable, ...]] | None:
+        """Per client label, its expert labels: ``{client: (expert, ...)}``.
+
+        Labels are the input's (see :mod:`flexassign.labels`), or positions for
+        array input. ``None`` without an assignment.
+        """
+        from .labels import assignment
+
+        return assignment(self)
+
+    @property
+    def load_by_expert(self) -> dict[Hashable, float] | None:
+        """Per expert label, its load: ``{expert: load}`` (``None`` without loads)."""
+        from .labels import load_by_expert
+
+        return load_by_expert(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The assignment as a tidy pandas table, one row per assigned pair.
+
+        Columns ``client``, ``expert`` (labels), ``fitness`` and ``load_share`` (the
+        pair's fraction of the expert's load). Needs pandas (the ``labels`` extra).
+        """
+        from .labels import result_frame
+
+        return result_frame(self)
+
+    def with_labels(
+        self, clients: Iterable[Hashable], experts: Iterable[Hashable]
+    ) -> AssignmentResult:
+        """A copy carrying client and expert labels (one per row and column of ``x``)."""
+        from .labels import Labels, attach
+
+        return attach(self, Labels(clients, experts))
 
     def to_dict(self, *, include_assignment: bool = True) -> dict[str, Any]:
         """A JSON-serializable view of the result."""

@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike
 from .backends.base import BackendOutput, SolveOptions
 from .backends.registry import check_supported, get_backend, list_backends
 from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
+from .labels import Labels, attach, split_labels
 from .problem import AssignmentProblem
 from .result import AssignmentResult, Status
 from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
@@ -73,18 +74,19 @@ def _check_options(
 
 def _as_problem(
     problem: AssignmentProblem | ArrayLike, kwargs: dict[str, Any]
-) -> AssignmentProblem:
+) -> tuple[AssignmentProblem, Labels | None]:
     if isinstance(problem, AssignmentProblem):
         if kwargs:
             raise ProblemTypeError(
                 "problem arguments (" + ", ".join(f"`{k}`" for k in sorted(kwargs)) + ") "
                 "cannot be combined with an AssignmentProblem; use problem.replace(...)"
             )
-        return problem
+        return problem, None
+    fitness, kwargs, labels = split_labels(problem, kwargs)  # pandas labels, if any
     if "tolerance" in kwargs:
         tol = kwargs.pop("tolerance")
-        return AssignmentProblem.balanced(problem, tolerance=tol, **kwargs)
-    return AssignmentProblem(problem, **kwargs)
+        return AssignmentProblem.balanced(fitness, tolerance=tol, **kwargs), labels
+    return AssignmentProblem(fitness, **kwargs), labels
 
 
 def solve_assignment(
@@ -150,7 +152,7 @@ def solve_assignment(
     ('optimal', [(0,), (0,), (1,)], 7.0)
     """
     t0 = time.perf_counter()
-    prob = _as_problem(problem, dict(problem_kwargs))
+    prob, labels = _as_problem(problem, dict(problem_kwargs))
     _check_options(time_limit, mip_gap, seed, threads)
     if options is not None and not isinstance(options, Mapping):
         raise ProblemTypeError(f"`options` must be a mapping or None; got {type(options).__name__}")
@@ -169,14 +171,17 @@ def solve_assignment(
 
     diagnosis = diagnose_infeasibility(prob)
     if diagnosis is not None and backend.kind != "baseline":
-        return _finish(
-            prob,
-            backend.name,
-            backend.exact,
-            BackendOutput(Status.INFEASIBLE, message=diagnosis),
-            t0,
-            verify_tol,
-            stats={"presolve": "infeasible"},
+        return attach(
+            _finish(
+                prob,
+                backend.name,
+                backend.exact,
+                BackendOutput(Status.INFEASIBLE, message=diagnosis),
+                t0,
+                verify_tol,
+                stats={"presolve": "infeasible"},
+            ),
+            labels,
         )
     try:
         out = solve_fn(prob, opts)
@@ -186,7 +191,7 @@ def solve_assignment(
         out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
-    return _finish(prob, backend.name, backend.exact, out, t0, verify_tol)
+    return attach(_finish(prob, backend.name, backend.exact, out, t0, verify_tol), labels)
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:
@@ -250,6 +255,7 @@ def _finish(
             method=name,
             message=message or status.value,
             stats=merged,
+            problem=problem,
         )
     check = verify_assignment(problem, out.x, tol=tol)
     if (
@@ -295,4 +301,5 @@ def _finish(
         message=message,
         violations=check.violations,
         stats=merged,
+        problem=problem,
     )

@@ -3,40 +3,24 @@
 Every exact backend agrees with an independent ``scipy.optimize.milp`` formulation
 (feasibility and objective to 1e-9 relative), no feasible heuristic answer beats
 the optimum, infeasible instances are labelled infeasible by every exact backend,
-and the verifier rejects corrupted assignments.
+problems feasible by construction are always solved, and the verifier rejects
+corrupted assignments. The strategies and the reference model are the public
+:mod:`flexassign.testing` ones, so what users test with is what we test with.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from _problems import random_problem, reference_solve
+from _problems import reference_solve
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flexassign import Status, list_backends, solve_assignment, verify_assignment
+from flexassign.testing import assert_optimal, assert_valid_assignment, feasible_problems, problems
 
 EXACT = [b for b in list_backends() if b.exact and b.installed()]
 NON_EXACT = [b for b in list_backends() if not b.exact and b.installed()]
-
-
-@st.composite
-def problems(draw: st.DrawFn):  # type: ignore[no-untyped-def]
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    return random_problem(
-        rng,
-        n=draw(st.integers(1, 7)),
-        e=draw(st.integers(1, 5)),
-        weighted=draw(st.booleans()),
-        knapsack=draw(st.booleans()),
-        masks=draw(st.booleans()),
-        fixed=draw(st.booleans()),
-        soft=draw(st.booleans()),
-        mixed_sign=draw(st.booleans()),
-        exact=draw(st.booleans()),
-        tolerance=draw(st.sampled_from([None, 0.0, 0.2, 0.5])),
-    )
 
 
 @given(problems())
@@ -117,3 +101,16 @@ def test_verifier_objective_and_loads_recomputed(p) -> None:  # type: ignore[no-
             + np.maximum(loads - p.expert_max_load, 0).sum()
         )
     assert v.objective == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@given(feasible_problems())
+def test_exact_backends_solve_feasible_by_construction(p) -> None:  # type: ignore[no-untyped-def]
+    ref = reference_solve(p)
+    assert ref.feasible
+    for backend in EXACT:
+        if backend.unsupported_reason(p) is not None:
+            continue
+        res = solve_assignment(p, method=backend.name)
+        assert res.status is Status.OPTIMAL, (backend.name, res.message)
+        assert_valid_assignment(p, res.x)
+        assert_optimal(p, res.x, reference=ref)
