@@ -202,6 +202,16 @@ def test_failed_server_app_says_why(cluster: Cluster, tmp_path: Path) -> None:
     print("\n".join(line for line in out.splitlines() if "Waiting" in line or "failed" in line))
     assert "Waiting for nodes to connect: 1 connected (minimum required: 2" in out
     assert "FLEX-MoE ServerApp failed: TimeoutError: only 1 of the required 2 nodes" in out
+    # flwr 1.41's `flwr run --stream` exits 0 whatever the run's outcome; the run's
+    # status, which `flwr ls` reports, is where the failure shows.
+    run_id = re.search(r"Successfully started run (\d+)", out)
+    assert run_id, out
+    ls = subprocess.run([str(BIN / "flwr"), "ls", "deploy", "--run-id", run_id.group(1),
+                         "--format", "json"], capture_output=True, text=True, env=cluster.env,
+                        cwd=cluster.tmp, timeout=60)
+    status = json.loads(ls.stdout)["runs"][0]["status"]
+    print(f"flwr ls status: {status}")
+    assert "failed" in status
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-s", "-m", "slow"]))
