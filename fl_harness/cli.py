@@ -14,15 +14,28 @@ Examples
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from flexassign import __version__
+from flexassign._cli import ArgumentParser, UsageError, run_cli
+
 from .data import BUILTIN_DATASETS
-from .experiment import STRATEGIES, ExperimentConfig
 from .partition import PARTITIONS
+
+# The torch extra (torch, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
+# every command says which extra to install instead of showing a traceback.
+_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm")
+_MISSING: ImportError | None = None
+try:
+    from .experiment import STRATEGIES, ExperimentConfig
+except ImportError as _exc:  # pragma: no cover - tested in a subprocess without torch
+    _MISSING = _exc
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -33,17 +46,33 @@ _RENAMES = {"clients": "num_clients", "experts": "num_experts", "fraction": "cli
 
 
 def _device_mix(text: str) -> tuple[tuple[str, float], ...]:
+    from flexassign.alignment import DEVICE_PRESETS
+
     out = []
     for part in text.split(","):
-        name, _, share = part.partition(":")
-        out.append((name.strip(), float(share or 1.0)))
+        name, _, share_text = part.partition(":")
+        name = name.strip()
+        if name not in DEVICE_PRESETS:
+            raise argparse.ArgumentTypeError(
+                f"unknown device class {name!r}; valid: {', '.join(DEVICE_PRESETS)}")
+        try:
+            share = float(share_text or 1.0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"share {share_text!r} of {name!r} is not a number"
+                                             ) from None
+        if not (math.isfinite(share) and share > 0):
+            raise argparse.ArgumentTypeError(f"share of {name!r} must be > 0; got {share_text}")
+        out.append((name, share))
     return tuple(out)
 
 
 def _planner_options(text: str) -> tuple[tuple[str, object], ...]:
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError("--planner-options must be a JSON object")
+        raise argparse.ArgumentTypeError("must be a JSON object")
     return tuple(data.items())
 
 
@@ -89,26 +118,104 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fl-harness`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fl-harness",
         description="Federated MoE simulation driven by the flexassign planner.")
+    parser.add_argument("--version", action="version", version=f"fl-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one experiment")
     _add_common(run)
     run.add_argument("--strategy", choices=STRATEGIES)
     run.add_argument("--seed", type=int)
+    run.add_argument("--no-plots", action="store_true", help="with --out: skip the PNG plots")
     cmp_ = sub.add_parser("compare", help="strategies x seeds, table and plots")
     _add_common(cmp_)
     cmp_.add_argument("--strategies", nargs="+", choices=STRATEGIES,
-                      default=["flex", "greedy", "random"])
-    cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    cmp_.add_argument("--no-plots", action="store_true")
+                      default=["flex", "greedy", "random"], help="strategies to compare")
+    cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                      help="seeds per strategy")
+    cmp_.add_argument("--no-plots", action="store_true", help="with --out: skip the PNG plots")
+    for p in (run, cmp_):
+        _show_config_defaults(p)
     return parser
+
+
+def _flag_of(field: str) -> str:
+    renamed = {v: k for k, v in _RENAMES.items()}
+    return "--" + renamed.get(field, field).replace("_", "-")
+
+
+def _show_config_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append each flag's :class:`ExperimentConfig` default to its help (the parser's own
+    default stays None so that ``--config`` values are not overridden)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    for action in parser._actions:
+        field = _RENAMES.get(action.dest, action.dest)
+        value = defaults.get(field, dataclasses.MISSING)
+        if (value is dataclasses.MISSING or value is None or value == () or action.default
+                or "default" in (action.help or "")):
+            continue
+        if field == "device_mix":
+            value = ",".join(f"{k}:{v:g}" for k, v in value)
+        action.help = f"{action.help or ''} (default: {value})".lstrip()
+
+
+def _flagged(exc: Exception, dests: set[str]) -> str:
+    """``exc``'s message with config field names replaced by their flags (fields that
+    have one: the others can only come from ``--config``)."""
+    text = str(exc)
+    for f in dataclasses.fields(ExperimentConfig):
+        flag = _flag_of(f.name)
+        if flag[2:].replace("-", "_") in dests:
+            text = text.replace(f"`{f.name}`", f"`{flag}`")
+    return text
+
+
+def _check_cli_values(cfg: ExperimentConfig) -> None:
+    """What ExperimentConfig does not check itself, before any data is built."""
+    if not 1 <= cfg.top_k <= cfg.num_experts:
+        raise UsageError(f"`--top-k` must be in [1, --experts={cfg.num_experts}]; "
+                         f"got {cfg.top_k}")
+    if cfg.dataset == "npz":
+        if cfg.dataset_path is None:
+            raise UsageError("`--dataset npz` needs `--path FILE.npz`")
+        if not Path(cfg.dataset_path).is_file():
+            raise UsageError(f"`--path`: no such file {cfg.dataset_path!r}")
+        from .data import load_npz
+
+        try:  # read once here so that a bad file is bad input, not a failed run
+            load_npz(cfg.dataset_path)
+        except Exception as exc:
+            raise UsageError(f"`--path` {cfg.dataset_path!r}: {exc}") from None
+    elif cfg.dataset_path is not None:
+        raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
+                         f"{cfg.dataset}")
+    if cfg.planner_options:
+        import dataclasses
+
+        from flexassign.alignment import Planner, PlannerConfig
+
+        from .experiment import _planner_kwargs
+
+        own_flags = {"num_experts", "strategy", "tolerance", "seed"}  # set by run flags
+        valid = [f.name for f in dataclasses.fields(PlannerConfig) if f.name not in own_flags]
+        unknown = sorted(k for k, _ in cfg.planner_options if k not in valid)
+        if unknown:
+            raise UsageError(f"`--planner-options` has unknown key(s) {unknown}; "
+                             f"valid: {valid}")
+        try:
+            Planner(num_experts=cfg.num_experts, tolerance=cfg.tolerance, seed=cfg.seed,
+                    **_planner_kwargs(cfg))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"`--planner-options`: {exc}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """An :class:`ExperimentConfig` from parsed flags (over ``--config`` if given)."""
-    base = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    try:
+        base = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UsageError(f"`--config` {str(args.config)!r}: {exc}") from None
     names = {f for f in ExperimentConfig.__dataclass_fields__}
     changes = {}
     for key, value in vars(args).items():
@@ -118,11 +225,48 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         if field == "capacity_choices":
             value = tuple(value)
         changes[field] = value
-    return base.replace(**changes)
+    try:
+        cfg = base.replace(**changes)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_flagged(exc, set(vars(args)))) from None
+    _check_cli_values(cfg)
+    return cfg
+
+
+def _missing_extra(exc: ImportError) -> int | None:
+    name = (exc.name or "").split(".")[0]
+    if name not in _TORCH_EXTRA:
+        return None
+    print(f"fl-harness: error: needs the torch extra (module {name!r} is missing): "
+          'pip install "flexassign[torch]"', file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fl-harness`` console script."""
+    """Entry point of the ``fl-harness`` console script.
+
+    Exit codes: 0 done, 2 bad input or a missing extra (one line on stderr naming the
+    flag), 3 internal error, 141 output pipe closed.
+    """
+    if _MISSING is not None:
+        code = _missing_extra(_MISSING)
+        if code is None:  # pragma: no cover - a broken install, not a missing extra
+            raise _MISSING
+        return code
+
+    def command() -> int:
+        try:
+            return _main(argv)
+        except ImportError as exc:
+            code = _missing_extra(exc)
+            if code is None:
+                raise
+            return code
+
+    return run_cli("fl-harness", command)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     if args.command == "run":
@@ -137,6 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             r.save(args.out)
             print(f"wrote {args.out / 'result.json'} and {args.out / 'rounds.csv'}")
+            if not args.no_plots:
+                from .comparison import CompareResult
+                from .plots import plot_compare
+
+                files = plot_compare(CompareResult(base=cfg, runs={(r.config.strategy,
+                                                                    r.config.seed): r}),
+                                     args.out)
+                print("wrote " + ", ".join(str(f) for f in files))
         return 0
     from .comparison import compare, format_table
 

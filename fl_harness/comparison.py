@@ -155,9 +155,9 @@ def compare(
     jobs = [(s, int(seed)) for seed in seeds for s in strategies]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from flexassign._cli import progress as progress_bar  # tqdm on a TTY, plain lines else
 
-        bar = tqdm(total=len(jobs), desc="runs")
+        bar = progress_bar(len(jobs), "runs")
     for s, seed in jobs:
         r = run_experiment(base.replace(strategy=s, seed=seed), dataset=data,
                            progress=progress)

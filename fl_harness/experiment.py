@@ -576,9 +576,9 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from flexassign._cli import progress as progress_bar  # tqdm on a TTY, plain lines else
 
-        bar = tqdm(total=cfg.rounds, desc=f"{cfg.strategy} s{cfg.seed}", leave=False)
+        bar = progress_bar(cfg.rounds, f"{cfg.strategy} s{cfg.seed}", leave=False)
     for t in range(1, cfg.rounds + 1):
         t_round = time.perf_counter()
         chosen = [clients[i] for i in np.sort(select_rng.choice(len(clients), m,

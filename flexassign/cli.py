@@ -1,26 +1,105 @@
-"""Command line: ``flexassign solve PROBLEM`` and ``flexassign backends``."""
+"""Command line: ``flexassign solve FILE [FILE ...]`` and ``flexassign backends``.
+
+Exit codes: 0 every problem solved with a valid assignment, 1 no valid assignment
+(infeasible, a baseline broke a constraint, time limit without incumbent), 2 bad
+input (one line on stderr naming the key, flag or file), 3 internal error, 141 the
+output pipe was closed. With several files the exit code is the worst of them.
+
+Examples
+--------
+::
+
+    flexassign solve examples/problems/small.json
+    flexassign solve examples/problems/*.json            # one summary row per file
+    flexassign solve fitness.csv --capacity 2 --tolerance 0.2 --json
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from . import __version__
+from ._cli import ArgumentParser, UsageError, one_line, run_cli
 from .backends.registry import list_backends
 from .errors import FlexAssignError
-from .io import load_problem
+from .io import load_problem, read_fitness_csv
+from .metrics import coefficient_of_variation
+from .problem import AssignmentProblem
+from .result import AssignmentResult
 from .solve import solve_assignment
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_CSV_ONLY = ("capacity", "min_experts", "weights", "exact_capacity", "header", "index")
 
 
-def _cmd_solve(args: argparse.Namespace) -> int:
-    problem = load_problem(args.problem)
+@dataclass(frozen=True)
+class _Outcome:
+    path: str
+    code: int
+    problem: AssignmentProblem | None = None
+    result: AssignmentResult | None = None
+    error: str | None = None
+    clients: tuple[str, ...] | None = None
+    experts: tuple[str, ...] | None = None
+
+
+def _csv_problem(path: str, args: argparse.Namespace) -> tuple[AssignmentProblem, Any]:
+    lf = read_fitness_csv(path, header=args.header, index=args.index)
+    kwargs: dict[str, Any] = {"capacity": 1 if args.capacity is None else args.capacity}
+    if args.weights is not None:
+        kwargs["client_weight"] = _weights(args.weights, lf.fitness.shape[0])
+    if args.min_experts is not None:
+        kwargs["min_experts"] = args.min_experts
     if args.tolerance is not None:
-        problem = problem.rebalanced(args.tolerance)
+        problem = AssignmentProblem.balanced(
+            lf.fitness, tolerance=args.tolerance, exact_capacity=args.exact_capacity, **kwargs
+        )
+    else:
+        problem = AssignmentProblem(lf.fitness, **kwargs)
+    return problem, lf
+
+
+def _weights(text: str, n: int) -> list[float]:
+    """``--weights``: N numbers separated by commas, or ``@FILE`` holding them."""
+    source = text
+    if text.startswith("@"):
+        source = Path(text[1:]).read_text(encoding="utf-8")
+    cells = source.replace(",", " ").split()
+    try:
+        values = [float(c) for c in cells]
+    except ValueError:
+        bad = next(c for c in cells if not _is_float(c))
+        raise UsageError(f"`--weights`: {bad!r} is not a number") from None
+    if len(values) != n:
+        raise UsageError(f"`--weights` must give one number per client ({n}); got {len(values)}")
+    return values
+
+
+def _is_float(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _solve_file(path: str, args: argparse.Namespace) -> _Outcome:
+    clients = experts = None
+    if path.lower().endswith(".csv"):
+        problem, lf = _csv_problem(path, args)
+        clients, experts = lf.clients, lf.experts
+    else:
+        problem = load_problem(path)
+        if args.tolerance is not None:
+            problem = problem.rebalanced(args.tolerance)
     res = solve_assignment(
         problem,
         method=args.method,
@@ -28,32 +107,160 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         mip_gap=args.mip_gap,
         seed=args.seed,
         threads=args.threads,
+        options=args.options,
     )
-    if args.json:
-        print(json.dumps(res.to_dict(), indent=1))
-    else:
-        print(f"problem : {problem.summary()}")
-        print(f"method  : {res.method}")
-        print(f"status  : {res.status.value} (success={res.success})")
-        print(f"message : {res.message}")
-        if res.x is not None:
+    return _Outcome(path, 0 if res.success else 1, problem, res, None, clients, experts)
+
+
+def _labelled(out: _Outcome) -> list[tuple[str, list[str]]]:
+    assert out.result is not None and out.result.experts is not None
+    rows = []
+    for c, exp in enumerate(out.result.experts):
+        name = out.clients[c] if out.clients else str(c)
+        labels = [out.experts[e] if out.experts else str(e) for e in exp]
+        rows.append((name, labels))
+    return rows
+
+
+def _result_json(out: _Outcome) -> dict[str, Any]:
+    assert out.result is not None
+    data = out.result.to_dict()
+    if out.clients is not None or out.experts is not None:
+        data["labels"] = {
+            "clients": None if out.clients is None else list(out.clients),
+            "experts": None if out.experts is None else list(out.experts),
+        }
+        if out.result.experts is not None:
+            data["assignment"] = dict(_labelled(out))
+    return data
+
+
+def _print_one(out: _Outcome, show: int) -> None:
+    res, problem = out.result, out.problem
+    assert res is not None and problem is not None
+    print(f"problem : {problem.summary()}")
+    print(f"method  : {res.method}")
+    print(f"status  : {res.status.value} (success={res.success})")
+    print(f"message : {res.message}")
+    if res.x is not None and res.loads is not None:
+        print(
+            f"objective: {res.objective:.10g}"
+            + (f"   bound: {res.bound:.10g}" if res.bound is not None else "")
+        )
+        if res.gap is not None:
+            print(f"gap     : {res.gap:.3g}")
+        loads = res.loads
+        cv = coefficient_of_variation(loads)
+        print(f"loads   : min {loads.min():.4g}  max {loads.max():.4g}  cv {cv:.4g}")
+        rows = _labelled(out)
+        for name, labels in rows[:show]:
+            shown = labels if out.experts else [int(v) for v in labels]
+            print(f"  client {name}: experts {shown}")
+        if len(rows) > show:
+            print(f"  ... {len(rows) - show} more clients (use --json for all)")
+    print(f"runtime : {res.runtime * 1e3:.1f} ms")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _print_table(outcomes: list[_Outcome]) -> None:
+    width = max(4, *(len(o.path) for o in outcomes))
+    head = (
+        f"{'file':<{width}}  {'shape':>9}  {'method':<10} {'status':<22} "
+        f"{'objective':>14} {'gap':>8} {'ms':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for o in outcomes:
+        if o.result is None or o.problem is None:
             print(
-                f"objective: {res.objective:.10g}"
-                + (f"   bound: {res.bound:.10g}" if res.bound is not None else "")
+                f"{o.path:<{width}}  {'-':>9}  {'-':<10} {'bad input':<22} "
+                f"{'-':>14} {'-':>8} {'-':>9}"
             )
-            if res.gap is not None:
-                print(f"gap     : {res.gap:.3g}")
-            loads = res.loads if res.loads is not None else np.zeros(1)
-            cv = float(np.std(loads) / max(float(np.mean(loads)), 1e-12))
-            print(f"loads   : min {loads.min():.4g}  max {loads.max():.4g}  cv {cv:.4g}")
-            experts = res.experts or []
-            shown = experts[: args.show]
-            for c, exp in enumerate(shown):
-                print(f"  client {c}: experts {list(exp)}")
-            if len(experts) > len(shown):
-                print(f"  ... {len(experts) - len(shown)} more clients (use --json for all)")
-        print(f"runtime : {res.runtime * 1e3:.1f} ms")
-    return 0 if res.success else 1
+            continue
+        r = o.result
+        shape = f"{o.problem.n_clients}x{o.problem.n_experts}"
+        obj = r.objective if r.x is not None else None
+        print(
+            f"{o.path:<{width}}  {shape:>9}  {r.method:<10} {r.status.value:<22} "
+            f"{_fmt(obj, '14.8g')} {_fmt(r.gap, '8.2g')} {r.runtime * 1e3:9.1f}"
+        )
+    counts = [sum(o.code == c for o in outcomes) for c in (0, 1, 2)]
+    print(
+        f"{len(outcomes)} files: {counts[0]} solved, {counts[1]} without a valid "
+        f"assignment, {counts[2]} bad input"
+    )
+
+
+def _check_solve_args(args: argparse.Namespace) -> None:
+    if args.show < 0:
+        raise UsageError(f"`--show` must be >= 0; got {args.show}")
+    non_csv = [p for p in args.problem if not p.lower().endswith(".csv")]
+    if non_csv:
+        for key in _CSV_ONLY:
+            value = getattr(args, key)
+            if value is not None and value is not False:
+                flag = "--" + key.replace("_", "-")
+                raise UsageError(
+                    f"`{flag}` applies to CSV input only; {non_csv[0]!r} carries its own settings"
+                )
+    if args.exact_capacity and args.tolerance is None:
+        raise UsageError("`--exact-capacity` needs `--tolerance`")
+    for name in ("capacity", "min_experts"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UsageError(f"`--{name.replace('_', '-')}` must be >= 0; got {value}")
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    _check_solve_args(args)
+    if len(args.problem) == 1:
+        path = args.problem[0]
+        try:
+            out = _solve_file(path, args)
+        except FlexAssignError as exc:
+            raise type(exc)(f"{path}: {exc}") from exc
+        if args.json:
+            print(json.dumps(_result_json(out), indent=1))
+        else:
+            _print_one(out, args.show)
+        return out.code
+    outcomes = []
+    for path in args.problem:
+        try:
+            outcomes.append(_solve_file(path, args))
+        except UsageError:
+            raise
+        except (FlexAssignError, OSError) as exc:
+            text = one_line(
+                exc
+                if not isinstance(exc, OSError) or not exc.strerror
+                else f"{exc.strerror}: {exc.filename}"
+            )
+            print(f"flexassign: error: {path}: {text}", file=sys.stderr)
+            outcomes.append(_Outcome(path, 2, error=text))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "file": o.path,
+                        "exit_code": o.code,
+                        "error": o.error,
+                        "result": None if o.result is None else _result_json(o),
+                    }
+                    for o in outcomes
+                ],
+                indent=1,
+            )
+        )
+    else:
+        _print_table(outcomes)
+    return max(o.code for o in outcomes)
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
@@ -92,38 +299,93 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flexassign", description="Load-balanced client-expert assignment (FLEX-MoE)."
+    """The ``flexassign`` argument parser."""
+    parser = ArgumentParser(
+        prog="flexassign",
+        description="Load-balanced client-expert assignment (FLEX-MoE).\n\nExit codes: 0 "
+        "solved, 1 no valid assignment, 2 bad input, 3 internal error.",
     )
+    parser.add_argument("--version", action="version", version=f"flexassign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("solve", help="solve a problem file (.json or .npz)")
-    s.add_argument("problem", help="problem file; format in docs/file-format.md")
+    s = sub.add_parser(
+        "solve",
+        help="solve problem files (.json, .npz, or a .csv fitness matrix)",
+        description="Solve one or more problem files. One file prints the result; several "
+        "print a summary table (one row per file) and exit with the worst code.",
+    )
+    s.add_argument(
+        "problem", nargs="+", metavar="FILE", help="problem file(s); format in docs/file-format.md"
+    )
     s.add_argument(
         "--method", default="auto", help="backend name or 'auto' (see `flexassign backends`)"
     )
-    s.add_argument("--tolerance", type=float, default=None, help="derive balanced load bounds")
+    s.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="derive balanced load bounds (JSON/NPZ: replaces the file's bounds)",
+    )
     s.add_argument("--time-limit", type=float, default=None, help="solver time limit, seconds")
     s.add_argument("--mip-gap", type=float, default=None, help="relative MIP gap to stop at")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0, help="solver seed")
+    s.add_argument("--threads", type=int, default=None, help="solver threads")
+    s.add_argument(
+        "--options",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="backend options as a JSON object, e.g. '{\"mip_gap\": 0.01}'",
+    )
     s.add_argument("--json", action="store_true", help="print the full result as JSON")
     s.add_argument("--show", type=int, default=20, help="clients to list in the summary")
+    c = s.add_argument_group("CSV input (a clients x experts fitness matrix)")
+    c.add_argument("--capacity", type=int, default=None, help="experts per client (default 1)")
+    c.add_argument("--min-experts", type=int, default=None, help="minimum experts per client")
+    c.add_argument(
+        "--exact-capacity",
+        action="store_true",
+        help="with --tolerance: every client takes exactly --capacity experts",
+    )
+    c.add_argument(
+        "--weights",
+        default=None,
+        metavar="W1,W2,...|@FILE",
+        help="client weights (load each adds): N numbers, or @FILE holding them",
+    )
+    c.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="first row holds expert labels (default: detected)",
+    )
+    c.add_argument(
+        "--index",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="first column holds client labels (default: detected)",
+    )
     s.set_defaults(func=_cmd_solve)
     b = sub.add_parser("backends", help="list backends, their features and whether installed")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the list as JSON")
     b.set_defaults(func=_cmd_backends)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (FlexAssignError, OSError) as exc:
-        print(f"flexassign: error: {exc}", file=sys.stderr)
-        return 2
+    """Entry point of the ``flexassign`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run_cli("flexassign", lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":  # pragma: no cover

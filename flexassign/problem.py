@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import InvalidProblemError, ProblemTypeError
 
-__all__ = ["AssignmentProblem"]
+__all__ = ["AssignmentProblem", "balance_bounds", "load_excess"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -44,6 +44,57 @@ BoolArray = NDArray[np.bool_]
 
 #: Relative tolerance used to turn float load bounds into integer count bounds.
 _INT_TOL = 1e-9
+
+
+def balance_bounds(
+    target: ArrayLike, tolerance: float, unit: float | None = 1.0
+) -> tuple[FloatArray, FloatArray]:
+    r"""Load bounds :math:`[L_e, U_e]` around target loads :math:`t_e`: the one balance formula.
+
+    .. math::
+
+        L_e = u \left\lfloor \frac{(1-\varepsilon)\, t_e}{u} \right\rfloor, \qquad
+        U_e = u \left\lceil \frac{(1+\varepsilon)\, t_e}{u} \right\rceil,
+
+    where :math:`u` (``unit``) is the granularity of achievable loads: 1 when loads
+    count clients, the common weight when all client weights are equal, their
+    greatest common divisor when all are integers. With ``unit=None`` (weights of
+    no common granularity, e.g. data fractions) the bounds are not rounded:
+    :math:`L_e = (1-\varepsilon) t_e`, :math:`U_e = (1+\varepsilon) t_e`.
+    A relative slack of ``1e-9`` keeps float noise from widening the bounds by a
+    whole unit, and :math:`L_e \ge 0`. Used by :meth:`AssignmentProblem.rebalanced`
+    and by the planner's per-round bounds.
+
+    Examples
+    --------
+    >>> lo, hi = balance_bounds([14 / 3], 0.1)
+    >>> lo.tolist(), hi.tolist()
+    ([4.0], [6.0])
+    >>> [b.tolist() for b in balance_bounds(10 / 3, 0.1, unit=2.0)]
+    [2.0, 4.0]
+    >>> [round(float(b), 6) for b in balance_bounds(1.0, 0.1, unit=None)]
+    [0.9, 1.1]
+    """
+    t = np.asarray(target, dtype=np.float64)
+    lo = (1.0 - tolerance) * t
+    hi = (1.0 + tolerance) * t
+    if unit is not None:
+        slack = _INT_TOL * np.maximum(1.0, t / unit)
+        lo = unit * np.floor(lo / unit + slack)
+        hi = unit * np.ceil(hi / unit - slack)
+    return np.maximum(lo, 0.0), hi
+
+
+def load_excess(loads: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> FloatArray:
+    """Per expert, how far a load lies outside ``[lower, upper]`` (0 inside).
+
+    Examples
+    --------
+    >>> load_excess([1, 5, 3], 2, 4).tolist()
+    [1.0, 1.0, 0.0]
+    """
+    y = np.asarray(loads, dtype=np.float64)
+    return np.maximum(np.asarray(lower) - y, 0.0) + np.maximum(y - np.asarray(upper), 0.0)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -308,8 +359,13 @@ class AssignmentProblem:
 
         With effective capacities :math:`\\bar k_c = \\min(k_c, |\\text{allowed}_c|)` the
         average load is :math:`\\bar\\ell = \\sum_c \\bar k_c w_c / E`, and the bounds are
-        :math:`L_e = \\lfloor (1-\\varepsilon)\\bar\\ell \\rfloor`,
-        :math:`U_e = \\lceil (1+\\varepsilon)\\bar\\ell \\rceil`.
+        :math:`L_e = u \\lfloor (1-\\varepsilon)\\bar\\ell / u \\rfloor`,
+        :math:`U_e = u \\lceil (1+\\varepsilon)\\bar\\ell / u \\rceil`
+        (:func:`balance_bounds`), rounded to the granularity :math:`u` of achievable
+        loads (:attr:`load_unit`: 1 when counting clients, the common weight, or the
+        weights' greatest common divisor when they are integers). Weights without a
+        common granularity (e.g. ``n / n.sum()``) give unrounded bounds
+        :math:`(1 \\mp \\varepsilon)\\bar\\ell`, so balance is enforced at any weight scale.
 
         Parameters
         ----------
@@ -356,10 +412,8 @@ class AssignmentProblem:
         [6.0, 6.0, 6.0, 6.0]
         """
         tol = _check_tolerance(tolerance)
-        avg = self.average_load()
-        lo = math.floor((1.0 - tol) * avg + _INT_TOL * max(1.0, avg))
-        hi = math.ceil((1.0 + tol) * avg - _INT_TOL * max(1.0, avg))
-        return self.replace(expert_min_load=max(lo, 0), expert_max_load=hi)
+        lo, hi = balance_bounds(self.average_load(), tol, self.load_unit)
+        return self.replace(expert_min_load=float(lo), expert_max_load=float(hi))
 
     def replace(self, **changes: Any) -> AssignmentProblem:
         """Return a new, re-validated problem with some arguments changed."""
@@ -424,6 +478,21 @@ class AssignmentProblem:
         return float(w[0]) if np.all(w == w[0]) else None
 
     @property
+    def load_unit(self) -> float | None:
+        """Granularity of achievable expert loads, the ``unit`` of :func:`balance_bounds`.
+
+        The common weight when all client weights are equal (1 when loads count
+        clients), their greatest common divisor when all are integers, else ``None``.
+        """
+        w = self.uniform_weight
+        if w is not None:
+            return w
+        weights = self.weights
+        if np.all(weights == np.round(weights)) and float(weights.max()) < 2.0**53:
+            return float(np.gcd.reduce(weights.astype(np.int64)))
+        return None
+
+    @property
     def knapsack_binding(self) -> bool:
         """Whether the memory knapsack can cut any client's choice."""
         size, budget = self.expert_size, self.client_budget
@@ -482,10 +551,7 @@ class AssignmentProblem:
         xb = np.asarray(x, dtype=bool)
         value = float(self.fitness[xb].sum())
         if self.load_penalty is not None:
-            loads = self.weights @ xb
-            excess = np.maximum(self.expert_min_load - loads, 0) + np.maximum(
-                loads - self.expert_max_load, 0
-            )
+            excess = load_excess(self.weights @ xb, self.expert_min_load, self.expert_max_load)
             value -= self.load_penalty * float(excess.sum())
         return value
 

@@ -18,8 +18,10 @@ from flexassign.alignment import (
     Planner,
     SyntheticPopulation,
 )
-from flexassign.alignment.state import FORMAT, VERSION, planner_from_state
+from flexassign.alignment.state import FORMAT, VERSION
 from flexassign.errors import InvalidProblemError
+
+planner_from_state = Planner.from_state
 
 
 def _drive(planner: Planner, pop: SyntheticPopulation, rounds: int, *, finish: bool) -> None:
@@ -56,7 +58,7 @@ def _make(strategy: str, seed: int) -> Planner:
 @settings(max_examples=12)
 @given(
     strategy=st.sampled_from(STRATEGIES),
-    seed=st.integers(0, 2**31),
+    seed=st.integers(0, 2**31 - 1),  # the seed range every solver accepts
     rounds=st.integers(0, 6),
     finish=st.booleans(),
 )

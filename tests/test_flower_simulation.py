@@ -28,18 +28,18 @@ pytest.importorskip("torch")
 from flwr.app import ConfigRecord, Context, Message
 from flwr.simulation import run_simulation
 
-from flexassign.integrations.flower import make_client_app, make_server_app
-from flexassign.integrations.flower.client import handle_train, node_partition
-from flexassign.integrations.flower.harness import experiment_config
+from fl_harness.flower import make_client_app, make_server_app
+from fl_harness.flower.client import handle_train, node_partition
+from fl_harness.flower.harness import experiment_config
+from fl_harness.flower.server import make_planner
+from flexassign.integrations.flower import ExpertLayout
 from flexassign.integrations.flower.messages import (
-    EXPERT_KEY_PREFIX,
-    SHARED_KEY,
     arrayrecord_to_numpy,
     decode_train_instruction,
     decode_train_reply,
-    split_state,
 )
-from flexassign.integrations.flower.server import make_planner
+
+split_state = ExpertLayout().split
 
 pytestmark = pytest.mark.flower
 
@@ -70,7 +70,7 @@ def _train_with_receipt(msg: Message, context: Context, *, run_config: Any = Non
     if pid == FAILING_PARTITION and ins.server_round == FAILING_ROUND:
         raise RuntimeError("injected node failure")
     reply = handle_train(msg, context, run_config=run_config)
-    received = sorted(msg.content.array_records.keys())
+    received = sorted(msg.content.array_records["arrays"].keys())
     reply.content["received"] = ConfigRecord(
         {"expert-ids": list(ins.expert_ids), "records": received}
     )
@@ -87,7 +87,7 @@ def sim() -> dict[str, Any]:
 
         def aggregate_train(server_round: int, replies: Any) -> Any:
             replies = list(replies)
-            before = arrayrecord_to_numpy(strategy._global_arrays)
+            before = dict(strategy._global)
             arrays, metrics = original(server_round, replies)
             out["rounds"][server_round] = {
                 "replies": replies,
@@ -135,10 +135,12 @@ def test_each_node_received_exactly_its_planned_experts(sim: dict[str, Any]) -> 
             got = msg.content.config_records["received"]
             planned = list(record.plan[c])
             assert list(got["expert-ids"]) == planned
-            expected = sorted([SHARED_KEY] + [f"{EXPERT_KEY_PREFIX}{e}" for e in planned])
+            shared, experts = split_state(data["before"])
+            expected = sorted([*shared, *(k for e in planned for k in experts[e])])
             assert list(got["records"]) == expected
+            assert not any(k.startswith("router.") for k in got["records"])
             # and it trained (sent back) nothing outside its plan
-            assert set(decode_train_reply(msg.content).experts) <= set(planned)
+            assert set(split_state(decode_train_reply(msg.content).arrays)[1]) <= set(planned)
             seen += 1
         assert seen == len(record.replied)
 
@@ -161,18 +163,18 @@ def test_aggregation_matches_hand_computed_means(sim: dict[str, Any]) -> None:
         after_shared, after_experts = split_state(data["after"])
         n = np.array([r.num_examples for r in valid], dtype=float)
         for k in before_shared:
-            want = sum(w * r.shared[k].astype(np.float64)
+            want = sum(w * r.arrays[k].astype(np.float64)
                        for w, r in zip(n, valid, strict=True)) / n.sum()
             np.testing.assert_allclose(after_shared[k], want, rtol=1e-5, atol=1e-6)
         for e, params in before_experts.items():
-            trainers = [r for r in valid if e in r.experts]
+            trainers = [r for r in valid if e in split_state(r.arrays)[1]]
             usage = np.array([r.feedback.counts[r.feedback.experts.index(e)] for r in trainers],
                              dtype=float)
             for k, old in params.items():
                 if not trainers or usage.sum() == 0:
                     np.testing.assert_array_equal(after_experts[e][k], old)
                     continue
-                want = sum(u * r.experts[e][k].astype(np.float64)
+                want = sum(u * r.arrays[k].astype(np.float64)
                            for u, r in zip(usage, trainers, strict=True)) / usage.sum()
                 np.testing.assert_allclose(after_experts[e][k], want, rtol=1e-5, atol=1e-6)
             if 0 < len(trainers) < len(valid):

@@ -3,7 +3,7 @@
 Each scripted node answers ``query`` with a capacity profile and ``train`` with
 deterministic parameter updates and feedback, so every aggregated value can be
 computed by hand. Covers planned-expert dispatch, load bounds, failed / missing /
-malformed replies, metrics, and checkpoint-resume equivalence.
+malformed / lying replies, metrics, results, and checkpoint-resume equivalence.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("flwr")
-pytest.importorskip("torch")
 
 from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from flexassign.alignment import Feedback, Planner
-from flexassign.integrations.flower import FlexMoEStrategy
+from flexassign.integrations.flower import ExpertLayout, FlexMoEStrategy
 from flexassign.integrations.flower.checkpoint import load_checkpoint
 from flexassign.integrations.flower.messages import (
     PROFILE_KEY,
@@ -34,10 +33,14 @@ from flexassign.integrations.flower.messages import (
     decode_train_instruction,
     encode_profile,
     encode_train_reply,
-    join_state,
     numpy_to_arrayrecord,
-    split_state,
 )
+
+
+def split_state(state: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[int, Any]]:
+    """Shared and per-expert arrays, expert names relative to ``experts.<e>.``."""
+    shared, experts = ExpertLayout().split(state)
+    return shared, {e: {k.split(".", 2)[2]: v for k, v in p.items()} for e, p in experts.items()}
 
 pytestmark = pytest.mark.flower
 
@@ -55,6 +58,7 @@ def task_identity() -> Any:
 E = 4
 CAPACITY = {0: 1, 1: 2, 2: 2, 3: 3, 4: 1}
 NODE_IDS = {i: 1000 + 7 * i for i in CAPACITY}  # Flower node ids are arbitrary ints
+DECLARED: dict[int, dict[str, int]] = {}  # extra profile fields per node
 
 
 def initial_arrays() -> Any:
@@ -67,15 +71,16 @@ def initial_arrays() -> Any:
 def node_reply(i: int, msg: Message) -> Message:
     """Node i: shared <- shared + (i + 1); expert e <- 10 i + e; usage (i + 1)(e + 1)."""
     ins = decode_train_instruction(msg.content)
-    shared = {k: v + (i + 1) for k, v in ins.shared.items()}
-    experts = {e: {k: np.full_like(v, 10.0 * i + e) for k, v in p.items()}
-               for e, p in ins.experts.items()}
+    arrays = {}
+    for k, v in ins.arrays.items():
+        e = ExpertLayout().role(k)
+        arrays[k] = v + (i + 1) if e == "shared" else np.full_like(v, 10.0 * i + int(e))
     fb = Feedback(experts=list(ins.expert_ids),
                   counts=[(i + 1) * (e + 1) for e in ins.expert_ids],
                   accuracy=[0.1 * (i + 1) for _ in ins.expert_ids],
                   loss=[1.0 for _ in ins.expert_ids])
-    content = encode_train_reply(shared=shared, experts=experts, num_examples=10 * (i + 1),
-                                 feedback=fb, metrics={"accuracy": 0.1 * (i + 1)})
+    content = encode_train_reply(arrays, num_examples=10 * (i + 1), feedback=fb,
+                                 metrics={"accuracy": 0.1 * (i + 1)})
     return Message(content, reply_to=msg)
 
 
@@ -115,7 +120,8 @@ class ScriptedGrid(Grid):
             self.sent.append(msg)
             i = index[msg.metadata.dst_node_id]
             if msg.metadata.message_type == MessageType.QUERY:
-                prof = encode_profile({"client-id": f"c{i}", "capacity": CAPACITY[i]})
+                prof = encode_profile({"client-id": f"c{i}", "capacity": CAPACITY[i],
+                                       **DECLARED.get(i, {})})
                 out.append(Message(RecordDict({PROFILE_KEY: prof}), reply_to=msg))
                 continue
             if msg.metadata.message_type == MessageType.EVALUATE:
@@ -147,7 +153,7 @@ def test_each_node_gets_only_its_planned_experts_and_bounds_hold() -> None:
         record = strategy.history[ins.server_round]
         client = next(c for c, n in record.node_of.items() if n == msg.metadata.dst_node_id)
         assert ins.expert_ids == record.plan[client]
-        assert sorted(ins.experts) == list(record.plan[client])
+        assert ExpertLayout().expert_ids(ins.arrays) == list(record.plan[client])
         assert len(record.plan[client]) == CAPACITY[int(client[1:])]
     for record in strategy.history.values():
         assert record.fallback is None
@@ -191,7 +197,8 @@ def test_failed_missing_and_malformed_replies_are_dropped() -> None:
             reply = node_reply(i, msg)
             ins = decode_train_instruction(msg.content)
             extra = next(e for e in range(E) if e not in ins.expert_ids)
-            reply.content[f"expert.{extra}"] = reply.content[f"expert.{ins.expert_ids[0]}"]
+            reply.content["arrays"][f"experts.{extra}.0.w"] = reply.content["arrays"][
+                f"experts.{ins.expert_ids[0]}.0.w"]
             return reply
         return node_reply(i, msg)
 
@@ -200,6 +207,8 @@ def test_failed_missing_and_malformed_replies_are_dropped() -> None:
     result = strategy.start(grid, initial_arrays(), num_rounds=2)
     r2 = strategy.history[2]
     assert r2.failed == ["c1", "c2", "c3"]
+    assert "boom" in r2.dropped["c1"] and "no reply" in r2.dropped["c2"]
+    assert "not assigned" in r2.dropped["c3"]
     assert r2.replied == ["c0", "c4"]
     assert set(r2.feedback) == {"c0", "c4"}
     assert result.train_metrics_clientapp[2]["num-failures"] == 3
@@ -303,45 +312,353 @@ def test_invalid_arguments(kw: dict[str, Any], match: str) -> None:
         FlexMoEStrategy(planner=Planner(num_experts=E), **kw)
 
 
-def test_state_round_trip_through_join() -> None:
-    shared, experts = split_state(arrayrecord_to_numpy(initial_arrays()))
-    assert set(join_state(shared, experts)) == set(arrayrecord_to_numpy(initial_arrays()))
+# ------------------------------------------------------------ lying and broken replies
+
+LIAR = 2  # node index whose reply is tampered with in the tests below
 
 
-def test_server_app_wiring_writes_results_and_checkpoints(tmp_path: Path) -> None:
-    """run_server: harness model, harness sampler, results JSON, checkpoint directory."""
+def _tamper(fn: Callable[[Message], None]) -> Callable[[int, int, Message], Message | None]:
+    def behaviour(i: int, rnd: int, msg: Message) -> Message | None:
+        reply = node_reply(i, msg)
+        if i == LIAR:
+            fn(reply)
+        return reply
+    return behaviour
+
+
+def _set_array(name: str | None, value: Callable[[np.ndarray], np.ndarray]) -> Callable[
+        [Message], None]:
+    def fn(reply: Message) -> None:
+        from flwr.app import Array
+
+        rec = reply.content["arrays"]
+        key = name or next(k for k in rec if k.startswith("experts."))
+        rec[key] = Array(np.ascontiguousarray(value(rec[key].numpy())))
+    return fn
+
+
+def _del_array(reply: Message) -> None:
+    del reply.content["arrays"]["features.w"]
+
+
+def _add_array(name: str) -> Callable[[Message], None]:
+    def fn(reply: Message) -> None:
+        from flwr.app import Array
+
+        reply.content["arrays"][name] = Array(np.zeros(2, dtype=np.float32))
+    return fn
+
+
+def _metric(key: str, value: Any) -> Callable[[Message], None]:
+    def fn(reply: Message) -> None:
+        reply.content["metrics"][key] = value
+    return fn
+
+
+def _counts(value: float) -> Callable[[Message], None]:
+    def fn(reply: Message) -> None:
+        fb = reply.content["feedback"]
+        fb["counts"] = [value] * len(list(fb["experts"]))
+    return fn
+
+
+def _error(reply: Message) -> None:
+    raise RuntimeError("node unavailable")
+
+
+def _round1_expected(weights: dict[str, float], usage: dict[tuple[str, int], float],
+                     plan: dict[str, tuple[int, ...]]) -> tuple[float, dict[int, float]]:
+    """Round 1 aggregate by hand: client ci sends shared i+1 and expert value 10 i + e."""
+    shared = sum(w * (int(c[1:]) + 1) for c, w in weights.items()) / sum(weights.values())
+    experts = {}
+    for e in range(E):
+        tr = [c for c in weights if e in plan[c] and usage[(c, e)] > 0]
+        if tr:
+            experts[e] = (sum(usage[(c, e)] * (10.0 * int(c[1:]) + e) for c in tr)
+                          / sum(usage[(c, e)] for c in tr))
+        else:
+            experts[e] = 100.0 + e
+    return shared, experts
+
+
+def _honest(plan: dict[str, tuple[int, ...]], skip: str | None = None) -> tuple[
+        dict[str, float], dict[tuple[str, int], float]]:
+    weights = {c: 10.0 * (int(c[1:]) + 1) for c in plan if c != skip}
+    usage = {(c, e): (int(c[1:]) + 1) * (e + 1.0) for c in weights for e in plan[c]}
+    return weights, usage
+
+
+def _check_round1(result: Any, want: tuple[float, dict[int, float]]) -> None:
+    shared, experts = split_state(arrayrecord_to_numpy(result.arrays))
+    np.testing.assert_allclose(shared["features.w"], want[0], rtol=1e-6)
+    for e, v in want[1].items():
+        np.testing.assert_allclose(experts[e]["0.w"], v, rtol=1e-6)
+        assert np.all(np.isfinite(experts[e]["0.w"]))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (_set_array("features.w", lambda a: a * np.nan), "non-finite"),
+        (_set_array(None, lambda a: a + np.inf), "non-finite"),
+        (_set_array("features.w", lambda a: np.zeros(5, dtype=np.float32)), "shape"),
+        (_set_array("features.w", lambda a: np.float32(3.0).reshape(())), "shape"),
+        (_set_array("features.w", lambda a: a.astype(np.float64)), "dtype"),
+        (_del_array, "missing"),
+        (_add_array("features.extra"), "unexpected"),
+        (_add_array("router.weight"), "local parameter"),
+        (_metric("num-examples", float("inf")), "num-examples"),
+        (_metric("num-examples", float("nan")), "num-examples"),
+        (_metric("accuracy", float("nan")), "accuracy"),
+        (_counts(float("inf")), "feedback is invalid"),
+        (_counts(-5.0), "feedback is invalid"),
+        (_error, "node unavailable"),
+    ],
+)
+def test_a_broken_reply_is_dropped_and_the_honest_ones_aggregated(
+    tamper: Callable[[Message], None], reason: str, caplog: Any
+) -> None:
+    strategy = make_strategy()
+    with caplog.at_level("WARNING", logger="flwr"):
+        result = strategy.start(ScriptedGrid(_tamper(tamper)), initial_arrays(), num_rounds=1)
+    record = strategy.history[1]
+    liar = f"c{LIAR}"
+    assert record.failed == [liar] and reason in record.dropped[liar]
+    assert record.replied == [c for c in record.sampled if c != liar]
+    assert liar not in record.feedback
+    assert result.train_metrics_clientapp[1]["num-failures"] == 1
+    _check_round1(result, _round1_expected(*_honest(record.plan, skip=liar), record.plan))
+    logged = [r.getMessage() for r in caplog.records if liar in r.getMessage()]
+    assert any(f"node {NODE_IDS[LIAR]} (client {liar})" in m and reason in m for m in logged)
+
+
+def test_huge_usage_counts_are_capped_at_the_claimed_examples() -> None:
+    strategy = make_strategy()
+    result = strategy.start(ScriptedGrid(_tamper(_counts(1e9))), initial_arrays(), num_rounds=1)
+    record = strategy.history[1]
+    liar = f"c{LIAR}"
+    assert record.failed == [] and set(record.feedback[liar].counts) == {30}
+    weights, usage = _honest(record.plan)
+    usage.update({(liar, e): 30.0 for e in record.plan[liar]})  # capped at its 30 examples
+    _check_round1(result, _round1_expected(weights, usage, record.plan))
+
+
+@pytest.mark.parametrize("declared", [None, 30])
+def test_huge_num_examples_is_capped(declared: int | None) -> None:
+    DECLARED.clear()
+    if declared is not None:
+        DECLARED[LIAR] = {"num-examples": declared}
+    try:
+        strategy = make_strategy()
+        result = strategy.start(ScriptedGrid(_tamper(_metric("num-examples", 1e9))),
+                                initial_arrays(), num_rounds=1)
+    finally:
+        DECLARED.clear()
+    record = strategy.history[1]
+    liar = f"c{LIAR}"
+    # claims 10, 20, 1e9, 40, 50: the median of the claims is 40, so at most 10 x 40
+    cap = 400.0 if declared is None else 30.0
+    assert record.weights[liar] == (10**9, cap)
+    weights, usage = _honest(record.plan)
+    weights[liar] = cap
+    _check_round1(result, _round1_expected(weights, usage, record.plan))
+
+
+@pytest.mark.parametrize("method", ["median", "trimmed-mean"])
+def test_robust_aggregation_resists_a_bounded_liar(method: str) -> None:
+    """Large but finite poisoned values pass every check; median / trimmed mean hold."""
+    big = _set_array("features.w", lambda a: np.full_like(a, 1e6))
+    strategy = make_strategy(aggregation=method, trim=0.2)
+    result = strategy.start(ScriptedGrid(_tamper(big)), initial_arrays(), num_rounds=1)
+    shared, _ = split_state(arrayrecord_to_numpy(result.arrays))
+    assert np.all(np.abs(shared["features.w"]) <= 5.0)  # honest values are 1 .. 5
+    mean = make_strategy().start(ScriptedGrid(_tamper(big)), initial_arrays(), num_rounds=1)
+    assert np.all(split_state(arrayrecord_to_numpy(mean.arrays))[0]["features.w"] > 1e4)
+
+
+def test_bad_profiles_are_logged_not_fatal() -> None:
+    class BadProfiles(ScriptedGrid):
+        def send_and_receive(self, messages: Iterable[Message], *,
+                             timeout: float | None = None) -> Iterable[Message]:
+            out = list(super().send_and_receive(messages, timeout=timeout))
+            for m in out:
+                if m.metadata.src_node_id == NODE_IDS[0] and PROFILE_KEY in m.content:
+                    m.content[PROFILE_KEY]["capacity"] = -1
+            return out
+
+    strategy = make_strategy(min_train_nodes=1)
+    strategy.start(BadProfiles(), initial_arrays(), num_rounds=1)
+    assert "c0" not in strategy.history[1].sampled and len(strategy.history[1].sampled) == 4
+
+
+# ------------------------------------------------------------ a user's two-layer model
+
+USER = ExpertLayout(expert=r"^blocks\.\d+\.experts\.(\d+)\.", local=r"^blocks\.\d+\.gate\.")
+
+
+def user_arrays() -> dict[str, np.ndarray]:
+    state = {"embed.w": np.zeros(2, dtype=np.float32)}
+    for b in range(2):
+        state[f"blocks.{b}.gate.w"] = np.full(E, 7.0, dtype=np.float32)
+        for e in range(E):
+            state[f"blocks.{b}.experts.{e}.w"] = np.full(3, 100.0 * (b + 1) + e, dtype=np.float32)
+    return state
+
+
+def user_reply(i: int, rnd: int, msg: Message) -> Message:
+    ins = decode_train_instruction(msg.content)
+    model = {**user_arrays(), **ins.arrays}  # the node's full model, gates included
+    for k in ins.arrays:
+        role = USER.role(k)
+        model[k] = ins.arrays[k] + (i + 1) if role == "shared" else np.full_like(
+            ins.arrays[k], 10.0 * i + int(role) + 1000 * int(k.split(".")[1]))
+    fb = Feedback(experts=list(ins.expert_ids), counts=[i + 1 for _ in ins.expert_ids])
+    return Message(encode_train_reply(model, num_examples=10, feedback=fb, keys=ins.arrays),
+                   reply_to=msg)
+
+
+def test_two_layer_user_model_runs_under_its_layout(tmp_path: Path) -> None:
+    grid = ScriptedGrid(user_reply)
+    planner = Planner(num_experts=E, strategy="flex", tolerance=0.1, seed=0)
+    strategy = FlexMoEStrategy(planner=planner, layout=USER, min_available_nodes=len(CAPACITY),
+                               fraction_evaluate=0.0, settle_time=0.0,
+                               results_path=tmp_path / "rounds.jsonl",
+                               final_model_path=tmp_path / "model.npz")
+    result = strategy.start(grid, numpy_to_arrayrecord(user_arrays()), num_rounds=2)
+    sent = [decode_train_instruction(m.content) for m in grid.sent
+            if m.metadata.message_type == MessageType.TRAIN]
+    for ins in sent:
+        assert not any("gate" in k for k in ins.arrays)  # gates never leave a client
+        for e in ins.expert_ids:  # an expert travels with both of its layers
+            assert {f"blocks.0.experts.{e}.w", f"blocks.1.experts.{e}.w"} <= set(ins.arrays)
+        assert USER.expert_ids(ins.arrays) == list(ins.expert_ids)
+    final = arrayrecord_to_numpy(result.arrays)
+    assert not any("gate" in k for k in final)
+    rec = strategy.history[2]
+    assert rec.failed == []
+    for e in range(E):
+        tr = [c for c in rec.plan if e in rec.plan[c]]
+        for b in range(2):
+            want = (sum((int(c[1:]) + 1) * (10.0 * int(c[1:]) + e + 1000 * b) for c in tr)
+                    / sum(int(c[1:]) + 1 for c in tr)) if tr else None
+            if want is not None:
+                np.testing.assert_allclose(final[f"blocks.{b}.experts.{e}.w"], want, rtol=1e-6)
+    lines = (tmp_path / "rounds.jsonl").read_text().splitlines()
+    import json
+
+    assert [json.loads(x)["server_round"] for x in lines] == [1, 2]
+    with np.load(tmp_path / "model.npz") as saved:
+        assert sorted(saved.files) == sorted(final)
+        np.testing.assert_array_equal(saved["embed.w"], final["embed.w"])
+
+
+def test_model_without_experts_under_the_layout_is_a_clear_error() -> None:
+    from flexassign.integrations.flower import LayoutError
+
+    strategy = make_strategy()  # default layout: experts.<e>.*
+    with pytest.raises(LayoutError, match="`layout` finds 0 experts"):
+        strategy.start(ScriptedGrid(), numpy_to_arrayrecord(user_arrays()), num_rounds=1)
+
+
+def test_wait_timeout_logs_progress_and_fails_clearly(caplog: Any) -> None:
+    strategy = make_strategy(wait_timeout=1.0, progress_interval=0.3)
+    strategy.min_available_nodes = len(CAPACITY) + 1
+    with caplog.at_level("INFO", logger="flwr"), pytest.raises(TimeoutError,
+                                                                match="`wait-timeout`"):
+        strategy.start(ScriptedGrid(), initial_arrays(), num_rounds=1)
+    waits = [r for r in caplog.records if "Waiting for nodes" in r.getMessage()]
+    assert len(waits) >= 2 and "5 connected (minimum required: 6" in waits[0].getMessage()
+
+
+def test_metrics_are_logged_rounded(caplog: Any) -> None:
+    with caplog.at_level("INFO", logger="flwr"):
+        make_strategy().start(ScriptedGrid(), initial_arrays(), num_rounds=1)
+    line = next(r.getMessage() for r in caplog.records if "Train MetricRecord" in r.getMessage())
+    assert "accuracy: 0.3667" in line  # 0.36666... rounded to 4 significant digits
+
+
+# ------------------------------------------------------ the harness's own Flower app
+
+
+def test_harness_server_app_writes_results_model_and_checkpoints(tmp_path: Path) -> None:
+    """run_server: harness model, harness sampler, JSON-lines results, final model,
+    checkpoint directory, and a `planner-options` fitness object as the harness reads it."""
+    pytest.importorskip("torch")
     import json
 
     from flwr.app import Context
 
-    from flexassign.integrations.flower import run_server
+    from fl_harness.flower import run_server
 
+    seen: dict[str, Any] = {}
     run_config = {
         "dataset": "synthetic", "num-samples": 200, "num-experts": E, "hidden": 8,
         "expert-hidden": 8, "capacity-choices": "1,2", "client-fraction": 0.6,
         "num-server-rounds": 2, "min-available-nodes": len(CAPACITY),
         "fraction-evaluate": 0.0, "checkpoint-dir": str(tmp_path / "ckpt"),
-        "results-path": str(tmp_path / "out" / "results.json"),
+        "results-path": str(tmp_path / "out" / "results.jsonl"),
+        "final-model-path": str(tmp_path / "out" / "model.npz"),
+        "planner-options": '{"fitness": {"beta": 0.5}}', "wait-timeout": 30.0,
     }
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    result = run_server(ScriptedGrid(), context, run_config=run_config)
+    result = run_server(ScriptedGrid(), context, run_config=run_config,
+                        on_strategy=lambda s: seen.setdefault("strategy", s))
     assert sorted(result.train_metrics_clientapp) == [1, 2]
-    data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [h["server_round"] for h in data["history"]] == [1, 2]
-    assert all(len(h["sampled"]) == 3 for h in data["history"])  # round(0.6 * 5)
-    assert set(data["train_metrics"]["1"]) >= {"accuracy", "utilization-cv", "solve-time"}
+    strategy = seen["strategy"]
+    assert strategy.wait_timeout == 30.0 and strategy.planner.config.fitness.beta == 0.5
+    rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [h["server_round"] for h in rows] == [1, 2]
+    assert all(len(h["sampled"]) == 3 for h in rows)  # round(0.6 * 5)
+    assert set(rows[0]["metrics"]) >= {"accuracy", "utilization-cv", "solve-time"}
+    with np.load(tmp_path / "out" / "model.npz") as saved:
+        assert sorted(saved.files) == sorted(arrayrecord_to_numpy(result.arrays))
     assert load_checkpoint(tmp_path / "ckpt").server_round == 2
 
 
-def test_server_rejects_full_strategy() -> None:
-    from flexassign.integrations.flower import build_strategy
+def test_harness_server_rejects_full_strategy() -> None:
+    pytest.importorskip("torch")
+    from fl_harness.flower import build_strategy
 
     with pytest.raises(ValueError, match="no-planner reference"):
         build_strategy({"strategy": "full", "dataset": "synthetic", "num-samples": 100})
 
 
 def test_unknown_run_config_key_is_an_error() -> None:
-    from flexassign.integrations.flower.harness import experiment_config
+    pytest.importorskip("torch")
+    from fl_harness.flower.harness import experiment_config
 
     with pytest.raises(ValueError, match="unknown run-config key `local-epoch`"):
         experiment_config({"local-epoch": 2}, num_clients=2)
+
+
+def test_failed_server_app_logs_one_clear_line(caplog: Any) -> None:
+    from flexassign.integrations.flower.app import run_logged
+
+    def main() -> None:
+        raise TimeoutError("only 1 of the required 2 nodes connected")
+
+    with caplog.at_level("ERROR", logger="flwr"), pytest.raises(TimeoutError):
+        run_logged(main)
+    assert any("FLEX-MoE ServerApp failed: TimeoutError: only 1 of the required 2"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_run_config_to_planner_and_strategy_options() -> None:
+    from flexassign.errors import InvalidProblemError
+    from flexassign.integrations.flower.app import make_planner, strategy_options
+
+    planner = make_planner({"num-experts": 3, "strategy": "greedy", "seed": 4,
+                            "planner-options": '{"fitness": {"beta": 0.5}, "usage_decay": 0.2}'})
+    assert planner.num_experts == 3 and planner.config.strategy == "greedy"
+    assert planner.config.fitness.beta == 0.5 and planner.config.usage_decay == 0.2
+    assert strategy_options({"max-weight-ratio": 0, "min-available-nodes": 3,
+                             "checkpoint-dir": ""}) == {"max_weight_ratio": None,
+                                                        "min_available_nodes": 3}
+    with pytest.raises(InvalidProblemError, match="`num-experts`"):
+        make_planner({})
+    with pytest.raises(InvalidProblemError, match="`planner-options`"):
+        make_planner({"num-experts": 2, "planner-options": "{not json"})
+    with pytest.raises(InvalidProblemError, match="`planner-options`"):
+        make_planner({"num-experts": 2, "planner-options": '{"nope": 1}'})
+    with pytest.raises(InvalidProblemError, match="`wait-timeout`"):
+        strategy_options({"wait-timeout": "soon"})

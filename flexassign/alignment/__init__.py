@@ -19,18 +19,14 @@ See ``docs/alignment.md`` for the update rules and design choices.
 
 from __future__ import annotations
 
-from .capacity import (
-    DEFAULT_DEADLINE,
-    DEFAULT_MODEL_COST,
-    DEVICE_PRESETS,
-    CapacityLimits,
-    ClientProfile,
-    ModelCost,
-    capacity_limits,
-)
+from .capacity import CapacityLimits, ClientProfile, ModelCost, capacity_limits
+from .config import PlannerConfig, default_model_cost
 from .feedback import Feedback
 from .fitness import FitnessConfig, FitnessTracker, ema_update, exploration_bonus
-from .planner import STRATEGIES, Plan, Planner, PlannerConfig, default_model_cost
+from .plan import Plan
+from .planner import Planner
+from .policies import POLICIES, STRATEGIES, Policy
+from .presets import DEFAULT_DEADLINE, DEFAULT_MODEL_COST, DEVICE_PRESETS
 from .simulate import SyntheticPopulation, simulate
 from .state import load_state, save_state
 from .usage import UsageMonitor, UtilizationStats, deficit_targets, utilization_stats
@@ -39,6 +35,7 @@ __all__ = [
     "DEFAULT_DEADLINE",
     "DEFAULT_MODEL_COST",
     "DEVICE_PRESETS",
+    "POLICIES",
     "STRATEGIES",
     "CapacityLimits",
     "ClientProfile",
@@ -49,6 +46,7 @@ __all__ = [
     "Plan",
     "Planner",
     "PlannerConfig",
+    "Policy",
     "SyntheticPopulation",
     "UsageMonitor",
     "UtilizationStats",

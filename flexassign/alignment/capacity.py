@@ -36,7 +36,7 @@ if :math:`T_c(A) \le D` (the round deadline) and :math:`\mathrm{Mem}_c(A) \le M_
 Every constraint is monotone: more memory, compute or bandwidth, or a later
 deadline, never lowers :math:`k_c` or the budget.
 
-Profiles are declared, taken from :data:`DEVICE_PRESETS`, or refined from measured
+Profiles are declared, taken from :data:`~.presets.DEVICE_PRESETS`, or refined from measured
 round times (:meth:`ClientProfile.refine`): the measured throughput
 :math:`\hat F = S (f_0 + \rho \sum_A f_e) / \max(T^{meas} - T^{comm}, 0.05\,T^{meas})`
 updates :math:`F_c \leftarrow (1-\omega) F_c + \omega \hat F`.
@@ -48,36 +48,25 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from .._validation import check_real, is_int, is_real
 from ..errors import InvalidProblemError, ProblemTypeError
 
 __all__ = [
-    "DEFAULT_DEADLINE",
-    "DEFAULT_MODEL_COST",
-    "DEVICE_PRESETS",
     "CapacityLimits",
     "ClientProfile",
     "ModelCost",
     "capacity_limits",
 ]
 
-MiB = 2**20
-GiB = 2**30
-Mbps = 1e6 / 8  # bytes/s
 
 
 def _pos(name: str, value: Any, *, allow_zero: bool = False, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ProblemTypeError(f"`{name}` must be a number; got {type(value).__name__}")
-    v = float(value)
-    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0) and (upper is None or v <= upper)
-    if not ok:
-        rng = (">= 0" if allow_zero else "> 0") + ("" if upper is None else f" and <= {upper:g}")
-        raise InvalidProblemError(f"`{name}` must be finite and {rng}; got {value!r}")
-    return v
+    """A finite number > 0 (>= 0 with ``allow_zero``), at most ``upper``."""
+    return check_real(name, value, lo=0.0, lo_open=not allow_zero, hi=upper)
 
 
 @dataclass(frozen=True)
@@ -135,7 +124,9 @@ class ClientProfile:
 
     @classmethod
     def preset(cls, device_class: str, **overrides: Any) -> ClientProfile:
-        """A profile from :data:`DEVICE_PRESETS`, with optional field overrides."""
+        """A profile from :data:`~.presets.DEVICE_PRESETS`, with optional field overrides."""
+        from .presets import DEVICE_PRESETS
+
         try:
             base = DEVICE_PRESETS[device_class]
         except (KeyError, TypeError):
@@ -234,8 +225,8 @@ class ModelCost:
         memory_factor: float = 4.0,
         reserve_bytes: float = 0.0,
     ) -> None:
-        pb = np.asarray(param_bytes, dtype=np.float64)
-        fl = np.asarray(flops_per_sample, dtype=np.float64)
+        pb = _costs("param_bytes", param_bytes)
+        fl = _costs("flops_per_sample", flops_per_sample)
         sizes = {a.shape[0] for a in (pb, fl) if a.ndim == 1}
         if pb.ndim > 1 or fl.ndim > 1 or len(sizes) > 1:
             raise InvalidProblemError(
@@ -293,8 +284,8 @@ class ModelCost:
 
     def expert_ids(self, experts: int | Sequence[int]) -> np.ndarray:
         """Ids from a sequence, or the ``k`` largest experts for an int ``k``."""
-        if isinstance(experts, int | np.integer) and not isinstance(experts, bool):
-            k = int(experts)
+        if is_int(experts):
+            k = int(cast(int, experts))
             if not 0 <= k <= self.num_experts:
                 raise InvalidProblemError(
                     f"`n_experts` must be in 0..{self.num_experts}; got {k}"
@@ -331,6 +322,11 @@ class ModelCost:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCost:
+        """A cost from :meth:`to_dict`'s output; missing or unknown keys are errors."""
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != keys:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise InvalidProblemError(f"`model_cost` must have the keys {sorted(keys)}; got {got}")
         d = dict(data)
         return cls(d.pop("param_bytes"), d.pop("flops_per_sample"), **d)
 
@@ -339,6 +335,15 @@ class ModelCost:
 
     def __hash__(self) -> int:
         return hash(repr(self.to_dict()))
+
+
+def _costs(name: str, value: Any) -> np.ndarray:
+    """A number or a sequence of numbers as a float array (booleans and text are errors)."""
+    items = value.tolist() if isinstance(value, np.ndarray) else value
+    flat = items if isinstance(items, list | tuple) else [items]
+    if not all(is_real(v) for v in flat):
+        raise ProblemTypeError(f"`{name}` must be a number or a sequence of numbers")
+    return np.asarray(flat if flat is items else items, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -377,7 +382,8 @@ def capacity_limits(
 
     Examples
     --------
-    >>> [capacity_limits(p, DEFAULT_MODEL_COST, DEFAULT_DEADLINE).max_experts
+    >>> from flexassign.alignment.presets import DEFAULT_MODEL_COST, DEVICE_PRESETS
+    >>> [capacity_limits(p, DEFAULT_MODEL_COST, 300.0).max_experts
     ...  for p in DEVICE_PRESETS.values()]
     [1, 3, 6, 8, 8]
     """
@@ -403,71 +409,3 @@ def capacity_limits(
         round_time=cost.round_time(profile, k),
         binding=binding,
     )
-
-
-#: Seconds; a synchronous FL round deadline of a few minutes, as in production
-#: cross-device FL (Bonawitz et al., MLSys 2019).
-DEFAULT_DEADLINE = 300.0
-
-#: An MoE layer stack for edge training: 8 experts of 16 M fp32 parameters (64 MiB)
-#: at 1 GFLOP per training sample each, and an 8 M-parameter shared extractor and
-#: router (32 MiB) at 2 GFLOP per training sample; 256 MiB reserved for activations
-#: and runtime.
-DEFAULT_MODEL_COST = ModelCost(
-    64 * MiB,
-    1e9,
-    num_experts=8,
-    shared_param_bytes=32 * MiB,
-    shared_flops_per_sample=2e9,
-    reserve_bytes=256 * MiB,
-)
-
-#: Device classes (see ``docs/alignment.md`` for the sources). ``compute`` is the
-#: sustained training throughput: the chip's peak times an assumed utilization.
-DEVICE_PRESETS: dict[str, ClientProfile] = {
-    "low-end-phone": ClientProfile(
-        compute=10e9,  # 8x Cortex-A55 CPU, ~0.1 TFLOP/s peak FP32, 10% sustained
-        memory=1 * GiB,  # of 3-4 GB RAM
-        downlink=20 * Mbps,
-        uplink=5 * Mbps,
-        availability=0.5,
-        samples_per_round=300,
-        device_class="low-end-phone",
-    ),
-    "high-end-phone": ClientProfile(
-        compute=100e9,  # flagship SoC GPU, ~2 TFLOP/s peak FP32, 5% sustained
-        memory=3 * GiB,  # of 8-12 GB RAM
-        downlink=55 * Mbps,  # Ookla global mobile median (2021-2024)
-        uplink=10 * Mbps,
-        availability=0.7,
-        samples_per_round=1000,
-        device_class="high-end-phone",
-    ),
-    "tablet": ClientProfile(
-        compute=260e9,  # Apple M1 GPU 2.6 TFLOP/s peak FP32, 10% sustained
-        memory=2 * GiB,  # of 8 GB RAM
-        downlink=90 * Mbps,  # Ookla global fixed-broadband median over Wi-Fi
-        uplink=20 * Mbps,
-        availability=0.8,
-        samples_per_round=1000,
-        device_class="tablet",
-    ),
-    "laptop": ClientProfile(
-        compute=720e9,  # Apple M2 GPU 3.6 TFLOP/s peak FP32, 20% sustained
-        memory=8 * GiB,  # of 16 GB RAM
-        downlink=90 * Mbps,
-        uplink=40 * Mbps,
-        availability=0.9,
-        samples_per_round=2000,
-        device_class="laptop",
-    ),
-    "edge-server": ClientProfile(
-        compute=3.2e12,  # NVIDIA T4 8.1 TFLOP/s peak FP32, 40% sustained
-        memory=16 * GiB,  # T4: 16 GB GDDR6
-        downlink=1000 * Mbps,  # 1 Gbit/s Ethernet
-        uplink=1000 * Mbps,
-        availability=0.99,
-        samples_per_round=5000,
-        device_class="edge-server",
-    ),
-}

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import is_int, is_real
 from ..errors import InvalidFeedbackError
 
 __all__ = ["Feedback"]
 
 
 def _number(name: str, value: Any, i: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_real(value):
         raise InvalidFeedbackError(
             f"`{name}` must hold numbers; entry {i} is {type(value).__name__} {value!r}"
         )
@@ -97,7 +98,7 @@ class Feedback:
         ex_raw = _seq("experts", experts)
         ex: list[int] = []
         for i, v in enumerate(ex_raw):
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            if not is_int(v):
                 raise InvalidFeedbackError(
                     f"`experts` must hold integer expert ids; entry {i} is {v!r}"
                 )

@@ -33,14 +33,15 @@ Our choices where the paper is silent (see ``docs/alignment.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import InvalidFeedbackError, InvalidProblemError, ProblemTypeError
+from .._validation import check_optional_real, check_real, is_int, is_real
+from ..errors import InvalidFeedbackError, InvalidProblemError
 from .feedback import Feedback
 
 __all__ = [
@@ -92,19 +93,6 @@ def exploration_bonus(
     return scale * np.sqrt(math.log1p(n_reports) / (1.0 + np.asarray(n_obs, dtype=np.float64)))
 
 
-def _real(
-    name: str, value: Any, *, lo: float, hi: float | None = None, lo_open: bool = False
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ProblemTypeError(f"`{name}` must be a number; got {type(value).__name__}")
-    v = float(value)
-    bad = not math.isfinite(v) or v < lo or (lo_open and v == lo) or (hi is not None and v > hi)
-    if bad:
-        rng = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi is None else f" and <= {hi:g}")
-        raise InvalidProblemError(f"`{name}` must be finite and {rng}; got {value!r}")
-    return v
-
-
 @dataclass(frozen=True)
 class FitnessConfig:
     """Hyper-parameters of :class:`FitnessTracker` (validated on construction).
@@ -140,36 +128,33 @@ class FitnessConfig:
     zero_count_signal: float | None = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "beta", _real("beta", self.beta, lo=0.0, hi=1.0, lo_open=True))
+        set_ = object.__setattr__
+        set_(self, "beta", check_real("beta", self.beta, lo=0.0, hi=1.0, lo_open=True))
         if self.signal not in SIGNALS:
             raise InvalidProblemError(f"`signal` must be one of {SIGNALS}; got {self.signal!r}")
-        object.__setattr__(
-            self, "alpha_loss", _real("alpha_loss", self.alpha_loss, lo=0.0, lo_open=True)
-        )
+        set_(self, "alpha_loss", check_real("alpha_loss", self.alpha_loss, lo=0.0, lo_open=True))
         if self.prior not in PRIORS:
             raise InvalidProblemError(f"`prior` must be one of {PRIORS}; got {self.prior!r}")
-        object.__setattr__(
-            self, "prior_value", _real("prior_value", self.prior_value, lo=0.0, hi=1.0)
-        )
-        object.__setattr__(
+        set_(self, "prior_value", check_real("prior_value", self.prior_value, lo=0.0, hi=1.0))
+        set_(
             self,
             "prior_strength",
-            _real("prior_strength", self.prior_strength, lo=0.0, lo_open=True),
+            check_real("prior_strength", self.prior_strength, lo=0.0, lo_open=True),
         )
-        object.__setattr__(self, "exploration", _real("exploration", self.exploration, lo=0.0))
-        if self.zero_count_signal is not None:
-            object.__setattr__(
-                self,
-                "zero_count_signal",
-                _real("zero_count_signal", self.zero_count_signal, lo=0.0, hi=1.0),
-            )
+        set_(self, "exploration", check_real("exploration", self.exploration, lo=0.0))
+        set_(
+            self,
+            "zero_count_signal",
+            check_optional_real("zero_count_signal", self.zero_count_signal, lo=0.0, hi=1.0),
+        )
 
 
 class FitnessTracker:
     r"""Fitness :math:`Q` of every client ever seen over ``num_experts`` experts.
 
-    Rows are keyed by client id (any hashable) and created on first use. Unobserved
-    entries are not stored: :meth:`fitness` fills them with the prior.
+    Rows are keyed by client id (any hashable) and created on first report; they
+    live in one matrix, in first-report order. Unobserved entries are stored as 0
+    and read through the prior (:meth:`fitness`).
 
     Parameters
     ----------
@@ -187,62 +172,65 @@ class FitnessTracker:
     def __init__(self, num_experts: int, config: FitnessConfig | None = None) -> None:
         self.num_experts = int(num_experts)
         self.config = config or FitnessConfig()
-        self._q: dict[Hashable, FloatArray] = {}
-        self._n: dict[Hashable, NDArray[np.int64]] = {}
-        self._reports: dict[Hashable, int] = {}
+        self._index: dict[Hashable, int] = {}
+        # rows 0..m-1 hold the clients; row m (and beyond) stays zero: unknown clients
+        self._q = np.zeros((8, self.num_experts))
+        self._n = np.zeros((8, self.num_experts), dtype=np.int64)
+        self._t = np.zeros(8, dtype=np.int64)
 
     # ----------------------------------------------------------------- queries
     def clients(self) -> list[Hashable]:
         """Client ids with any recorded report, in first-report order."""
-        return list(self._q)
+        return list(self._index)
 
     def __contains__(self, client_id: object) -> bool:
-        return client_id in self._q
+        return client_id in self._index
+
+    def _rows(self, client_ids: Iterable[Hashable]) -> NDArray[np.intp]:
+        """Matrix rows of the clients (the zero row for unknown ones)."""
+        get, unknown = self._index.get, len(self._index)
+        ids = list(client_ids)
+        return np.fromiter((get(c, unknown) for c in ids), dtype=np.intp, count=len(ids))
 
     def prior(self) -> FloatArray:
         r"""The prior :math:`\pi_e` of an unobserved pair, shape (E,)."""
         cfg = self.config
-        if cfg.prior == "constant" or not self._q:
+        m = len(self._index)
+        if cfg.prior == "constant" or m == 0:
             return np.full(self.num_experts, cfg.prior_value)
-        q = np.array(list(self._q.values()))
-        seen = np.array(list(self._n.values())) > 0
-        total = cfg.prior_strength * cfg.prior_value + np.where(seen, q, 0.0).sum(axis=0)
+        seen = self._n[:m] > 0
+        total = cfg.prior_strength * cfg.prior_value + np.where(seen, self._q[:m], 0.0).sum(axis=0)
         return total / (cfg.prior_strength + seen.sum(axis=0))
 
     def observations(self, client_ids: Iterable[Hashable]) -> NDArray[np.int64]:
         """:math:`n_{ce}`, the number of observations per pair, shape (len(ids), E)."""
-        zero = np.zeros(self.num_experts, dtype=np.int64)
-        return np.array([self._n.get(c, zero) for c in client_ids], dtype=np.int64).reshape(
-            -1, self.num_experts
-        )
+        return self._n[self._rows(client_ids)]
 
     def reports(self, client_id: Hashable) -> int:
         """:math:`T_c`, the number of rounds the client reported."""
-        return self._reports.get(client_id, 0)
+        r = self._index.get(client_id)
+        return 0 if r is None else int(self._t[r])
 
     def fitness(self, client_ids: Iterable[Hashable]) -> FloatArray:
         r""":math:`\hat Q`, observed values with the prior where unobserved, shape (len, E)."""
-        ids = list(client_ids)
-        prior = self.prior()
-        out = np.tile(prior, (len(ids), 1))
-        for i, c in enumerate(ids):
-            if c in self._q:
-                seen = self._n[c] > 0
-                out[i, seen] = self._q[c][seen]
-        return out
+        rows = self._rows(client_ids)
+        return np.where(self._n[rows] > 0, self._q[rows], self.prior()[None, :])
 
     def bonus(self, client_ids: Iterable[Hashable]) -> FloatArray:
         r"""Exploration bonus :math:`b_{ce}`, shape (len(ids), E)."""
-        ids = list(client_ids)
-        n = self.observations(ids).astype(np.float64)
-        t = np.array([self.reports(c) for c in ids], dtype=np.float64)
-        scale = self.config.exploration
-        return scale * np.sqrt(np.log1p(t)[:, None] / (1.0 + n))
+        rows = self._rows(client_ids)
+        return self._bonus(rows)
+
+    def _bonus(self, rows: NDArray[np.intp]) -> FloatArray:
+        t = self._t[rows].astype(np.float64)
+        n = self._n[rows].astype(np.float64)
+        return self.config.exploration * np.sqrt(np.log1p(t)[:, None] / (1.0 + n))
 
     def optimistic(self, client_ids: Iterable[Hashable]) -> FloatArray:
         r""":math:`\hat Q + b`, the score planning uses."""
-        ids = list(client_ids)
-        return self.fitness(ids) + self.bonus(ids)
+        rows = self._rows(client_ids)
+        q = np.where(self._n[rows] > 0, self._q[rows], self.prior()[None, :])
+        return q + self._bonus(rows)
 
     # ----------------------------------------------------------------- updates
     def signal(self, feedback: Feedback) -> FloatArray:
@@ -253,64 +241,158 @@ class FitnessTracker:
         InvalidFeedbackError
             When the configured signal's field (``accuracy`` or ``loss``) is missing.
         """
+        return np.array(self.signal_values(feedback), dtype=np.float64)
+
+    def signal_values(self, feedback: Feedback) -> list[float]:
+        """:meth:`signal` as a list of floats (what :meth:`update` uses)."""
         cfg = self.config
-        field = cfg.signal
-        values = feedback.accuracy if field == "accuracy" else feedback.loss
         if not feedback.experts:
-            return np.zeros(0)
+            return []
+        values = feedback.accuracy if cfg.signal == "accuracy" else feedback.loss
         if values is None:
             raise InvalidFeedbackError(
-                f"`{field}` is required: the planner's fitness signal is {field!r}"
+                f"`{cfg.signal}` is required: the planner's fitness signal is {cfg.signal!r}"
             )
-        v = np.asarray(values, dtype=np.float64)
-        s = v if field == "accuracy" else np.exp(-cfg.alpha_loss * v)
-        zero = np.asarray(feedback.counts) == 0
-        fill = np.nan if cfg.zero_count_signal is None else cfg.zero_count_signal
-        return np.where(zero, fill, s)
+        fill = math.nan if cfg.zero_count_signal is None else cfg.zero_count_signal
+        if cfg.signal == "accuracy":
+            return [fill if n == 0 else v for v, n in zip(values, feedback.counts, strict=True)]
+        a = cfg.alpha_loss
+        return [
+            fill if n == 0 else math.exp(-a * v)
+            for v, n in zip(values, feedback.counts, strict=True)
+        ]
 
-    def update(self, client_id: Hashable, feedback: Feedback) -> None:
-        """Apply the EMA rule to the reported experts (validate ids before calling)."""
-        s = self.signal(feedback)
-        bad = [e for e in feedback.experts if e >= self.num_experts]
+    def update(
+        self, client_id: Hashable, feedback: Feedback, signals: list[float] | None = None
+    ) -> None:
+        """Apply the EMA rule to the reported experts (validate ids before calling).
+
+        ``signals`` are :meth:`signal_values` of ``feedback`` if already computed.
+        """
+        s = self.signal_values(feedback) if signals is None else signals
+        e = self.num_experts
+        bad = [j for j in feedback.experts if j >= e]
         if bad:
             raise InvalidFeedbackError(
-                f"`experts` holds unknown expert id {bad[0]} (valid: 0..{self.num_experts - 1})"
+                f"`experts` holds unknown expert id {bad[0]} (valid: 0..{e - 1})"
             )
-        prior = self.prior()
-        q = self._q.get(client_id)
-        n = self._n.get(client_id)
-        q = np.zeros(self.num_experts) if q is None else q.copy()
-        n = np.zeros(self.num_experts, dtype=np.int64) if n is None else n.copy()
+        r = self._index.get(client_id)
+        q_row = None if r is None else self._q[r]
+        n_row = None if r is None else self._n[r]
+        first = [
+            j
+            for j, sj in zip(feedback.experts, s, strict=True)
+            if sj == sj and (n_row is None or n_row[j] == 0)
+        ]
+        prior = self.prior() if first else None
+        if r is None:
+            r = self._append(client_id)
+            q_row, n_row = self._q[r], self._n[r]
+        assert q_row is not None and n_row is not None
         beta = self.config.beta
-        for e, se in zip(feedback.experts, s, strict=True):
-            if math.isnan(se):
+        for j, sj in zip(feedback.experts, s, strict=True):
+            if sj != sj:  # NaN: no update
                 continue
-            prev = q[e] if n[e] > 0 else prior[e]
-            q[e] = (1.0 - beta) * prev + beta * se
-            n[e] += 1
-        self._q[client_id] = q
-        self._n[client_id] = n
-        self._reports[client_id] = self._reports.get(client_id, 0) + 1
+            prev = float(q_row[j]) if n_row[j] > 0 else float(prior[j])  # type: ignore[index]
+            q_row[j] = (1.0 - beta) * prev + beta * sj
+            n_row[j] += 1
+        self._t[r] += 1
+
+    def _append(self, client_id: Hashable) -> int:
+        m = len(self._index)
+        if m + 1 >= self._q.shape[0]:  # keep a zero row after the last client
+            grow = self._q.shape[0]
+            self._q = np.vstack([self._q, np.zeros((grow, self.num_experts))])
+            self._n = np.vstack([self._n, np.zeros((grow, self.num_experts), dtype=np.int64)])
+            self._t = np.concatenate([self._t, np.zeros(grow, dtype=np.int64)])
+        self._index[client_id] = m
+        return m
 
     def forget(self, client_id: Hashable) -> None:
         """Drop everything known about a client (unknown ids are ignored)."""
-        self._q.pop(client_id, None)
-        self._n.pop(client_id, None)
-        self._reports.pop(client_id, None)
+        r = self._index.pop(client_id, None)
+        if r is None:
+            return
+        m = len(self._index)  # rows r+1..m move up by one; row m becomes zero
+        self._q[r:m] = self._q[r + 1 : m + 1]
+        self._n[r:m] = self._n[r + 1 : m + 1]
+        self._t[r:m] = self._t[r + 1 : m + 1]
+        self._q[m], self._n[m], self._t[m] = 0.0, 0, 0
+        for c, i in self._index.items():
+            if i > r:
+                self._index[c] = i - 1
 
     # ----------------------------------------------------------------- state
     def rows(self) -> list[tuple[Hashable, FloatArray, NDArray[np.int64], int]]:
-        """``(client id, Q row, n row, T)`` for every client, for persistence."""
-        return [(c, self._q[c], self._n[c], self._reports[c]) for c in self._q]
+        """``(client id, Q row, n row, T)`` for every client, in first-report order."""
+        return [(c, self._q[r], self._n[r], int(self._t[r])) for c, r in self._index.items()]
 
     def set_row(self, client_id: Hashable, q: Any, n: Any, reports: int) -> None:
-        """Restore one client's row (used by :mod:`~flexassign.alignment.state`)."""
-        qa = np.asarray(q, dtype=np.float64)
-        na = np.asarray(n, dtype=np.int64)
-        if qa.shape != (self.num_experts,) or na.shape != (self.num_experts,):
+        """Restore one client's row, checking it (errors name ``state.clients[id]``).
+
+        ``q`` must be finite, in [0, 1], and 0 where unobserved; ``n`` non-negative
+        integers; ``reports`` an integer at least ``max(n)``.
+        """
+        where = f"state.clients[{client_id!r}]"
+        e = self.num_experts
+        if not _numbers(q, e, integer=False):
+            raise InvalidProblemError(f"`{where}.fitness` must hold {e} numbers; got {q!r}")
+        if not _numbers(n, e, integer=True):
             raise InvalidProblemError(
-                f"`fitness` row of client {client_id!r} must have {self.num_experts} entries"
+                f"`{where}.observations` must hold {e} integers; got {n!r}"
             )
-        self._q[client_id] = qa.copy()
-        self._n[client_id] = na.copy()
-        self._reports[client_id] = int(reports)
+        qa = np.array(q, dtype=np.float64)
+        if any(abs(v) > 2**53 for v in n):
+            raise InvalidProblemError(f"`{where}.observations` must be in 0..2**53; got {n!r}")
+        na = np.array(n, dtype=np.int64)
+        if not (np.isfinite(qa).all() and (qa >= 0).all() and (qa <= 1).all()):
+            raise InvalidProblemError(f"`{where}.fitness` must be finite and in [0, 1]; got {q!r}")
+        if (na < 0).any() or (na > 2**53).any():
+            raise InvalidProblemError(f"`{where}.observations` must be in 0..2**53; got {n!r}")
+        if (qa[na == 0] != 0).any():
+            raise InvalidProblemError(
+                f"`{where}.fitness` must be 0 where `observations` is 0 (unobserved pairs)"
+            )
+        if not is_int(reports) or not max(int(na.max()), 1) <= reports <= 2**53:
+            raise InvalidProblemError(
+                f"`{where}.reports` must be an integer >= 1 and >= every observation count; "
+                f"got {reports!r}"
+            )
+        r = self._index.get(client_id)
+        if r is None:
+            r = self._append(client_id)
+        self._q[r], self._n[r], self._t[r] = qa, na, int(reports)
+
+    def to_list(self, id_out: Any) -> list[dict[str, Any]]:
+        """Rows as JSON objects (``id_out`` converts client ids)."""
+        return [
+            {"id": id_out(c), "fitness": q.tolist(), "observations": n.tolist(), "reports": t}
+            for c, q, n, t in self.rows()
+        ]
+
+    def load_list(self, rows: Any, id_in: Any) -> None:
+        """Restore rows written by :meth:`to_list` (``id_in`` converts and checks ids)."""
+        if not isinstance(rows, list):
+            raise InvalidProblemError("`state.clients` must be a list")
+        for row in rows:
+            if not isinstance(row, Mapping) or set(row) != {
+                "id",
+                "fitness",
+                "observations",
+                "reports",
+            }:
+                raise InvalidProblemError(
+                    "`state.clients` entries must be objects with keys id, fitness, "
+                    f"observations, reports; got {row!r}"
+                )
+            cid = id_in(row["id"])
+            if cid in self._index:
+                raise InvalidProblemError(f"`state.clients` lists client {cid!r} twice")
+            self.set_row(cid, row["fitness"], row["observations"], row["reports"])
+
+
+def _numbers(value: Any, size: int, *, integer: bool) -> bool:
+    ok = is_int if integer else is_real
+    return isinstance(value, list | tuple | np.ndarray) and len(value) == size and all(
+        ok(v) for v in value
+    )

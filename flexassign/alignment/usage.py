@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validation import check_real, is_int, is_real
 from ..errors import InvalidProblemError
+from ..metrics import coefficient_of_variation
 
 __all__ = [
     "UsageMonitor",
@@ -96,7 +98,7 @@ def utilization_stats(loads: ArrayLike, rounds: int = 1) -> UtilizationStats:
     y = np.asarray(loads, dtype=np.float64)
     mean = float(y.mean()) if y.size else 0.0
     var = float(y.var()) if y.size else 0.0
-    cv = math.sqrt(var) / mean if mean > 0 else math.nan
+    cv = coefficient_of_variation(y)
     hi = float(y.max()) if y.size else 0.0
     ratio = float(y.min()) / hi if hi > 0 else math.nan
     return UtilizationStats(
@@ -158,14 +160,18 @@ def deficit_targets(
     def fill(base: FloatArray) -> FloatArray:
         if k <= m.sum():
             return m.copy()
-        lo, hi = float((m - base).min()), float((h - base).max())
-        for _ in range(100):  # bisection on the level; 100 halvings reach float precision
-            mid = 0.5 * (lo + hi)
-            if np.clip(mid + base, m, h).sum() < k:
-                lo = mid
-            else:
-                hi = mid
-        return np.clip(hi + base, m, h)
+        # f(level) = sum(clip(level + base, m, h)) is piecewise linear and nondecreasing
+        # with breakpoints where an expert reaches m or h: find the piece where it
+        # crosses k and interpolate (exact, no iteration)
+        bps = np.unique(np.concatenate([m - base, h - base]))
+        vals = np.clip(bps[:, None] + base[None, :], m, h).sum(axis=1)
+        i = int(np.searchsorted(vals, k))
+        if i >= bps.size:
+            level = float(bps[-1])
+        else:
+            f0, f1 = float(vals[i - 1]), float(vals[i])
+            level = float(bps[i - 1]) + (k - f0) * float(bps[i] - bps[i - 1]) / (f1 - f0)
+        return np.clip(level + base, m, h)
 
     uniform = fill(np.zeros_like(c))
     if shift == 0:
@@ -192,10 +198,12 @@ class UsageMonitor:
 
     def __init__(self, num_experts: int, decay: float = 0.3) -> None:
         self.num_experts = int(num_experts)
-        self.decay = float(decay)
+        self.decay = check_real("decay", decay, lo=0.0, hi=1.0, lo_open=True)
         self._clients: list[FloatArray] = []
         self._samples: list[FloatArray] = []
         self._score = np.ones(self.num_experts)
+        # running totals (loads are integer counts, so these sums are exact)
+        self._total = {"clients": np.zeros(self.num_experts), "samples": np.zeros(self.num_experts)}
 
     @property
     def rounds(self) -> int:
@@ -208,6 +216,8 @@ class UsageMonitor:
         sl = np.asarray(sample_loads, dtype=np.float64).reshape(self.num_experts)
         self._clients.append(cl.copy())
         self._samples.append(sl.copy())
+        self._total["clients"] = self._total["clients"] + cl
+        self._total["samples"] = self._total["samples"] + sl
         tot = cl.sum()
         if tot > 0:
             share = self.num_experts * cl / tot
@@ -220,7 +230,8 @@ class UsageMonitor:
 
     def cumulative(self, kind: str = "clients") -> FloatArray:
         """:math:`C_e`, total load over all rounds."""
-        return self.history(kind).sum(axis=0)
+        self._rows(kind)  # checks `kind`
+        return self._total[kind].copy()
 
     def usage_score(self) -> FloatArray:
         """:math:`u_e`, the exponentially weighted load share (1 = fair share)."""
@@ -255,16 +266,74 @@ class UsageMonitor:
         }
 
     @classmethod
-    def from_dict(cls, num_experts: int, data: dict[str, Any]) -> UsageMonitor:
-        m = cls(num_experts, decay=float(data["decay"]))
-        m._clients = [np.asarray(r, dtype=np.float64) for r in data["client_loads"]]
-        m._samples = [np.asarray(r, dtype=np.float64) for r in data["sample_loads"]]
-        m._score = np.asarray(data["usage_score"], dtype=np.float64)
-        if m._score.shape != (num_experts,) or len(m._clients) != len(m._samples) or any(
-            r.shape != (num_experts,) for r in m._clients + m._samples
-        ):
-            raise InvalidProblemError("`usage` state does not match `num_experts`")
+    def from_dict(cls, num_experts: int, data: Any) -> UsageMonitor:
+        """Rebuild from :meth:`to_dict`, checking every entry (errors name the field).
+
+        Loads must be non-negative integers, one per expert and round, as many
+        client rows as sample rows; the usage score non-negative with mean 1.
+        """
+        where = "usage"
+        if not isinstance(data, dict) or set(data) != {
+            "decay",
+            "client_loads",
+            "sample_loads",
+            "usage_score",
+        }:
+            raise InvalidProblemError(
+                "`usage` state must be an object with keys decay, client_loads, sample_loads, "
+                "usage_score"
+            )
+        e = num_experts
+        m = cls(
+            e,
+            decay=check_real(
+                f"{where}.decay",
+                data["decay"],
+                lo=0.0,
+                hi=1.0,
+                lo_open=True,
+                type_error=InvalidProblemError,
+            ),
+        )
+        rows = {}
+        for key in ("client_loads", "sample_loads"):
+            raw = data[key]
+            if not isinstance(raw, list) or not all(_load_row(r, e) for r in raw):
+                raise InvalidProblemError(
+                    f"`usage` state: `{where}.{key}` must be a list of rows of {e} "
+                    "non-negative integers"
+                )
+            rows[key] = [np.asarray(r, dtype=np.float64) for r in raw]
+        if len(rows["client_loads"]) != len(rows["sample_loads"]):
+            raise InvalidProblemError(
+                f"`usage` state has {len(rows['client_loads'])} rounds of client loads but "
+                f"{len(rows['sample_loads'])} of sample loads"
+            )
+        score = data["usage_score"]
+        if not _load_row(score, e, integer=False) or not math.isclose(sum(score), e, rel_tol=1e-9):
+            raise InvalidProblemError(
+                f"`usage` state: `{where}.usage_score` must hold {e} non-negative numbers "
+                "with mean 1"
+            )
+        m._clients, m._samples = rows["client_loads"], rows["sample_loads"]
+        m._score = np.asarray(score, dtype=np.float64)
+        m._total = {
+            "clients": m.history("clients").sum(axis=0),
+            "samples": m.history("samples").sum(axis=0),
+        }
         return m
+
+
+#: Largest load a state file may hold (integers stay exact in float64 up to here).
+_MAX_COUNT = 2.0**53
+
+
+def _load_row(row: Any, size: int, *, integer: bool = True) -> bool:
+    return (
+        isinstance(row, list)
+        and len(row) == size
+        and all(is_real(v) and 0 <= v <= _MAX_COUNT and (not integer or v == round(v)) for v in row)
+    )
 
 
 def windowed_stats(history: FloatArray, window: int | None) -> UtilizationStats:
@@ -274,7 +343,7 @@ def windowed_stats(history: FloatArray, window: int | None) -> UtilizationStats:
     ``window=None`` uses every round (cumulative).
     """
     if window is not None:
-        if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        if not is_int(window) or window < 1:
             raise InvalidProblemError(
                 f"`window` must be a positive integer or None; got {window!r}"
             )

@@ -16,7 +16,10 @@ from ..problem import AssignmentProblem
 from ..result import Status
 from .base import BackendOutput, SolveOptions
 
-__all__ = ["solve", "top_k"]
+__all__ = ["BUDGET_RTOL", "fill_in_order", "solve", "top_k"]
+
+#: Relative slack on a client's memory budget when summing expert sizes.
+BUDGET_RTOL = 1e-12
 
 
 def top_k(problem: AssignmentProblem) -> np.ndarray:
@@ -49,14 +52,35 @@ def top_k(problem: AssignmentProblem) -> np.ndarray:
         return x
     order = np.argsort(-key, axis=1, kind="stable")
     assert problem.expert_size is not None and problem.client_budget is not None
+    return fill_in_order(
+        order, k, problem.expert_size, problem.client_budget, allowed=allowed, fixed=fixed
+    )
+
+
+def fill_in_order(
+    order: np.ndarray,
+    k: np.ndarray,
+    size: np.ndarray,
+    budget: np.ndarray,
+    *,
+    allowed: np.ndarray | None = None,
+    fixed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Knapsack greedy fill: client ``c`` walks ``order[c]`` and takes each expert that
+    still fits its memory ``budget[c]`` (sizes ``size``), until it holds ``k[c]``.
+
+    The walk stops at the first expert ``allowed`` forbids (orders put those last);
+    ``fixed`` experts are taken whatever their size. Budgets get a relative slack of
+    :data:`BUDGET_RTOL` against float rounding in the sums of sizes.
+    """
+    n, e = order.shape
     x = np.zeros((n, e), dtype=bool)
-    size, budget = problem.expert_size, problem.client_budget
     for c in range(n):
-        used, taken = 0.0, 0
+        used, taken, cap = 0.0, 0, budget[c] * (1 + BUDGET_RTOL)
         for j in order[c]:
-            if taken >= k[c] or not allowed[c, j]:
+            if taken >= k[c] or (allowed is not None and not allowed[c, j]):
                 break
-            if fixed[c, j] or used + size[j] <= budget[c] * (1 + 1e-12):
+            if (fixed is not None and fixed[c, j]) or used + size[j] <= cap:
                 x[c, j] = True
                 used += size[j]
                 taken += 1

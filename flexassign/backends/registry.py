@@ -191,6 +191,21 @@ _builtin(
     ),
 )
 _builtin(
+    "flow-warm",
+    ("ortools",),
+    None,
+    "exact",
+    weighted=False,
+    knapsack=False,
+    soft=False,
+    time_limit=False,
+    description=(
+        "exact min-cost flow warm-started from expert prices (options['prices'] or a "
+        "sampled estimate): clients settled by the prices stay frozen, the rest are "
+        "solved exactly and a complementary-slackness certificate proves the optimum"
+    ),
+)
+_builtin(
     "highs",
     ("highspy",),
     None,

@@ -1,1 +1,4 @@
-"""FLEX-MoE Flower app: a ServerApp and a ClientApp around flexassign's Flower integration."""
+"""FLEX-MoE Flower app for a two-block MoE.
+
+``task.py``: model, data, training; ``client_app.py``; ``server_app.py``.
+"""

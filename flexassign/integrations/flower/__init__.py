@@ -1,17 +1,22 @@
-"""FLEX-MoE for Flower (``flwr>=1.41,<1.42``, Message API).
+"""FLEX-MoE for Flower (``flwr>=1.41,<1.42``, Message API), for any MoE model.
 
-Install with ``pip install "flexassign[flower,torch]"``. Importing this package imports
-Flower; the rest of flexassign never does.
+Install with ``pip install "flexassign[flower]"``. This package imports only numpy,
+Flower and flexassign (never torch, never :mod:`fl_harness`); the rest of flexassign
+never imports Flower.
 
 * :class:`FlexMoEStrategy` -- server strategy: profiles nodes, samples, plans with
-  :class:`flexassign.alignment.Planner`, sends each node only its experts, aggregates
-  shared parameters by sample count and experts by usage, feeds feedback back,
-  tolerates failed nodes, checkpoints and resumes.
-* :func:`make_server_app`, :func:`make_client_app` -- ready ``ServerApp`` and
-  ``ClientApp`` for the harness's MoE model (:mod:`fl_harness`).
-* :mod:`~flexassign.integrations.flower.messages` -- the wire format.
+  :class:`flexassign.alignment.Planner`, sends each node only its experts, checks and
+  bounds every reply, aggregates shared parameters by sample count and experts by
+  usage (mean, trimmed mean or median), feeds feedback back, checkpoints and resumes.
+* :class:`ExpertLayout` -- which of your model's parameters are experts (the id is a
+  regex group, so an expert may span layers) and which stay on the client.
+* :mod:`~flexassign.integrations.flower.messages` -- the wire format: plain state
+  dicts under the model's own names (:func:`decode_train_instruction`,
+  :func:`encode_train_reply`, :func:`encode_profile`).
+* :mod:`~flexassign.integrations.flower.client` -- helpers for your ClientApp.
 
-See ``docs/flower.md`` and ``examples/flower/``.
+The harness's own ready-made Flower app lives in :mod:`fl_harness.flower`. See
+``docs/flower.md`` and ``examples/flower/``.
 """
 
 from __future__ import annotations
@@ -20,43 +25,59 @@ try:
     import flwr  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "flexassign.integrations.flower needs Flower: pip install 'flexassign[flower,torch]'"
+        "flexassign.integrations.flower needs Flower: pip install 'flexassign[flower]'"
     ) from exc
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .client import handle_evaluate, handle_query, handle_train, make_client_app
+from .client import LOCAL_STATE_KEY, load_local_state, node_partition, save_local_state
+from .layout import ExpertLayout, LayoutError
 from .messages import (
     MessageFormatError,
     TrainInstruction,
     TrainReply,
+    decode_evaluate_reply,
+    decode_profile,
     decode_train_instruction,
     decode_train_reply,
+    encode_evaluate_reply,
+    encode_profile,
     encode_train_instruction,
     encode_train_reply,
 )
-from .server import build_strategy, make_planner, make_server_app, run_server
-from .strategy import FlexMoEStrategy, RoundRecord, aggregate_replies
+from .strategy import (
+    FlexMoEStrategy,
+    FlowerRoundRecord,
+    aggregate_replies,
+    bound_replies,
+    check_reply,
+    format_metrics,
+)
 
 __all__ = [
+    "LOCAL_STATE_KEY",
     "Checkpoint",
+    "ExpertLayout",
     "FlexMoEStrategy",
+    "FlowerRoundRecord",
+    "LayoutError",
     "MessageFormatError",
-    "RoundRecord",
     "TrainInstruction",
     "TrainReply",
     "aggregate_replies",
-    "build_strategy",
+    "bound_replies",
+    "check_reply",
+    "decode_evaluate_reply",
+    "decode_profile",
     "decode_train_instruction",
     "decode_train_reply",
+    "encode_evaluate_reply",
+    "encode_profile",
     "encode_train_instruction",
     "encode_train_reply",
-    "handle_evaluate",
-    "handle_query",
-    "handle_train",
+    "format_metrics",
     "load_checkpoint",
-    "make_client_app",
-    "make_planner",
-    "make_server_app",
-    "run_server",
+    "load_local_state",
+    "node_partition",
     "save_checkpoint",
+    "save_local_state",
 ]

@@ -15,14 +15,14 @@ removed. Only numpy and the planner's own ``save``/``load`` are used (no pickle)
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..._files import atomic_write, jsonable, write_text_atomic
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -41,26 +41,13 @@ class Checkpoint:
     planner : Planner
     arrays : dict of str to ndarray
     history : list of dict
-        :meth:`RoundRecord.to_json` of every completed round.
+        :meth:`FlowerRoundRecord.to_json` of every completed round.
     """
 
     server_round: int
     planner: Any
     arrays: dict[str, np.ndarray]
     history: list[dict[str, Any]]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -96,15 +83,10 @@ def save_checkpoint(
     planner_file = f"planner-{r}.json"
     arrays_file = f"arrays-{r}.npz"
     planner.save(d / planner_file)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".arrays.", suffix=".npz")
-    os.close(fd)
-    try:
-        # Keys may contain dots; np.savez keeps them verbatim.
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-        os.replace(tmp, d / arrays_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Keys may contain dots; np.savez keeps them verbatim.
+    state_arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    atomic_write(d / arrays_file, lambda fh: np.savez(fh, **state_arrays),  # type: ignore[arg-type]
+                 name="directory")
     state = {
         "format": _FORMAT,
         "server_round": r,
@@ -114,7 +96,8 @@ def save_checkpoint(
         "history": list(history),
     }
     path = d / _STATE
-    _atomic_write_text(path, json.dumps(state, indent=1))
+    write_text_atomic(path, json.dumps(jsonable(state), indent=1, allow_nan=False),
+                      name="directory")
     for old in list(d.glob("planner-*.json")) + list(d.glob("arrays-*.npz")):
         if old.name not in (planner_file, arrays_file):
             old.unlink(missing_ok=True)

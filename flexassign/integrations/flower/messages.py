@@ -1,39 +1,55 @@
-"""The wire format between the FLEX-MoE ServerApp and ClientApp.
+"""The wire format between the FLEX-MoE ServerApp and any ClientApp.
 
-Every payload is a Flower :class:`~flwr.app.RecordDict`. The keys are fixed here
-and nowhere else, so the server strategy, the client app and user code that talks
-to either share one definition.
+Every payload is a Flower :class:`~flwr.app.RecordDict` holding plain state dicts
+under the model's own parameter names; the keys are fixed here and nowhere else.
 
-Train instruction (server -> node)::
+Train (or evaluate) instruction, server -> node::
 
-    "shared"      ArrayRecord   shared parameters (features, head, ...), full names
-    "expert.<e>"  ArrayRecord   one per assigned expert e; names relative to the
-                                expert module ("0.weight", not "experts.3.0.weight")
-    "config"      ConfigRecord  "server-round": int, "expert-ids": list[int], plus
-                                the run's training settings (lr, local-epochs, ...)
+    "arrays"   ArrayRecord   shared parameters + the node's assigned experts, under the
+                             model's names (e.g. "blocks.1.experts.3.w"); never a local
+                             (router/gate) parameter
+    "config"   ConfigRecord  "server-round": int, "expert-ids": list[int], plus the
+                             run's training settings (lr, local-epochs, ...)
 
-Train reply (node -> server)::
+Train reply, node -> server::
 
-    "shared"      ArrayRecord   updated shared parameters
-    "expert.<e>"  ArrayRecord   one per expert the node trained (subset of expert-ids)
-    "metrics"     MetricRecord  "num-examples" (weight of the shared average),
-                                "accuracy", "loss", ... (scalars)
-    "feedback"    MetricRecord  per-expert feedback, parallel lists:
-                                "experts", "counts", "accuracy", "loss"
-    "profile"     ConfigRecord  the node's capacity profile (optional on train)
+    "arrays"   ArrayRecord   updated shared parameters + the experts it trained
+                             (each expert complete), same names, shapes and dtypes
+    "metrics"  MetricRecord  "num-examples" (local training samples), "accuracy",
+                             "loss", ... (finite scalars)
+    "feedback" MetricRecord  per-expert parallel lists "experts", "counts" (samples
+                             routed to the expert, each sample counted once), optional
+                             "accuracy", "loss", and scalars "round-time",
+                             "train-samples"
+    "profile"  ConfigRecord  optional: an updated profile
 
-Query reply (node -> server, before the node is first planned)::
+Query reply (profile), node -> server::
 
-    "profile"     ConfigRecord  "client-id": int plus capacity fields
+    "profile"  ConfigRecord  "client-id" (int or str, stable across runs) and either
+                             "capacity" (k_c) or ClientProfile fields ("compute",
+                             "memory", ... or "device-class"); optional
+                             "num-examples" (the node's dataset size, which caps the
+                             weight its replies may claim)
 
-Routers never appear in any message: they stay in the node's ``context.state``.
+Evaluate reply, node -> server::
 
-This module imports only numpy and :mod:`flwr.app`; torch is not needed.
+    "metrics"  MetricRecord  "num-examples", "accuracy", "loss", ...
+
+On a client, with ``ins = decode_train_instruction(msg.content)``::
+
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in ins.arrays.items()},
+                          strict=False)
+    ...train...
+    content = encode_train_reply(state, num_examples=n, feedback=Feedback(...),
+                                 keys=ins.arrays)
+
+This module imports only numpy, :mod:`flwr.app` and flexassign.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,52 +61,38 @@ from ...alignment import Feedback
 from ...errors import FlexAssignError, InvalidFeedbackError
 
 __all__ = [
+    "ARRAYS_KEY",
     "CONFIG_KEY",
-    "EXPERT_KEY_PREFIX",
-    "EXPERT_PARAM_PREFIX",
     "FEEDBACK_KEY",
     "METRICS_KEY",
     "PROFILE_KEY",
-    "ROUTER_PARAM_PREFIX",
-    "SHARED_KEY",
     "MessageFormatError",
     "TrainInstruction",
     "TrainReply",
     "arrayrecord_to_numpy",
+    "decode_evaluate_reply",
     "decode_profile",
     "decode_train_instruction",
     "decode_train_reply",
+    "encode_evaluate_reply",
     "encode_profile",
     "encode_train_instruction",
     "encode_train_reply",
-    "expert_record_key",
-    "join_state",
     "numpy_to_arrayrecord",
-    "split_state",
 ]
 
-SHARED_KEY = "shared"
-EXPERT_KEY_PREFIX = "expert."
+ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 FEEDBACK_KEY = "feedback"
 PROFILE_KEY = "profile"
-#: State-dict prefix of the expert modules (``experts.<e>.<param>``).
-EXPERT_PARAM_PREFIX = "experts."
-#: State-dict prefix of the per-client router, which never leaves the node.
-ROUTER_PARAM_PREFIX = "router."
+_RESERVED = ("server-round", "expert-ids")
 
-NDArrayF = NDArray[Any]
-StateDict = dict[str, NDArrayF]
+StateDict = dict[str, NDArray[Any]]
 
 
 class MessageFormatError(FlexAssignError, ValueError):
     """A message's content does not follow the FLEX-MoE wire format."""
-
-
-def expert_record_key(expert: int) -> str:
-    """RecordDict key of expert ``expert``'s ArrayRecord (``"expert.<e>"``)."""
-    return f"{EXPERT_KEY_PREFIX}{int(expert)}"
 
 
 def numpy_to_arrayrecord(arrays: Mapping[str, Any]) -> ArrayRecord:
@@ -99,84 +101,119 @@ def numpy_to_arrayrecord(arrays: Mapping[str, Any]) -> ArrayRecord:
     for name, value in arrays.items():
         if hasattr(value, "detach"):  # a torch tensor; avoid importing torch here
             value = value.detach().cpu().numpy()
-        out[name] = Array(np.ascontiguousarray(np.asarray(value)))
+        out[str(name)] = Array(np.ascontiguousarray(np.asarray(value)))
     return out
 
 
 def arrayrecord_to_numpy(record: ArrayRecord) -> StateDict:
-    """The arrays of ``record`` as a ``{name: ndarray}`` dict (insertion order kept)."""
-    return {name: np.array(arr.numpy(), copy=True) for name, arr in record.items()}
+    """The arrays of ``record`` as a ``{name: ndarray}`` dict (insertion order kept).
 
-
-# --------------------------------------------------------------------------- state
-
-
-def split_state(state: Mapping[str, Any]) -> tuple[StateDict, dict[int, StateDict]]:
-    """Split a full MoE state dict into shared parameters and per-expert parameters.
-
-    Parameters
-    ----------
-    state : mapping of str to array
-        Keys ``experts.<e>.<param>`` go to expert ``e`` under ``<param>``; keys
-        starting with ``router.`` are dropped (routers are per-client); every other
-        key is shared.
-
-    Returns
-    -------
-    shared : dict
-    experts : dict of int to dict
-        Sorted by expert id.
+    Raises
+    ------
+    MessageFormatError
+        If an entry cannot be read as a numpy array.
     """
-    shared: StateDict = {}
-    experts: dict[int, StateDict] = {}
-    for name, value in state.items():
-        arr = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-        if name.startswith(ROUTER_PARAM_PREFIX):
-            continue
-        if name.startswith(EXPERT_PARAM_PREFIX):
-            head, _, rest = name[len(EXPERT_PARAM_PREFIX) :].partition(".")
-            if not head.isdigit() or not rest:
-                raise MessageFormatError(
-                    f"state key `{name}` does not have the form `experts.<int>.<param>`"
-                )
-            experts.setdefault(int(head), {})[rest] = arr
-        else:
-            shared[name] = arr
-    return shared, dict(sorted(experts.items()))
-
-
-def join_state(shared: Mapping[str, Any], experts: Mapping[int, Mapping[str, Any]]) -> StateDict:
-    """Inverse of :func:`split_state` (without a router)."""
-    out: StateDict = {k: np.asarray(v) for k, v in shared.items()}
-    for e in sorted(experts):
-        for rest, v in experts[e].items():
-            out[f"{EXPERT_PARAM_PREFIX}{int(e)}.{rest}"] = np.asarray(v)
+    out: StateDict = {}
+    for name, arr in record.items():
+        try:
+            out[name] = np.array(arr.numpy(), copy=True)
+        except Exception as exc:  # a corrupt buffer, an unknown dtype string, ...
+            raise MessageFormatError(f"array `{name}` cannot be read: {exc}") from exc
     return out
 
 
-# ------------------------------------------------------------------ train messages
+def _finite_int(name: str, value: Any) -> int:
+    """A non-negative integer-valued number (int or float such as 3.0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise MessageFormatError(f"`{name}` must be a number; got {type(value).__name__}")
+    f = float(value)
+    if not math.isfinite(f) or f < 0 or f != round(f):
+        raise MessageFormatError(f"`{name}` must be a finite integer >= 0; got {value!r}")
+    return int(f)
+
+
+# ------------------------------------------------------------------ instructions
 
 
 @dataclass(frozen=True)
 class TrainInstruction:
-    """Decoded train instruction: what one node was sent for one round.
+    """Decoded train (or evaluate) instruction: what one node was sent for one round.
 
     Attributes
     ----------
     server_round : int
     expert_ids : tuple of int
-        The experts planned for this node, sorted; exactly the keys of ``experts``.
-    shared : dict of str to ndarray
-    experts : dict of int to dict of str to ndarray
+        The experts planned for this node, sorted.
+    arrays : dict of str to ndarray
+        Shared parameters and the assigned experts under the model's names, ready for
+        ``model.load_state_dict(..., strict=False)`` after conversion to tensors.
     config : dict
         The remaining ConfigRecord entries (training settings).
     """
 
     server_round: int
     expert_ids: tuple[int, ...]
-    shared: StateDict
-    experts: dict[int, StateDict]
+    arrays: StateDict
     config: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_train_instruction(
+    *,
+    server_round: int,
+    arrays: Mapping[str, Any],
+    expert_ids: Iterable[int],
+    config: Mapping[str, Any] | None = None,
+) -> RecordDict:
+    """Content of one node's train or evaluate message.
+
+    Parameters
+    ----------
+    server_round : int
+    arrays : mapping of str to array
+        Shared parameters plus only the node's experts (model names).
+    expert_ids : iterable of int
+        The node's experts.
+    config : mapping, optional
+        Extra ConfigRecord entries; not modified. ``server-round`` and ``expert-ids``
+        are reserved.
+    """
+    extra = dict(config or {})
+    for reserved in _RESERVED:
+        if reserved in extra:
+            raise MessageFormatError(f"`config` must not set the reserved key `{reserved}`")
+    ids = sorted(int(e) for e in expert_ids)
+    cfg = ConfigRecord({**extra, "server-round": int(server_round), "expert-ids": ids})
+    return RecordDict({ARRAYS_KEY: numpy_to_arrayrecord(arrays), CONFIG_KEY: cfg})
+
+
+def decode_train_instruction(content: RecordDict) -> TrainInstruction:
+    """Parse and check a train or evaluate instruction.
+
+    Raises
+    ------
+    MessageFormatError
+        If a record or a reserved config entry is missing or malformed.
+    """
+    if ARRAYS_KEY not in content.array_records:
+        raise MessageFormatError(f"instruction lacks the `{ARRAYS_KEY}` ArrayRecord")
+    if CONFIG_KEY not in content.config_records:
+        raise MessageFormatError(f"instruction lacks the `{CONFIG_KEY}` ConfigRecord")
+    cfg = dict(content.config_records[CONFIG_KEY])
+    if "expert-ids" not in cfg or "server-round" not in cfg:
+        raise MessageFormatError("instruction config must carry `server-round` and `expert-ids`")
+    raw_ids = cfg.pop("expert-ids")
+    ids = raw_ids if isinstance(raw_ids, list) else [raw_ids]
+    expert_ids = tuple(sorted(_finite_int("expert-ids", e) for e in ids))
+    server_round = _finite_int("server-round", cfg.pop("server-round"))
+    return TrainInstruction(
+        server_round=server_round,
+        expert_ids=expert_ids,
+        arrays=arrayrecord_to_numpy(content.array_records[ARRAYS_KEY]),
+        config=cfg,
+    )
+
+
+# ----------------------------------------------------------------------- replies
 
 
 @dataclass(frozen=True)
@@ -185,131 +222,30 @@ class TrainReply:
 
     Attributes
     ----------
-    shared : dict of str to ndarray
-    experts : dict of int to dict of str to ndarray
-        The experts the node sends back (those it trained).
+    arrays : dict of str to ndarray
+        Updated shared and expert parameters (model names).
     num_examples : int
-        Local training samples; the weight of the shared-parameter average.
+        Local training samples claimed; the weight of the shared-parameter average
+        (the strategy bounds it).
     metrics : dict of str to float
         Scalar metrics (``accuracy``, ``loss``, ...), ``num-examples`` excluded.
     feedback : flexassign.alignment.Feedback
-        Ready for :meth:`Planner.report <flexassign.alignment.Planner.report>`.
     profile : dict or None
         Capacity profile, when the node attached one.
     """
 
-    shared: StateDict
-    experts: dict[int, StateDict]
+    arrays: StateDict
     num_examples: int
     metrics: dict[str, float]
     feedback: Feedback
     profile: dict[str, Any] | None = None
 
 
-def _experts_in(content: RecordDict) -> dict[int, StateDict]:
-    experts: dict[int, StateDict] = {}
-    for key, rec in content.array_records.items():
-        if not key.startswith(EXPERT_KEY_PREFIX):
-            continue
-        suffix = key[len(EXPERT_KEY_PREFIX) :]
-        if not suffix.isdigit():
-            raise MessageFormatError(f"record key `{key}` does not have the form `expert.<int>`")
-        experts[int(suffix)] = arrayrecord_to_numpy(rec)
-    return dict(sorted(experts.items()))
-
-
-def encode_train_instruction(
-    *,
-    server_round: int,
-    shared: Mapping[str, Any],
-    experts: Mapping[int, Mapping[str, Any]],
-    config: Mapping[str, Any] | None = None,
-) -> RecordDict:
-    """Content of one node's train message: shared parameters plus only its experts.
-
-    Parameters
-    ----------
-    server_round : int
-    shared : mapping of str to array
-    experts : mapping of int to mapping of str to array
-        The node's assigned experts and nothing else; their ids become
-        ``config["expert-ids"]``.
-    config : mapping, optional
-        Extra ConfigRecord entries; not modified. ``server-round`` and ``expert-ids``
-        are reserved.
-    """
-    extra = dict(config or {})
-    for reserved in ("server-round", "expert-ids"):
-        if reserved in extra:
-            raise MessageFormatError(f"`config` must not set the reserved key `{reserved}`")
-    ids = sorted(int(e) for e in experts)
-    cfg = ConfigRecord({**extra, "server-round": int(server_round), "expert-ids": ids})
-    content = RecordDict({SHARED_KEY: numpy_to_arrayrecord(shared), CONFIG_KEY: cfg})
-    for e in ids:
-        content[expert_record_key(e)] = numpy_to_arrayrecord(experts[e])
-    return content
-
-
-def decode_train_instruction(content: RecordDict) -> TrainInstruction:
-    """Parse and check a train instruction (see :func:`encode_train_instruction`)."""
-    if SHARED_KEY not in content.array_records:
-        raise MessageFormatError(f"train instruction lacks the `{SHARED_KEY}` ArrayRecord")
-    if CONFIG_KEY not in content.config_records:
-        raise MessageFormatError(f"train instruction lacks the `{CONFIG_KEY}` ConfigRecord")
-    cfg = dict(content.config_records[CONFIG_KEY])
-    if "expert-ids" not in cfg or "server-round" not in cfg:
-        raise MessageFormatError("train config must carry `server-round` and `expert-ids`")
-    expert_ids = tuple(sorted(int(e) for e in cfg.pop("expert-ids")))  # type: ignore[union-attr]
-    server_round = int(cfg.pop("server-round"))  # type: ignore[arg-type]
-    experts = _experts_in(content)
-    if tuple(experts) != expert_ids:
-        raise MessageFormatError(
-            f"config `expert-ids` {list(expert_ids)} does not match the expert "
-            f"ArrayRecords sent {list(experts)}"
-        )
-    return TrainInstruction(
-        server_round=server_round,
-        expert_ids=expert_ids,
-        shared=arrayrecord_to_numpy(content.array_records[SHARED_KEY]),
-        experts=experts,
-        config=cfg,
-    )
-
-
-def encode_train_reply(
-    *,
-    shared: Mapping[str, Any],
-    experts: Mapping[int, Mapping[str, Any]],
-    num_examples: int,
-    feedback: Any,
-    metrics: Mapping[str, float] | None = None,
-    profile: Mapping[str, Any] | None = None,
-) -> RecordDict:
-    """Content of a node's train reply (see the module docstring for the layout).
-
-    Parameters
-    ----------
-    shared, experts
-        Updated parameters; ``experts`` holds only the experts the node trained.
-    num_examples : int
-        Local training samples.
-    feedback : Feedback-like
-        Any object with ``experts`` and ``counts`` and optional ``accuracy``,
-        ``loss``, ``round_time``, ``train_samples`` attributes
-        (:class:`flexassign.alignment.Feedback`, the harness's ``ExpertFeedback``).
-    metrics : mapping of str to float, optional
-        Extra scalar metrics (``accuracy``, ``loss``, ...).
-    profile : mapping, optional
-        The node's capacity profile.
-    """
-    m = MetricRecord({k: float(v) for k, v in (metrics or {}).items()})
-    m["num-examples"] = int(num_examples)
-    fb = MetricRecord(
-        {
-            "experts": [int(e) for e in feedback.experts],
-            "counts": [int(c) for c in feedback.counts],
-        }
-    )
+def _feedback_record(feedback: Any) -> MetricRecord:
+    fb = MetricRecord({
+        "experts": [int(e) for e in feedback.experts],
+        "counts": [int(c) for c in feedback.counts],
+    })
     for name in ("accuracy", "loss"):
         values = getattr(feedback, name, None)
         if values is not None:
@@ -320,63 +256,162 @@ def encode_train_reply(
     train_samples = getattr(feedback, "train_samples", None)
     if train_samples is not None:
         fb["train-samples"] = int(train_samples)
-    content = RecordDict(
-        {SHARED_KEY: numpy_to_arrayrecord(shared), METRICS_KEY: m, FEEDBACK_KEY: fb}
-    )
-    for e in sorted(int(e) for e in experts):
-        content[expert_record_key(e)] = numpy_to_arrayrecord(experts[e])
+    return fb
+
+
+def encode_train_reply(
+    arrays: Mapping[str, Any],
+    *,
+    num_examples: int,
+    feedback: Any,
+    metrics: Mapping[str, float] | None = None,
+    profile: Mapping[str, Any] | None = None,
+    keys: Iterable[str] | None = None,
+) -> RecordDict:
+    """Content of a node's train reply.
+
+    Parameters
+    ----------
+    arrays : mapping of str to array
+        The node's updated parameters under the model's names (numpy arrays or torch
+        tensors), e.g. ``model.state_dict()``.
+    num_examples : int
+        Local training samples.
+    feedback : Feedback-like
+        Any object with ``experts`` and ``counts`` and optional ``accuracy``, ``loss``,
+        ``round_time``, ``train_samples`` (:class:`flexassign.alignment.Feedback`).
+    metrics : mapping of str to float, optional
+        Extra scalar metrics (``accuracy``, ``loss``, ...).
+    profile : mapping, optional
+        An updated capacity profile.
+    keys : iterable of str, optional
+        Send only these names, typically ``keys=ins.arrays`` (what the node was sent):
+        drops local parameters and experts it does not hold.
+
+    Raises
+    ------
+    MessageFormatError
+        If a name in ``keys`` is missing from ``arrays``.
+    """
+    if keys is not None:
+        wanted = list(keys)
+        missing = [k for k in wanted if k not in arrays]
+        if missing:
+            raise MessageFormatError(f"`arrays` lacks {missing[:5]} named in `keys`")
+        arrays = {k: arrays[k] for k in wanted}
+    m = MetricRecord({k: float(v) for k, v in (metrics or {}).items()})
+    m["num-examples"] = int(num_examples)
+    content = RecordDict({ARRAYS_KEY: numpy_to_arrayrecord(arrays), METRICS_KEY: m,
+                          FEEDBACK_KEY: _feedback_record(feedback)})
     if profile is not None:
         content[PROFILE_KEY] = encode_profile(profile)
     return content
 
 
+def _scalar_metrics(record: Mapping[str, Any], what: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in record.items():
+        if isinstance(v, list):
+            continue
+        f = float(v)
+        if not math.isfinite(f):
+            raise MessageFormatError(f"{what} metric `{k}` is not finite: {v!r}")
+        out[k] = f
+    return out
+
+
 def decode_train_reply(content: RecordDict) -> TrainReply:
-    """Parse and check a train reply (see :func:`encode_train_reply`)."""
-    if SHARED_KEY not in content.array_records:
-        raise MessageFormatError(f"train reply lacks the `{SHARED_KEY}` ArrayRecord")
+    """Parse and check a train reply (see :func:`encode_train_reply`).
+
+    Checks the format, ``num-examples`` (a finite integer >= 0), the metrics (finite)
+    and the feedback (:class:`~flexassign.alignment.Feedback`'s checks). Whether the
+    arrays fit the global model is the strategy's check.
+
+    Raises
+    ------
+    MessageFormatError
+        Saying what is wrong.
+    """
+    if ARRAYS_KEY not in content.array_records:
+        raise MessageFormatError(f"train reply lacks the `{ARRAYS_KEY}` ArrayRecord")
     for key in (METRICS_KEY, FEEDBACK_KEY):
         if key not in content.metric_records:
             raise MessageFormatError(f"train reply lacks the `{key}` MetricRecord")
     metrics = dict(content.metric_records[METRICS_KEY])
     if "num-examples" not in metrics:
         raise MessageFormatError("train reply metrics lack `num-examples`")
-    num_examples = int(metrics.pop("num-examples"))  # type: ignore[arg-type]
-    if num_examples < 0:
-        raise MessageFormatError(f"`num-examples` must be >= 0; got {num_examples}")
+    num_examples = _finite_int("num-examples", metrics.pop("num-examples"))
     fb = content.metric_records[FEEDBACK_KEY]
     if "experts" not in fb or "counts" not in fb:
         raise MessageFormatError("train reply feedback lacks `experts` or `counts`")
+
+    def seq(v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
     try:
         feedback = Feedback(
-            [int(e) for e in fb["experts"]],  # type: ignore[union-attr]
-            [int(c) for c in fb["counts"]],  # type: ignore[union-attr]
-            accuracy=fb.get("accuracy"),  # type: ignore[arg-type]
-            loss=fb.get("loss"),  # type: ignore[arg-type]
+            seq(fb["experts"]),
+            seq(fb["counts"]),
+            accuracy=None if fb.get("accuracy") is None else seq(fb["accuracy"]),
+            loss=None if fb.get("loss") is None else seq(fb["loss"]),
             round_time=fb.get("round-time"),  # type: ignore[arg-type]
             train_samples=fb.get("train-samples"),  # type: ignore[arg-type]
         )
-    except InvalidFeedbackError as exc:
+    except (InvalidFeedbackError, TypeError, ValueError, OverflowError) as exc:
         raise MessageFormatError(f"train reply feedback is invalid: {exc}") from exc
-    profile = (
-        decode_profile(content.config_records[PROFILE_KEY])
-        if PROFILE_KEY in content.config_records
-        else None
-    )
+    profile = (decode_profile(content.config_records[PROFILE_KEY])
+               if PROFILE_KEY in content.config_records else None)
     return TrainReply(
-        shared=arrayrecord_to_numpy(content.array_records[SHARED_KEY]),
-        experts=_experts_in(content),
+        arrays=arrayrecord_to_numpy(content.array_records[ARRAYS_KEY]),
         num_examples=num_examples,
-        metrics={k: float(v) for k, v in metrics.items() if not isinstance(v, list)},
+        metrics=_scalar_metrics(metrics, "train reply"),
         feedback=feedback,
         profile=profile,
     )
 
 
-# ------------------------------------------------------------------------ profiles
+def encode_evaluate_reply(*, num_examples: int, metrics: Mapping[str, float]) -> RecordDict:
+    """Content of an evaluate reply: ``metrics`` plus ``num-examples``."""
+    m = MetricRecord({k: float(v) for k, v in metrics.items()})
+    m["num-examples"] = int(num_examples)
+    return RecordDict({METRICS_KEY: m})
+
+
+def decode_evaluate_reply(content: RecordDict) -> tuple[int, dict[str, float]]:
+    """``(num_examples, metrics)`` of an evaluate reply.
+
+    Raises
+    ------
+    MessageFormatError
+        If the record is missing, ``num-examples`` is not a finite integer >= 0, or a
+        metric is not finite.
+    """
+    if METRICS_KEY not in content.metric_records:
+        raise MessageFormatError(f"evaluate reply lacks the `{METRICS_KEY}` MetricRecord")
+    metrics = dict(content.metric_records[METRICS_KEY])
+    n = _finite_int("num-examples", metrics.pop("num-examples", 0))
+    return n, _scalar_metrics(metrics, "evaluate reply")
+
+
+# ---------------------------------------------------------------------- profiles
 
 
 def encode_profile(profile: Mapping[str, Any]) -> ConfigRecord:
-    """A capacity profile as a ConfigRecord (scalars; ``None`` entries dropped)."""
+    """A profile as a ConfigRecord (scalars; ``None`` entries dropped).
+
+    Parameters
+    ----------
+    profile : mapping
+        ``client-id`` (int or str), ``capacity`` or
+        :class:`~flexassign.alignment.ClientProfile` fields (hyphenated), and
+        optionally ``num-examples``, the node's dataset size.
+
+    Examples
+    --------
+    >>> rec = encode_profile({"client-id": "hospital-3", "capacity": 2, "num-examples": 800})
+    >>> decode_profile(rec)
+    {'client-id': 'hospital-3', 'capacity': 2, 'num-examples': 800}
+    """
     out = ConfigRecord()
     for k, v in profile.items():
         if v is None:
@@ -387,10 +422,37 @@ def encode_profile(profile: Mapping[str, Any]) -> ConfigRecord:
             raise MessageFormatError(
                 f"profile field `{k}` must be a scalar; got {type(v).__name__}"
             )
-        out[k] = v
+        out[str(k)] = v
     return out
 
 
-def decode_profile(record: ConfigRecord) -> dict[str, Any]:
-    """Inverse of :func:`encode_profile`."""
-    return dict(record)
+def decode_profile(record: ConfigRecord | Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_profile`, with checks.
+
+    Raises
+    ------
+    MessageFormatError
+        If ``client-id`` is missing or not an int/str, ``capacity`` or
+        ``num-examples`` is not a finite integer >= 0, or a field is not a scalar.
+    """
+    prof = dict(record)
+    if "client-id" not in prof:
+        raise MessageFormatError("profile lacks `client-id`")
+    cid = prof["client-id"]
+    if isinstance(cid, bool) or not isinstance(cid, int | str):
+        raise MessageFormatError(f"profile `client-id` must be an int or str; got {cid!r}")
+    for key in ("capacity", "num-examples"):
+        if key in prof:
+            prof[key] = _finite_int(key, prof[key])
+    for k, v in prof.items():
+        if not isinstance(v, bool | int | float | str):
+            raise MessageFormatError(
+                f"profile field `{k}` must be a scalar; got {type(v).__name__}"
+            )
+    return prof
+
+
+def expert_counts(feedback: Feedback) -> dict[int, int]:
+    """``{expert: count}`` of a feedback."""
+    return dict(zip(feedback.experts, feedback.counts, strict=True))
+

@@ -1,47 +1,51 @@
-r"""FLEX-MoE server strategy for Flower's Message API.
+r"""FLEX-MoE server strategy for Flower's Message API, for any MoE model.
 
-:class:`FlexMoEStrategy` is a :class:`flwr.serverapp.strategy.Strategy`. Each round:
+:class:`FlexMoEStrategy` is a :class:`flwr.serverapp.strategy.Strategy`. The model is
+seen only through its parameter names and an :class:`~.layout.ExpertLayout`
+(experts, local router/gate parameters, shared rest). Each round:
 
 1. **Profiles.** Nodes the planner has not seen are asked (a ``query`` message) for
-   their capacity profile; the reply carries a stable ``client-id`` and either an
-   explicit ``capacity`` (:meth:`Planner.set_capacity
-   <flexassign.alignment.Planner.set_capacity>`) or
+   their profile: a stable ``client-id``, an explicit ``capacity``
+   (:meth:`Planner.set_capacity <flexassign.alignment.Planner.set_capacity>`) or
    :class:`~flexassign.alignment.ClientProfile` fields (:meth:`Planner.register
-   <flexassign.alignment.Planner.register>`, which derives :math:`k_c`).
+   <flexassign.alignment.Planner.register>`), and optionally ``num-examples``, the
+   dataset size, which caps the weight the node's replies may claim.
 2. **Sample and plan.** A seeded fraction of the profiled nodes is sampled (sorted by
-   client id, so runs are reproducible whatever node ids Flower assigns) and the
-   planner solves the round: :math:`A_c` for each sampled client :math:`c`.
-3. **Configure.** Node :math:`c` receives the shared parameters, *only* the experts in
-   :math:`A_c` (one ``expert.<e>`` ArrayRecord each) and ``expert-ids`` in its
-   ConfigRecord (:mod:`~flexassign.integrations.flower.messages`).
-4. **Aggregate.** Replies with errors, missing replies and replies that do not decode
-   are dropped (counted in ``num-failures``). Shared parameters are averaged by
-   sample count and each expert over the nodes that trained it weighted by usage
-   (:func:`fl_harness.aggregation.aggregate_shared`,
-   :func:`fl_harness.aggregation.aggregate_experts`); experts nobody trained keep
-   their weights. Flower's FedAvg cannot do this: it requires identical keys in every
-   reply.
-5. **Feedback.** Each valid reply's per-expert feedback goes to
-   :meth:`Planner.report <flexassign.alignment.Planner.report>`; failed nodes report
-   nothing, so their fitness and the usage state are left untouched.
+   client id) and the planner solves the round: :math:`A_c` for each sampled client.
+3. **Configure.** Node :math:`c` receives the shared parameters and *only* the
+   parameters of the experts in :math:`A_c`, under the model's own names
+   (:mod:`~flexassign.integrations.flower.messages`).
+4. **Validate.** A reply is dropped, logged with node id, client id and reason, and
+   counted in ``num-failures`` if it is a Flower error, does not decode, carries a
+   name the node was not sent or lacks a shared parameter or part of an expert, has
+   a wrong shape or dtype, holds a NaN or infinity, or has feedback that is invalid
+   or names experts the node was not assigned. A dropped reply never affects the
+   others.
+5. **Bound.** The weights replies claim are capped (:func:`bound_replies`):
+   ``num-examples`` at the dataset size the node declared in its profile, if any,
+   and at ``max_weight_ratio`` (default 10) times the round's median claim; each
+   usage count at the (capped) ``num-examples``, since a count is a number of
+   samples routed to that expert.
+6. **Aggregate.** Shared parameters by ``num-examples``, each expert over the nodes
+   that trained it by usage, with ``aggregation`` = ``"mean"``, ``"trimmed-mean"``
+   or ``"median"`` (:mod:`flexassign.integrations.aggregation`, the module the
+   harness aggregates with too). Experts nobody trained keep their weights.
+7. **Feedback.** Each valid reply's (bounded) feedback goes to :meth:`Planner.report
+   <flexassign.alignment.Planner.report>`; failed nodes report nothing.
 
-Per-round metrics (``accuracy``, ``loss``, ``utilization-cv``, ``plan-load-cv``,
-``solve-time``, ``num-replies``, ``num-failures``, ...) come back as the train
-MetricRecord, i.e. in ``Result.train_metrics_clientapp[round]``; federated evaluation
-on the round's nodes fills ``Result.evaluate_metrics_clientapp``. Every round's plan is
-kept in :attr:`FlexMoEStrategy.history`. With ``checkpoint_dir`` set, the planner state,
-global arrays and history are written after every round and :meth:`FlexMoEStrategy.start`
-resumes from them.
+Per-round metrics come back as the train MetricRecord; with ``results_path`` every
+round's :class:`FlowerRoundRecord` is appended to a JSON-lines file as the round
+ends, and with ``final_model_path`` the final global arrays are saved (``.npz``).
 """
 
 from __future__ import annotations
 
-import io
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from logging import INFO, WARNING
+from dataclasses import dataclass, field, replace
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -51,28 +55,52 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from ..._files import atomic_write, jsonable
+from ..._validation import check_int, check_optional_real, check_real
+from ...alignment import Feedback
+from ...errors import InvalidProblemError
+from ...metrics import coefficient_of_variation
+from ..aggregation import (
+    AGGREGATION_METHODS,
+    DEFAULT_MAX_WEIGHT_RATIO,
+    DEFAULT_TRIM,
+    AggregationError,
+    aggregate_experts,
+    bound_weights,
+    check_arrays,
+    weighted_average,
+)
 from .checkpoint import load_checkpoint, save_checkpoint
+from .layout import ExpertLayout, LayoutError
 from .messages import (
     PROFILE_KEY,
     MessageFormatError,
     TrainReply,
     arrayrecord_to_numpy,
+    decode_evaluate_reply,
     decode_profile,
     decode_train_reply,
     encode_train_instruction,
-    join_state,
+    expert_counts,
     numpy_to_arrayrecord,
-    split_state,
 )
 
-__all__ = ["FlexMoEStrategy", "RoundRecord", "aggregate_replies"]
+__all__ = [
+    "FlexMoEStrategy",
+    "FlowerRoundRecord",
+    "aggregate_replies",
+    "bound_replies",
+    "check_reply",
+    "format_metrics",
+]
 
-ClientId = Any  # whatever the planner accepts; the client app sends an int
+ClientId = Any  # whatever the planner accepts; int or str on the wire
+StateDict = dict[str, np.ndarray]
 
 
 @dataclass
-class RoundRecord:
-    """What happened in one round, for inspection and tests.
+class FlowerRoundRecord:
+    """What happened in one Flower round, for inspection, logs and tests.
 
     Attributes
     ----------
@@ -86,18 +114,21 @@ class RoundRecord:
     replied : list
         Client ids whose reply was aggregated.
     failed : list
-        Client ids that failed, did not reply in time, or sent a malformed reply.
+        Client ids that failed, did not reply in time, or sent a reply that was dropped.
+    dropped : dict
+        ``{client_id: reason}`` for every failed client.
     idle : list
         Sampled client ids planned with no expert (capacity 0); they get no message.
     feedback : dict
-        ``{client_id: Feedback}`` reported to the planner.
+        ``{client_id: Feedback}`` reported to the planner (counts bounded).
+    weights : dict
+        ``{client_id: (claimed num-examples, weight used)}``.
     solve_time : float
     loads : list of float
         Per-expert load of the plan (clients assigned to each expert).
     lower, upper : list of float
-        The per-expert load bounds the planner's problem imposed (empty if none).
+        The per-expert load bounds of the planner's problem (empty if none).
     fallback : str or None
-        The planner's fallback (soft bounds, greedy) if the hard problem failed.
     metrics : dict
     """
 
@@ -107,8 +138,10 @@ class RoundRecord:
     node_of: dict[Any, int] = field(default_factory=dict)
     replied: list[Any] = field(default_factory=list)
     failed: list[Any] = field(default_factory=list)
+    dropped: dict[Any, str] = field(default_factory=dict)
     idle: list[Any] = field(default_factory=list)
     feedback: dict[Any, Any] = field(default_factory=dict)
+    weights: dict[Any, tuple[int, float]] = field(default_factory=dict)
     solve_time: float = float("nan")
     loads: list[float] = field(default_factory=list)
     lower: list[float] = field(default_factory=list)
@@ -117,83 +150,182 @@ class RoundRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serializable view."""
-        return {
+        """A JSON-serializable view (non-finite floats as ``null``)."""
+        return jsonable({
             "server_round": self.server_round,
-            "sampled": [_jsonable_id(c) for c in self.sampled],
-            "plan": [[_jsonable_id(c), list(e)] for c, e in self.plan.items()],
-            "replied": [_jsonable_id(c) for c in self.replied],
-            "failed": [_jsonable_id(c) for c in self.failed],
-            "idle": [_jsonable_id(c) for c in self.idle],
-            "feedback": [[_jsonable_id(c), fb.to_dict()] for c, fb in self.feedback.items()],
+            "sampled": list(self.sampled),
+            "plan": [[c, list(e)] for c, e in self.plan.items()],
+            "node_of": [[c, n] for c, n in self.node_of.items()],
+            "replied": list(self.replied),
+            "failed": list(self.failed),
+            "dropped": [[c, r] for c, r in self.dropped.items()],
+            "idle": list(self.idle),
+            "feedback": [[c, fb.to_dict()] for c, fb in self.feedback.items()],
+            "weights": [[c, list(w)] for c, w in self.weights.items()],
             "solve_time": self.solve_time,
             "loads": list(self.loads),
             "lower": list(self.lower),
             "upper": list(self.upper),
             "fallback": self.fallback,
             "metrics": dict(self.metrics),
-        }
+        })
 
 
-def _jsonable_id(c: Any) -> Any:
-    return c.item() if isinstance(c, np.generic) else c
+# ------------------------------------------------------------ pure reply handling
 
 
-def aggregate_replies(
-    shared: Mapping[str, np.ndarray],
-    experts: Mapping[int, Mapping[str, np.ndarray]],
-    replies: Sequence[TrainReply],
-) -> tuple[dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]:
-    r"""New global shared and expert parameters from decoded train replies.
+def check_reply(
+    reply: TrainReply,
+    global_arrays: Mapping[str, np.ndarray],
+    assigned: Iterable[int],
+    *,
+    layout: ExpertLayout,
+) -> list[int]:
+    """Check one decoded reply against the global arrays and the node's plan.
 
-    Shared parameters: :math:`\theta = \sum_c n_c \theta_c / \sum_c n_c` over the
-    replies. Expert :math:`e`: :math:`\phi_e = \sum_{c \ni e} u_{ce} \phi_{ce} /
-    \sum_{c \ni e} u_{ce}` over the replies that carry :math:`e`, with :math:`u_{ce}`
-    the usage count in the reply's feedback. Experts no reply carries, or with zero
-    total usage, keep their current value; with no replies (or zero total samples)
-    the shared parameters are kept too. This is a thin numpy adapter around
-    :func:`fl_harness.aggregation.aggregate_shared` and
-    :func:`fl_harness.aggregation.aggregate_experts`, so the harness and Flower
-    aggregate identically. Inputs are not modified.
-
-    Parameters
-    ----------
-    shared : mapping of str to ndarray
-        Current shared parameters.
-    experts : mapping of int to mapping of str to ndarray
-        Current parameters of every expert.
-    replies : sequence of TrainReply
+    The reply must carry every shared parameter and, for each expert it returns, all
+    of that expert's parameters, for assigned experts only, with the global names,
+    shapes and dtypes and finite values; its feedback may name assigned experts only.
 
     Returns
     -------
-    shared, experts : dict
-        New arrays (same keys, shapes and dtypes as the inputs).
+    list of int
+        The experts the reply returns.
+
+    Raises
+    ------
+    AggregationError or MessageFormatError
+        Saying what is wrong.
     """
-    import torch
+    allowed = set(assigned)
+    shared, experts = layout.split(global_arrays)
+    returned = layout.expert_ids(reply.arrays)
+    for name in reply.arrays:
+        if layout.is_local(name):
+            raise MessageFormatError(f"reply carries local parameter `{name}`")
+    extra = [e for e in returned if e not in allowed]
+    if extra:
+        raise MessageFormatError(f"reply carries experts {extra} the node was not assigned")
+    reference: dict[str, np.ndarray] = dict(shared)
+    for e in returned:
+        reference.update(experts[e])
+    check_arrays(reply.arrays, reference, name="arrays")
+    fb_extra = [e for e in reply.feedback.experts if e not in allowed]
+    if fb_extra:
+        raise MessageFormatError(f"feedback names experts {fb_extra} the node was not assigned")
+    return returned
 
-    from fl_harness.aggregation import aggregate_experts, aggregate_shared
 
-    def to_t(d: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.asarray(v)) for k, v in d.items()}
+def bound_replies(
+    replies: Sequence[TrainReply],
+    *,
+    declared: Sequence[float | None] | None = None,
+    max_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
+) -> list[TrainReply]:
+    """Replies with their claimed weights capped (see :func:`~..aggregation.bound_weights`).
 
-    def to_np(d: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().copy() for k, v in d.items()}
+    ``num-examples`` becomes ``min(claim, declared size, max_ratio * median claim)``
+    (rounded down); each usage count becomes at most that bounded ``num-examples``.
+    Feedback accuracy and loss are kept.
 
-    new_shared = {k: np.array(v, copy=True) for k, v in shared.items()}
-    if replies and sum(r.num_examples for r in replies) > 0:
-        for i, r in enumerate(replies):
-            if set(r.shared) != set(shared):
-                raise MessageFormatError(
-                    f"reply {i} has shared keys {sorted(r.shared)}; expected {sorted(shared)}"
-                )
-        new_shared = to_np(aggregate_shared([(to_t(r.shared), r.num_examples) for r in replies]))
+    Parameters
+    ----------
+    replies : sequence of TrainReply
+    declared : sequence of float or None, optional
+        Per reply, the dataset size the node declared (``None``: none).
+    max_ratio : float or None
+
+    Examples
+    --------
+    >>> fb = Feedback(experts=[0], counts=[10**9])
+    >>> rs = [TrainReply({}, n, {}, Feedback(experts=[0], counts=[n])) for n in (10, 12)]
+    >>> liar = TrainReply({}, 10**9, {}, fb)
+    >>> [(r.num_examples, r.feedback.counts) for r in bound_replies([*rs, liar])]
+    [(10, (10,)), (12, (12,)), (120, (120,))]
+    """
+    if not replies:
+        return []
+    caps = None
+    if declared is not None:
+        caps = [math.nan if d is None else float(d) for d in declared]
+    bounded = bound_weights([r.num_examples for r in replies], caps=caps, max_ratio=max_ratio)
+    out = []
+    for r, w in zip(replies, bounded, strict=True):
+        n = math.floor(float(w))
+        fb = r.feedback
+        counts = [min(int(c), n) for c in fb.counts]
+        if n != r.num_examples or list(fb.counts) != counts:
+            fb = Feedback(fb.experts, counts, accuracy=fb.accuracy, loss=fb.loss,
+                          round_time=fb.round_time, train_samples=fb.train_samples)
+            r = replace(r, num_examples=n, feedback=fb)
+        out.append(r)
+    return out
+
+
+def aggregate_replies(
+    global_arrays: Mapping[str, np.ndarray],
+    replies: Sequence[TrainReply],
+    *,
+    layout: ExpertLayout | None = None,
+    method: str = "mean",
+    trim: float = DEFAULT_TRIM,
+) -> StateDict:
+    r"""New global arrays from checked (and bounded) replies.
+
+    Shared parameters: :math:`\theta = \sum_c n_c \theta_c / \sum_c n_c` over the
+    replies (or the trimmed mean / median with those weights). Expert :math:`e`:
+    the same over the replies that carry :math:`e`, weighted by the usage count
+    :math:`u_{ce}` in the reply's feedback. Experts no reply carries, or with zero
+    total usage, keep their current value; with no replies or zero total samples the
+    shared parameters are kept too. Inputs are not modified.
+
+    Parameters
+    ----------
+    global_arrays : mapping of str to ndarray
+        Current global arrays (shared + every expert; no local parameter).
+    replies : sequence of TrainReply
+        Replies that passed :func:`check_reply`.
+    layout : ExpertLayout, optional
+    method, trim
+        See :func:`flexassign.integrations.aggregation.weighted_average`.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Same names (and order), shapes and dtypes as ``global_arrays``.
+    """
+    layout = layout or ExpertLayout()
+    shared, experts = layout.split(global_arrays)
+    new_shared: StateDict = {k: np.array(v, copy=True) for k, v in shared.items()}
+    if replies and sum(r.num_examples for r in replies) > 0 and shared:
+        states = [{k: r.arrays[k] for k in shared} for r in replies]
+        new_shared = weighted_average(states, [r.num_examples for r in replies],
+                                      method=method, trim=trim)
     updates = []
     for r in replies:
-        usage = dict(zip(r.feedback.experts, r.feedback.counts, strict=True))
-        states = {e: to_t(s) for e, s in r.experts.items()}
-        updates.append((states, {e: float(usage.get(e, 0)) for e in r.experts}))
-    new_experts = aggregate_experts({e: to_t(s) for e, s in experts.items()}, updates)
-    return new_shared, {e: to_np(s) for e, s in sorted(new_experts.items())}
+        _, sent = layout.split(r.arrays)
+        usage = expert_counts(r.feedback)
+        updates.append((sent, {e: float(usage.get(e, 0)) for e in sent}))
+    new_experts = aggregate_experts(experts, updates, method=method, trim=trim)
+    merged = {**new_shared}
+    for params in new_experts.values():
+        merged.update(params)
+    return {k: merged[k] for k in global_arrays if k in merged}
+
+
+def format_metrics(metrics: Mapping[str, Any], digits: int = 4) -> str:
+    """``{key: value}`` with floats rounded to ``digits`` significant digits, for logs.
+
+    >>> format_metrics({"accuracy": 0.912345678, "num-replies": 3})
+    '{accuracy: 0.9123, num-replies: 3}'
+    """
+    parts = []
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            parts.append(f"{k}: {v:.{digits}g}")
+        else:
+            parts.append(f"{k}: {v}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def _scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -201,20 +333,20 @@ def _scalars(record: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
 
 
-def _cv(values: Sequence[float]) -> float:
-    a = np.asarray(values, dtype=np.float64)
-    m = float(a.mean()) if a.size else 0.0
-    return float(a.std() / m) if m > 0 else 0.0
+# ----------------------------------------------------------------------- strategy
 
 
 class FlexMoEStrategy(Strategy):
-    """Load-balanced client-expert assignment as a Flower strategy.
+    """Load-balanced client-expert assignment as a Flower strategy, for any MoE model.
 
     Parameters
     ----------
     planner : flexassign.alignment.Planner
-        Owns fitness, usage and capacity state; the strategy only calls
-        ``register``, ``plan_round``, ``report``, ``utilization_cv`` and ``save``.
+        Owns fitness, usage and capacity state; the strategy calls ``register``,
+        ``set_capacity``, ``plan_round``, ``report``, ``utilization_cv`` and ``save``.
+    layout : ExpertLayout, optional
+        Which parameters are experts and which stay on clients; the default is the
+        harness model's naming (``experts.<e>.*``, ``router.*``).
     fraction_train : float
         Fraction of profiled nodes sampled per round (at least ``min_train_nodes``).
     min_train_nodes, min_available_nodes : int
@@ -223,97 +355,152 @@ class FlexMoEStrategy(Strategy):
         Fraction of the round's trained nodes asked to evaluate (0 disables).
     seed : int
         Seeds node sampling.
+    aggregation : {"mean", "trimmed-mean", "median"}
+        How shared and expert parameters are combined.
+    trim : float
+        Weight fraction cut from each end by ``"trimmed-mean"``, in ``[0, 0.5)``.
+    max_weight_ratio : float or None
+        A reply's ``num-examples`` is capped at this multiple of the round's median
+        claim (default 10; ``None`` disables this cap, the profile cap stays).
     train_config : mapping, optional
         Extra entries for every train ConfigRecord (lr, local-epochs, ...).
     checkpoint_dir : str or Path, optional
         Where :meth:`start` writes the planner, arrays and history after every round
         and from where it resumes.
+    results_path : str or Path, optional
+        JSON-lines file; one :meth:`FlowerRoundRecord.to_json` line is appended as
+        each round ends.
+    final_model_path : str or Path, optional
+        ``.npz`` file the final global arrays are written to when :meth:`start` ends.
     profile_timeout : float
         Seconds to wait for profile replies.
     wait_timeout : float
-        Seconds to wait for ``min_available_nodes`` to connect before giving up.
+        Seconds to wait for ``min_available_nodes`` to connect before giving up
+        (progress is logged every ``progress_interval`` seconds meanwhile).
     settle_time : float
         Before the first round, also wait until the number of connected nodes has not
-        changed for this many seconds (nodes of a federation register one by one).
+        changed for this many seconds.
+    progress_interval : float
+        Seconds between "waiting for nodes" log lines.
     planner_factory : callable, optional
         ``path -> Planner`` used to restore a checkpoint; ``Planner.load`` by default.
     sampler : callable, optional
         ``(server_round, client_ids) -> sampled client ids`` replacing the default
-        seeded sampling (``client_ids`` are the connected, profiled clients, sorted).
-        :func:`~flexassign.integrations.flower.server.harness_sampler` reproduces the
-        harness's client selection.
+        seeded sampling (``client_ids`` sorted).
     node_config_fn : callable, optional
         ``(server_round, sampled) -> {client_id: {key: value}}``: per-node entries
         added to that node's train ConfigRecord (e.g. a ``train-seed``).
+
+    Raises
+    ------
+    InvalidProblemError or ProblemTypeError
+        Naming the bad argument.
     """
 
     def __init__(
         self,
         *,
         planner: Any,
+        layout: ExpertLayout | None = None,
         fraction_train: float = 1.0,
         min_train_nodes: int = 1,
         min_available_nodes: int = 1,
         fraction_evaluate: float = 1.0,
         seed: int = 0,
+        aggregation: str = "mean",
+        trim: float = DEFAULT_TRIM,
+        max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
         train_config: Mapping[str, Any] | None = None,
         checkpoint_dir: str | Path | None = None,
+        results_path: str | Path | None = None,
+        final_model_path: str | Path | None = None,
         profile_timeout: float = 120.0,
         wait_timeout: float = 300.0,
         settle_time: float = 1.0,
+        progress_interval: float = 10.0,
         planner_factory: Callable[[Path], Any] | None = None,
         sampler: Callable[[int, Sequence[Any]], Sequence[Any]] | None = None,
         node_config_fn: Callable[[int, Sequence[Any]], Mapping[Any, Mapping[str, Any]]]
         | None = None,
     ) -> None:
-        if not 0.0 < fraction_train <= 1.0:
-            raise ValueError(f"`fraction_train` must be in (0, 1]; got {fraction_train}")
-        if not 0.0 <= fraction_evaluate <= 1.0:
-            raise ValueError(f"`fraction_evaluate` must be in [0, 1]; got {fraction_evaluate}")
-        if min_train_nodes < 1 or min_available_nodes < 1:
-            raise ValueError("`min_train_nodes` and `min_available_nodes` must be >= 1")
+        if layout is None:
+            layout = ExpertLayout()
+        if not isinstance(layout, ExpertLayout):
+            raise LayoutError(f"`layout` must be an ExpertLayout; got {type(layout).__name__}")
+        self.fraction_train = check_real("fraction_train", fraction_train, lo=0.0, hi=1.0,
+                                         lo_open=True)
+        self.fraction_evaluate = check_real("fraction_evaluate", fraction_evaluate, lo=0.0,
+                                            hi=1.0)
+        self.min_train_nodes = check_int("min_train_nodes", min_train_nodes, lo=1)
+        self.min_available_nodes = check_int("min_available_nodes", min_available_nodes, lo=1)
+        if aggregation not in AGGREGATION_METHODS:
+            raise InvalidProblemError(
+                f"unknown `aggregation` {aggregation!r}; valid: "
+                f"{', '.join(repr(m) for m in AGGREGATION_METHODS)}"
+            )
+        self.aggregation = aggregation
+        self.trim = check_real("trim", trim, lo=0.0, hi=0.5, hi_open=True)
+        self.max_weight_ratio = check_optional_real("max_weight_ratio", max_weight_ratio, lo=1.0)
+        self.profile_timeout = check_real("profile_timeout", profile_timeout, lo=0.0, lo_open=True)
+        self.wait_timeout = check_real("wait_timeout", wait_timeout, lo=0.0)
+        self.settle_time = check_real("settle_time", settle_time, lo=0.0)
+        self.progress_interval = check_real("progress_interval", progress_interval, lo=0.0,
+                                            lo_open=True)
         self.planner = planner
-        self.fraction_train = float(fraction_train)
-        self.min_train_nodes = int(min_train_nodes)
-        self.min_available_nodes = int(min_available_nodes)
-        self.fraction_evaluate = float(fraction_evaluate)
-        self.seed = int(seed)
+        self.layout = layout
+        self.seed = check_int("seed", seed)
         self.train_config = dict(train_config or {})
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.profile_timeout = float(profile_timeout)
-        self.wait_timeout = float(wait_timeout)
-        self.settle_time = float(settle_time)
+        self.results_path = None if results_path is None else Path(results_path)
+        self.final_model_path = None if final_model_path is None else Path(final_model_path)
         self._settled = False
         self.planner_factory = planner_factory
         self.sampler = sampler
         self.node_config_fn = node_config_fn
-        self.history: dict[int, RoundRecord] = {}
+        self.history: dict[int, FlowerRoundRecord] = {}
         self.profiles: dict[Any, dict[str, Any]] = {}
+        self.declared_examples: dict[Any, int] = {}
         self._client_of_node: dict[int, Any] = {}
-        self._pending: dict[int, RoundRecord] = {}
-        self._global_arrays: ArrayRecord | None = None
+        self._pending: dict[int, FlowerRoundRecord] = {}
+        self._global: StateDict | None = None
 
     # ------------------------------------------------------------------ logging
 
     def summary(self) -> None:
         """Log the strategy's configuration."""
-        log(INFO, "\t├──> FLEX-MoE planner: %s", type(self.planner).__name__)
+        log(INFO, "\t├──> FLEX-MoE planner: %s (%d experts)", type(self.planner).__name__,
+            getattr(self.planner, "num_experts", -1))
+        log(INFO, "\t├──> Layout: expert %r, local %r", self.layout.expert, self.layout.local)
         log(INFO, "\t├──> Sampling: fraction_train %.2f, min nodes %d (available %d)",
             self.fraction_train, self.min_train_nodes, self.min_available_nodes)
+        log(INFO, "\t├──> Aggregation: %s; claimed weights capped at %s x the median",
+            self.aggregation if self.aggregation != "trimmed-mean"
+            else f"trimmed-mean (trim {self.trim:g})",
+            "no" if self.max_weight_ratio is None else f"{self.max_weight_ratio:g}")
         log(INFO, "\t├──> Evaluation: fraction of trained nodes %.2f", self.fraction_evaluate)
-        log(INFO, "\t└──> Checkpoints: %s", self.checkpoint_dir or "off")
+        log(INFO, "\t└──> Checkpoints: %s; results: %s; final model: %s",
+            self.checkpoint_dir or "off", self.results_path or "off",
+            self.final_model_path or "off")
 
     # ---------------------------------------------------------------- profiles
 
     def _wait_for_nodes(self, grid: Grid) -> list[int]:
-        deadline = time.monotonic() + self.wait_timeout
+        start = time.monotonic()
+        deadline = start + self.wait_timeout
+        next_log = start
         while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise TimeoutError(
-                    f"only {len(nodes)} nodes connected after {self.wait_timeout:.0f}s; "
-                    f"`min_available_nodes` is {self.min_available_nodes}"
+                    f"only {len(nodes)} of the required {self.min_available_nodes} nodes "
+                    f"(`min-available-nodes`) connected within {self.wait_timeout:g}s "
+                    "(`wait-timeout`); start more SuperNodes or lower `min-available-nodes`"
                 )
-            time.sleep(0.5)
+            if now >= next_log:
+                log(INFO, "Waiting for nodes to connect: %d connected (minimum required: %d; "
+                    "giving up in %.0fs)", len(nodes), self.min_available_nodes, deadline - now)
+                next_log = now + self.progress_interval
+            time.sleep(min(0.5, max(deadline - now, 0.01)))
         if not self._settled and self.settle_time > 0:
             stable_since, count = time.monotonic(), len(nodes)
             while time.monotonic() - stable_since < self.settle_time:
@@ -329,35 +516,47 @@ class FlexMoEStrategy(Strategy):
         if not unknown:
             return
         msgs = [
-            Message(
-                RecordDict({"config": ConfigRecord({"server-round": server_round})}),
-                dst_node_id=n,
-                message_type=MessageType.QUERY,
-                group_id=f"profile-{server_round}",
-            )
+            Message(RecordDict({"config": ConfigRecord({"server-round": server_round})}),
+                    dst_node_id=n, message_type=MessageType.QUERY,
+                    group_id=f"profile-{server_round}")
             for n in unknown
         ]
+        answered = set()
         for reply in grid.send_and_receive(msgs, timeout=self.profile_timeout):
             node = reply.metadata.src_node_id
-            if reply.has_error() or PROFILE_KEY not in reply.content.config_records:
-                log(WARNING, "Node %d sent no capacity profile; not planned this round", node)
+            answered.add(node)
+            if reply.has_error():
+                log(WARNING, "Node %d sent no profile (error: %s); not planned this round",
+                    node, reply.error.reason)
                 continue
-            self._register(node, decode_profile(reply.content.config_records[PROFILE_KEY]))
+            try:
+                if PROFILE_KEY not in reply.content.config_records:
+                    raise MessageFormatError(f"reply lacks the `{PROFILE_KEY}` ConfigRecord")
+                self._register(node, decode_profile(reply.content.config_records[PROFILE_KEY]))
+            except (ValueError, TypeError) as exc:
+                log(WARNING, "Node %d sent an unusable profile (%s); not planned this round",
+                    node, exc)
+        for node in unknown:
+            if node not in answered:
+                log(WARNING, "Node %d did not answer the profile query within %.0fs", node,
+                    self.profile_timeout)
 
     def _register(self, node_id: int, profile: Mapping[str, Any]) -> None:
         prof = dict(profile)
-        client_id = prof.pop("client-id", node_id)
-        if client_id in self.profiles and self._known_node(client_id) not in (None, node_id):
-            log(WARNING, "Client id %s reported by node %d is already used by node %s",
-                client_id, node_id, self._known_node(client_id))
-        self._client_of_node[node_id] = client_id
+        client_id = prof.pop("client-id")
+        declared = prof.pop("num-examples", None)
+        other = self._known_node(client_id)
+        if other not in (None, node_id):
+            raise MessageFormatError(f"client id {client_id!r} is already used by node {other}")
         if self.profiles.get(client_id) != prof:
-            self.profiles[client_id] = prof
             if "capacity" in prof:
-                # An explicit k_c, as the harness sets it.
                 self.planner.set_capacity(client_id, int(prof["capacity"]))
             else:
                 self.planner.register(client_id, profile=_to_client_profile(prof))
+            self.profiles[client_id] = prof
+        self._client_of_node[node_id] = client_id
+        if declared is not None:
+            self.declared_examples[client_id] = int(declared)
 
     def _known_node(self, client_id: Any) -> int | None:
         for n, c in self._client_of_node.items():
@@ -368,7 +567,7 @@ class FlexMoEStrategy(Strategy):
     # ------------------------------------------------------------------- train
 
     def _sample(self, server_round: int, clients: Sequence[Any]) -> list[Any]:
-        ordered = sorted(clients)
+        ordered = sorted(clients, key=lambda c: (isinstance(c, str), c))
         if self.sampler is not None:
             chosen = list(self.sampler(server_round, ordered))
             unknown = [c for c in chosen if c not in set(ordered)]
@@ -383,10 +582,23 @@ class FlexMoEStrategy(Strategy):
         idx = np.sort(rng.choice(len(ordered), size=k, replace=False))
         return [ordered[i] for i in idx]
 
+    def _set_global(self, arrays: ArrayRecord) -> StateDict:
+        state = arrayrecord_to_numpy(arrays)
+        local = [k for k in state if self.layout.is_local(k)]
+        if local:
+            log(INFO, "Keeping %d local parameter(s) out of the global model (%s%s)",
+                len(local), ", ".join(local[:3]), ", ..." if len(local) > 3 else "")
+        state = self.layout.public(state)
+        self.layout.check_model(state, num_experts=getattr(self.planner, "num_experts", None))
+        self._global = state
+        return state
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Profile new nodes, sample, plan, and build one message per sampled node."""
+        state = self._set_global(arrays)
+        shared, experts = self.layout.split(state)
         nodes = self._wait_for_nodes(grid)
         self._collect_profiles(grid, nodes, server_round)
         connected = {self._client_of_node[n]: n for n in nodes if n in self._client_of_node}
@@ -397,12 +609,11 @@ class FlexMoEStrategy(Strategy):
         sampled = self._sample(server_round, list(connected))
         plan = self.planner.plan_round(sampled)
         result = getattr(plan, "result", None)
-        record = RoundRecord(server_round=server_round, sampled=list(sampled))
+        record = FlowerRoundRecord(server_round=server_round, sampled=list(sampled))
         record.plan = {c: tuple(int(e) for e in plan[c]) for c in sampled}
         record.node_of = {c: connected[c] for c in sampled}
         record.solve_time = float(getattr(result, "runtime", float("nan")))
-        num_experts = len(split_state(arrayrecord_to_numpy(arrays))[1])
-        loads = np.zeros(num_experts)
+        loads = np.zeros(len(experts))
         for assigned in record.plan.values():
             for e in assigned:
                 loads[e] += 1
@@ -413,11 +624,9 @@ class FlexMoEStrategy(Strategy):
             record.upper = np.asarray(problem.expert_max_load, dtype=float).tolist()
         record.fallback = getattr(plan, "fallback", None)
         self._pending[server_round] = record
-        self._global_arrays = arrays
         log(INFO, "configure_train: round %d, planned %d of %d nodes in %.3fs; loads %s",
             server_round, len(sampled), len(nodes), record.solve_time, loads.astype(int).tolist())
 
-        shared, experts = split_state(arrayrecord_to_numpy(arrays))
         extra = {**self.train_config, **{k: v for k, v in config.items()
                                          if k not in ("server-round", "expert-ids")}}
         per_node = dict(self.node_config_fn(server_round, sampled)) if self.node_config_fn else {}
@@ -426,82 +635,105 @@ class FlexMoEStrategy(Strategy):
         for c in sampled:
             if not record.plan[c]:
                 continue
+            out = dict(shared)
+            for e in record.plan[c]:
+                out.update(experts[e])
             content = encode_train_instruction(
-                server_round=server_round,
-                shared=shared,
-                experts={e: experts[e] for e in record.plan[c]},
+                server_round=server_round, arrays=out, expert_ids=record.plan[c],
                 config={**extra, **dict(per_node.get(c, {}))},
             )
-            messages.append(
-                Message(content, dst_node_id=record.node_of[c], message_type=MessageType.TRAIN,
-                        group_id=str(server_round))
-            )
+            messages.append(Message(content, dst_node_id=record.node_of[c],
+                                    message_type=MessageType.TRAIN, group_id=str(server_round)))
         return messages
+
+    def _drop(self, record: FlowerRoundRecord, client: Any, reason: str) -> None:
+        record.dropped[client] = reason
+        log(WARNING, "Round %d: dropping reply of node %d (client %s): %s",
+            record.server_round, record.node_of[client], client, reason)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the valid replies, report feedback, and return round metrics."""
+        """Check, bound and aggregate the replies, report feedback, return round metrics.
+
+        Never raises because of a reply: bad replies are dropped and logged.
+        """
         record = self._pending.pop(server_round, None)
-        if record is None or self._global_arrays is None:
+        if record is None or self._global is None:
             return None, None
         client_of = {n: c for c, n in record.node_of.items()}
         decoded: dict[Any, TrainReply] = {}
         for msg in replies:
-            c = client_of.get(msg.metadata.src_node_id)
+            node = msg.metadata.src_node_id
+            c = client_of.get(node)
             if c is None:
+                log(WARNING, "Round %d: ignoring a reply from node %d, which was not sent "
+                    "a train message", server_round, node)
+                continue
+            if c in decoded or c in record.dropped:
+                log(WARNING, "Round %d: ignoring a second reply from node %d (client %s)",
+                    server_round, node, c)
                 continue
             if msg.has_error():
-                log(WARNING, "Round %d: client %s failed: %s", server_round, c, msg.error.reason)
+                self._drop(record, c, f"Flower error {msg.error.code}: {msg.error.reason}")
                 continue
             try:
                 reply = decode_train_reply(msg.content)
-                extra = set(reply.experts) - set(record.plan[c])
-                if extra:
-                    raise MessageFormatError(f"sent experts {sorted(extra)} it was not assigned")
-            except (MessageFormatError, ValueError, KeyError, TypeError) as exc:
-                log(WARNING, "Round %d: dropping reply of client %s: %s", server_round, c, exc)
+                check_reply(reply, self._global, record.plan[c], layout=self.layout)
+            except (MessageFormatError, AggregationError, LayoutError) as exc:
+                self._drop(record, c, str(exc))
                 continue
             decoded[c] = reply
+        for c in record.sampled:
+            if record.plan[c] and c not in decoded and c not in record.dropped:
+                self._drop(record, c, "no reply (node gone or round timeout)")
         ordered = [c for c in record.sampled if c in decoded]
-        record.replied = ordered
-        record.failed = [c for c in record.sampled if c not in decoded and record.plan[c]]
-
-        shared, experts = split_state(arrayrecord_to_numpy(self._global_arrays))
+        bounded = bound_replies([decoded[c] for c in ordered],
+                                declared=[self.declared_examples.get(c) for c in ordered],
+                                max_ratio=self.max_weight_ratio)
+        for c, r in zip(ordered, bounded, strict=True):
+            record.weights[c] = (decoded[c].num_examples, float(r.num_examples))
+            if r.num_examples != decoded[c].num_examples:
+                log(WARNING, "Round %d: node %d (client %s) claims %d examples; weighted as %d",
+                    server_round, record.node_of[c], c, decoded[c].num_examples, r.num_examples)
+            decoded[c] = r
         try:
-            new_shared, new_experts = aggregate_replies(
-                shared, experts, [decoded[c] for c in ordered]
-            )
-        except (MessageFormatError, ValueError) as exc:
-            log(WARNING, "Round %d: aggregation failed (%s); keeping the global model",
+            new_state = aggregate_replies(self._global, bounded, layout=self.layout,
+                                          method=self.aggregation, trim=self.trim)
+        except (AggregationError, ValueError) as exc:  # pragma: no cover - checked above
+            log(ERROR, "Round %d: aggregation failed (%s); keeping the global model",
                 server_round, exc)
-            new_shared, new_experts = shared, experts
+            new_state = dict(self._global)
+            for c in ordered:
+                self._drop(record, c, f"aggregation failed: {exc}")
             ordered = []
-            record.failed = [c for c in record.sampled if record.plan[c]]
-            record.replied = []
+        record.replied = ordered
+        record.failed = [c for c in record.sampled if c in record.dropped]
 
         for c in ordered:
-            fb = decoded[c].feedback
+            reply = decoded[c]
             try:
-                self.planner.report(c, fb)
-                record.feedback[c] = fb
-            except ValueError as exc:
-                log(WARNING, "Round %d: planner rejected feedback of client %s: %s",
-                    server_round, c, exc)
-            profile = decoded[c].profile
-            if profile is not None:
-                self._register(record.node_of[c], {"client-id": c, **profile})
+                self.planner.report(c, reply.feedback)
+                record.feedback[c] = reply.feedback
+            except (ValueError, TypeError) as exc:
+                log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
+                    server_round, record.node_of[c], c, exc)
+            if reply.profile is not None:
+                try:
+                    self._register(record.node_of[c], {"client-id": c, **reply.profile})
+                except (ValueError, TypeError) as exc:
+                    log(WARNING, "Round %d: unusable profile from client %s: %s",
+                        server_round, c, exc)
 
         metrics = self._round_metrics(record, [decoded[c] for c in ordered])
         record.metrics = _scalars(metrics)
         self.history[server_round] = record
-        arrays = numpy_to_arrayrecord(join_state(new_shared, new_experts))
-        self._global_arrays = arrays
-        return arrays, metrics
+        self._global = new_state
+        return numpy_to_arrayrecord(new_state), metrics
 
-    def _round_metrics(self, record: RoundRecord, replies: Sequence[TrainReply]) -> MetricRecord:
+    def _round_metrics(self, record: FlowerRoundRecord,
+                       replies: Sequence[TrainReply]) -> MetricRecord:
         m = MetricRecord()
-        total = sum(r.num_examples for r in replies)
         for key in ("accuracy", "loss"):
             vals = [(r.metrics[key], r.num_examples) for r in replies if key in r.metrics]
             w = sum(n for _, n in vals)
@@ -509,13 +741,18 @@ class FlexMoEStrategy(Strategy):
                 m[key] = float(sum(v * n for v, n in vals) / w)
         util = getattr(self.planner, "utilization_cv", None)
         if callable(util):
-            m["utilization-cv"] = float(util())
-        m["plan-load-cv"] = _cv(record.loads)
-        m["solve-time"] = float(record.solve_time)
+            cv = float(util())
+            if math.isfinite(cv):
+                m["utilization-cv"] = cv
+        plan_cv = coefficient_of_variation(record.loads) if record.loads else math.nan
+        if math.isfinite(plan_cv):
+            m["plan-load-cv"] = float(plan_cv)
+        if math.isfinite(record.solve_time):
+            m["solve-time"] = float(record.solve_time)
         m["num-sampled"] = len(record.sampled)
         m["num-replies"] = len(record.replied)
         m["num-failures"] = len(record.failed)
-        m["num-examples"] = int(total)
+        m["num-examples"] = int(sum(r.num_examples for r in replies))
         return m
 
     # ---------------------------------------------------------------- evaluate
@@ -530,17 +767,16 @@ class FlexMoEStrategy(Strategy):
         k = max(1, round(len(record.replied) * self.fraction_evaluate))
         rng = np.random.default_rng([self.seed, server_round, 1])
         chosen = sorted(rng.choice(len(record.replied), size=k, replace=False).tolist())
-        shared, experts = split_state(arrayrecord_to_numpy(arrays))
+        shared, experts = self.layout.split(self.layout.public(arrayrecord_to_numpy(arrays)))
         extra = {k2: v for k2, v in config.items() if k2 not in ("server-round", "expert-ids")}
         out = []
         for i in chosen:
             c = record.replied[i]
-            content = encode_train_instruction(
-                server_round=server_round,
-                shared=shared,
-                experts={e: experts[e] for e in record.plan[c]},
-                config=extra,
-            )
+            sent = dict(shared)
+            for e in record.plan[c]:
+                sent.update(experts[e])
+            content = encode_train_instruction(server_round=server_round, arrays=sent,
+                                               expert_ids=record.plan[c], config=extra)
             out.append(Message(content, dst_node_id=record.node_of[c],
                                message_type=MessageType.EVALUATE, group_id=str(server_round)))
         return out
@@ -548,20 +784,32 @@ class FlexMoEStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Sample-weighted mean of the evaluation metrics."""
+        """Sample-weighted mean of the evaluation metrics (claims bounded as in training)."""
         rows: list[tuple[dict[str, float], int]] = []
         for msg in replies:
-            if msg.has_error() or "metrics" not in msg.content.metric_records:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                log(WARNING, "Round %d: evaluation failed on node %d: %s", server_round, node,
+                    msg.error.reason)
                 continue
-            rec = _scalars(msg.content.metric_records["metrics"])
-            n = int(rec.pop("num-examples", 0))
+            try:
+                n, rec = decode_evaluate_reply(msg.content)
+            except MessageFormatError as exc:
+                log(WARNING, "Round %d: dropping evaluation of node %d: %s", server_round,
+                    node, exc)
+                continue
             rows.append((rec, n))
-        total = sum(n for _, n in rows)
-        if not rows or total <= 0:
+        if not rows:
+            return None
+        weights = bound_weights([n for _, n in rows], max_ratio=self.max_weight_ratio)
+        total = float(weights.sum())
+        if total <= 0:
             return None
         keys = set.intersection(*(set(r) for r, _ in rows))
-        out = MetricRecord({k: float(sum(r[k] * n for r, n in rows) / total) for k in sorted(keys)})
-        out["num-examples"] = int(total)
+        out = MetricRecord({k: float(sum(r[k] * w for (r, _), w in zip(rows, weights,
+                                                                         strict=True)) / total)
+                            for k in sorted(keys)})
+        out["num-examples"] = int(sum(n for _, n in rows))
         return out
 
     # ------------------------------------------------------------ checkpoints
@@ -569,9 +817,7 @@ class FlexMoEStrategy(Strategy):
     def save(self, directory: str | Path, *, server_round: int, arrays: ArrayRecord) -> Path:
         """Write planner state, global arrays and history to ``directory``."""
         return save_checkpoint(
-            directory,
-            planner=self.planner,
-            arrays=arrayrecord_to_numpy(arrays),
+            directory, planner=self.planner, arrays=arrayrecord_to_numpy(arrays),
             server_round=server_round,
             history=[self.history[r].to_json() for r in sorted(self.history)],
         )
@@ -580,8 +826,8 @@ class FlexMoEStrategy(Strategy):
         """Load a checkpoint written by :meth:`save`; ``None`` if there is none.
 
         Replaces :attr:`planner` with the saved one and returns the last completed
-        round and the global arrays. Node-id mappings are not restored: node ids are
-        per-run, so nodes are profiled again (clients keep their ids).
+        round and the global arrays. Node ids are per run, so nodes are profiled again
+        (clients keep their ids).
         """
         ckpt = load_checkpoint(directory, planner_factory=self.planner_factory,
                                planner_type=type(self.planner))
@@ -591,6 +837,22 @@ class FlexMoEStrategy(Strategy):
         self.profiles = {}
         self._client_of_node = {}
         return ckpt.server_round, numpy_to_arrayrecord(ckpt.arrays)
+
+    def _append_result(self, record: FlowerRoundRecord) -> None:
+        assert self.results_path is not None
+        line = json.dumps(record.to_json(), allow_nan=False) + "\n"
+        self.results_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.results_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+
+    def save_model(self, path: str | Path, arrays: ArrayRecord) -> Path:
+        """Write ``arrays`` to ``path`` as ``.npz`` (atomically; names kept verbatim)."""
+        state = arrayrecord_to_numpy(arrays)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(target, lambda fh: np.savez(fh, **state),  # type: ignore[arg-type]
+                            name="final_model_path")
 
     # ------------------------------------------------------------------ start
 
@@ -606,17 +868,26 @@ class FlexMoEStrategy(Strategy):
     ) -> Result:
         """Run ``num_rounds`` rounds (train, then evaluate), resuming from a checkpoint.
 
-        Same contract as :meth:`flwr.serverapp.strategy.Strategy.start`, plus: when
+        Same contract as :meth:`flwr.serverapp.strategy.Strategy.start`, plus: local
+        parameters in ``initial_arrays`` are kept out of the global model; when
         ``checkpoint_dir`` holds a checkpoint, training continues after its last
-        completed round with its arrays and planner state, and a checkpoint is written
-        after every round.
+        completed round; each round's record is appended to ``results_path``; the
+        final arrays are written to ``final_model_path``.
+
+        Raises
+        ------
+        LayoutError
+            If the layout finds no expert in ``initial_arrays`` (or other ids than the
+            planner's).
+        TimeoutError
+            If too few nodes connect within ``wait_timeout``.
         """
         log(INFO, "Starting %s strategy:", type(self).__name__)
         self.summary()
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
         result = Result()
-        arrays = initial_arrays
+        arrays = numpy_to_arrayrecord(self._set_global(initial_arrays))
         first = 1
         if self.checkpoint_dir is not None:
             restored = self.restore(self.checkpoint_dir)
@@ -633,35 +904,41 @@ class FlexMoEStrategy(Strategy):
         for rnd in range(first, num_rounds + 1):
             log(INFO, "")
             log(INFO, "[ROUND %s/%s]", rnd, num_rounds)
-            replies = grid.send_and_receive(
-                self.configure_train(rnd, arrays, train_config, grid), timeout=timeout
-            )
+            messages = list(self.configure_train(rnd, arrays, train_config, grid))
+            replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
             new_arrays, train_metrics = self.aggregate_train(rnd, replies)
             if new_arrays is not None:
                 arrays = new_arrays
                 result.arrays = arrays
             if train_metrics is not None:
-                log(INFO, "\t└──> Train MetricRecord: %s", train_metrics)
+                log(INFO, "\t└──> Train MetricRecord: %s", format_metrics(train_metrics))
                 result.train_metrics_clientapp[rnd] = train_metrics
             eval_msgs = list(self.configure_evaluate(rnd, arrays, evaluate_config, grid))
             if eval_msgs:
                 ev = self.aggregate_evaluate(rnd, grid.send_and_receive(eval_msgs, timeout=timeout))
                 if ev is not None:
-                    log(INFO, "\t└──> Evaluate MetricRecord: %s", ev)
+                    log(INFO, "\t└──> Evaluate MetricRecord: %s", format_metrics(ev))
                     result.evaluate_metrics_clientapp[rnd] = ev
             if evaluate_fn is not None:
                 res = evaluate_fn(rnd, arrays)
                 if res is not None:
                     result.evaluate_metrics_serverapp[rnd] = res
+            if self.results_path is not None and rnd in self.history:
+                self._append_result(self.history[rnd])
             if self.checkpoint_dir is not None:
                 self.save(self.checkpoint_dir, server_round=rnd, arrays=arrays)
+        if self.final_model_path is not None:
+            path = self.save_model(self.final_model_path, arrays)
+            log(INFO, "Final model (%d arrays) saved to %s", len(arrays), path)
         log(INFO, "Strategy execution finished in %.2fs", time.time() - t0)
-        for line in io.StringIO(str(result)):
-            log(INFO, "\t%s", line.rstrip("\n"))
+        for rnd, m in sorted(result.train_metrics_clientapp.items()):
+            log(INFO, "\tround %d train: %s", rnd, format_metrics(m))
+        for rnd, m in sorted(result.evaluate_metrics_clientapp.items()):
+            log(INFO, "\tround %d evaluate: %s", rnd, format_metrics(m))
         return result
 
     def history_json(self) -> str:
-        """Every round's :class:`RoundRecord` as JSON."""
+        """Every round's :class:`FlowerRoundRecord` as JSON."""
         return json.dumps([self.history[r].to_json() for r in sorted(self.history)], indent=1)
 
 

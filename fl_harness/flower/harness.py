@@ -23,19 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from flexassign.integrations.flower.app import APP_KEYS as STRATEGY_KEYS
+
 __all__ = ["HarnessFederation", "experiment_config", "federation"]
 
 #: Run-config keys used by the Flower app itself (not ExperimentConfig fields).
-APP_KEYS = (
-    "num-server-rounds",
-    "fraction-evaluate",
-    "min-train-nodes",
-    "min-available-nodes",
-    "checkpoint-dir",
-    "round-timeout",
-    "report-round-time",
-    "results-path",
-)
+APP_KEYS = tuple(sorted({"num-server-rounds", "round-timeout", "report-round-time",
+                         *STRATEGY_KEYS} - {"fraction-train"}))
 
 
 def experiment_config(run_config: Mapping[str, Any], *, num_clients: int) -> Any:

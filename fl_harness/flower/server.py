@@ -1,31 +1,21 @@
-"""FLEX-MoE ServerApp: builds the planner and strategy from the run config and runs it.
+"""The harness's FLEX-MoE ServerApp: planner and strategy from the run config.
 
-Run-config keys (``[tool.flwr.app.config]``; hyphenated ExperimentConfig fields plus):
+Run-config keys (``[tool.flwr.app.config]``): hyphenated ExperimentConfig fields,
+plus ``num-server-rounds`` (default: the ``rounds`` field), ``round-timeout``
+(seconds per round, default 600), and the strategy keys of
+:mod:`flexassign.integrations.flower.app` (``min-available-nodes`` default 2,
+``wait-timeout``, ``aggregation``, ``max-weight-ratio``, ``checkpoint-dir``,
+``results-path`` (JSON lines, one per round, appended as rounds end),
+``final-model-path``, ...).
 
-``num-server-rounds``
-    rounds (default: the ``rounds`` field, 40).
-``fraction-evaluate``
-    share of each round's trained nodes asked to evaluate (default 1.0).
-``min-train-nodes``, ``min-available-nodes``
-    sampling minimums (default 1 and 2).
-``checkpoint-dir``
-    write planner/arrays/history there after every round and resume from it.
-``round-timeout``
-    seconds to wait for replies per round (default 600).
-``results-path``
-    write the per-round history and metrics as JSON there at the end.
-
-The planner is :class:`flexassign.alignment.Planner` built exactly as
-:func:`fl_harness.experiment.run_experiment` builds it: ``Planner(num_experts=...,
-strategy=..., tolerance=..., seed=..., **planner_options)``, with each client's
+The planner is built exactly as :func:`fl_harness.experiment.run_experiment` builds
+it (``planner-options`` with a ``fitness`` object included), with each client's
 capacity set from the profile it reports.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +23,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_harness.experiment import SeedStreams
+from flexassign.integrations.flower.app import run_logged, strategy_options
+from flexassign.integrations.flower.messages import numpy_to_arrayrecord
+from flexassign.integrations.flower.strategy import FlexMoEStrategy
 
 from .harness import federation
-from .messages import numpy_to_arrayrecord
-from .strategy import FlexMoEStrategy
 
 __all__ = [
     "build_strategy",
@@ -49,12 +40,13 @@ __all__ = [
 
 
 def make_planner(config: Any) -> Any:
-    """The planner for an :class:`~fl_harness.experiment.ExperimentConfig`."""
+    """The planner for an :class:`~fl_harness.experiment.ExperimentConfig`, with the
+    harness's own reading of ``planner_options`` (a ``fitness`` dict included)."""
+    from fl_harness.experiment import _planner_kwargs
     from flexassign.alignment import Planner
 
     return Planner(num_experts=config.num_experts, strategy=config.strategy,
-                   tolerance=config.tolerance, seed=config.seed,
-                   **dict(config.planner_options))
+                   tolerance=config.tolerance, seed=config.seed, **_planner_kwargs(config))
 
 
 def harness_sampler(config: Any) -> Callable[[int, Sequence[Any]], list[Any]]:
@@ -118,17 +110,15 @@ def build_strategy(
             "'random'"
         )
     planner = (planner_factory or make_planner)(cfg)
-    ckpt = run_config.get("checkpoint-dir") or None
+    options = {"min_available_nodes": 2, **strategy_options(run_config)}
+    options.pop("fraction_train", None)  # the harness's client-fraction decides
     strategy = FlexMoEStrategy(
         planner=planner,
         fraction_train=float(cfg.client_fraction),
-        min_train_nodes=int(run_config.get("min-train-nodes", 1)),
-        min_available_nodes=int(run_config.get("min-available-nodes", 2)),
-        fraction_evaluate=float(run_config.get("fraction-evaluate", 1.0)),
         seed=int(cfg.seed),
-        checkpoint_dir=None if ckpt is None else Path(str(ckpt)),
         sampler=harness_sampler(cfg),
         node_config_fn=harness_train_seeds(cfg),
+        **options,
     )
     return strategy, fed
 
@@ -146,30 +136,23 @@ def run_server(
     ``run_config`` entries override ``context.run_config``.
     """
     run_config = {**dict(context.run_config), **dict(run_config or {})}
-    strategy, fed = build_strategy(run_config, planner_factory=planner_factory)
-    if on_strategy is not None:
-        on_strategy(strategy)
-    rounds = int(run_config.get("num-server-rounds", fed.config.rounds))
-    arrays: ArrayRecord = numpy_to_arrayrecord(fed.initial_arrays())
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=arrays,
-        num_rounds=rounds,
-        timeout=float(run_config.get("round-timeout", 600.0)),
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
-    )
-    out = run_config.get("results-path")
-    if out:
-        path = Path(str(out))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "history": json.loads(strategy.history_json()),
-            "train_metrics": {r: dict(m) for r, m in result.train_metrics_clientapp.items()},
-            "evaluate_metrics": {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
-        }
-        path.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
-    return result
+
+    def main() -> Any:
+        strategy, fed = build_strategy(run_config, planner_factory=planner_factory)
+        if on_strategy is not None:
+            on_strategy(strategy)
+        rounds = int(run_config.get("num-server-rounds", fed.config.rounds))
+        arrays: ArrayRecord = numpy_to_arrayrecord(fed.initial_arrays())
+        return strategy.start(
+            grid=grid,
+            initial_arrays=arrays,
+            num_rounds=rounds,
+            timeout=float(run_config.get("round-timeout", 600.0)),
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+        )
+
+    return run_logged(main)
 
 
 def make_server_app(
