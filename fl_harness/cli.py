@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import sys
@@ -31,9 +30,9 @@ from .config import FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
 from .data import BUILTIN_DATASETS
 from .partition import PARTITIONS
 
-# The torch extra (torch, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
+# The torch extra (torch, pandas, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
 # every command says which extra to install instead of showing a traceback.
-_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm")
+_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm", "pandas")
 _MISSING: ImportError | None = None
 try:
     from . import experiment as _experiment  # noqa: F401  (probes the torch extra)
@@ -213,12 +212,12 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
         raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
                          f"{cfg.dataset}")
     if cfg.planner_options:
-        from flexassign.alignment import Planner
+        from flexassign.alignment import Planner, PlannerConfig
 
         from .federation import planner_kwargs
 
-        valid = [n for n, p in inspect.signature(Planner).parameters.items()
-                 if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        own_flags = {"num_experts", "strategy", "tolerance", "seed"}  # set by run flags
+        valid = [f.name for f in dataclasses.fields(PlannerConfig) if f.name not in own_flags]
         unknown = sorted(k for k, _ in cfg.planner_options if k not in valid)
         if unknown:
             raise UsageError(f"`--planner-options` has unknown key(s) {unknown}; "

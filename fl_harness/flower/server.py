@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_harness.experiment import SeedStreams
+from flexassign.alignment import STRATEGIES
 from flexassign.integrations.flower.app import run_logged, strategy_options
 from flexassign.integrations.flower.messages import numpy_to_arrayrecord
 from flexassign.integrations.flower.strategy import FlexMoEStrategy
@@ -105,8 +106,7 @@ def build_strategy(
     if cfg.strategy == "full":
         raise ValueError(
             "`strategy` 'full' is the harness's no-planner reference (every client trains "
-            "every expert); the Flower app plans with 'flex', 'greedy', 'desirability' or "
-            "'random'"
+            f"every expert); the Flower app plans with one of {', '.join(map(repr, STRATEGIES))}"
         )
     planner = (planner_factory or make_planner)(cfg)
     options = {"min_available_nodes": 2, **strategy_options(run_config)}
