@@ -98,7 +98,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extractor", choices=["auto", "mlp", "conv1d"])
     g.add_argument("--epochs", type=int, help="local epochs")
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--lr", type=float,
+                   help="SGD learning rate; None means the dataset's DEFAULT_LR (mnist1d "
+                        "0.1, digits 0.1, synthetic 0.05) (default: None)")
     g.add_argument("--optimizer", choices=["sgd", "adam"])
     g.add_argument("--tolerance", type=float, help="planner balance tolerance")
     g.add_argument("--device-mix", type=_device_mix,
