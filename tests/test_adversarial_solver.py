@@ -370,3 +370,18 @@ def test_cpsat_has_a_default_time_limit_and_solves_the_offset_case() -> None:
     assert res.x is not None and res.objective == pytest.approx(
         solve_assignment(p, method="highs").objective, rel=1e-15
     )
+
+
+def test_backends_command_shows_each_backends_options(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from flexassign.cli import main
+
+    assert main(["backends"]) == 0
+    text = capsys.readouterr().out
+    assert "prune_margin (int >= 1, default 4)" in text
+    assert "warm_start (0/1 matrix (N, E))" in text
+    assert main(["backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert [o["name"] for o in rows["lp-round"]["options"]][:2] == ["prune", "prune_margin"]
+    assert rows["scipy"]["options"] == []
