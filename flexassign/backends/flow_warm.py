@@ -114,9 +114,16 @@ _BLOCK = 1 << 21
 #: handed over in ``options`` and for prices estimated from a sample.
 _OPEN_WARM = 0.3
 _OPEN_COLD = 0.5
-_OPEN_MIN = 0.01
+_OPEN_MIN = 0.02
 #: Cold start: open clients whose slack is below this many estimated price errors.
 _OPEN_SIGMAS = 3.0
+#: After a round whose certificate failed for at most ``_RESELECT_SHARE`` as many clients as were
+#: open, every client is re-frozen at the new prices and a fresh, smaller open set is
+#: chosen (the failures times this factor plus ``_OPEN_MIN``; at most this many times,
+#: then the open set only grows).
+_RESELECT_ROUNDS = 2
+_RESELECT_FACTOR = 2
+_RESELECT_SHARE = 0.02
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
@@ -177,13 +184,18 @@ def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[float, bool]:
     n, e = problem.shape
     fit = problem.fitness
     peak = 0.0
-    integral = True
     step = max(1, _BLOCK // e)
     for r0 in range(0, n, step):
         blk = fit[r0 : r0 + step]
-        peak = max(peak, float(np.max(np.abs(blk))))
-        if integral:
-            integral = bool(np.all(blk == np.round(blk)))
+        peak = max(peak, float(blk.max()), -float(blk.min()))
+    # integral fitness: a few entries usually settle it before a full pass
+    probe = fit[:: max(1, n // 64)][:, :: max(1, e // 16)]
+    integral = bool(np.all(probe == np.round(probe)))
+    for r0 in range(0, n, step) if integral else ():
+        blk = fit[r0 : r0 + step]
+        if not np.all(blk == np.round(blk)):
+            integral = False
+            break
     limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
     limit = min(limit, _MAX_EXACT / (4 * (e + 2)))
     if peak == 0.0 or (integral and peak <= limit):
@@ -595,8 +607,31 @@ def _solve_data(
             return dist, loads, st, sub
         stats.setdefault("reopened", []).append(int(fails.size))
         stats.setdefault("added_arcs", []).append(added)
+        if frac < 1 and rnd <= _RESELECT_ROUNDS and fails.size <= _RESELECT_SHARE * sub.rows.size:
+            # the new prices are close: freeze every client at its current choice and
+            # open only those near a change (a smaller open set than growing this one)
+            rows = sub.rows
+            _freeze_open(st, sub)
+            fails = np.union1d(fails, _recheck_frozen(st, rows))
+            k = min(n, _RESELECT_FACTOR * fails.size + math.ceil(_OPEN_MIN * n))
+            pick = np.argpartition(st.slack, k - 1)[:k] if k < n else np.arange(n)
+            st.arc_c = st.arc_e = np.zeros(0, dtype=np.int64)
+            st.open_rows(np.union1d(pick, fails))
+            continue
         st.open_rows(fails)
     raise _Fallback(f"no certificate after {max_rounds} rounds")
+
+
+def _freeze_open(st: _State, sub: _Sub) -> None:
+    """Open clients become frozen at the open flow's answer (slack still to compute)."""
+    held = sub.flow > 0
+    hc, he = sub.ac[held], sub.ae[held]  # sorted by client
+    cnt = np.bincount(hc, minlength=sub.rows.size)
+    starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    slot = np.arange(hc.size) - starts[hc]
+    st.top_idx[sub.rows[hc], slot] = he
+    st.h[sub.rows] = cnt
+    st.is_open[sub.rows] = False
 
 
 def _expert_candidates(st: _State, need: int) -> None:
@@ -797,16 +832,23 @@ def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarr
     return int(margin), int(rounds), prices
 
 
-def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> np.ndarray:
+def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> tuple[np.ndarray, float]:
+    """The assignment and its objective (summed over the chosen pairs only)."""
     n, e = problem.shape
+    fit = problem.fitness
     x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
+    value = 0.0 if problem.fixed is None else float(fit[problem.fixed].sum())
     frozen = ~st.is_open
     for t in range(int(st.h.max(initial=0))):
         r = np.flatnonzero(frozen & (st.h > t))
-        x[r, st.top_idx[r, t]] = True
+        c = st.top_idx[r, t]
+        x[r, c] = True
+        value += float(fit[r, c].sum())
     held = sub.flow > 0
-    x[sub.rows[sub.ac[held]], sub.ae[held]] = True
-    return x
+    r, c = sub.rows[sub.ac[held]], sub.ae[held]
+    x[r, c] = True
+    value += float(fit[r, c].sum())
+    return x, value
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
@@ -841,7 +883,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         out.stats["fallback"] = f"flow-warm: {exc}; solved by flow"
         out.stats["warm_stats"] = {k: v for k, v in stats.items() if k != "expert_prices"}
         return out
-    x = _assemble(problem, st, sub)
+    x, value = _assemble(problem, st, sub)
     e = problem.n_experts
     stats.update(
         expert_prices=(dist[:e] - dist[e]).astype(np.float64) / data.scale,
@@ -853,4 +895,4 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     # each unit carries at most half a cost step of rounding, in ours and in the optimum
     err = 0.0 if exact else 2.0 * float(total) / data.scale
     stats["rounding_error_bound"] = err
-    return BackendOutput(Status.OPTIMAL, x=x, bound=problem.objective(x) + err, stats=stats)
+    return BackendOutput(Status.OPTIMAL, x=x, bound=value + err, stats=stats)
