@@ -24,15 +24,21 @@ Algorithm
 ---------
 1. Start from prices: ``options["prices"]`` (e.g. the previous round's
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
-   of the clients (recursively, down to about ``8 E`` clients, with load bounds scaled
-   to the sample).
+   of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
+   scaled to the sample); half the price change between two sample levels estimates
+   the remaining price error. A price is added to fitness (the convention of ``flow``'s
+   ``expert_prices``: a bonus for an expert that needs clients, negative for one that
+   has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u`, its price-induced choice (condition 1 holds by construction)
    and its *slack* (how far the prices may move before condition 1 can break).
-3. Clients with small slack are *open*; the others are *frozen* at their choice. The
-   open clients, restricted to their top candidates, are solved exactly with OR-Tools
-   ``SimpleMinCostFlow`` against the load bounds left by the frozen clients (artificial
-   arcs of large cost keep that network feasible).
+3. Clients with small slack are *open* (with prices from ``options``: the 30 % with
+   the smallest slack; from samples: those within three estimated price errors, 2-50 %;
+   with no prices: everyone, plus each expert's best clients as arcs); the others are
+   *frozen* at their choice. The open clients, restricted to their top candidates, are
+   solved exactly with OR-Tools ``SimpleMinCostFlow`` against the load bounds left by
+   the frozen clients (artificial arcs of large cost keep that network feasible; if
+   they carry flow, clients that can move to or from those experts are opened).
 4. New prices: the greatest potentials below the old prices in the residual graph of
    the open clients compressed onto the :math:`E + 1` expert and ``O`` nodes
    (Bellman-Ford on a dense matrix). They satisfy conditions 1-2 for every open
@@ -41,13 +47,16 @@ Algorithm
    provably still satisfies condition 1; the few others are re-checked exactly on
    their full row, as are open clients' pruned arcs (against a stored bound on their
    best pruned :math:`u`). Failures reopen clients or add arcs, and steps 3-5 repeat.
+   After a round that failed for only a few clients (2 % of the open ones), every
+   client is frozen at its current choice and a fresh, small open set is drawn around
+   the failures instead (at most twice).
 
 When every check passes, the prices prove the assignment optimal for the full problem.
-If the open set grows past half of the clients, a frozen client's load cannot be
+If the open set grows past 75 % of the clients, a frozen client's load cannot be
 placed, or no certificate comes within ``max_rounds``, the ``flow`` backend solves the
-problem instead (``stats["fallback"]`` says why). Memory stays lean: no
-:math:`N \times E` integer or float temporaries (blocks of rows), only the boolean
-answer and the per-client top candidates.
+problem instead, through the registry (``stats["fallback"]`` says why). Memory stays
+lean: no :math:`N \times E` integer or float temporaries (blocks of at most 2**21
+entries), only the boolean answer and the per-client top candidates.
 
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
 exact for integral fitness and otherwise within ``stats["rounding_error_bound"]``.
@@ -66,10 +75,12 @@ Options
 Stats
 -----
 ``expert_prices`` (the certified prices: pass them back next round), ``rounds``,
-``open_clients``, ``open_arcs``, ``rechecked_rows``, ``price_source`` (``"options"``,
-``"sample"`` or ``"zero"``), ``levels`` (cold start), ``certificate``,
-``rounding_error_bound``, ``cost_scale``, ``build_time``, ``solve_time``, and
-``fallback`` when ``flow`` took over.
+``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
+(per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
+``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
+``certificate``, ``rounding_error_bound``, ``cost_scale``, ``build_time``,
+``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
+``warm_stats``.
 
 Examples
 --------
@@ -117,10 +128,10 @@ _OPEN_COLD = 0.5
 _OPEN_MIN = 0.02
 #: Cold start: open clients whose slack is below this many estimated price errors.
 _OPEN_SIGMAS = 3.0
-#: After a round whose certificate failed for at most ``_RESELECT_SHARE`` as many clients as were
-#: open, every client is re-frozen at the new prices and a fresh, smaller open set is
-#: chosen (the failures times this factor plus ``_OPEN_MIN``; at most this many times,
-#: then the open set only grows).
+#: After a round whose certificate failed for at most ``_RESELECT_SHARE`` times as many
+#: clients as were open, every client is re-frozen at the new prices and a fresh,
+#: smaller open set is chosen (the failures times ``_RESELECT_FACTOR`` plus
+#: ``_OPEN_MIN``; at most ``_RESELECT_ROUNDS`` times, then the open set only grows).
 _RESELECT_ROUNDS = 2
 _RESELECT_FACTOR = 2
 _RESELECT_SHARE = 0.02
