@@ -15,7 +15,9 @@ from typing import cast
 
 from ..errors import BackendNotInstalledError, UnknownMethodError, UnsupportedProblemError
 from ..problem import AssignmentProblem
+from . import options as _opts
 from .base import SolveFunction
+from .options import OptionSpec
 
 __all__ = [
     "Backend",
@@ -53,6 +55,9 @@ class Backend:
     time_limit : bool
         Whether it honours ``time_limit``.
     description : str
+    options : tuple of OptionSpec, or None
+        The ``options=`` keys it accepts (:mod:`flexassign.backends.options`);
+        ``None`` (third-party backends that declare nothing) passes them unchecked.
     """
 
     name: str
@@ -65,6 +70,7 @@ class Backend:
     soft: bool
     time_limit: bool
     description: str
+    options: tuple[OptionSpec, ...] | None = None
 
     @property
     def exact(self) -> bool:
@@ -170,6 +176,7 @@ def _builtin(
     soft: bool,
     time_limit: bool,
     description: str,
+    options: tuple[OptionSpec, ...],
     module: str | None = None,
 ) -> None:
     register_backend(
@@ -184,6 +191,7 @@ def _builtin(
             soft=soft,
             time_limit=time_limit,
             description=description,
+            options=options,
         )
     )
 
@@ -197,6 +205,7 @@ _builtin(
     knapsack=False,
     soft=True,
     time_limit=False,
+    options=_opts.FLOW,
     description=(
         "exact min-cost flow (OR-Tools SimpleMinCostFlow); count-based loads; large "
         "problems solve on candidate arcs with a reduced-cost optimality certificate"
@@ -211,6 +220,7 @@ _builtin(
     knapsack=False,
     soft=False,
     time_limit=False,
+    options=_opts.FLOW_WARM,
     description=(
         "exact min-cost flow warm-started from expert prices (options['prices'] or a "
         "sampled estimate): clients settled by the prices stay frozen, the rest are "
@@ -226,6 +236,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=True,
+    options=_opts.HIGHS,
     description="MIP through HiGHS (highspy), built in bulk from sparse arrays",
 )
 _builtin(
@@ -237,6 +248,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=False,
+    options=_opts.GREEDY,
     description="paper baseline: each client takes its top-k by fitness, ignoring balance",
 )
 _builtin(
@@ -248,6 +260,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=False,
+    options=_opts.GREEDY,
     description="capacity- and load-aware greedy heuristic (no optimality proof)",
 )
 _builtin(
@@ -259,6 +272,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=True,
+    options=_opts.CPSAT,
     description="MIP through OR-Tools CP-SAT with exact (or reported) integer scaling",
 )
 _builtin(
@@ -271,6 +285,7 @@ _builtin(
     soft=True,
     time_limit=True,
     module="flexassign.backends.pyomo_model",
+    options=_opts.PYOMO,
     description="Pyomo model (build_pyomo_model) solved by appsi_highs or options['solver']",
 )
 _builtin(
@@ -283,6 +298,7 @@ _builtin(
     soft=True,
     time_limit=True,
     module="flexassign.backends.scipy_milp",
+    options=_opts.SCIPY,
     description="MIP through scipy.optimize.milp (no extra dependency)",
 )
 _builtin(
@@ -294,5 +310,6 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=True,
+    options=_opts.LP_ROUND,
     description="LP relaxation (HiGHS) + rounding and repair; LP bound and gap reported",
 )
