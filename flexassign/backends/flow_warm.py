@@ -824,23 +824,22 @@ def _open_fraction(err: float) -> float | tuple[float, ...]:
 
 # ----------------------------------------------------------------------------- backend
 def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None]:
-    margin = extra.get("prune_margin", 4)
-    rounds = extra.get("max_rounds", 12)
-    for name, v in (("prune_margin", margin), ("max_rounds", rounds)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise InvalidProblemError(f"`options['{name}']` must be an integer >= 1; got {v!r}")
+    """``prune_margin``, ``max_rounds`` and ``prices`` (checked and defaulted by
+    :func:`~flexassign.backends.options.validate_options` before any backend runs)."""
+    margin = int(extra.get("prune_margin", 4))
+    rounds = int(extra.get("max_rounds", 12))
+    if margin < 1 or rounds < 1:  # only reachable when solve() is called directly
+        raise InvalidProblemError(
+            "`options['prune_margin']` and `options['max_rounds']` must be >= 1"
+        )
     prices = extra.get("prices")
     if prices is not None:
-        try:
-            prices = np.asarray(prices, dtype=np.float64)
-        except (TypeError, ValueError):
-            prices = np.full(0, np.nan)
+        prices = np.asarray(prices, dtype=np.float64)
         if prices.shape != (problem.n_experts,) or not np.isfinite(prices).all():
             raise InvalidProblemError(
-                f"`options['prices']` must be {problem.n_experts} finite expert prices (e.g. "
-                "result.stats['expert_prices'] of an earlier round)"
+                f"`options['prices']` must be {problem.n_experts} finite expert prices"
             )
-    return int(margin), int(rounds), prices
+    return margin, rounds, prices
 
 
 def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> tuple[np.ndarray, float]:
