@@ -680,21 +680,33 @@ def _expert_candidates(st: _State, need: int) -> None:
     st.arc_c, st.arc_e = key // e, key % e
 
 
+def _first_per_group(group: np.ndarray, key: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Positions of the ``k[g]`` smallest ``key`` within each ``group`` value ``g``."""
+    order = np.lexsort((key, group))
+    g = group[order]
+    start = np.searchsorted(g, g, side="left")
+    rank = np.arange(g.size) - start
+    return order[rank < k[g]]
+
+
 def _open_holders(st: _State, experts: np.ndarray, excess: np.ndarray) -> None:
     """Open the frozen holders of overloaded experts with the smallest slack."""
+    want = np.zeros(st.data.e, dtype=np.int64)
+    want[experts] = np.maximum(excess[experts], 0) * 2 + 8
+    rows, exps = [], []
     frozen = ~st.is_open
-    pick = []
-    for j in experts:
-        holds = np.zeros(st.data.n, dtype=bool)
-        for t in range(int(st.h.max(initial=0))):
-            holds |= (st.top_idx[:, t] == j) & (st.h > t)
-        cand = np.flatnonzero(holds & frozen)
-        k = min(cand.size, max(int(excess[j]), 0) * 2 + 8)
-        if k:
-            pick.append(cand[np.argpartition(st.slack[cand], k - 1)[:k]])
-    if not pick:
+    for t in range(int(st.h.max(initial=0))):
+        r = np.flatnonzero(frozen & (st.h > t))
+        ex = st.top_idx[r, t].astype(np.int64)
+        keep = want[ex] > 0
+        rows.append(r[keep])
+        exps.append(ex[keep])
+    r_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    if r_all.size == 0:
         raise _Fallback("frozen clients overload an expert")
-    st.open_rows(np.unique(np.concatenate(pick)))
+    e_all = np.concatenate(exps)
+    pick = _first_per_group(e_all, st.slack[r_all], want)
+    st.open_rows(np.unique(r_all[pick]))
 
 
 def _missing_arcs(st: _State, rows: np.ndarray, experts: np.ndarray | None) -> int:
@@ -731,48 +743,49 @@ def _widen(st: _State, rows: np.ndarray, loads: np.ndarray) -> None:
 
 def _open_takers(st: _State, experts: np.ndarray, deficit: np.ndarray) -> None:
     """Open the frozen clients that could move to under-loaded experts most cheaply
-    (and give open clients arcs to them)."""
+    (and give open clients arcs to them). One pass over the frozen rows."""
     d = st.data
     added = _missing_arcs(st, np.flatnonzero(st.is_open), experts)
     frozen = np.flatnonzero(~st.is_open)
-    if frozen.size == 0:
-        if added:
-            return
-        raise _Fallback("no client can move to an under-loaded expert")
-    pick = []
+    want = np.zeros(d.e, dtype=np.int64)
+    want[experts] = deficit[experts] * 2 + 8
+    kk = int(want.max(initial=0))
+    best_r = np.zeros((0, experts.size), dtype=np.int64)
+    best_c = np.zeros((0, experts.size))
     step = max(1, _BLOCK // d.e)
-    for j in experts:
-        k = min(frozen.size, int(deficit[j]) * 2 + 8)
-        best_rows, best_cost = [], []
-        for r0 in range(0, frozen.size, step):
-            rr = frozen[r0 : r0 + step]
-            u = d.u(rr, st.p)
-            hk = st.h[rr]
-            held_min = np.full(rr.size, _BIG, dtype=np.int64)
-            takes = np.zeros(rr.size, dtype=bool)
-            for t in range(int(hk.max(initial=0))):
-                sel = hk > t
-                ex = st.top_idx[rr, t]
-                held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
-                takes |= sel & (ex == j)
-            room = hk < d.cap[rr]
-            uj = u[:, j]
-            switch = np.where(room, -uj, held_min - uj)
-            switch = np.where(takes | (uj <= _NEG // 2), _BIG, switch)
-            best_rows.append(rr)
-            best_cost.append(switch)
-        rows_all = np.concatenate(best_rows)
-        cost_all = np.concatenate(best_cost)
-        ok = cost_all < _BIG
-        rows_all, cost_all = rows_all[ok], cost_all[ok]
-        k = min(k, rows_all.size)
-        if k:
-            pick.append(rows_all[np.argpartition(cost_all, k - 1)[:k]])
-    if not pick:
+    for r0 in range(0, frozen.size, step):
+        rr = frozen[r0 : r0 + step]
+        u = d.u(rr, st.p)
+        hk = st.h[rr]
+        held_min = np.full(rr.size, float(_BIG))
+        takes = np.zeros((rr.size, experts.size), dtype=bool)
+        for t in range(int(hk.max(initial=0))):
+            sel = hk > t
+            ex = st.top_idx[rr, t]
+            held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
+            takes |= sel[:, None] & (ex[:, None] == experts[None, :])
+        room = hk < d.cap[rr]
+        uj = u[:, experts]
+        switch = np.where(room[:, None], -uj, held_min[:, None] - uj)
+        switch[takes | (uj <= _NEG // 2)] = _BIG
+        cost = np.concatenate([best_c, switch])
+        rows = np.concatenate([best_r, np.broadcast_to(rr[:, None], switch.shape)])
+        if cost.shape[0] > kk:
+            part = np.argpartition(cost, kk - 1, axis=0)[:kk]
+            cost = np.take_along_axis(cost, part, axis=0)
+            rows = np.take_along_axis(rows, part, axis=0)
+        best_c, best_r = cost, rows
+    # each expert's want[j] cheapest movers
+    order = np.argsort(best_c, axis=0, kind="stable")
+    best_c = np.take_along_axis(best_c, order, axis=0)
+    best_r = np.take_along_axis(best_r, order, axis=0)
+    ok = (best_c < _BIG) & (np.arange(best_c.shape[0])[:, None] < want[experts][None, :])
+    pick = best_r[ok]
+    if pick.size == 0:
         if added:
             return
         raise _Fallback("no client can move to an under-loaded expert")
-    st.open_rows(np.unique(np.concatenate(pick)))
+    st.open_rows(np.unique(pick))
 
 
 # ----------------------------------------------------------------------------- cold start
