@@ -17,7 +17,7 @@ import pytest
 
 from flexassign import AssignmentProblem, Status, solve_assignment
 from flexassign.backends.registry import WARM_MIN_PAIRS, get_backend
-from flexassign.errors import InvalidProblemError, UnsupportedProblemError
+from flexassign.errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from flexassign.solve import auto_method
 
 
@@ -169,13 +169,14 @@ def test_falls_back_to_flow_when_rounds_run_out() -> None:
         ({"prices": [1.0, 2.0]}, r"`options\['prices'\]` must be 4 finite"),
         ({"prices": [0.0, np.nan, 0.0, 0.0]}, r"`options\['prices'\]`"),
         ({"prices": "cheap"}, r"`options\['prices'\]`"),
-        ({"prune_margin": 0}, r"`options\['prune_margin'\]` must be an integer >= 1"),
-        ({"max_rounds": True}, r"`options\['max_rounds'\]` must be an integer >= 1"),
+        ({"prune_margin": 0}, r"`options\['prune_margin'\]` must be >= 1"),
+        ({"max_rounds": True}, r"`options\['max_rounds'\]` must be an integer"),
+        ({"margin": 3}, r"unknown option `options\['margin'\]` for method 'flow-warm'"),
     ],
 )
 def test_bad_options_name_the_option(options: dict, match: str) -> None:
     p = AssignmentProblem.balanced(np.eye(4), capacity=1)
-    with pytest.raises(InvalidProblemError, match=match):
+    with pytest.raises((InvalidProblemError, ProblemTypeError), match=match):
         solve_assignment(p, method="flow-warm", options=options)
 
 

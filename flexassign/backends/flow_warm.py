@@ -24,15 +24,21 @@ Algorithm
 ---------
 1. Start from prices: ``options["prices"]`` (e.g. the previous round's
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
-   of the clients (recursively, down to about ``8 E`` clients, with load bounds scaled
-   to the sample).
+   of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
+   scaled to the sample); half the price change between two sample levels estimates
+   the remaining price error. A price is added to fitness (the convention of ``flow``'s
+   ``expert_prices``: a bonus for an expert that needs clients, negative for one that
+   has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u`, its price-induced choice (condition 1 holds by construction)
    and its *slack* (how far the prices may move before condition 1 can break).
-3. Clients with small slack are *open*; the others are *frozen* at their choice. The
-   open clients, restricted to their top candidates, are solved exactly with OR-Tools
-   ``SimpleMinCostFlow`` against the load bounds left by the frozen clients (artificial
-   arcs of large cost keep that network feasible).
+3. Clients with small slack are *open* (with prices from ``options``: the 30 % with
+   the smallest slack; from samples: those within three estimated price errors, 2-50 %;
+   with no prices: everyone, plus each expert's best clients as arcs); the others are
+   *frozen* at their choice. The open clients, restricted to their top candidates, are
+   solved exactly with OR-Tools ``SimpleMinCostFlow`` against the load bounds left by
+   the frozen clients (artificial arcs of large cost keep that network feasible; if
+   they carry flow, clients that can move to or from those experts are opened).
 4. New prices: the greatest potentials below the old prices in the residual graph of
    the open clients compressed onto the :math:`E + 1` expert and ``O`` nodes
    (Bellman-Ford on a dense matrix). They satisfy conditions 1-2 for every open
@@ -41,13 +47,16 @@ Algorithm
    provably still satisfies condition 1; the few others are re-checked exactly on
    their full row, as are open clients' pruned arcs (against a stored bound on their
    best pruned :math:`u`). Failures reopen clients or add arcs, and steps 3-5 repeat.
+   After a round that failed for only a few clients (2 % of the open ones), every
+   client is frozen at its current choice and a fresh, small open set is drawn around
+   the failures instead (at most twice).
 
 When every check passes, the prices prove the assignment optimal for the full problem.
-If the open set grows past half of the clients, a frozen client's load cannot be
+If the open set grows past 75 % of the clients, a frozen client's load cannot be
 placed, or no certificate comes within ``max_rounds``, the ``flow`` backend solves the
-problem instead (``stats["fallback"]`` says why). Memory stays lean: no
-:math:`N \times E` integer or float temporaries (blocks of rows), only the boolean
-answer and the per-client top candidates.
+problem instead, through the registry (``stats["fallback"]`` says why). Memory stays
+lean: no :math:`N \times E` integer or float temporaries (blocks of at most 2**21
+entries), only the boolean answer and the per-client top candidates.
 
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
 exact for integral fitness and otherwise within ``stats["rounding_error_bound"]``.
@@ -66,10 +75,12 @@ Options
 Stats
 -----
 ``expert_prices`` (the certified prices: pass them back next round), ``rounds``,
-``open_clients``, ``open_arcs``, ``rechecked_rows``, ``price_source`` (``"options"``,
-``"sample"`` or ``"zero"``), ``levels`` (cold start), ``certificate``,
-``rounding_error_bound``, ``cost_scale``, ``build_time``, ``solve_time``, and
-``fallback`` when ``flow`` took over.
+``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
+(per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
+``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
+``certificate``, ``rounding_error_bound``, ``cost_scale``, ``build_time``,
+``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
+``warm_stats``.
 
 Examples
 --------
@@ -114,9 +125,16 @@ _BLOCK = 1 << 21
 #: handed over in ``options`` and for prices estimated from a sample.
 _OPEN_WARM = 0.3
 _OPEN_COLD = 0.5
-_OPEN_MIN = 0.01
+_OPEN_MIN = 0.02
 #: Cold start: open clients whose slack is below this many estimated price errors.
 _OPEN_SIGMAS = 3.0
+#: After a round whose certificate failed for at most ``_RESELECT_SHARE`` times as many
+#: clients as were open, every client is re-frozen at the new prices and a fresh,
+#: smaller open set is chosen (the failures times ``_RESELECT_FACTOR`` plus
+#: ``_OPEN_MIN``; at most ``_RESELECT_ROUNDS`` times, then the open set only grows).
+_RESELECT_ROUNDS = 2
+_RESELECT_FACTOR = 2
+_RESELECT_SHARE = 0.02
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
@@ -177,13 +195,18 @@ def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[float, bool]:
     n, e = problem.shape
     fit = problem.fitness
     peak = 0.0
-    integral = True
     step = max(1, _BLOCK // e)
     for r0 in range(0, n, step):
         blk = fit[r0 : r0 + step]
-        peak = max(peak, float(np.max(np.abs(blk))))
-        if integral:
-            integral = bool(np.all(blk == np.round(blk)))
+        peak = max(peak, float(blk.max()), -float(blk.min()))
+    # integral fitness: a few entries usually settle it before a full pass
+    probe = fit[:: max(1, n // 64)][:, :: max(1, e // 16)]
+    integral = bool(np.all(probe == np.round(probe)))
+    for r0 in range(0, n, step) if integral else ():
+        blk = fit[r0 : r0 + step]
+        if not np.all(blk == np.round(blk)):
+            integral = False
+            break
     limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
     limit = min(limit, _MAX_EXACT / (4 * (e + 2)))
     if peak == 0.0 or (integral and peak <= limit):
@@ -595,8 +618,31 @@ def _solve_data(
             return dist, loads, st, sub
         stats.setdefault("reopened", []).append(int(fails.size))
         stats.setdefault("added_arcs", []).append(added)
+        if frac < 1 and rnd <= _RESELECT_ROUNDS and fails.size <= _RESELECT_SHARE * sub.rows.size:
+            # the new prices are close: freeze every client at its current choice and
+            # open only those near a change (a smaller open set than growing this one)
+            rows = sub.rows
+            _freeze_open(st, sub)
+            fails = np.union1d(fails, _recheck_frozen(st, rows))
+            k = min(n, _RESELECT_FACTOR * fails.size + math.ceil(_OPEN_MIN * n))
+            pick = np.argpartition(st.slack, k - 1)[:k] if k < n else np.arange(n)
+            st.arc_c = st.arc_e = np.zeros(0, dtype=np.int64)
+            st.open_rows(np.union1d(pick, fails))
+            continue
         st.open_rows(fails)
     raise _Fallback(f"no certificate after {max_rounds} rounds")
+
+
+def _freeze_open(st: _State, sub: _Sub) -> None:
+    """Open clients become frozen at the open flow's answer (slack still to compute)."""
+    held = sub.flow > 0
+    hc, he = sub.ac[held], sub.ae[held]  # sorted by client
+    cnt = np.bincount(hc, minlength=sub.rows.size)
+    starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    slot = np.arange(hc.size) - starts[hc]
+    st.top_idx[sub.rows[hc], slot] = he
+    st.h[sub.rows] = cnt
+    st.is_open[sub.rows] = False
 
 
 def _expert_candidates(st: _State, need: int) -> None:
@@ -634,21 +680,33 @@ def _expert_candidates(st: _State, need: int) -> None:
     st.arc_c, st.arc_e = key // e, key % e
 
 
+def _first_per_group(group: np.ndarray, key: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Positions of the ``k[g]`` smallest ``key`` within each ``group`` value ``g``."""
+    order = np.lexsort((key, group))
+    g = group[order]
+    start = np.searchsorted(g, g, side="left")
+    rank = np.arange(g.size) - start
+    return order[rank < k[g]]
+
+
 def _open_holders(st: _State, experts: np.ndarray, excess: np.ndarray) -> None:
     """Open the frozen holders of overloaded experts with the smallest slack."""
+    want = np.zeros(st.data.e, dtype=np.int64)
+    want[experts] = np.maximum(excess[experts], 0) * 2 + 8
+    rows, exps = [], []
     frozen = ~st.is_open
-    pick = []
-    for j in experts:
-        holds = np.zeros(st.data.n, dtype=bool)
-        for t in range(int(st.h.max(initial=0))):
-            holds |= (st.top_idx[:, t] == j) & (st.h > t)
-        cand = np.flatnonzero(holds & frozen)
-        k = min(cand.size, max(int(excess[j]), 0) * 2 + 8)
-        if k:
-            pick.append(cand[np.argpartition(st.slack[cand], k - 1)[:k]])
-    if not pick:
+    for t in range(int(st.h.max(initial=0))):
+        r = np.flatnonzero(frozen & (st.h > t))
+        ex = st.top_idx[r, t].astype(np.int64)
+        keep = want[ex] > 0
+        rows.append(r[keep])
+        exps.append(ex[keep])
+    r_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    if r_all.size == 0:
         raise _Fallback("frozen clients overload an expert")
-    st.open_rows(np.unique(np.concatenate(pick)))
+    e_all = np.concatenate(exps)
+    pick = _first_per_group(e_all, st.slack[r_all], want)
+    st.open_rows(np.unique(r_all[pick]))
 
 
 def _missing_arcs(st: _State, rows: np.ndarray, experts: np.ndarray | None) -> int:
@@ -685,48 +743,49 @@ def _widen(st: _State, rows: np.ndarray, loads: np.ndarray) -> None:
 
 def _open_takers(st: _State, experts: np.ndarray, deficit: np.ndarray) -> None:
     """Open the frozen clients that could move to under-loaded experts most cheaply
-    (and give open clients arcs to them)."""
+    (and give open clients arcs to them). One pass over the frozen rows."""
     d = st.data
     added = _missing_arcs(st, np.flatnonzero(st.is_open), experts)
     frozen = np.flatnonzero(~st.is_open)
-    if frozen.size == 0:
-        if added:
-            return
-        raise _Fallback("no client can move to an under-loaded expert")
-    pick = []
+    want = np.zeros(d.e, dtype=np.int64)
+    want[experts] = deficit[experts] * 2 + 8
+    kk = int(want.max(initial=0))
+    best_r = np.zeros((0, experts.size), dtype=np.int64)
+    best_c = np.zeros((0, experts.size))
     step = max(1, _BLOCK // d.e)
-    for j in experts:
-        k = min(frozen.size, int(deficit[j]) * 2 + 8)
-        best_rows, best_cost = [], []
-        for r0 in range(0, frozen.size, step):
-            rr = frozen[r0 : r0 + step]
-            u = d.u(rr, st.p)
-            hk = st.h[rr]
-            held_min = np.full(rr.size, _BIG, dtype=np.int64)
-            takes = np.zeros(rr.size, dtype=bool)
-            for t in range(int(hk.max(initial=0))):
-                sel = hk > t
-                ex = st.top_idx[rr, t]
-                held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
-                takes |= sel & (ex == j)
-            room = hk < d.cap[rr]
-            uj = u[:, j]
-            switch = np.where(room, -uj, held_min - uj)
-            switch = np.where(takes | (uj <= _NEG // 2), _BIG, switch)
-            best_rows.append(rr)
-            best_cost.append(switch)
-        rows_all = np.concatenate(best_rows)
-        cost_all = np.concatenate(best_cost)
-        ok = cost_all < _BIG
-        rows_all, cost_all = rows_all[ok], cost_all[ok]
-        k = min(k, rows_all.size)
-        if k:
-            pick.append(rows_all[np.argpartition(cost_all, k - 1)[:k]])
-    if not pick:
+    for r0 in range(0, frozen.size, step):
+        rr = frozen[r0 : r0 + step]
+        u = d.u(rr, st.p)
+        hk = st.h[rr]
+        held_min = np.full(rr.size, float(_BIG))
+        takes = np.zeros((rr.size, experts.size), dtype=bool)
+        for t in range(int(hk.max(initial=0))):
+            sel = hk > t
+            ex = st.top_idx[rr, t]
+            held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
+            takes |= sel[:, None] & (ex[:, None] == experts[None, :])
+        room = hk < d.cap[rr]
+        uj = u[:, experts]
+        switch = np.where(room[:, None], -uj, held_min[:, None] - uj)
+        switch[takes | (uj <= _NEG // 2)] = _BIG
+        cost = np.concatenate([best_c, switch])
+        rows = np.concatenate([best_r, np.broadcast_to(rr[:, None], switch.shape)])
+        if cost.shape[0] > kk:
+            part = np.argpartition(cost, kk - 1, axis=0)[:kk]
+            cost = np.take_along_axis(cost, part, axis=0)
+            rows = np.take_along_axis(rows, part, axis=0)
+        best_c, best_r = cost, rows
+    # each expert's want[j] cheapest movers
+    order = np.argsort(best_c, axis=0, kind="stable")
+    best_c = np.take_along_axis(best_c, order, axis=0)
+    best_r = np.take_along_axis(best_r, order, axis=0)
+    ok = (best_c < _BIG) & (np.arange(best_c.shape[0])[:, None] < want[experts][None, :])
+    pick = best_r[ok]
+    if pick.size == 0:
         if added:
             return
         raise _Fallback("no client can move to an under-loaded expert")
-    st.open_rows(np.unique(np.concatenate(pick)))
+    st.open_rows(np.unique(pick))
 
 
 # ----------------------------------------------------------------------------- cold start
@@ -778,35 +837,41 @@ def _open_fraction(err: float) -> float | tuple[float, ...]:
 
 # ----------------------------------------------------------------------------- backend
 def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None]:
-    margin = extra.get("prune_margin", 4)
-    rounds = extra.get("max_rounds", 12)
-    for name, v in (("prune_margin", margin), ("max_rounds", rounds)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise InvalidProblemError(f"`options['{name}']` must be an integer >= 1; got {v!r}")
+    """``prune_margin``, ``max_rounds`` and ``prices`` (checked and defaulted by
+    :func:`~flexassign.backends.options.validate_options` before any backend runs)."""
+    margin = int(extra.get("prune_margin", 4))
+    rounds = int(extra.get("max_rounds", 12))
+    if margin < 1 or rounds < 1:  # only reachable when solve() is called directly
+        raise InvalidProblemError(
+            "`options['prune_margin']` and `options['max_rounds']` must be >= 1"
+        )
     prices = extra.get("prices")
     if prices is not None:
-        try:
-            prices = np.asarray(prices, dtype=np.float64)
-        except (TypeError, ValueError):
-            prices = np.full(0, np.nan)
+        prices = np.asarray(prices, dtype=np.float64)
         if prices.shape != (problem.n_experts,) or not np.isfinite(prices).all():
             raise InvalidProblemError(
-                f"`options['prices']` must be {problem.n_experts} finite expert prices (e.g. "
-                "result.stats['expert_prices'] of an earlier round)"
+                f"`options['prices']` must be {problem.n_experts} finite expert prices"
             )
-    return int(margin), int(rounds), prices
+    return margin, rounds, prices
 
 
-def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> np.ndarray:
+def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> tuple[np.ndarray, float]:
+    """The assignment and its objective (summed over the chosen pairs only)."""
     n, e = problem.shape
+    fit = problem.fitness
     x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
+    value = 0.0 if problem.fixed is None else float(fit[problem.fixed].sum())
     frozen = ~st.is_open
     for t in range(int(st.h.max(initial=0))):
         r = np.flatnonzero(frozen & (st.h > t))
-        x[r, st.top_idx[r, t]] = True
+        c = st.top_idx[r, t]
+        x[r, c] = True
+        value += float(fit[r, c].sum())
     held = sub.flow > 0
-    x[sub.rows[sub.ac[held]], sub.ae[held]] = True
-    return x
+    r, c = sub.rows[sub.ac[held]], sub.ae[held]
+    x[r, c] = True
+    value += float(fit[r, c].sum())
+    return x, value
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
@@ -841,7 +906,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         out.stats["fallback"] = f"flow-warm: {exc}; solved by flow"
         out.stats["warm_stats"] = {k: v for k, v in stats.items() if k != "expert_prices"}
         return out
-    x = _assemble(problem, st, sub)
+    x, value = _assemble(problem, st, sub)
     e = problem.n_experts
     stats.update(
         expert_prices=(dist[:e] - dist[e]).astype(np.float64) / data.scale,
@@ -853,4 +918,4 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     # each unit carries at most half a cost step of rounding, in ours and in the optimum
     err = 0.0 if exact else 2.0 * float(total) / data.scale
     stats["rounding_error_bound"] = err
-    return BackendOutput(Status.OPTIMAL, x=x, bound=problem.objective(x) + err, stats=stats)
+    return BackendOutput(Status.OPTIMAL, x=x, bound=value + err, stats=stats)
