@@ -4,7 +4,7 @@ The docstrings follow numpydoc and use a few reStructuredText constructs that
 Markdown does not know. This turns them into what the site renders:
 
 - ``:math:`x``` becomes inline math ``\\(x\\)`` and a ``.. math::`` block becomes a
-  ``$$ ... $$`` block (``aligned`` when it has ``&`` or line breaks), for arithmatex
+  ``$$ ... $$`` block (its body indented below, or on the same line) (``aligned`` when it has ``&`` or line breaks), for arithmatex
   and MathJax;
 - ``:class:`~a.B```, ``:func:``, ``:meth:``, ``:mod:``, ``:attr:``, ``:data:``,
   ``:exc:`` become optional cross-references: a link when the target is in the API
@@ -22,12 +22,14 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(class|func|meth|mod|attr|data|exc|obj):`(~?)([^`]+)`")
 _MATH = re.compile(r":math:`([^`]+)`")
-_MATH_BLOCK = re.compile(r"^([ \t]*)\.\. math::[ \t]*\n((?:[ \t]*\n|\1[ \t]+\S.*\n?)+)", re.M)
+_MATH_BLOCK = re.compile(
+    r"^([ \t]*)\.\. math::[ \t]*(\S.*)?\n((?:[ \t]*\n|\1[ \t]+\S.*\n?)*)", re.M
+)
 
 
 def _math_block(match: re.Match[str]) -> str:
     indent = match.group(1)
-    body = textwrap.dedent(match.group(2)).strip("\n")
+    body = ((match.group(2) or "") + "\n" + textwrap.dedent(match.group(3))).strip("\n")
     if "&" in body or "\\\\" in body:
         body = "\\begin{aligned}\n" + body + "\n\\end{aligned}"
     lines = ["$$", *body.splitlines(), "$$"]

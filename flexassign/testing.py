@@ -59,7 +59,7 @@ except ImportError as exc:  # pragma: no cover - hypothesis is in the test envir
         'flexassign.testing needs Hypothesis: pip install "flexassign[testing]"'
     ) from exc
 
-from .errors import InvalidProblemError
+from .errors import InvalidProblemError, ProblemTypeError
 from .problem import AssignmentProblem
 from .result import AssignmentResult
 from .verify import DEFAULT_TOL, verify_assignment
@@ -410,6 +410,8 @@ def assert_valid_assignment(
     ------
     AssertionError
         ``x`` has the wrong shape, is not 0/1, or breaks a constraint.
+    ProblemTypeError
+        ``problem`` is not an :class:`~flexassign.AssignmentProblem`.
 
     Examples
     --------
@@ -424,7 +426,9 @@ def assert_valid_assignment(
       - expert 0 has load 2 > expert_max_load 1
     """
     if not isinstance(problem, AssignmentProblem):
-        raise TypeError(f"`problem` must be an AssignmentProblem; got {type(problem).__name__}")
+        raise ProblemTypeError(
+            f"`problem` must be an AssignmentProblem; got {type(problem).__name__}"
+        )
     try:
         check = verify_assignment(problem, x, tol=tol)
     except InvalidProblemError as exc:
@@ -467,6 +471,8 @@ def assert_optimal(
         ``x`` breaks a constraint, falls short of the optimum (the message gives both
         objectives and the gap), beats it (then the reference is wrong), or the
         reference finds the problem infeasible.
+    ProblemTypeError
+        ``reference`` is none of the accepted types.
 
     Examples
     --------
@@ -516,7 +522,7 @@ def _optimum(
     if isinstance(reference, AssignmentResult):
         return _from_result(reference, f"result of {reference.method!r}")
     if isinstance(reference, bool) or not isinstance(reference, int | float | np.number):
-        raise TypeError(
+        raise ProblemTypeError(
             "`reference` must be None, a backend name, an AssignmentResult, a Reference "
             f"or a number; got {type(reference).__name__}"
         )

@@ -172,6 +172,7 @@ def test_planner_plans_and_history_export() -> None:
             )
         planner.end_round()
     frame = plan_frame(plan)
+    assert frame.equals(plan.to_frame())
     assert set(frame["round"]) == {plan.round}
     assert set(frame["client"]) <= set(ids)
     pairs = {(r.client, r.expert) for r in frame.itertuples()}

@@ -27,6 +27,7 @@ PUBLIC = [
     "flexassign.metrics",
     "flexassign.errors",
     "flexassign.integrations.flower",
+    "flexassign.integrations.aggregation",
     "fl_harness",
 ]
 

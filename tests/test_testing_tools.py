@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from flexassign import AssignmentProblem, Status, solve_assignment
-from flexassign.errors import InvalidProblemError
+from flexassign.errors import InvalidProblemError, ProblemTypeError
 from flexassign.testing import (
     Reference,
     assert_optimal,
@@ -112,7 +112,7 @@ def test_assert_valid_assignment_lists_each_violation() -> None:
         assert_valid_assignment(p, [[1, 0, 1], [0, 0, 0]], max_listed=1)
     with pytest.raises(AssertionError, match=r"not an assignment .* `x` must have shape \(2, 3\)"):
         assert_valid_assignment(p, np.zeros((3, 2)))
-    with pytest.raises(TypeError, match="`problem`"):
+    with pytest.raises(ProblemTypeError, match="`problem` must be an AssignmentProblem"):
         assert_valid_assignment(np.ones((2, 3)), np.zeros((2, 3)))  # type: ignore[arg-type]
 
 
@@ -131,7 +131,7 @@ def test_assert_optimal_references() -> None:
     assert greedy.status is not Status.OPTIMAL
     with pytest.raises(AssertionError, match="`reference` is not a proven optimum"):
         assert_optimal(p, best, reference=greedy)
-    with pytest.raises(TypeError, match="`reference` must be"):
+    with pytest.raises(ProblemTypeError, match="`reference` must be None, a backend name"):
         assert_optimal(p, best, reference=[4.0])  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="breaks"):
         assert_optimal(p, [[1, 0], [1, 0]])

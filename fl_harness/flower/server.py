@@ -41,13 +41,12 @@ __all__ = [
 
 
 def make_planner(config: Any) -> Any:
-    """The planner for an :class:`~fl_harness.experiment.ExperimentConfig`, with the
-    harness's own reading of ``planner_options`` (a ``fitness`` dict included)."""
-    from fl_harness.experiment import _planner_kwargs
-    from flexassign.alignment import Planner
+    """The planner for an :class:`~fl_harness.config.ExperimentConfig`: the harness's
+    one :func:`fl_harness.federation.make_planner` (``planner_options`` with a
+    ``fitness`` dict included)."""
+    from fl_harness.federation import make_planner as harness_planner
 
-    return Planner(num_experts=config.num_experts, strategy=config.strategy,
-                   tolerance=config.tolerance, seed=config.seed, **_planner_kwargs(config))
+    return harness_planner(config)
 
 
 def harness_sampler(config: Any) -> Callable[[int, Sequence[Any]], list[Any]]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..problem import AssignmentProblem
 from ..result import AssignmentResult, Status
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
 
 __all__ = ["Plan", "empty_result", "expert_lists"]
 
@@ -90,6 +93,12 @@ class Plan(Mapping[Hashable, tuple[int, ...]]):
             "message": self.message,
             "result": self.result.to_dict(include_assignment=False),
         }
+
+    def to_frame(self) -> pd.DataFrame:
+        """The plan as a tidy pandas table (see :func:`flexassign.labels.plan_frame`)."""
+        from ..labels import plan_frame
+
+        return plan_frame(self)
 
     def __repr__(self) -> str:
         return (
