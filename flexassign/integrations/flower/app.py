@@ -39,7 +39,6 @@ from typing import Any, TypeVar
 from flwr.common import log
 
 from ...alignment import Planner
-from ...alignment.config import planner_options
 from ...errors import InvalidProblemError
 
 __all__ = ["APP_KEYS", "PLANNER_KEYS", "make_planner", "run_logged", "strategy_options"]
@@ -80,7 +79,7 @@ def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
         Needs ``num-experts``; ``planner-options`` is a JSON object of further
         :class:`~flexassign.alignment.PlannerConfig` fields (a ``fitness`` object
         becomes a :class:`~flexassign.alignment.FitnessConfig`), checked by
-        :func:`flexassign.alignment.config.planner_options` (unknown keys are errors).
+        :class:`~flexassign.alignment.PlannerConfig` (unknown keys are errors).
     **overrides
         PlannerConfig fields that win over the run config.
 
@@ -105,10 +104,9 @@ def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
     kwargs.update(overrides)
     num_experts = kwargs.pop("num_experts")
     try:
-        config = planner_options(num_experts, kwargs)
+        return Planner(num_experts, **kwargs)  # PlannerConfig checks every option
     except (InvalidProblemError, TypeError) as exc:
         raise InvalidProblemError(f"`planner-options`: {exc}") from exc
-    return Planner.from_config(config)
 
 
 def strategy_options(run_config: Mapping[str, Any]) -> dict[str, Any]:
