@@ -5,7 +5,7 @@ For teams that write their own assignment policy (a heuristic, a wrapper around
 it the way flexassign tests its own backends:
 
 - :func:`problems` and :func:`feasible_problems` are Hypothesis strategies that
-  generate :class:`~flexassign.AssignmentProblem`\\ s with any mix of features
+  generate :class:`~flexassign.AssignmentProblem` instances with any mix of features
   (count or weighted loads, a memory knapsack, allowed/fixed masks, soft bounds,
   mixed-sign fitness). :func:`feasible_problems` builds each problem around a hidden
   assignment, so it is feasible by construction; :func:`problems` may be infeasible.
