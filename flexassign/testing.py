@@ -54,6 +54,7 @@ from numpy.typing import ArrayLike, NDArray
 
 try:
     from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
 except ImportError as exc:  # pragma: no cover - hypothesis is in the test environment
     raise ImportError(
         'flexassign.testing needs Hypothesis: pip install "flexassign[testing]"'
@@ -244,6 +245,8 @@ def feasible_problems(
     budgets at or above its memory use, ``allowed`` containing it, ``fixed`` inside
     it, and (``balanced``) load bounds bracketing its loads. Solvers must therefore
     never report these problems infeasible. Load bounds are hard (no soft penalty).
+    Every array is drawn by Hypothesis element by element, so a failing example
+    shrinks to a small, simple problem (fewer pairs, zeros, fewer features).
 
     Parameters
     ----------
@@ -277,29 +280,35 @@ def feasible_problems(
             ("balanced", balanced),
         )
     }
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    fitness = rng.normal(size=(n, e)) if flags["mixed_sign"] else rng.random((n, e))
-    x0 = rng.random((n, e)) < rng.uniform(0.2, 0.7)
+    shape = (n, e)
+    unit = st.floats(0.0, 1.0, allow_subnormal=False)
+    signed = st.floats(-1.0, 1.0, allow_subnormal=False)
+    fitness = draw(hnp.arrays(np.float64, shape, elements=signed if flags["mixed_sign"] else unit))
+    x0 = draw(hnp.arrays(np.bool_, shape))
     counts = x0.sum(axis=1)
+    spare = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 1)))
+    below = draw(hnp.arrays(np.int64, n, elements=st.integers(0, e)))
     kw: dict[str, Any] = {
-        "capacity": np.minimum(counts + rng.integers(0, 2, size=n), e),
-        "min_experts": rng.integers(0, counts + 1),
+        "capacity": np.minimum(counts + spare, e),
+        "min_experts": np.maximum(counts - below, 0),
     }
     weights = np.ones(n)
     if flags["weighted"]:
-        weights = rng.integers(1, 20, size=n).astype(float)
+        weights = draw(hnp.arrays(np.float64, n, elements=st.integers(1, 19))).astype(float)
         kw["client_weight"] = weights
     if flags["knapsack"]:
-        size = rng.integers(1, 5, size=e).astype(float)
+        size = draw(hnp.arrays(np.float64, e, elements=st.integers(1, 4)))
         kw["expert_size"] = size
-        kw["client_budget"] = x0 @ size + rng.integers(0, 3, size=n)
+        kw["client_budget"] = x0 @ size + draw(
+            hnp.arrays(np.float64, n, elements=st.integers(0, 2))
+        )
     if flags["masks"]:
-        kw["allowed"] = x0 | (rng.random((n, e)) > 0.3)
+        kw["allowed"] = x0 | draw(hnp.arrays(np.bool_, shape))
     if flags["fixed"]:
-        kw["fixed"] = x0 & (rng.random((n, e)) < 0.3)
+        kw["fixed"] = x0 & draw(hnp.arrays(np.bool_, shape))
     if flags["balanced"]:
         loads = weights @ x0
-        slack = rng.uniform(0.0, 0.5, size=e)
+        slack = draw(hnp.arrays(np.float64, e, elements=st.floats(0.0, 0.5)))
         kw["expert_min_load"] = np.floor(loads * (1.0 - slack))
         kw["expert_max_load"] = np.ceil(loads * (1.0 + slack))
     return AssignmentProblem(fitness, **kw)
