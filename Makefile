@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 STAMP  := $(VENV)/.installed-all
 
-.PHONY: help venv demo flower-demo test test-slow test-all lint docs docs-serve bench bench-quick clean
+.PHONY: help venv demo flower-demo flower-deploy-test test test-slow test-all lint docs docs-serve bench bench-quick clean
 
 help:
 	@echo "make demo       set up .venv, solve one round (quick start), then a short FL comparison on MNIST-1D"
 	@echo "make flower-demo  the Flower app: 10 simulated SuperNodes, 3 rounds (flwr run)"
+	@echo "make flower-deploy-test  SuperLink + 2 SuperNodes on 127.0.0.1, one killed mid-run (slow)"
 	@echo "make test       set up .venv and run the default test suite (< 10 min)"
 	@echo "make test-slow  run the slow, opt-in tests"
 	@echo "make lint       ruff + mypy on flexassign and fl_harness (what CI checks besides tests)"
@@ -36,11 +37,18 @@ demo: $(STAMP)
 # flwr starts in the background is stopped afterwards.
 flower-demo: $(STAMP)
 	@home=$$(mktemp -d); \
-	export PATH="$(CURDIR)/$(BIN):$$PATH" FLWR_HOME="$$home" \
+	export PATH="$(CURDIR)/$(BIN):$$PATH" FLWR_HOME="$$home" PYTHONPATH="$(CURDIR)" \
 		FLWR_TELEMETRY_ENABLED=0 RAY_USAGE_STATS_ENABLED=0; \
 	flwr run examples/flower --stream \
 		--federation-config "num-supernodes=10 client-resources-num-cpus=1"; \
 	rc=$$?; pkill -f "$$home/local-superlink" || true; sleep 2; rm -rf "$$home"; exit $$rc
+
+# Deployment as an operator runs it: a SuperLink and two SuperNodes on 127.0.0.1 (free
+# ports, throwaway FLWR_HOME, every process stopped by PID), two rounds of
+# examples/flower with one SuperNode killed mid-run; prints the log tail and timings.
+flower-deploy-test: $(STAMP)
+	FLWR_TELEMETRY_ENABLED=0 RAY_USAGE_STATS_ENABLED=0 PYTHONPATH="$(CURDIR)" \
+		$(BIN)/python -m pytest -m slow -s -q tests/test_flower_deploy.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -25,15 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from flexassign.alignment import DEVICE_PRESETS, Planner, SyntheticPopulation, simulate
+from flexassign.alignment import DEVICE_PRESETS, POLICIES, Planner, SyntheticPopulation, simulate
 
-#: name -> (strategy, extra Planner arguments)
+#: name -> (strategy, extra Planner arguments): every policy, and flex without the shift
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "flex": ("flex", {}),
     "flex (no deficit shift)": ("flex", {"deficit_shift": 0.0}),
-    "greedy": ("greedy", {}),
-    "desirability": ("desirability", {}),
-    "random": ("random", {}),
+    **{name: (name, {}) for name in POLICIES if name != "flex"},
 }
 
 
@@ -121,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
+    for name in ("rounds", "clients", "per_round", "experts", "seeds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= args.dropout < 1 or args.capacity < 0 or args.tolerance < 0:
+        p.error("--dropout must be in [0, 1), --capacity and --tolerance >= 0")
     result = run(args)
     cfg = result["config"]
     print(

@@ -13,8 +13,10 @@ and expert-utilization balance.
 Modules: :mod:`.data` (datasets), :mod:`.partition` (client splits), :mod:`.model`
 (the MoE model and client subset models), :mod:`.client` (local training and
 feedback), :mod:`.aggregation` (server-side pure functions), :mod:`.metrics`,
-:mod:`.experiment` (the round loop), :mod:`.comparison` (strategies x seeds),
-:mod:`.plots`, :mod:`.cli`.
+:mod:`.evaluation` (the evaluation metrics), :mod:`.config` (``ExperimentConfig``),
+:mod:`.results` (``HarnessRound``, ``ExperimentResult``), :mod:`.federation` (clients,
+seed streams, ``make_planner``), :mod:`.experiment` (the round loop),
+:mod:`.comparison` (strategies x seeds), :mod:`.plots`, :mod:`.cli`.
 Importing this package does not import torch; the submodules do.
 """
 
@@ -24,23 +26,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .comparison import CompareResult, compare
-    from .experiment import ExperimentConfig, ExperimentResult, RoundRecord, run_experiment
+    from .config import ExperimentConfig
+    from .experiment import run_experiment
+    from .federation import make_planner
+    from .results import ExperimentResult, HarnessRound
 
 __all__ = [
     "CompareResult",
     "ExperimentConfig",
     "ExperimentResult",
-    "RoundRecord",
+    "HarnessRound",
     "compare",
+    "make_planner",
     "run_experiment",
 ]
 
 _LAZY = {
     "CompareResult": "comparison",
     "compare": "comparison",
-    "ExperimentConfig": "experiment",
-    "ExperimentResult": "experiment",
-    "RoundRecord": "experiment",
+    "ExperimentConfig": "config",
+    "ExperimentResult": "results",
+    "HarnessRound": "results",
+    "make_planner": "federation",
     "run_experiment": "experiment",
 }
 

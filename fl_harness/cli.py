@@ -24,16 +24,18 @@ from pathlib import Path
 
 from flexassign import __version__
 from flexassign._cli import ArgumentParser, UsageError, run_cli
+from flexassign._files import jsonable
 
+from .config import FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
 from .data import BUILTIN_DATASETS
 from .partition import PARTITIONS
 
-# The torch extra (torch, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
+# The torch extra (torch, pandas, mnist1d, scikit-learn, matplotlib, tqdm) may be missing: then
 # every command says which extra to install instead of showing a traceback.
-_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm")
+_TORCH_EXTRA = ("torch", "mnist1d", "sklearn", "matplotlib", "tqdm", "pandas")
 _MISSING: ImportError | None = None
 try:
-    from .experiment import STRATEGIES, ExperimentConfig
+    from . import experiment as _experiment  # noqa: F401  (probes the torch extra)
 except ImportError as _exc:  # pragma: no cover - tested in a subprocess without torch
     _MISSING = _exc
 
@@ -98,7 +100,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--optimizer", choices=["sgd", "adam"])
-    g.add_argument("--grad-clip", type=float, help="clip local gradient norms (default off)")
     g.add_argument("--tolerance", type=float, help="planner balance tolerance")
     g.add_argument("--device-mix", type=_device_mix,
                    help="device classes and shares, e.g. 'low-end-phone:0.4,tablet:0.6'")
@@ -108,12 +109,32 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="JSON object of extra Planner arguments, e.g. "
                         "'{\"fitness\": {\"exploration\": 0}, \"usage_penalty\": 0.2}'")
     g.add_argument("--target", type=float, help="accuracy for rounds-to-target")
-    g.add_argument("--eval-every", type=int)
-    g.add_argument("--eval-experts", choices=["held", "all"],
-                   help="experts a client's model uses at evaluation (default: held)")
+    _add_experiment_flags(g)
     g.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_experiment_flags(g: argparse._ArgumentGroup) -> None:
+    """Issue 9's flags: evaluation, newcomers, stability, feedback, regimes. Values are
+    checked by :class:`ExperimentConfig` (errors name the field)."""
+    g.add_argument("--regime", choices=list(REGIMES),
+                   help="federation preset applied before the other flags; starved: 16 "
+                        "experts, 10%% of training clients per round, capacities 1-2")
+    g.add_argument("--eval-every", type=int,
+                   help="evaluate every N rounds, and always after the last (default 1)")
+    g.add_argument("--eval-experts", choices=["held", "all"],
+                   help="experts of the global/personal metrics (default: held)")
+    g.add_argument("--holdout-fraction", type=float,
+                   help="share of clients held out of training as newcomers (default 0.2)")
+    g.add_argument("--finetune-steps", type=int,
+                   help="router-only fine-tuning steps of newcomer/pool metrics (default 30)")
+    g.add_argument("--finetune-lr", type=float, help="their Adam step size (default 0.05)")
+    g.add_argument("--feedback", choices=list(FEEDBACK_KINDS),
+                   help="per-expert feedback signal (default mixture: the paper's)")
+    g.add_argument("--grad-clip", type=float, help="clip local gradient norms (default 5)")
+    g.add_argument("--no-grad-clip", dest="grad_clip", action="store_const", const=0.0,
+                   help="turn gradient clipping off")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,11 +212,9 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
         raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
                          f"{cfg.dataset}")
     if cfg.planner_options:
-        import dataclasses
-
         from flexassign.alignment import Planner, PlannerConfig
 
-        from .experiment import _planner_kwargs
+        from .federation import planner_kwargs
 
         own_flags = {"num_experts", "strategy", "tolerance", "seed"}  # set by run flags
         valid = [f.name for f in dataclasses.fields(PlannerConfig) if f.name not in own_flags]
@@ -205,7 +224,7 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
                              f"valid: {valid}")
         try:
             Planner(num_experts=cfg.num_experts, tolerance=cfg.tolerance, seed=cfg.seed,
-                    **_planner_kwargs(cfg))
+                    **planner_kwargs(cfg))
         except (ValueError, TypeError) as exc:
             raise UsageError(f"`--planner-options`: {exc}") from None
 
@@ -216,6 +235,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         base = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     except (ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"`--config` {str(args.config)!r}: {exc}") from None
+    if getattr(args, "regime", None):
+        base = base.with_regime(args.regime)
     names = {f for f in ExperimentConfig.__dataclass_fields__}
     changes = {}
     for key, value in vars(args).items():
@@ -224,6 +245,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             continue
         if field == "capacity_choices":
             value = tuple(value)
+        if field == "grad_clip" and value == 0.0:
+            value = None
         changes[field] = value
     try:
         cfg = base.replace(**changes)
@@ -274,10 +297,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
         r = run_experiment(cfg, progress=not args.quiet)
         s = r.summary()
-        print(json.dumps({k: s[k] for k in ("strategy", "dataset", "partition", "seed",
-                                            "final_accuracy", "final_personalized_accuracy",
-                                            "utilization_cv", "rounds_to_target",
-                                            "never_trained", "utilization", "wall_time_s")}))
+        print(json.dumps(jsonable({k: s[k] for k in (
+            "strategy", "dataset", "partition", "seed", "final_accuracy",
+            "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
+            "expert_accuracy_mean", "expert_accuracy_min", "utilization_cv",
+            "rounds_to_target", "never_trained", "diverged_updates", "utilization",
+            "wall_time_s")})))
         if args.out:
             r.save(args.out)
             print(f"wrote {args.out / 'result.json'} and {args.out / 'rounds.csv'}")

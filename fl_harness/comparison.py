@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flexassign._files import write_json_atomic
+
+from .config import ExperimentConfig
 from .data import load_dataset
-from .experiment import ExperimentConfig, ExperimentResult, run_experiment
+from .experiment import run_experiment
+from .results import EVAL_METRICS, ExperimentResult
 
 __all__ = ["CompareResult", "compare", "format_table"]
 
@@ -62,10 +66,11 @@ class CompareResult:
             row: dict[str, Any] = {"strategy": s, "seeds": len(rs)}
             for name, vals in (
                 ("final_accuracy", [r.final_accuracy for r in rs]),
-                ("personalized_accuracy", [r.final_personalized_accuracy for r in rs]),
+                *((m, [r.final(m) for r in rs]) for m in EVAL_METRICS[1:]),
                 ("last5_accuracy", [r.last_accuracy(5) for r in rs]),
                 ("utilization_cv", [r.utilization_cv for r in rs]),
                 ("utilization_var", [r.utilization_var for r in rs]),
+                ("diverged_updates", [float(r.diverged_updates) for r in rs]),
                 ("wall_time_s", [r.wall_time_s for r in rs]),
             ):
                 m, sd, _ = _mean_std(vals)
@@ -85,10 +90,10 @@ class CompareResult:
         out.mkdir(parents=True, exist_ok=True)
         summ = self.summary()
         summ.to_csv(out / "summary.csv", index=False)
-        (out / "summary.json").write_text(json.dumps(
-            {"config": self.base.to_dict(),
-             "summary": json.loads(summ.to_json(orient="records")),
-             "table": format_table(self)}, indent=2) + "\n")
+        write_json_atomic(out / "summary.json", {
+            "config": self.base.to_dict(),
+            "summary": json.loads(summ.to_json(orient="records")),
+            "table": format_table(self)}, indent=2)
         self.runs_frame().to_csv(out / "runs.csv", index=False)
         self.rounds_frame().to_csv(out / "rounds.csv", index=False)
         self.base.save(out / "config.json")
@@ -102,24 +107,25 @@ class CompareResult:
 
 
 def format_table(result: CompareResult) -> str:
-    """A plain-text summary table (mean +- sample std over seeds)."""
+    """A plain-text summary table: every metric after the last round, mean +- sample std
+    over seeds (``div.`` = diverged updates over all seeds)."""
     summ = result.summary()
     target = result.base.resolved_target
-    head = (f"{'strategy':<13} {'seeds':>5}  {'final acc':>15}  {'pers. acc':>15}  "
+    head = (f"{'strategy':<13} {'seeds':>5}  {'global acc':>13}  {'personal':>13}  "
+            f"{'newcomer':>13}  {'pool':>13}  {'expert mean':>13}  {'expert min':>13}  "
             f"{'rounds to ' + (f'{target:.2f}' if target is not None else 'target'):>18}  "
-            f"{'util. CV':>15}  {'never':>5}  {'time/run':>8}")
+            f"{'util. CV':>13}  {'div.':>4}  {'time/run':>8}")
     lines = [head, "-" * len(head)]
     for _, r in summ.iterrows():
         rtt = (f"{r.rounds_to_target_mean:5.1f} +- {r.rounds_to_target_std:4.1f} "
                f"({int(r.reached_target)}/{int(r.seeds)})"
                if r.reached_target else f"{'never':>11} (0/{int(r.seeds)})")
+        accs = "  ".join(f"{r[f'{m}_mean']:.3f}+-{r[f'{m}_std']:.3f}"
+                         for m in ("final_accuracy", *EVAL_METRICS[1:]))
         lines.append(
-            f"{r.strategy:<13} {int(r.seeds):>5}  "
-            f"{r.final_accuracy_mean:.3f} +- {r.final_accuracy_std:.3f}  "
-            f"{r.personalized_accuracy_mean:.3f} +- {r.personalized_accuracy_std:.3f}  "
-            f"{rtt:>18}  "
-            f"{r.utilization_cv_mean:.3f} +- {r.utilization_cv_std:.3f}  "
-            f"{r.never_trained_mean:5.1f}  {r.wall_time_s_mean:7.1f}s"
+            f"{r.strategy:<13} {int(r.seeds):>5}  {accs}  {rtt:>18}  "
+            f"{r.utilization_cv_mean:.3f}+-{r.utilization_cv_std:.3f}  "
+            f"{int(r.diverged_updates_mean * r.seeds):>4}  {r.wall_time_s_mean:7.1f}s"
         )
     return "\n".join(lines)
 

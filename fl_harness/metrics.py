@@ -1,9 +1,9 @@
-r"""Metrics: expert-utilization balance, batched per-client evaluation, communication.
+r"""Metrics: batched per-client evaluation, rounds to target, communication.
 
 Utilization of expert :math:`e` is the number of client-trainings it received (one per
-client that trained it and returned an update). Its balance is summarized by the
-coefficient of variation :math:`\mathrm{CV} = \sigma(u) / \bar u` (population standard
-deviation) and the variance :math:`\sigma^2(u)`.
+client that trained it and returned an update). Its balance is summarized by
+:func:`flexassign.metrics.coefficient_of_variation` (population standard deviation over
+the mean, NaN before anything trained) and the variance :math:`\sigma^2(u)`.
 """
 
 from __future__ import annotations
@@ -12,30 +12,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 from torch import Tensor
 
 from .model import MoEModel
 
 __all__ = [
-    "coefficient_of_variation",
     "evaluate_clients",
     "model_bytes",
     "rounds_to_target",
 ]
-
-
-def coefficient_of_variation(loads: ArrayLike) -> float:
-    """:math:`\\sigma / \\mu` of ``loads`` (0.0 when the mean is 0).
-
-    >>> coefficient_of_variation([2, 2, 2])
-    0.0
-    >>> round(coefficient_of_variation([0, 2]), 6)
-    1.0
-    """
-    a = np.asarray(loads, dtype=np.float64)
-    m = a.mean() if a.size else 0.0
-    return float(a.std() / m) if m > 0 else 0.0
 
 
 def rounds_to_target(accuracies: Sequence[float], target: float | None) -> int | None:

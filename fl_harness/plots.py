@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .results import EVAL_METRICS
+
 if TYPE_CHECKING:
     from .comparison import CompareResult
 
@@ -26,6 +28,8 @@ def _band(ax: object, curves: dict[str, np.ndarray], ylabel: str, title: str) ->
     for s, a in curves.items():
         x = np.arange(1, a.shape[1] + 1)
         ok = ~np.isnan(a).all(axis=0)
+        if not ok.any():
+            continue
         m = np.nanmean(a[:, ok], axis=0)
         sd = np.nanstd(a[:, ok], axis=0)
         (line,) = ax.plot(x[ok], m, label=s)  # type: ignore[attr-defined]
@@ -40,6 +44,7 @@ def _band(ax: object, curves: dict[str, np.ndarray], ylabel: str, title: str) ->
 
 def plot_compare(result: CompareResult, out_dir: str | Path) -> list[Path]:
     """Write ``accuracy.png`` (global accuracy vs round, mean +- std over seeds),
+    ``metrics.png`` (every evaluation metric vs round, one panel each),
     ``utilization_cv.png`` (cumulative utilization CV vs round) and
     ``expert_utilization.png`` (final client-trainings per expert, mean over seeds).
 
@@ -69,6 +74,14 @@ def plot_compare(result: CompareResult, out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     files.append(out / "accuracy.png")
     fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    for ax, metric in zip(axes.ravel(), EVAL_METRICS, strict=True):
+        _band(ax, _curves(result, metric), metric.replace("_", " "), tag)
+    fig.tight_layout()
+    files.append(out / "metrics.png")
+    fig.savefig(files[-1], dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

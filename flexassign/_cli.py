@@ -113,7 +113,7 @@ def run_cli(prog: str, command: Callable[[], int]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (FlexAssignError, OSError) as exc:
-        _error(prog, _describe(exc))
+        _error(prog, describe(exc))
         return EXIT_BAD_INPUT
     except Exception as exc:
         if os.environ.get(TRACEBACK_ENV):
@@ -126,7 +126,8 @@ def run_cli(prog: str, command: Callable[[], int]) -> int:
         return EXIT_INTERNAL
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A one-line description of ``exc`` (an ``OSError`` as ``reason: file``)."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.strerror}: {exc.filename!s}"
     return str(exc) or type(exc).__name__

@@ -51,12 +51,16 @@ def is_real(value: Any) -> bool:
     )
 
 
+def _num_text(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     parts = []
     if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        parts.append(f"{'>' if lo_open else '>='} {_num_text(lo)}")
     if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        parts.append(f"{'<' if hi_open else '<='} {_num_text(hi)}")
     return " and ".join(parts)
 
 

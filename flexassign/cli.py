@@ -19,14 +19,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._cli import ArgumentParser, UsageError, one_line, run_cli
+from ._cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    TRACEBACK_ENV,
+    ArgumentParser,
+    UsageError,
+    describe,
+    one_line,
+    run_cli,
+)
+from ._files import jsonable
 from .backends.registry import list_backends
 from .errors import FlexAssignError
 from .io import load_problem, read_fitness_csv
@@ -91,47 +103,76 @@ def _is_float(cell: str) -> bool:
     return True
 
 
+# API argument -> the flag that set it, for error messages about values from flags.
+_FLAG_OF = {
+    "method": "--method",
+    "time_limit": "--time-limit",
+    "mip_gap": "--mip-gap",
+    "seed": "--seed",
+    "threads": "--threads",
+    "options": "--options",
+    "tolerance": "--tolerance",
+    "capacity": "--capacity",
+    "min_experts": "--min-experts",
+    "client_weight": "--weights",
+    "exact_capacity": "--exact-capacity",
+}
+
+
+@contextmanager
+def _flags(*names: str) -> Iterator[None]:
+    """Re-raise a :class:`FlexAssignError` naming the flags (not the API arguments)
+    ``names`` were given by."""
+    try:
+        yield
+    except FlexAssignError as exc:
+        text = str(exc)
+        for name in names:
+            text = text.replace(f"`{name}`", f"`{_FLAG_OF[name]}`")
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from exc
+
+
 def _solve_file(path: str, args: argparse.Namespace) -> _Outcome:
     clients = experts = None
     if path.lower().endswith(".csv"):
-        problem, lf = _csv_problem(path, args)
+        with _flags("capacity", "min_experts", "client_weight", "tolerance", "exact_capacity"):
+            problem, lf = _csv_problem(path, args)
         clients, experts = lf.clients, lf.experts
     else:
         problem = load_problem(path)
         if args.tolerance is not None:
-            problem = problem.rebalanced(args.tolerance)
-    res = solve_assignment(
-        problem,
-        method=args.method,
-        time_limit=args.time_limit,
-        mip_gap=args.mip_gap,
-        seed=args.seed,
-        threads=args.threads,
-        options=args.options,
-    )
+            with _flags("tolerance"):
+                problem = problem.rebalanced(args.tolerance)
+    with _flags("method", "time_limit", "mip_gap", "seed", "threads", "options"):
+        res = solve_assignment(
+            problem,
+            method=args.method,
+            time_limit=args.time_limit,
+            mip_gap=args.mip_gap,
+            seed=args.seed,
+            threads=args.threads,
+            options=args.options,
+        )
+    if clients is not None or experts is not None:
+        n, e = problem.shape
+        res = res.with_labels(clients or range(n), experts or range(e))
     return _Outcome(path, 0 if res.success else 1, problem, res, None, clients, experts)
 
 
-def _labelled(out: _Outcome) -> list[tuple[str, list[str]]]:
-    assert out.result is not None and out.result.experts is not None
-    rows = []
-    for c, exp in enumerate(out.result.experts):
-        name = out.clients[c] if out.clients else str(c)
-        labels = [out.experts[e] if out.experts else str(e) for e in exp]
-        rows.append((name, labels))
-    return rows
-
-
 def _result_json(out: _Outcome) -> dict[str, Any]:
-    assert out.result is not None
-    data = out.result.to_dict()
+    res = out.result
+    assert res is not None
+    data = res.to_dict()
     if out.clients is not None or out.experts is not None:
         data["labels"] = {
             "clients": None if out.clients is None else list(out.clients),
             "experts": None if out.experts is None else list(out.experts),
         }
-        if out.result.experts is not None:
-            data["assignment"] = dict(_labelled(out))
+        mapping = res.assignment
+        if mapping is not None:
+            data["assignment"] = {str(c): [str(e) for e in exp] for c, exp in mapping.items()}
     return data
 
 
@@ -152,10 +193,9 @@ def _print_one(out: _Outcome, show: int) -> None:
         loads = res.loads
         cv = coefficient_of_variation(loads)
         print(f"loads   : min {loads.min():.4g}  max {loads.max():.4g}  cv {cv:.4g}")
-        rows = _labelled(out)
-        for name, labels in rows[:show]:
-            shown = labels if out.experts else [int(v) for v in labels]
-            print(f"  client {name}: experts {shown}")
+        rows = list((res.assignment or {}).items())
+        for client, experts in rows[:show]:
+            print(f"  client {client}: experts {list(experts)}")
         if len(rows) > show:
             print(f"  ... {len(rows) - show} more clients (use --json for all)")
     print(f"runtime : {res.runtime * 1e3:.1f} ms")
@@ -177,10 +217,8 @@ def _print_table(outcomes: list[_Outcome]) -> None:
     print("-" * len(head))
     for o in outcomes:
         if o.result is None or o.problem is None:
-            print(
-                f"{o.path:<{width}}  {'-':>9}  {'-':<10} {'bad input':<22} "
-                f"{'-':>14} {'-':>8} {'-':>9}"
-            )
+            what = "bad input" if o.code == EXIT_BAD_INPUT else "internal error"
+            print(f"{o.path:<{width}}  {'-':>9}  {'-':<10} {what:<22} {'-':>14} {'-':>8} {'-':>9}")
             continue
         r = o.result
         shape = f"{o.problem.n_clients}x{o.problem.n_experts}"
@@ -189,10 +227,11 @@ def _print_table(outcomes: list[_Outcome]) -> None:
             f"{o.path:<{width}}  {shape:>9}  {r.method:<10} {r.status.value:<22} "
             f"{_fmt(obj, '14.8g')} {_fmt(r.gap, '8.2g')} {r.runtime * 1e3:9.1f}"
         )
-    counts = [sum(o.code == c for o in outcomes) for c in (0, 1, 2)]
+    counts = [sum(o.code == c for o in outcomes) for c in (0, 1, 2, 3)]
     print(
         f"{len(outcomes)} files: {counts[0]} solved, {counts[1]} without a valid "
         f"assignment, {counts[2]} bad input"
+        + (f", {counts[3]} internal error" if counts[3] else "")
     )
 
 
@@ -216,6 +255,12 @@ def _check_solve_args(args: argparse.Namespace) -> None:
             raise UsageError(f"`--{name.replace('_', '-')}` must be >= 0; got {value}")
 
 
+def _failed(path: str, code: int, text: str) -> _Outcome:
+    text = one_line(text)
+    print(f"flexassign: error: {path}: {text}", file=sys.stderr)
+    return _Outcome(path, code, error=text)
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
     _check_solve_args(args)
     if len(args.problem) == 1:
@@ -225,7 +270,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         except FlexAssignError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
         if args.json:
-            print(json.dumps(_result_json(out), indent=1))
+            print(json.dumps(jsonable(_result_json(out)), indent=1, allow_nan=False))
         else:
             _print_one(out, args.show)
         return out.code
@@ -236,13 +281,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         except UsageError:
             raise
         except (FlexAssignError, OSError) as exc:
-            text = one_line(
-                exc
-                if not isinstance(exc, OSError) or not exc.strerror
-                else f"{exc.strerror}: {exc.filename}"
-            )
-            print(f"flexassign: error: {path}: {text}", file=sys.stderr)
-            outcomes.append(_Outcome(path, 2, error=text))
+            outcomes.append(_failed(path, EXIT_BAD_INPUT, describe(exc)))
+        except Exception as exc:  # one file's internal error must not stop the others
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            text = f"internal error: {type(exc).__name__}: {exc}"
+            outcomes.append(_failed(path, EXIT_INTERNAL, text))
     if args.json:
         print(
             json.dumps(
@@ -251,11 +295,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                         "file": o.path,
                         "exit_code": o.code,
                         "error": o.error,
-                        "result": None if o.result is None else _result_json(o),
+                        "result": None if o.result is None else jsonable(_result_json(o)),
                     }
                     for o in outcomes
                 ],
                 indent=1,
+                allow_nan=False,
             )
         )
     else:
@@ -264,6 +309,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
+    from .backends.options import describe_options
+
     rows = []
     for b in list_backends():
         rows.append(
@@ -277,6 +324,13 @@ def _cmd_backends(args: argparse.Namespace) -> int:
                 "time_limit": b.time_limit,
                 "extra": b.extra,
                 "description": b.description,
+                "options": None
+                if b.options is None
+                else [
+                    {"name": o.name, "kind": o.kind, "default": _jsonable_default(o.default),
+                     "help": o.help}
+                    for o in b.options
+                ],
             }
         )
     if args.json:
@@ -285,7 +339,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     print(
         f"{'name':<16}{'installed':<10}{'kind':<10}{'weighted':<9}{'knapsack':<9}{'soft':<6}{'t-limit':<8}description"
     )
-    for r in rows:
+    for b, r in zip(list_backends(), rows, strict=True):
 
         def yn(v: object) -> str:
             return "yes" if v else "no"
@@ -296,7 +350,14 @@ def _cmd_backends(args: argparse.Namespace) -> int:
         )
         if not r["installed"] and r["extra"]:
             print(f"{'':<16}install: pip install 'flexassign[{r['extra']}]'")
+        lines = describe_options(b.options) if b.options != () else ["(no options)"]
+        for i, line in enumerate(lines):
+            print(f"{'':<16}{'options: ' if i == 0 else '':<9}{line}")
     return 0
+
+
+def _jsonable_default(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -441,4 +441,12 @@ def read_fitness_csv(
     experts = None
     if head is not None:
         experts = tuple(head[1:] if index else head)
+    for what, labels in (("client", clients), ("expert", experts)):
+        seen: set[str] = set()
+        for label in labels or ():
+            if label in seen:
+                raise InvalidProblemError(
+                    f"`path`: the {what} label {label!r} appears twice; labels must be unique"
+                )
+            seen.add(label)
     return LabelledFitness(fitness=fitness, clients=clients, experts=experts)

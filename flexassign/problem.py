@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import InvalidProblemError, ProblemTypeError
 
-__all__ = ["AssignmentProblem", "balance_bounds", "load_excess"]
+__all__ = ["FIELDS", "AssignmentProblem", "balance_bounds", "load_excess"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -44,6 +44,12 @@ BoolArray = NDArray[np.bool_]
 
 #: Relative tolerance used to turn float load bounds into integer count bounds.
 _INT_TOL = 1e-9
+#: Largest accepted capacity / min_experts (exact in float64).
+_MAX_COUNT = 2**53
+#: Largest accepted balance tolerance (beyond n_experts - 1 it no longer binds anyway).
+_MAX_TOLERANCE = 1e6
+#: Objective magnitudes must stay below this (headroom for sums and shifts in float64).
+_MAX_OBJECTIVE = 2.0**1020
 
 
 def balance_bounds(
@@ -145,6 +151,12 @@ def _per_item(
         if (arr != np.round(arr)).any():
             i = int(np.flatnonzero(arr != np.round(arr))[0])
             raise InvalidProblemError(f"`{name}` must hold integers ({what} {i} is {arr[i]:g})")
+        if (arr > _MAX_COUNT).any():
+            i = int(np.flatnonzero(arr > _MAX_COUNT)[0])
+            raise InvalidProblemError(
+                f"`{name}` must be <= 2**53 ({what} {i} is {arr[i]:.6g}); "
+                "counts beyond the number of experts change nothing"
+            )
         return arr.astype(np.int64)
     return arr
 
@@ -157,7 +169,37 @@ def _check_tolerance(tolerance: Any) -> float:
     tol = float(tolerance)
     if not (math.isfinite(tol) and tol >= 0):
         raise InvalidProblemError(f"`tolerance` must be finite and >= 0; got {tolerance}")
+    if tol > _MAX_TOLERANCE:
+        raise InvalidProblemError(
+            f"`tolerance` must be <= {_MAX_TOLERANCE:g} (above n_experts - 1 it no longer "
+            f"binds); got {tolerance}"
+        )
     return tol
+
+
+def _check_magnitude(
+    fitness: np.ndarray, capacity: np.ndarray, penalty: float | None, weights: np.ndarray | None,
+    lo: np.ndarray, hi: np.ndarray,
+) -> None:
+    """Reject inputs whose objective could overflow float64 (it must stay computable)."""
+    n, e = fitness.shape
+    slots = float(np.minimum(capacity, e).sum())
+    peak = float(np.max(np.abs(fitness)))
+    if peak * max(slots, 1.0) >= _MAX_OBJECTIVE:
+        raise InvalidProblemError(
+            f"`fitness` is too large: entries up to {peak:.3g} over {slots:.0f} assignable "
+            "slots could overflow the objective (float64); rescale `fitness` "
+            "(every backend solves any scale, e.g. divide by its maximum)"
+        )
+    if penalty is not None:
+        total_w = float(np.sum(weights)) if weights is not None else float(n)
+        finite_hi = np.where(np.isfinite(hi), hi, 0.0)
+        excess = e * total_w + float(lo.sum()) + float(finite_hi.sum())
+        if penalty * excess >= _MAX_OBJECTIVE:
+            raise InvalidProblemError(
+                f"`load_penalty` ({penalty:g}) times the largest possible load excess "
+                f"({excess:.3g}) could overflow the objective (float64); lower it"
+            )
 
 
 def _mask(name: str, value: Any, shape: tuple[int, int]) -> BoolArray | None:
@@ -326,6 +368,7 @@ class AssignmentProblem:
             if not (math.isfinite(pen) and pen > 0):
                 raise InvalidProblemError(f"`load_penalty` must be finite and > 0; got {pen}")
 
+        _check_magnitude(s, cap, pen, w, lo, hi)
         values = {
             "fitness": s,
             "capacity": cap,
@@ -415,15 +458,60 @@ class AssignmentProblem:
         lo, hi = balance_bounds(self.average_load(), tol, self.load_unit)
         return self.replace(expert_min_load=float(lo), expert_max_load=float(hi))
 
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """The constructor arguments, in order (the published field list).
+
+        Examples
+        --------
+        >>> AssignmentProblem.fields()[:3]
+        ('fitness', 'capacity', 'min_experts')
+        """
+        return FIELDS
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """``{field: value}`` for every constructor argument (``AssignmentProblem(**kw)``)."""
+        return {name: getattr(self, name) for name in FIELDS}
+
     def replace(self, **changes: Any) -> AssignmentProblem:
         """Return a new, re-validated problem with some arguments changed."""
-        names = [f.name for f in fields(self) if not f.name.startswith("_")]
-        unknown = set(changes) - set(names)
+        unknown = set(changes) - set(FIELDS)
         if unknown:
             raise ProblemTypeError(
-                f"replace() got unknown argument(s) {sorted(unknown)}; valid: {names}"
+                f"replace() got unknown argument(s) {sorted(unknown)}; valid: {list(FIELDS)}"
             )
-        args = {name: getattr(self, name) for name in names}
+        args = self.to_kwargs()
+        args.update(changes)
+        return AssignmentProblem(**args)
+
+    def take(self, rows: ArrayLike, **changes: Any) -> AssignmentProblem:
+        """The sub-problem of the clients ``rows`` (every per-client field sliced).
+
+        Per-expert fields (load bounds, sizes) and ``load_penalty`` are kept; pass
+        ``changes`` to adjust them (e.g. load bounds scaled to the sample).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> p = AssignmentProblem(np.arange(6.0).reshape(3, 2), capacity=[1, 2, 1])
+        >>> sub = p.take([0, 2])
+        >>> sub.shape, sub.capacity.tolist()
+        ((2, 2), [1, 1])
+        """
+        idx = np.asarray(rows)
+        if idx.ndim != 1 or not (
+            np.issubdtype(idx.dtype, np.integer) or np.issubdtype(idx.dtype, np.bool_)
+        ):
+            raise ProblemTypeError("`rows` must be a 1-D array of client indices or a mask")
+        args = self.to_kwargs()
+        for name in _PER_CLIENT:
+            if args[name] is not None:
+                args[name] = args[name][idx]
+        unknown = set(changes) - set(FIELDS)
+        if unknown:
+            raise ProblemTypeError(
+                f"take() got unknown argument(s) {sorted(unknown)}; valid: {list(FIELDS)}"
+            )
         args.update(changes)
         return AssignmentProblem(**args)
 
@@ -577,3 +665,13 @@ class AssignmentProblem:
         if key not in self._cache:
             self._cache[key] = fn()
         return self._cache[key]
+
+
+#: The constructor arguments of :class:`AssignmentProblem`, in order.
+FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(AssignmentProblem) if not f.name.startswith("_")
+)
+#: The fields indexed by client (sliced by :meth:`AssignmentProblem.take`).
+_PER_CLIENT = (
+    "fitness", "capacity", "min_experts", "client_weight", "client_budget", "allowed", "fixed",
+)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._files import jsonable
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
 
@@ -86,7 +88,8 @@ class AssignmentResult:
     ----------
     status : Status
     x : ndarray of bool, shape (N, E), or None
-        The assignment; ``None`` when the solver returned none.
+        The assignment (read-only, like every array of the result); ``None`` when the
+        solver returned none.
     objective : float
         Objective recomputed from ``x`` by the verifier (NaN without ``x``).
     bound : float or None
@@ -125,6 +128,15 @@ class AssignmentResult:
     stats: dict[str, Any] = field(default_factory=dict)
     labels: Labels | None = None
     problem: AssignmentProblem | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # read-only copies: flipping x must not silently desynchronise objective/loads
+        for name in ("x", "loads"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _read_only(value))
+        object.__setattr__(self, "violations", tuple(self.violations))
+        object.__setattr__(self, "stats", _freeze_arrays(self.stats))
 
     @property
     def success(self) -> bool:
@@ -191,7 +203,7 @@ class AssignmentResult:
             "message": self.message,
             "violations": [str(v) for v in self.violations],
             "loads": None if self.loads is None else self.loads.tolist(),
-            "stats": _jsonable(self.stats),
+            "stats": jsonable(self.stats),
         }
         if include_assignment:
             out["experts"] = None if self.experts is None else [list(e) for e in self.experts]
@@ -206,13 +218,18 @@ class AssignmentResult:
         )
 
 
-def _jsonable(value: Any) -> Any:
+def _read_only(a: Any) -> np.ndarray:
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        return a
+    arr = np.array(a, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+def _freeze_arrays(value: Any) -> Any:
+    """``value`` with every numpy array inside made a read-only copy (dicts copied)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return {k: _freeze_arrays(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
+        return _read_only(value)
     return value

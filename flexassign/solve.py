@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -10,8 +11,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._validation import SEED_MAX, is_int, is_real
 from .backends.base import BackendOutput, SolveOptions
-from .backends.registry import check_supported, get_backend, list_backends
+from .backends.options import validate_options
+from .backends.registry import (
+    Backend,
+    check_supported,
+    get_backend,
+    list_backends,
+    min_cost_flow_order,
+)
 from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from .labels import Labels, attach, split_labels
 from .problem import AssignmentProblem
@@ -25,16 +34,18 @@ def auto_method(problem: AssignmentProblem) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
-    weights, no binding knapsack): on large problems ``flow`` solves on each client's
-    best candidate experts and proves optimality with a reduced-cost certificate,
-    adding pruned arcs back when the certificate fails (see
-    :mod:`flexassign.backends.flow`). Otherwise the first installed exact MIP backend,
-    in the order HiGHS, ``scipy.optimize.milp``, CP-SAT, then any other exact one.
+    weights, no binding knapsack): from ``registry.WARM_MIN_PAIRS`` client-expert pairs
+    with hard bounds, ``flow-warm`` (price-induced choices repaired to a certified
+    optimum, :mod:`flexassign.backends.flow_warm`); otherwise ``flow``, which on large
+    problems solves on each client's best candidate experts and proves optimality with
+    a reduced-cost certificate (see :mod:`flexassign.backends.flow`). Otherwise the
+    first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
+    CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``
     gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
     """
     mip = ["highs", "scipy", "cpsat"]
-    candidates = ["flow", *mip] if problem.is_unimodular else mip
+    candidates = [*min_cost_flow_order(problem), *mip] if problem.is_unimodular else mip
     candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
     for name in candidates:
         backend = get_backend(name)
@@ -46,30 +57,41 @@ def auto_method(problem: AssignmentProblem) -> str:
     )
 
 
-def _check_options(
-    time_limit: float | None, mip_gap: float | None, seed: int, threads: int | None
-) -> None:
-    def is_number(v: Any) -> bool:
-        return not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
-
+def _check_settings(
+    time_limit: Any, mip_gap: Any, seed: Any, threads: Any, verify_tol: Any
+) -> tuple[float | None, float | None, int, int | None, float]:
+    """The solver settings, converted, or an error naming the argument."""
     if time_limit is not None:
-        if not is_number(time_limit):
+        if not is_real(time_limit):
             raise ProblemTypeError(
                 f"`time_limit` must be a number of seconds or None; got {time_limit!r}"
             )
-        if not (math.isfinite(time_limit) and time_limit > 0):
+        if not (math.isfinite(float(time_limit)) and time_limit > 0):
             raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
     if mip_gap is not None:
-        if not is_number(mip_gap):
+        if not is_real(mip_gap):
             raise ProblemTypeError(f"`mip_gap` must be a number or None; got {mip_gap!r}")
-        if not (math.isfinite(mip_gap) and mip_gap >= 0):
+        if not (math.isfinite(float(mip_gap)) and mip_gap >= 0):
             raise InvalidProblemError(f"`mip_gap` must be finite and >= 0; got {mip_gap}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+    if not is_int(seed):
         raise ProblemTypeError(f"`seed` must be an integer; got {seed!r}")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
-    ):
+    if not 0 <= seed <= SEED_MAX:
+        raise InvalidProblemError(f"`seed` must be in [0, 2**31 - 1]; got {seed}")
+    if threads is not None and not (is_int(threads) and threads >= 1):
         raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
+    if threads is not None and threads > 1024:
+        raise InvalidProblemError(f"`threads` must be at most 1024; got {threads}")
+    if not is_real(verify_tol):
+        raise ProblemTypeError(f"`verify_tol` must be a number; got {verify_tol!r}")
+    if not (math.isfinite(float(verify_tol)) and 0 <= verify_tol <= 0.5):
+        raise InvalidProblemError(f"`verify_tol` must be in [0, 0.5]; got {verify_tol}")
+    return (
+        None if time_limit is None else float(time_limit),
+        None if mip_gap is None else float(mip_gap),
+        int(seed),
+        None if threads is None else int(threads),
+        float(verify_tol),
+    )
 
 
 def _as_problem(
@@ -114,19 +136,28 @@ def solve_assignment(
         ``"auto"`` (min-cost flow for totally unimodular problems, MIP otherwise),
         or a backend name from :func:`~flexassign.available_backends`.
     time_limit : float, optional
-        Seconds for the solver (backends that support it).
+        Seconds for the solver, > 0. The call then takes at most about this long plus
+        the time to build the model (per backend: ``docs/problem.md``). Exact MIP
+        backends start from the ``greedy-balanced`` assignment when it is feasible and
+        return the best assignment known when stopped (``TIME_LIMIT``, with bound and
+        gap). Backends without a limit (``flow``, the greedy ones) say so in
+        ``message`` and ``stats["time_limit_ignored"]``.
     mip_gap : float, optional
         Relative gap at which MIP backends may stop (result is then FEASIBLE).
     seed : int
-        Solver random seed; the same input and seed give the same assignment.
+        Solver random seed in ``[0, 2**31 - 1]``; the same input and seed give the same
+        assignment.
     threads : int, optional
-        Solver threads (default: one, for determinism).
+        Solver threads, 1 to 1024 (default: one, for determinism). Changing it between
+        solves is safe (HiGHS's process-wide scheduler is reset when it changes).
     verbose : bool
         Show the solver log.
     options : Mapping, optional
-        Backend-specific options (e.g. ``{"warm_start": x}`` for ``highs``).
+        Backend-specific options (e.g. ``{"warm_start": x}`` for ``highs``), checked
+        against the backend's declared list before solving (``flexassign backends``
+        prints it): an unknown key or a bad value raises an error naming it.
     verify_tol : float
-        Relative tolerance of the verifier on load and memory bounds.
+        Relative tolerance of the verifier on load and memory bounds, in ``[0, 0.5]``.
     **problem_kwargs
         :class:`AssignmentProblem` arguments, when ``problem`` is an array.
 
@@ -138,7 +169,8 @@ def solve_assignment(
     Raises
     ------
     InvalidProblemError, ProblemTypeError
-        Bad problem data or options (a :class:`ValueError` / :class:`TypeError`).
+        Bad problem data, settings or options (a :class:`ValueError` /
+        :class:`TypeError`), with the argument named in backticks.
     UnknownMethodError, BackendNotInstalledError, UnsupportedProblemError
         ``method`` is unknown, its package is missing, or it cannot model the problem.
 
@@ -153,45 +185,132 @@ def solve_assignment(
     """
     t0 = time.perf_counter()
     prob, labels = _as_problem(problem, dict(problem_kwargs))
-    _check_options(time_limit, mip_gap, seed, threads)
-    if options is not None and not isinstance(options, Mapping):
-        raise ProblemTypeError(f"`options` must be a mapping or None; got {type(options).__name__}")
+    limit, gap, seed_, threads_, tol = _check_settings(
+        time_limit, mip_gap, seed, threads, verify_tol
+    )
     name = auto_method(prob) if method == "auto" else method
     backend = get_backend(name)
     check_supported(backend, prob)
+    extra = validate_options(backend.name, backend.options, options, prob)
     solve_fn = backend.load()
     opts = SolveOptions(
-        time_limit=None if time_limit is None else float(time_limit),
-        mip_gap=None if mip_gap is None else float(mip_gap),
-        seed=int(seed),
-        threads=None if threads is None else int(threads),
+        time_limit=limit,
+        mip_gap=gap,
+        seed=seed_,
+        threads=threads_,
         verbose=bool(verbose),
-        extra=dict(options or {}),
+        extra=extra,
     )
 
     diagnosis = diagnose_infeasibility(prob)
     if diagnosis is not None and backend.kind != "baseline":
-        return attach(
-            _finish(
-                prob,
-                backend.name,
-                backend.exact,
-                BackendOutput(Status.INFEASIBLE, message=diagnosis),
-                t0,
-                verify_tol,
-                stats={"presolve": "infeasible"},
-            ),
-            labels,
-        )
+        out = BackendOutput(Status.INFEASIBLE, message=diagnosis, stats={"presolve": "infeasible"})
+        return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
+    start = None
+    if (
+        limit is not None
+        and backend.kind != "baseline"
+        and backend.time_limit
+        and diagnosis is None
+    ):
+        start, opts = _heuristic_start(prob, backend, opts)
     try:
         out = solve_fn(prob, opts)
     except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
         raise
     except Exception as exc:  # a solver crash is reported, not hidden
         out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
+    if start is not None:
+        out = _keep_better(prob, out, start)
+    if limit is not None and not backend.time_limit:
+        out.stats["time_limit_ignored"] = True
+        out.message = (
+            f"{out.message}; time_limit ignored: {name} runs to completion "
+            "(it has no time limit)"
+        ).lstrip("; ")
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
-    return attach(_finish(prob, backend.name, backend.exact, out, t0, verify_tol), labels)
+    return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
+
+
+#: Fast heuristics that give a time-limited backend a start, in order, with the share
+#: of the remaining limit each may use (None: unbounded, it is fast). The better
+#: feasible one is kept; lp-round also brings a valid LP bound.
+_START_METHODS = (("greedy-balanced", None), ("lp-round", 0.4))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    x: np.ndarray
+    objective: float
+    bound: float | None
+    method: str
+
+
+def _heuristic_start(
+    problem: AssignmentProblem, backend: Backend, opts: SolveOptions
+) -> tuple[_Start | None, SolveOptions]:
+    """A feasible start from a fast heuristic, for a backend under a time limit.
+
+    It is handed over as ``warm_start`` when the backend declares that option (and the
+    caller gave none); it is kept as the answer if the backend finds nothing better
+    within its limit, and lp-round's LP bound tightens a missing or weaker solver
+    bound. The heuristics' run time is taken off the backend's limit.
+    """
+    assert opts.time_limit is not None
+    t0 = time.perf_counter()
+    start = None
+    for method, share in _START_METHODS:
+        heuristic = get_backend(method)
+        if method == backend.name or not heuristic.installed():
+            continue
+        if heuristic.unsupported_reason(problem) is not None:
+            continue
+        left = opts.time_limit - (time.perf_counter() - t0)
+        if share is not None and left <= 0.05 * opts.time_limit:
+            break
+        limit = None if share is None else share * left
+        try:
+            out = heuristic.load()(problem, SolveOptions(time_limit=limit, seed=opts.seed))
+        except Exception:  # a start is a convenience: never let it break the solve
+            continue
+        if out.x is not None and verify_assignment(problem, out.x).ok:
+            x = np.asarray(out.x, dtype=bool)
+            objective = problem.objective(x)
+            bound = out.bound if start is None or start.bound is None else start.bound
+            if out.bound is not None and bound is not None:
+                bound = min(bound, out.bound)
+            if start is None or objective > start.objective:
+                start = _Start(x, objective, bound, method)
+            else:
+                start = dataclasses.replace(start, bound=bound)
+    if start is None:
+        return None, opts
+    spent = time.perf_counter() - t0
+    extra = dict(opts.extra)
+    declared = backend.options is None or any(s.name == "warm_start" for s in backend.options)
+    if declared and extra.get("warm_start") is None:
+        extra["warm_start"] = start.x
+    left = max(opts.time_limit - spent, 0.1 * opts.time_limit)
+    return start, dataclasses.replace(opts, time_limit=left, extra=extra)
+
+
+def _keep_better(problem: AssignmentProblem, out: BackendOutput, start: _Start) -> BackendOutput:
+    """Merge a time-limited answer with the heuristic start: the better assignment, the
+    tighter of the two valid bounds."""
+    if out.status not in (Status.TIME_LIMIT, Status.FEASIBLE):
+        return out
+    if start.bound is not None and (out.bound is None or start.bound < out.bound):
+        out.bound = start.bound
+        out.stats["bound_from"] = start.method
+    if out.x is not None and verify_assignment(problem, out.x).ok:
+        if problem.objective(out.x) >= start.objective:
+            return out
+    note = f"kept the {start.method} start, the best assignment known when the solver stopped"
+    out.x = start.x
+    out.stats["incumbent"] = start.method
+    out.message = f"{out.message}; {note}".lstrip("; ")
+    return out
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:
@@ -279,8 +398,13 @@ def _finish(
                 ": "
             )
     bound = out.bound
+    if bound is not None and not np.isfinite(bound):
+        bound = None
     if status is Status.OPTIMAL and bound is None:
         bound = check.objective
+    if bound is not None and not check.violations:
+        # a bound below a feasible objective is no bound (solver tolerances): lift it
+        bound = max(bound, check.objective)
     gap = None
     if bound is not None and not check.violations:
         gap = max(0.0, bound - check.objective) / max(abs(check.objective), 1.0)

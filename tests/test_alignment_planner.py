@@ -414,3 +414,43 @@ def test_forget_removes_a_client() -> None:
     assert "a" not in planner.fitness and planner.capacity_limits("a").max_experts == 2
     planner.forget("b")
     assert planner.pending == ()
+
+
+def test_planner_options_are_one_list() -> None:
+    import dataclasses
+    import inspect
+
+    from flexassign.alignment import PlannerConfig
+
+    # the signature is PlannerConfig's fields; positional strategy/tolerance/seed still work
+    params = inspect.signature(Planner).parameters
+    assert list(params) == [f.name for f in dataclasses.fields(PlannerConfig)]
+    p = Planner(4, "greedy", 0.2, 3, time_limit=2.0)
+    assert (p.config.strategy, p.config.tolerance, p.config.seed) == ("greedy", 0.2, 3)
+    assert p.config.solver_settings() == {
+        "method": "auto", "time_limit": 2.0, "mip_gap": None, "seed": 3
+    }
+    with pytest.raises(ProblemTypeError, match=r"`options` has unknown key\(s\) \['speed'\]"):
+        Planner(4, speed=1)
+    with pytest.raises(ProblemTypeError, match="`strategy` given by position and by name"):
+        Planner(4, "flex", strategy="greedy")
+    with pytest.raises(ProblemTypeError, match="at most 4 positional arguments"):
+        Planner(4, "flex", 0.1, 0, 1)
+    with pytest.raises(InvalidProblemError, match="`time_limit` must be finite and > 0"):
+        Planner(4, time_limit=0)
+    with pytest.raises(InvalidProblemError, match="`mip_gap` must be finite and >= 0"):
+        Planner(4, mip_gap=-0.1)
+    with pytest.raises(ValueError, match="unknown `method` 'simplex'"):
+        Planner(4, method="simplex")
+    assert PlannerConfig.from_dict(p.config.to_dict()) == p.config
+
+
+def test_simulation_arguments_are_checked() -> None:
+    with pytest.raises(InvalidProblemError, match="`num_clients` must be >= 1"):
+        SyntheticPopulation(0, 4)
+    with pytest.raises(InvalidProblemError, match="`dropout` must be finite and >= 0 and < 1"):
+        SyntheticPopulation(5, 4, dropout=1.0)
+    with pytest.raises(InvalidProblemError, match="`population` has 4 experts but `planner` has 8"):
+        simulate(Planner(8), SyntheticPopulation(5, 4), rounds=1, clients_per_round=2)
+    with pytest.raises(InvalidProblemError, match="`rounds` must be >= 0"):
+        simulate(Planner(4), SyntheticPopulation(5, 4), rounds=-1, clients_per_round=2)

@@ -13,8 +13,10 @@ import pytest
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "simulated_alignment_study.py"
 MODULES = [
     "flexassign.alignment.capacity",
+    "flexassign.alignment.config",
     "flexassign.alignment.feedback",
     "flexassign.alignment.fitness",
+    "flexassign.alignment.plan",
     "flexassign.alignment.planner",
     "flexassign.alignment.usage",
 ]

@@ -68,7 +68,7 @@ def test_threads_time_limit_seed_and_hint() -> None:
     p = AssignmentProblem.balanced(rng.random((50, 6)), capacity=2, tolerance=0.1)
     hint = solve_assignment(p, method="greedy-balanced").x
     res = _solve(p, threads=2, time_limit=20, seed=7, options={"warm_start": hint})
-    assert res.stats["num_workers"] == 2
+    assert res.stats["threads"] == 2
     assert res.status is Status.OPTIMAL
     raw = _solve(p, options={"cpsat_parameters": {"num_workers": 1, "max_time_in_seconds": 5.0}})
     assert raw.objective == pytest.approx(res.objective)

@@ -86,7 +86,7 @@ def test_column_generation_matches_full_lp() -> None:
         # only the LP is compared: keep the repair short
         opts = {"repair_time_limit": 0.2}
         pruned = solve_assignment(
-            p, method="lp-round", options={**opts, "prune": True, "margin": 1}
+            p, method="lp-round", options={**opts, "prune": True, "prune_margin": 1}
         )
         full = solve_assignment(p, method="lp-round", options={**opts, "prune": False})
         assert (pruned.status is Status.INFEASIBLE) == (full.status is Status.INFEASIBLE)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _problems import random_problem, reference_solve
+from _problems import assert_agrees_with_reference, random_problem
 
-from flexassign import Status, available_backends, solve_assignment
+from flexassign import Status, list_backends, solve_assignment
 from flexassign.backends.registry import get_backend
 
-SOFT = [
-    name
-    for name in ("flow", "highs", "scipy", "cpsat", "pyomo", "lp-round")
-    if name in available_backends()
-]
+# registry-driven: every installed backend that declares soft bounds (the greedy
+# ones too: soft bounds cannot make them break a constraint)
+SOFT = [b.name for b in list_backends() if b.soft and b.installed()]
 
 
 @pytest.mark.parametrize("method", SOFT)
@@ -34,24 +32,24 @@ def test_soft_mode_matches_reference(method: str) -> None:
         )
         if backend.unsupported_reason(p) is not None:
             continue
-        ref = reference_solve(p)
         res = solve_assignment(p, method=method)
         checked += 1
-        if not ref.feasible:  # only client-side constraints can make it infeasible
-            assert res.status is Status.INFEASIBLE
+        if backend.kind == "baseline":  # greedy top-k: no balance, but penalty paid
+            assert res.objective == pytest.approx(p.objective(res.x))
             continue
-        assert res.success, (trial, res.message)
-        # the penalty is paid, never the constraint broken
-        assert res.objective == pytest.approx(p.objective(res.x))
-        if backend.exact or res.status is Status.OPTIMAL:
-            assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
-        else:
-            assert res.objective <= ref.objective + 1e-9
-            assert res.bound is not None and res.bound >= ref.objective - 1e-7
+        # the penalty is paid, never the constraint broken; only client-side
+        # constraints can make it infeasible
+        ref = assert_agrees_with_reference(p, res, exact=backend.exact, label=trial)
+        if ref.feasible and method == "lp-round" and res.status is not Status.OPTIMAL:
+            assert res.bound is not None  # the LP bound
     assert checked >= 4
 
 
-@pytest.mark.parametrize("method", SOFT)
+# the greedy heuristics never exceed a maximum load, so they cannot trade
+TRADING = [n for n in SOFT if n not in ("greedy", "greedy-balanced")]
+
+
+@pytest.mark.parametrize("method", TRADING)
 def test_soft_mode_trades_penalty_against_fitness(method: str) -> None:
     # everyone prefers expert 0; a cheap penalty lets it overflow, a dear one does not
     fitness = np.tile([1.0, 0.0], (6, 1))

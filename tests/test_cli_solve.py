@@ -101,8 +101,11 @@ def test_missing_file_and_bad_flags_exit_2(tmp_path: Path) -> None:
     cases = [
         (["solve", str(tmp_path / "nope.json")], "No such file or directory"),
         (["solve", SMALL, "--seed", "x"], "argument --seed: invalid int value: 'x'"),
-        (["solve", SMALL, "--method", "nosuch"], "nosuch"),
-        (["solve", SMALL, "--time-limit", "-1"], "`time_limit`"),
+        (["solve", SMALL, "--method", "nosuch"], "unknown `--method` 'nosuch'"),
+        (["solve", SMALL, "--time-limit", "-1"], "`--time-limit` must be finite and > 0"),
+        (["solve", SMALL, "--mip-gap", "-1"], "`--mip-gap` must be"),
+        (["solve", SMALL, "--threads", "0"], "`--threads` must be"),
+        (["solve", SMALL, "--tolerance", "nan"], "`--tolerance` must be finite"),
         (["solve", SMALL, "--show", "-1"], "`--show` must be >= 0"),
         (["solve", SMALL, "--capacity", "2"], "`--capacity` applies to CSV input only"),
         (["solve", SMALL, "--options", "{bad"], "argument --options: not valid JSON"),
@@ -203,23 +206,31 @@ def test_csv_flags_min_experts_weights_exact(tmp_path: Path, capsys: pytest.Capt
     assert "`--exact-capacity` needs `--tolerance`" in capsys.readouterr().err
     assert main(["solve", str(path), "--capacity", "-1"]) == 2
     assert "`--capacity` must be >= 0" in capsys.readouterr().err
+    # values that only the problem can judge are reported under their flags too
+    assert main(["solve", str(path), "--capacity", "1", "--min-experts", "2"]) == 2
+    assert "`--min-experts` (2 for client 0) exceeds `--capacity` (1)" in capsys.readouterr().err
+    assert main(["solve", str(path), "--weights", "0,1,1,1"]) == 2
+    assert "`--weights` must be > 0 (client 0 is 0)" in capsys.readouterr().err
 
 
-def test_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_first_line", [True, False])
+def test_closed_pipe_exits_quietly(tmp_path: Path, read_first_line: bool) -> None:
     big = tmp_path / "big.json"
     rng = np.random.default_rng(0)
-    big.write_text(json.dumps({"fitness": rng.random((4000, 4)).round(3).tolist()}))
+    # ~280 kB of --json output: far more than a pipe buffer, so the writer meets the
+    # closed pipe whatever the timing
+    big.write_text(json.dumps({"fitness": rng.random((20000, 4)).round(3).tolist()}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "flexassign", "solve", str(big), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()  # like `| head -1`
-    proc.stdout.close()
+    if read_first_line:  # like `| head -1`
+        assert proc.stdout.read(2) == b"{\n"
+    proc.stdout.close()  # like `| true`
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
-    assert first == b"{\n"
     assert err == ""  # no BrokenPipeError, no "Exception ignored" at shutdown
     assert proc.returncode == 141
 
@@ -265,3 +276,42 @@ def test_example_csv_from_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "client hospital-a: experts ['neuro', 'onco']" in out  # as docs/file-format.md says
     assert "loads   : min 5  max 5" in out
+
+
+def test_internal_error_in_one_of_several_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import flexassign.cli as cli
+
+    real = cli.solve_assignment
+
+    def flaky(problem: object, **kwargs: object) -> object:
+        if getattr(problem, "n_clients", 0) == 2:
+            raise RuntimeError("kaboom")
+        return real(problem, **kwargs)  # type: ignore[arg-type]
+
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"fitness": [[1, 2], [3, 4]]}))
+    monkeypatch.delenv("FLEXASSIGN_TRACEBACK", raising=False)
+    monkeypatch.setattr(cli, "solve_assignment", flaky)
+    assert main(["solve", str(two), SMALL]) == 3  # the worst code; the other file still solved
+    captured = capsys.readouterr()
+    assert _one_error_line(captured.err) == (
+        f"flexassign: error: {two}: internal error: RuntimeError: kaboom")
+    assert "1 solved, 0 without a valid assignment, 0 bad input, 1 internal error" in captured.out
+
+
+def test_json_output_is_strict_json(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    import flexassign.cli as cli
+
+    real = cli.solve_assignment
+
+    def infinite_bound(problem: object, **kwargs: object) -> object:
+        return dataclasses.replace(real(problem, **kwargs), bound=float("inf"))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "solve_assignment", infinite_bound)
+    assert main(["solve", SMALL, "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "Infinity" not in text and json.loads(text)["bound"] is None

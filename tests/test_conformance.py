@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from _problems import random_problem, reference_solve
+from _problems import assert_agrees_with_reference, random_problem
 
 from flexassign import (
     AssignmentProblem,
@@ -86,15 +86,9 @@ def test_exact_backends_match_reference_on_random_instances(method: str) -> None
         )
         if not supports(method, p):
             continue
-        ref = reference_solve(p)
         res = solve_assignment(p, method=method)
         checked += 1
-        if ref.feasible:
-            assert res.status is Status.OPTIMAL, (trial, res.message)
-            assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
-        else:
-            assert res.status is Status.INFEASIBLE, (trial, res.status)
-            assert res.x is None and not res.success
+        assert_agrees_with_reference(p, res, exact=True, label=trial)
     assert checked >= 10
 
 
@@ -126,18 +120,46 @@ def test_presolve_reports_reason(method: str) -> None:
     assert res.message == "total capacity 10 < total minimum expert load 12"
 
 
+def _binding_time_limit_problem() -> AssignmentProblem:
+    # weighted, tight balance: no exact backend proves this within 0.3 s here
+    rng = np.random.default_rng(4)
+    return AssignmentProblem.balanced(
+        rng.random((300, 24)),
+        capacity=3,
+        tolerance=0.02,
+        client_weight=rng.integers(1, 100, 300).astype(float),
+    )
+
+
 @pytest.mark.parametrize("method", [n for n in ALL if get_backend(n).time_limit])
 def test_time_limit_honoured(method: str) -> None:
-    rng = np.random.default_rng(4)
-    p = random_problem(rng, n=300, e=24, weighted=True, tolerance=0.05)
+    p = _binding_time_limit_problem()
+    limit = 0.3
     t0 = time.perf_counter()
-    res = solve_assignment(p, method=method, time_limit=0.5)
+    res = solve_assignment(p, method=method, time_limit=limit)
     elapsed = time.perf_counter() - t0
-    # generous: model building and verification come on top of the solver's limit
-    assert elapsed < 20
-    assert res.status in (Status.OPTIMAL, Status.TIME_LIMIT, Status.FEASIBLE, Status.INFEASIBLE)
-    if res.status is Status.TIME_LIMIT and res.x is not None:
-        assert res.success == verify_assignment(p, res.x).ok
+    # the documented promise: the limit plus building the model (plus a margin for
+    # verification and a loaded 2-core machine)
+    assert elapsed <= limit + res.stats.get("build_time", 0.0) + 2.0, elapsed
+    if get_backend(method).exact:
+        assert res.status is Status.TIME_LIMIT, (res.status, res.message)  # the limit binds
+    # stopped or not, it returns its best verified assignment with a valid bound and gap
+    assert res.success and verify_assignment(p, res.x).ok, res.message
+    assert res.bound is not None and res.gap is not None
+    assert res.bound >= res.objective
+    optimum = solve_assignment(p, method="lp-round").bound
+    assert optimum is not None and res.objective <= optimum + 1e-9
+
+
+@pytest.mark.parametrize(
+    "method", [n for n in ALL if not get_backend(n).time_limit]
+)
+def test_backends_without_a_limit_say_so(method: str) -> None:
+    p = AssignmentProblem.balanced(np.random.default_rng(5).random((20, 4)), capacity=1,
+                                   tolerance=0.3)
+    res = solve_assignment(p, method=method, time_limit=5.0)
+    assert res.stats["time_limit_ignored"] is True
+    assert "time_limit ignored" in res.message
 
 
 @pytest.mark.parametrize("method", [b.name for b in list_backends() if b.soft and b.installed()])

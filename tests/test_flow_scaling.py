@@ -31,7 +31,7 @@ def test_integral_fitness_is_exact() -> None:
     rng = np.random.default_rng(12)
     p = AssignmentProblem.balanced(rng.integers(-50, 100, (40, 6)), capacity=3, tolerance=0.1)
     res = solve_assignment(p, method="flow")
-    assert res.stats["cost_scale"] == 1.0
+    assert res.stats["objective_scale"] == 1.0
     assert res.stats["rounding_error_bound"] == 0.0
     assert res.bound == res.objective and res.gap == 0.0
 

@@ -662,3 +662,34 @@ def test_run_config_to_planner_and_strategy_options() -> None:
         make_planner({"num-experts": 2, "planner-options": '{"nope": 1}'})
     with pytest.raises(InvalidProblemError, match="`wait-timeout`"):
         strategy_options({"wait-timeout": "soon"})
+
+
+def test_flower_error_reply_from_the_superlink_names_the_lost_node(caplog: Any) -> None:
+    """Flower answers for an unreachable node itself (source: not that node); the reply is
+    matched to the node through `reply_to_message_id` and the node is named."""
+
+    class LosingGrid(ScriptedGrid):
+        def send_and_receive(self, messages: Iterable[Message], *,
+                             timeout: float | None = None) -> Iterable[Message]:
+            messages = list(messages)
+            for m in messages:  # as Flower's grids do when pushing
+                m.metadata.__dict__["_message_id"] = m.object_id
+            out = list(super().send_and_receive(messages, timeout=timeout))
+            lost = next((m for m in messages if m.metadata.message_type == MessageType.TRAIN
+                         and m.metadata.dst_node_id == NODE_IDS[LIAR]), None)
+            if lost is None:
+                return out
+            out = [r for r in out if r.metadata.src_node_id != NODE_IDS[LIAR]]
+            err = Message(Error(code=3, reason="node unavailable"), reply_to=lost)
+            err.metadata.__dict__["_src_node_id"] = 1  # made by the SuperLink
+            return [*out, err]
+
+    strategy = make_strategy()
+    with caplog.at_level("WARNING", logger="flwr"):
+        result = strategy.start(LosingGrid(), initial_arrays(), num_rounds=1)
+    record = strategy.history[1]
+    assert record.failed == [f"c{LIAR}"]
+    assert record.dropped[f"c{LIAR}"] == "Flower error 3: node unavailable"
+    assert result.train_metrics_clientapp[1]["num-failures"] == 1
+    assert any(f"node {NODE_IDS[LIAR]} (client c{LIAR}): Flower error 3: node unavailable"
+               in r.getMessage() for r in caplog.records)

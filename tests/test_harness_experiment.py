@@ -46,7 +46,7 @@ def test_same_seed_same_result_and_other_seed_differs(digits) -> None:
     cfg = ExperimentConfig(**TINY).replace(strategy="flex", seed=3)
     a = run_experiment(cfg, dataset=digits)
     b = run_experiment(cfg, dataset=digits)
-    key = ("global_accuracy", "personalized_accuracy", "train_loss", "expert_load")
+    key = ("global_accuracy", "personal_accuracy", "train_loss", "expert_load")
     assert [[getattr(x, k) for k in key] for x in a.rounds] == \
         [[getattr(x, k) for k in key] for x in b.rounds]
     assert all(torch.equal(a.final_state[k], b.final_state[k]) for k in a.final_state)

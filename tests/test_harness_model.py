@@ -8,7 +8,7 @@ import torch
 
 from fl_harness.aggregation import aggregate_experts, aggregate_shared, weighted_average
 from fl_harness.client import LocalTraining, train_client
-from fl_harness.metrics import coefficient_of_variation, evaluate_clients, rounds_to_target
+from fl_harness.metrics import evaluate_clients, rounds_to_target
 from fl_harness.model import (
     MoEModel,
     build_client_model,
@@ -17,6 +17,7 @@ from fl_harness.model import (
     shared_state,
     split_state,
 )
+from flexassign.metrics import coefficient_of_variation
 
 pytestmark = pytest.mark.torch
 
@@ -113,7 +114,7 @@ def test_client_update_carries_no_router_and_only_assigned_experts() -> None:
     x, y = _data()
     before = {k: v.clone() for k, v in g.state_dict().items()}
     res = train_client(client_id="c0", global_model=g, experts=[0, 2], x=x, y=y,
-                       training=LocalTraining(epochs=1, batch_size=16),
+                       training=LocalTraining(epochs=1, batch_size=16, feedback="expert"),
                        generator=torch.Generator().manual_seed(0))
     u = res.update
     assert all(not k.startswith("router") for k in u.shared)
@@ -172,7 +173,7 @@ def test_evaluate_clients_matches_the_client_model() -> None:
 
 def test_cv_and_rounds_to_target() -> None:
     assert coefficient_of_variation([3, 3, 3]) == 0.0
-    assert coefficient_of_variation([0, 0]) == 0.0
+    assert np.isnan(coefficient_of_variation([0, 0]))   # the one CV: NaN when nothing trained
     assert coefficient_of_variation([1, 3]) == pytest.approx(0.5)
     assert rounds_to_target([0.1, float("nan"), 0.5, 0.7], 0.5) == 3
     assert rounds_to_target([0.1], 0.5) is None and rounds_to_target([0.9], None) is None
@@ -197,7 +198,8 @@ def test_feedback_counts_routed_samples_and_nan_where_unused() -> None:
     router["bias"] = torch.tensor([0.0, 0.0, 9.0, 0.0])      # everything goes to expert 2
     c = build_client_model(g, [0, 2, 3], router_state=router)
     x, y = _data(25)
-    fb = expert_feedback(c, torch.from_numpy(x), torch.from_numpy(y))
+    fb, usage = expert_feedback(c, torch.from_numpy(x), torch.from_numpy(y), kind="expert")
+    assert usage == (0, 25, 0)
     assert fb.experts == (0, 2, 3) and fb.counts == (0, 25, 0)
     assert np.isnan(fb.accuracy[0]) and np.isnan(fb.loss[2]) and 0 <= fb.accuracy[1] <= 1
     # the planner's Feedback contract accepts NaN exactly where the count is 0

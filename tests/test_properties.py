@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _problems import reference_solve
+from _problems import assert_agrees_with_reference, reference_solve
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,12 +30,7 @@ def test_exact_backends_agree_with_reference(p) -> None:  # type: ignore[no-unty
         if backend.unsupported_reason(p) is not None:
             continue
         res = solve_assignment(p, method=backend.name)
-        if ref.feasible:
-            assert res.status is Status.OPTIMAL, (backend.name, res.message)
-            assert res.success
-            assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9), backend.name
-        else:
-            assert res.status is Status.INFEASIBLE, (backend.name, res.status, res.message)
+        assert_agrees_with_reference(p, res, exact=True, ref=ref, label=backend.name)
 
 
 @given(problems())

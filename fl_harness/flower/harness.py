@@ -66,6 +66,7 @@ def experiment_config(run_config: Mapping[str, Any], *, num_clients: int) -> Any
         kwargs[name] = value
     kwargs["num_clients"] = int(num_clients)
     kwargs.setdefault("client_fraction", 1.0)
+    kwargs.setdefault("holdout_fraction", 0.0)   # every Flower node trains: no newcomers
     return ExperimentConfig(**kwargs)
 
 

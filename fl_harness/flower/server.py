@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_harness.experiment import SeedStreams
+from flexassign.alignment import STRATEGIES
 from flexassign.integrations.flower.app import run_logged, strategy_options
 from flexassign.integrations.flower.messages import numpy_to_arrayrecord
 from flexassign.integrations.flower.strategy import FlexMoEStrategy
@@ -40,13 +41,12 @@ __all__ = [
 
 
 def make_planner(config: Any) -> Any:
-    """The planner for an :class:`~fl_harness.experiment.ExperimentConfig`, with the
-    harness's own reading of ``planner_options`` (a ``fitness`` dict included)."""
-    from fl_harness.experiment import _planner_kwargs
-    from flexassign.alignment import Planner
+    """The planner for an :class:`~fl_harness.config.ExperimentConfig`: the harness's
+    one :func:`fl_harness.federation.make_planner` (``planner_options`` with a
+    ``fitness`` dict included)."""
+    from fl_harness.federation import make_planner as harness_planner
 
-    return Planner(num_experts=config.num_experts, strategy=config.strategy,
-                   tolerance=config.tolerance, seed=config.seed, **_planner_kwargs(config))
+    return harness_planner(config)
 
 
 def harness_sampler(config: Any) -> Callable[[int, Sequence[Any]], list[Any]]:
@@ -106,8 +106,7 @@ def build_strategy(
     if cfg.strategy == "full":
         raise ValueError(
             "`strategy` 'full' is the harness's no-planner reference (every client trains "
-            "every expert); the Flower app plans with 'flex', 'greedy', 'desirability' or "
-            "'random'"
+            f"every expert); the Flower app plans with one of {', '.join(map(repr, STRATEGIES))}"
         )
     planner = (planner_factory or make_planner)(cfg)
     options = {"min_available_nodes": 2, **strategy_options(run_config)}

@@ -9,6 +9,7 @@ reads them back with the same checks.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from .fitness import FitnessConfig
 from .policies import POLICIES, check_strategy
 from .presets import DEFAULT_DEADLINE, DEFAULT_MODEL_COST
 
-__all__ = ["PlannerConfig", "default_model_cost", "planner_options"]
+__all__ = ["PlannerConfig", "default_model_cost", "planner_options", "planner_signature"]
 
 
 def default_model_cost(num_experts: int) -> ModelCost:
@@ -209,17 +210,59 @@ class PlannerConfig:
         return cls(**_known("config", data, cls))
 
 
-def _known(name: str, data: Mapping[str, Any], cls: type) -> dict[str, Any]:
+def _known(
+    name: str, data: Mapping[str, Any], cls: type, error: type[Exception] = InvalidProblemError
+) -> dict[str, Any]:
     """``data`` as keyword arguments of dataclass ``cls``, rejecting unknown keys."""
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(str(k) for k in data if k not in valid)
     if unknown:
-        raise InvalidProblemError(
+        raise error(
             f"`{name}` has unknown key(s) {unknown}; valid: {', '.join(valid)}"
         )
     return dict(data)
 
 
-def planner_options(num_experts: int, options: Mapping[str, Any]) -> PlannerConfig:
-    """``PlannerConfig(num_experts, **options)``, naming unknown options."""
-    return PlannerConfig(num_experts=num_experts, **_known("options", options, PlannerConfig))
+#: Options ``Planner`` also takes by position, after ``num_experts`` (as it always has).
+POSITIONAL = ("strategy", "tolerance", "seed")
+
+
+def planner_options(
+    num_experts: int, args: tuple[Any, ...], options: Mapping[str, Any]
+) -> PlannerConfig:
+    """``PlannerConfig(num_experts, *args, **options)`` (``args`` fill :data:`POSITIONAL`),
+    naming unknown or repeated options."""
+    if len(args) > len(POSITIONAL):
+        raise ProblemTypeError(
+            f"Planner takes at most {1 + len(POSITIONAL)} positional arguments "
+            f"(num_experts, {', '.join(POSITIONAL)}); got {1 + len(args)}"
+        )
+    kwargs = dict(_known("options", options, PlannerConfig, ProblemTypeError))
+    for name, value in zip(POSITIONAL, args, strict=False):
+        if name in kwargs:
+            raise ProblemTypeError(f"`{name}` given by position and by name")
+        kwargs[name] = value
+    return PlannerConfig(num_experts=num_experts, **kwargs)
+
+
+def planner_signature() -> inspect.Signature:
+    """``Planner.__init__``'s signature spelled out from :class:`PlannerConfig`'s fields,
+    so ``help(Planner)`` and ``inspect.signature(Planner)`` list every option."""
+    params = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("num_experts", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
+    ]
+    for f in dataclasses.fields(PlannerConfig):
+        if f.name == "num_experts":
+            continue
+        default: Any = f.default
+        if default is dataclasses.MISSING:
+            default = f.default_factory()  # type: ignore[operator]
+        kind = (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD
+            if f.name in POSITIONAL
+            else inspect.Parameter.KEYWORD_ONLY
+        )
+        params.append(inspect.Parameter(f.name, kind, default=default, annotation=f.type))
+    return inspect.Signature(params, return_annotation=None)
+

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import jsonable
 from .._validation import is_int, is_real
 from ..errors import InvalidFeedbackError
 
@@ -183,15 +184,14 @@ class Feedback:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable view (NaN written as ``None``)."""
-
-        def clean(v: tuple[float, ...] | None) -> list[float | None] | None:
-            return None if v is None else [None if math.isnan(x) else x for x in v]
-
-        return {
-            "experts": list(self.experts),
-            "counts": list(self.counts),
-            "accuracy": clean(self.accuracy),
-            "loss": clean(self.loss),
-            "round_time": self.round_time,
-            "train_samples": self.train_samples,
-        }
+        out: dict[str, Any] = jsonable(
+            {
+                "experts": self.experts,
+                "counts": self.counts,
+                "accuracy": self.accuracy,
+                "loss": self.loss,
+                "round_time": self.round_time,
+                "train_samples": self.train_samples,
+            }
+        )
+        return out

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._validation import is_int
 from ..errors import (
     FlexAssignError,
     InvalidFeedbackError,
@@ -30,13 +29,13 @@ from ..problem import AssignmentProblem
 from ..solve import evaluate_assignment
 from . import state as state_file
 from .capacity import CapacityLimits, ClientProfile
-from .config import PlannerConfig, planner_options
+from .config import PlannerConfig, planner_options, planner_signature
 from .feedback import Feedback
 from .fitness import FitnessTracker
 from .plan import Plan, empty_result, expert_lists
 from .policies import POLICIES, Decision, RoundInput, check_strategy, flex_bounds
-from .registry import ClientRegistry, check_ids, id_from_json
-from .rounds import OpenRound
+from .registry import ClientRegistry, check_ids, id_from_json, id_to_json
+from .rounds import OpenRound, imposed_matrix
 from .usage import UsageMonitor, UtilizationStats, windowed_stats
 
 __all__ = ["Planner"]
@@ -53,6 +52,8 @@ class Planner:
     ----------
     num_experts : int
         :math:`E`.
+    *args
+        ``strategy``, ``tolerance`` and ``seed`` may also be given by position.
     **options
         Any :class:`~.config.PlannerConfig` field: ``strategy``, ``tolerance``,
         ``seed``, ``fitness``, ``usage_penalty``, ``usage_decay``, ``deficit_shift``,
@@ -69,8 +70,8 @@ class Planner:
     >>> planner.report("a", Feedback(experts=plan["a"], counts=[10, 5], accuracy=[0.8, 0.6]))
     """
 
-    def __init__(self, num_experts: int, **options: Any) -> None:
-        self._init_state(planner_options(num_experts, options))
+    def __init__(self, num_experts: int, *args: Any, **options: Any) -> None:
+        self._init_state(planner_options(num_experts, args, options))
 
     @classmethod
     def from_config(cls, config: PlannerConfig) -> Planner:
@@ -238,24 +239,8 @@ class Planner:
         Reports and usage monitoring then work as for a planned round; fitness is
         updated from the feedback as usual.
         """
-        if not isinstance(assignments, Mapping):
-            raise ProblemTypeError(
-                f"`assignments` must be a mapping of client id to expert ids; "
-                f"got {type(assignments).__name__}"
-            )
-        ids = check_ids(list(assignments))
         e = self.num_experts
-        x = np.zeros((len(ids), e), dtype=bool)
-        for i, c in enumerate(ids):
-            raw = assignments[c]
-            if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
-                raise ProblemTypeError(f"`assignments[{c!r}]` must be a sequence of expert ids")
-            for j in raw:
-                if not is_int(j) or not 0 <= j < e:
-                    raise InvalidProblemError(
-                        f"`assignments[{c!r}]` holds {j!r}, not an expert id in 0..{e - 1}"
-                    )
-                x[i, int(j)] = True
+        ids, x = imposed_matrix(assignments, e)
         self.end_round()  # only after every check: a bad call changes nothing
         problem: AssignmentProblem | None = None
         result = empty_result(e)
@@ -394,8 +379,6 @@ class Planner:
     # ================================================================= persistence
     def to_state(self) -> dict[str, Any]:
         """The whole state as a JSON-serializable dict (see :mod:`.state`)."""
-        from .registry import id_to_json
-
         body = {
             "config": self.config.to_dict(),
             "round": self.round,
@@ -465,3 +448,6 @@ class Planner:
             f"Planner(num_experts={self.num_experts}, strategy={self.config.strategy!r}, "
             f"round={self.round}, clients={len(self.fitness.clients())})"
         )
+
+
+Planner.__init__.__signature__ = planner_signature()  # type: ignore[attr-defined]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._validation import is_int, is_real
-from ..errors import InvalidProblemError
-from .registry import id_from_json, id_to_json
+from ..errors import InvalidProblemError, ProblemTypeError
+from .registry import check_ids, id_from_json, id_to_json
 
-__all__ = ["OpenRound"]
+__all__ = ["OpenRound", "imposed_matrix"]
 
 FloatArray = NDArray[np.float64]
 
@@ -135,3 +135,28 @@ def _loads(where: str, value: Any, num_experts: int) -> list[float]:
             f"`{where}` must hold {num_experts} non-negative integers (counts); got {value!r}"
         )
     return [float(v) for v in value]
+
+
+def imposed_matrix(
+    assignments: Any, num_experts: int
+) -> tuple[list[Hashable], NDArray[np.bool_]]:
+    """Check ``{client id: expert ids}`` given to ``impose_round``; ids and 0/1 matrix."""
+    if not isinstance(assignments, Mapping):
+        raise ProblemTypeError(
+            f"`assignments` must be a mapping of client id to expert ids; "
+            f"got {type(assignments).__name__}"
+        )
+    ids = check_ids(list(assignments))
+    e = num_experts
+    x = np.zeros((len(ids), e), dtype=bool)
+    for i, c in enumerate(ids):
+        raw = assignments[c]
+        if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
+            raise ProblemTypeError(f"`assignments[{c!r}]` must be a sequence of expert ids")
+        for j in raw:
+            if not is_int(j) or not 0 <= j < e:
+                raise InvalidProblemError(
+                    f"`assignments[{c!r}]` holds {j!r}, not an expert id in 0..{e - 1}"
+                )
+            x[i, int(j)] = True
+    return ids, x

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validation import check_int, check_real
+from ..errors import InvalidProblemError, ProblemTypeError
 from .feedback import Feedback
 from .planner import Planner
 
@@ -61,6 +63,12 @@ class SyntheticPopulation:
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.num_clients = check_int("num_clients", self.num_clients, lo=1)
+        self.num_experts = check_int("num_experts", self.num_experts, lo=1)
+        self.skew = check_real("skew", self.skew, lo=0.0)
+        self.dropout = check_real("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        self.samples = check_int("samples", self.samples, lo=1)
+        self.seed = check_int("seed", self.seed, lo=0)
         gen = np.random.default_rng(self.seed)
         n, e = self.num_clients, self.num_experts
         g = np.linspace(1.0, 0.0, e)
@@ -77,6 +85,7 @@ class SyntheticPopulation:
 
     def sample_clients(self, m: int) -> list[str]:
         """``m`` distinct clients drawn uniformly."""
+        check_int("m", m, lo=0)
         idx = self.rng.choice(self.num_clients, size=min(m, self.num_clients), replace=False)
         return [self.client_ids[i] for i in sorted(idx)]
 
@@ -121,6 +130,19 @@ def simulate(
         ``explored`` (fraction of (client, expert) pairs of participating clients
         ever tried), ``loads`` (final cumulative client-trainings per expert).
     """
+    if not isinstance(planner, Planner):
+        raise ProblemTypeError(f"`planner` must be a Planner; got {type(planner).__name__}")
+    if not isinstance(population, SyntheticPopulation):
+        raise ProblemTypeError(
+            f"`population` must be a SyntheticPopulation; got {type(population).__name__}"
+        )
+    if population.num_experts != planner.num_experts:
+        raise InvalidProblemError(
+            f"`population` has {population.num_experts} experts but `planner` has "
+            f"{planner.num_experts}"
+        )
+    check_int("rounds", rounds, lo=0)
+    check_int("clients_per_round", clients_per_round, lo=0)
     cvs: list[float] = []
     quality: list[float] = []
     fallbacks = 0

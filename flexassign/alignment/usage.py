@@ -22,6 +22,7 @@ planner's balance bounds (water-filling).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._files import jsonable
 from .._validation import check_real, is_int, is_real
 from ..errors import InvalidProblemError
 from ..metrics import coefficient_of_variation
@@ -72,18 +74,9 @@ class UtilizationStats:
     rounds: int
 
     def to_dict(self) -> dict[str, Any]:
-        def f(v: float) -> float | None:
-            return None if math.isnan(v) else v
-
-        return {
-            "loads": list(self.loads),
-            "mean": self.mean,
-            "variance": self.variance,
-            "cv": f(self.cv),
-            "min_max_ratio": f(self.min_max_ratio),
-            "never_trained": self.never_trained,
-            "rounds": self.rounds,
-        }
+        """A JSON-serializable view (NaN written as ``None``)."""
+        out: dict[str, Any] = jsonable(dataclasses.asdict(self))
+        return out
 
 
 def utilization_stats(loads: ArrayLike, rounds: int = 1) -> UtilizationStats:

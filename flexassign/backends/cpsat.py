@@ -13,7 +13,11 @@ the worst-case rounding of a full column), so every answer is still feasible, bu
 optimality is then only proven for the tightened problem: the result is reported
 ``FEASIBLE`` and ``stats["constraint_scaling_exact"]`` is False.
 
-**Objective.** The objective is multiplied by a power of two :math:`s`: the smallest
+**Objective.** First normalised like every MIP backend's
+(:func:`~flexassign.backends._common.normalise_objective`: constant parts such as a
+common offset of clients with a forced expert count removed, largest coefficient in
+:math:`[1, 2)`), so that a large offset or a tiny scale loses no resolution. That
+objective is multiplied by a power of two :math:`s`: the smallest
 that makes every coefficient integral if that keeps :math:`|\text{objective}| s`
 below :math:`2^{50}` for every feasible point, otherwise the largest that does. With an
 inexact :math:`s`, any assignment's scaled objective is within
@@ -21,6 +25,15 @@ inexact :math:`s`, any assignment's scaled objective is within
 / s` (plus the slacks' share) of its true objective; :math:`\delta` is reported as
 ``stats["rounding_error_bound"]`` and added to CP-SAT's proven bound, so the reported
 gap is honest. The scale is ``stats["objective_scale"]``.
+
+Row bounds beyond what a row's activity can reach are clipped first (a ``tolerance``
+of 1e6 gives load bounds far above any load), which keeps every integer in int64.
+
+**Time limit.** CP-SAT has no polynomial bound on its run time (a 30 x 6 problem
+with a large fitness offset ran past 150 s before normalisation), so without
+``time_limit`` it stops after :data:`DEFAULT_TIME_LIMIT` seconds (60) and says so in
+``message``; the result is then ``TIME_LIMIT`` with its best assignment and bound.
+Building the proto (a Python loop over rows) comes on top of the limit.
 
 Options: ``time_limit`` (``max_time_in_seconds``), ``mip_gap``
 (``relative_gap_limit``), ``seed`` (``random_seed``), ``threads`` (``num_workers``,
@@ -41,12 +54,15 @@ import scipy.sparse as sp
 
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._common import empty_model_output, normalise_objective
 from .base import BackendOutput, SolveOptions
 from .linear import LinearModel, build_linear_model
 
 __all__ = ["solve"]
 
 _MAX_CONSTRAINT_SCALE_EXP = 24
+#: Seconds CP-SAT runs when no ``time_limit`` is given (it has no polynomial bound).
+DEFAULT_TIME_LIMIT = 60.0
 _OBJECTIVE_LIMIT = 2.0**50
 
 
@@ -64,12 +80,9 @@ def _exact_power(values: np.ndarray, max_exp: int, limit: float) -> int | None:
 
 
 def _scale_rows(
-    model: LinearModel, rows: slice, widest: np.ndarray
+    block: sp.csr_matrix, lo: np.ndarray, hi: np.ndarray, widest: np.ndarray
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, float, bool]:
     """Integer coefficients and bounds for one row family; see the module docstring."""
-    block = model.A.tocsr()[rows]
-    lo = model.row_lo[rows]
-    hi = model.row_hi[rows]
     values = np.concatenate([block.data, lo, hi])
     k = _exact_power(values, _MAX_CONSTRAINT_SCALE_EXP, 2.0**52)
     if k is not None:
@@ -87,28 +100,47 @@ def _scale_rows(
     return out, lo_i, hi_i, t, False
 
 
+def _clipped_bounds(
+    model: LinearModel, rows: slice, block: sp.csr_matrix, soft_lo: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row bounds clipped to what the row's activity can reach (keeps integers in int64).
+
+    Every coefficient of the pair columns is non-negative, so the activity lies in
+    ``[-s+, sum of coefficients + s-]``; a bound beyond that changes nothing (an upper
+    bound) or stays infeasible (a lower bound, clipped to just past the reach).
+    """
+    reach = np.asarray(abs(block[:, : model.n_pairs]).sum(axis=1)).ravel()
+    if soft_lo is not None:
+        reach = reach + soft_lo
+    lo = np.minimum(model.row_lo[rows], reach + 1.0)
+    hi = np.minimum(model.row_hi[rows], reach)
+    return lo, hi
+
+
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
     n, e = problem.shape
     model = build_linear_model(problem)
+    empty = empty_model_output(problem, model)
+    if empty is not None:
+        return empty
+    norm = normalise_objective(problem, model)
     m = model.n_pairs
     n_cols = int(model.c.shape[0])
     csr = model.A.tocsr()
     row_nnz = np.diff(csr.indptr)
 
-    # ---- row families: client counts [0, n), knapsack [n, 2n) if any, loads (last e)
-    n_rows = int(model.A.shape[0])
-    families = [slice(0, n)]
-    if n_rows == 2 * n + e:
-        families.append(slice(n, 2 * n))
-    families.append(slice(n_rows - e, n_rows))
+    # ---- row families (client counts, knapsack if any, loads), each scaled on its own
+    soft_lo = model.row_lo[model.load_rows] if problem.is_soft else None
     scaled_rows = []
     exact_constraints = True
     scales = []
-    for fam in families:
-        block, lo_i, hi_i, t, exact = _scale_rows(model, fam, row_nnz[fam].astype(float))
+    for family, rows in model.row_blocks():
+        block = csr[rows]
+        lo, hi = _clipped_bounds(model, rows, block, soft_lo if family == "load" else None)
+        block, lo_i, hi_i, t, exact = _scale_rows(block, lo, hi, row_nnz[rows].astype(float))
         scaled_rows.append((block, lo_i, hi_i))
         scales.append(t)
         exact_constraints &= exact
@@ -116,14 +148,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
 
     # ---- columns: pairs are 0/1; slacks count load units of the scaled rows
     col_hi = np.ones(n_cols)
-    obj = model.c.copy()
+    obj = norm.c.copy()
     if n_cols > m:
         # s^- can be at most L_e, s^+ at most the total weight (scaled units)
-        lo_load = model.row_lo[n_rows - e :]
+        lo_load = model.row_lo[model.load_rows]
         total_w = float(problem.weights.sum())
         col_hi[m : m + e] = np.ceil(lo_load * load_scale)
         col_hi[m + e :] = np.ceil(total_w * load_scale)
-        obj[m:] = model.c[m:] / load_scale  # penalty per scaled unit
+        obj[m:] = norm.c[m:] / load_scale  # penalty per scaled unit
     # ---- objective scale: keep |scaled objective| of every feasible point below 2**50
     caps = problem.effective_capacity()
     pair_abs = np.zeros((n, e))
@@ -175,19 +207,20 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     warm = options.extra.get("warm_start")
     if warm is not None:
         start = model.start_vector(np.asarray(warm, dtype=bool))
-        for j in range(m):
-            cp.add_hint(cp.get_bool_var_from_proto_index(j), bool(start[j] > 0.5))
+        # written straight into the proto (add_hint per variable costs ~10 us each)
+        proto.solution_hint.vars.extend(range(m))
+        proto.solution_hint.values.extend((start[:m] > 0.5).astype(np.int64).tolist())
 
     solver = cp_model.CpSolver()
     params = solver.parameters
     params.num_workers = int(options.threads or 1)
     params.random_seed = int(options.seed)
     params.log_search_progress = bool(options.verbose)
-    if options.time_limit is not None:
-        params.max_time_in_seconds = float(options.time_limit)
+    limit = DEFAULT_TIME_LIMIT if options.time_limit is None else float(options.time_limit)
+    params.max_time_in_seconds = limit
     if options.mip_gap is not None:
         params.relative_gap_limit = float(options.mip_gap)
-    for key, value in dict(options.extra.get("cpsat_parameters", {})).items():
+    for key, value in dict(options.extra.get("cpsat_parameters") or {}).items():
         setattr(params, key, value)
     t_build = time.perf_counter() - t0
     status = solver.solve(cp)
@@ -196,14 +229,16 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     stats: dict[str, Any] = {
         "build_time": t_build,
         "solve_time": t_solve,
-        "cpsat_status": solver.status_name(status),
-        "objective_scale": s,
+        "solver_status": solver.status_name(status),
+        "objective_scale": float(np.ldexp(s, min(norm.exponent, 1023 - 62))),
+        "objective_offset": norm.offset,
         "objective_scaling_exact": exact_objective,
         "constraint_scales": scales,
         "constraint_scaling_exact": exact_constraints,
-        "rounding_error_bound": delta,
-        "num_workers": int(params.num_workers),
-        "branches": int(solver.num_branches),
+        "rounding_error_bound": float(np.ldexp(delta, -norm.exponent)),
+        "threads": int(params.num_workers),
+        "time_limit": limit,
+        "nodes": int(solver.num_branches),
         "conflicts": int(solver.num_conflicts),
     }
     S = cp_model.CpSolverStatus
@@ -225,7 +260,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
     if status not in (S.OPTIMAL, S.FEASIBLE):
         return BackendOutput(
-            Status.TIME_LIMIT,
+            Status.TIME_LIMIT if status == S.UNKNOWN else Status.ERROR,
             message="CP-SAT stopped before finding a feasible assignment "
             f"({solver.status_name(status)})",
             stats=stats,
@@ -235,7 +270,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     x[model.pair_client[values > 0], model.pair_expert[values > 0]] = True
     scaled_obj = -float(solver.objective_value)
     scaled_bound = -float(solver.best_objective_bound)
-    bound = scaled_bound / s + delta if exact_constraints else None
+    bound = norm.original(scaled_bound / s + delta) if exact_constraints else None
     stats["scaled_objective"] = scaled_obj
     stats["scaled_bound"] = scaled_bound
     proven = status == S.OPTIMAL and scaled_bound <= scaled_obj
@@ -250,13 +285,18 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             message="optimal for conservatively scaled constraints (weights or sizes not "
             "exactly representable as integers); optimality for the original not proven",
         )
-    hit_limit = options.time_limit is not None and solver.wall_time >= 0.99 * options.time_limit
+    hit_limit = solver.wall_time >= 0.99 * limit
+    which = (
+        f"the default time limit ({DEFAULT_TIME_LIMIT:g} s; pass time_limit= to change it)"
+        if options.time_limit is None
+        else "its time limit"
+    )
     return BackendOutput(
         Status.TIME_LIMIT if hit_limit else Status.FEASIBLE,
         x=x,
         bound=bound,
         stats=stats,
-        message="CP-SAT stopped at its time limit"
+        message=f"CP-SAT stopped at {which}"
         if hit_limit
         else "CP-SAT stopped at the requested gap",
     )

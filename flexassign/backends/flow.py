@@ -11,12 +11,16 @@ Fixed pairs are taken out first (their client's capacity and their expert's boun
 shrink by one). With soft bounds the expert's demand is replaced by a convex
 piecewise-linear arc chain to the sink whose slopes are the penalty.
 
-Costs must be integers. Fitness is multiplied by a power of two chosen as large as
-int64 arithmetic allows (costs of order :math:`2^{60}` divided by the total flow, the
+Costs must be integers. Fitness is multiplied by a power of two :math:`2^k`
+(``stats["objective_scale_exponent"]``, applied with ``ldexp`` so that tiny scales
+such as 1e-300 need no overflowing float) chosen as large as int64 arithmetic allows (costs of order :math:`2^{60}` divided by the total flow, the
 node count and :math:`4(E+2)`) and rounded, so any fitness scale works. When fitness
 is integral the scale is 1 and the result is exact; otherwise the optimum can be
 missed by at most ``stats["rounding_error_bound"]`` (the total flow times one
 rounding step), which is reported as the gap between ``objective`` and ``bound``.
+
+``time_limit`` is not supported: a min-cost flow runs to completion (polynomial time);
+:func:`~flexassign.solve_assignment` says so in ``message``.
 
 **Pruned path** (large problems; ``options={"prune": "auto" | True | False}``).
 Only a few arcs per client can matter, so the flow is first solved on *candidate*
@@ -91,7 +95,7 @@ class _Network:
     free: np.ndarray  # (N, E) bool: allowed, not fixed, client has capacity left
     cap_r: np.ndarray
     kmin_r: np.ndarray
-    scale: float
+    scale_exp: int  # costs are fitness * 2**scale_exp (an exponent: 2**1000 overflows)
     exact_costs: bool
     total_flow: int
     # expert -> sink arcs (hard: one per expert; soft: a convex chain per expert)
@@ -133,10 +137,13 @@ def _prepare(problem: AssignmentProblem) -> _Network:
     # room for the artificial arcs of the pruned path (cost about 2 (E + 2) max|cost|)
     limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
     if peak == 0.0 or (integral and peak <= limit):
-        scale = 1.0
+        scale_exp = 0
     else:
-        scale = float(2.0 ** math.floor(math.log2(limit / peak)))
-    exact = scale == 1.0 and integral
+        # in log space: limit / peak overflows for tiny fitness (1e-300)
+        scale_exp = math.floor(math.log2(limit) - math.log2(peak))
+        while math.ldexp(peak, scale_exp) > limit:
+            scale_exp -= 1
+    exact = scale_exp == 0 and integral
 
     supplies = np.zeros(n + e + 2, dtype=np.int64)
     supplies[1 : n + 1] = kmin_r
@@ -161,7 +168,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
             ):
                 t.append(j)
                 cp.append(cap_seg)
-                co.append(round(slope * penalty * w * scale))
+                co.append(round(math.ldexp(slope * penalty * w, scale_exp)))
         exp_of_arc = np.asarray(t, dtype=np.int64)
         exp_cap = np.asarray(cp, dtype=np.int64)
         exp_cost = np.asarray(co, dtype=np.int64)
@@ -175,7 +182,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
         free=free,
         cap_r=cap_r,
         kmin_r=kmin_r,
-        scale=scale,
+        scale_exp=scale_exp,
         exact_costs=exact,
         total_flow=total_flow,
         exp_of_arc=exp_of_arc,
@@ -185,8 +192,18 @@ def _prepare(problem: AssignmentProblem) -> _Network:
         bypass=total_optional,
         exp_floor=exp_floor,
         hard=penalty is None,
-        big_m=int(2 * (e + 2) * math.ceil(peak * scale) + 1),
+        big_m=int(2 * (e + 2) * math.ceil(math.ldexp(peak, scale_exp)) + 1),
     )
+
+
+def _int_costs(fitness: np.ndarray, net: _Network) -> np.ndarray:
+    """Integer arc costs: fitness times ``2**scale_exp``, rounded (exact scaling)."""
+    return np.round(np.ldexp(fitness, net.scale_exp)).astype(np.int64)
+
+
+def _to_fitness(values: np.ndarray, net: _Network) -> np.ndarray:
+    """Integer cost units back to fitness units."""
+    return np.ldexp(np.asarray(values, dtype=np.float64), -net.scale_exp)
 
 
 @dataclass
@@ -379,7 +396,7 @@ def _solve_full(
     cost = (
         C[ci, ei]
         if C is not None
-        else np.round(problem.fitness[ci, ei] * net.scale).astype(np.int64)
+        else _int_costs(problem.fitness[ci, ei], net)
     )
     status, flow = _run(net, ci, ei, cost)
     stats = {"arcs": int(ci.size), "pruned": False}
@@ -418,22 +435,12 @@ def _sample_prices(
     hi = np.where(
         np.isfinite(problem.expert_max_load), np.ceil(problem.expert_max_load * frac), np.inf
     )
-    sub = AssignmentProblem(
-        problem.fitness[idx],
-        capacity=problem.capacity[idx],
-        min_experts=problem.min_experts[idx],
-        expert_min_load=lo,
-        expert_max_load=hi,
-        client_weight=None if problem.client_weight is None else problem.client_weight[idx],
-        allowed=None if problem.allowed is None else problem.allowed[idx],
-        fixed=None if problem.fixed is None else problem.fixed[idx],
-        load_penalty=problem.load_penalty,
-    )
+    sub = problem.take(idx, expert_min_load=lo, expert_max_load=hi)
     sub_net = _prepare(sub)
     status, _, _, d = _solve_pruned(sub, sub_net, margin, 4, prices=None, seed=seed)
     if status != "optimal" or d is None:
         return None
-    return d[:e].astype(np.float64) / sub_net.scale
+    return _to_fitness(d[:e], sub_net)
 
 
 def _solve_pruned(
@@ -448,7 +455,7 @@ def _solve_pruned(
     n, e = net.n, net.e
     stats: dict = {"pruned": True, "rounds": 0, "added_arcs": []}
     t0 = time.perf_counter()
-    C = np.round(problem.fitness * net.scale).astype(np.int64)
+    C = _int_costs(problem.fitness, net)
     kmax = int(net.cap_r.max()) if n else 0
     k = min(e, kmax + margin)
     stats["candidates_per_client"] = k
@@ -516,15 +523,11 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
     net = _prepare(problem)
     n, e = net.n, net.e
-    prune = options.extra.get("prune", "auto")
-    margin = int(options.extra.get("prune_margin", 4))
-    if prune not in ("auto", True, False):
-        raise InvalidProblemError(
-            f"`options['prune']` must be 'auto', True or False; got {prune!r}"
-        )
-    if margin < 1:
-        raise InvalidProblemError(f"`options['prune_margin']` must be >= 1; got {margin}")
-    prices = options.extra.get("prices")
+    extra = options.extra
+    prune = extra.get("prune", "auto")
+    margin = int(extra.get("prune_margin", 4))
+    max_rounds = int(extra.get("max_rounds", 8))
+    prices = extra.get("prices")
     if prices is not None:
         prices = np.asarray(prices, dtype=np.float64)
         if prices.shape != (e,) or not np.isfinite(prices).all():
@@ -545,18 +548,20 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         else:
             price_time = 0.0
         status, x_free, stats, d = _solve_pruned(
-            problem, net, margin, int(options.extra.get("max_rounds", 8)), prices, options.seed
+            problem, net, margin, max_rounds, prices, options.seed
         )
         stats["price_time"] = price_time
         if d is not None:
-            stats["expert_prices"] = (d[:e] - d[e]).astype(np.float64) / net.scale
+            stats["expert_prices"] = _to_fitness(d[:e] - d[e], net)
     else:
         status, x_free, stats = _solve_full(problem, net, None)
     stats.update(
         build_time=t_build,
         solve_time=time.perf_counter() - t0 - t_build,
-        cost_scale=net.scale,
-        nodes=n + e + 2,
+        objective_scale=float(np.ldexp(1.0, min(net.scale_exp, 1023))),
+        objective_scale_exponent=net.scale_exp,
+        network_nodes=n + e + 2,
+        solver_status=status,
     )
     if status == "infeasible":
         return BackendOutput(
@@ -567,10 +572,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if status != "optimal" or x_free is None:
         return BackendOutput(Status.ERROR, message=status, stats=stats)
     x = problem.fixed_mask | x_free
-    # Each assigned unit carries at most 0.5/scale rounding error, both in the solution
-    # found and in the true optimum: the true optimum exceeds ours by at most this
-    # (a unit crosses one pair arc and, with soft bounds, one penalty arc).
-    err = 0.0 if net.exact_costs else 2.0 * float(net.total_flow) / net.scale
+    # Each assigned unit carries at most 0.5 / 2**scale_exp rounding error, both in the
+    # solution found and in the true optimum: the true optimum exceeds ours by at most
+    # this (a unit crosses one pair arc and, with soft bounds, one penalty arc).
+    err = 0.0 if net.exact_costs else float(np.ldexp(2.0 * float(net.total_flow), -net.scale_exp))
     stats["rounding_error_bound"] = err
     bound = problem.objective(x) + err
     return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)

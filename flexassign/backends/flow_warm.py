@@ -113,11 +113,15 @@ _BLOCK = 1 << 21
 #: Fraction of clients left open in the first round (the smallest slacks), for prices
 #: handed over in ``options`` and for prices estimated from a sample.
 _OPEN_WARM = 0.3
-_OPEN_COLD = 0.35
+_OPEN_COLD = 0.5
+_OPEN_MIN = 0.01
+#: Cold start: open clients whose slack is below this many estimated price errors.
+_OPEN_SIGMAS = 3.0
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
+_SAMPLE_MIN = 4096
 
 
 class _Fallback(Exception):
@@ -502,7 +506,7 @@ def _solve_data(
     max_rounds: int,
     stats: dict[str, Any],
     *,
-    open_frac: float,
+    open_frac: float | tuple[float, ...],
 ) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
     """Certified optimum of ``data`` starting from integer prices ``p0``.
 
@@ -530,15 +534,23 @@ def _solve_data(
         m=m,
         outside=np.full(n, float(_NEG)),
     )
-    k_open = max(1, int(math.ceil(open_frac * n)))
+    if isinstance(open_frac, tuple):  # (slack threshold, min fraction, max fraction)
+        thresh, f_lo, f_hi = open_frac
+        frac = min(max(float(np.mean(slack < thresh)), f_lo), f_hi)
+        stats["open_threshold"] = thresh / data.scale
+    else:
+        frac = open_frac
+    k_open = max(1, math.ceil(frac * n))
     if k_open >= n:
         first = np.arange(n)
     else:
         first = np.argpartition(slack, k_open - 1)[:k_open]
     st.open_rows(np.sort(first))
+    if k_open >= n and m < e:
+        _expert_candidates(st, int(data.lo.max(initial=0)) + margin)
     for rnd in range(1, max_rounds + 1):
         stats["rounds"] = rnd
-        if open_frac < 1 and int(st.is_open.sum()) > max(_OPEN_MAX * n, 64):
+        if frac < 1 and int(st.is_open.sum()) > max(_OPEN_MAX * n, 64):
             raise _Fallback(f"open set grew past {_OPEN_MAX:.0%} of the clients")
         fload = st.frozen_load()
         over = np.flatnonzero(fload > data.hi)
@@ -585,6 +597,41 @@ def _solve_data(
         stats.setdefault("added_arcs", []).append(added)
         st.open_rows(fails)
     raise _Fallback(f"no certificate after {max_rounds} rounds")
+
+
+def _expert_candidates(st: _State, need: int) -> None:
+    """Give every expert its ``need`` best clients by u as arcs (all clients open), so
+    that lower load bounds can be met without artificial units."""
+    d = st.data
+    n, e = d.n, d.e
+    if need <= 0:
+        return
+    if need >= n:
+        _missing_arcs(st, np.arange(n), None)
+        return
+    best_r = np.zeros((0, e), dtype=np.int64)
+    best_v = np.zeros((0, e))
+    step = max(need, _BLOCK // e)
+    for r0 in range(0, n, step):
+        u = np.concatenate([best_v, d.u(slice(r0, r0 + step), st.p)])
+        rows = np.concatenate(
+            [
+                best_r,
+                np.broadcast_to(
+                    np.arange(r0, min(n, r0 + step))[:, None], (u.shape[0] - best_r.shape[0], e)
+                ),
+            ]
+        )
+        if u.shape[0] > need:
+            part = np.argpartition(-u, need - 1, axis=0)[:need]
+            best_v = np.take_along_axis(u, part, axis=0)
+            best_r = np.take_along_axis(rows, part, axis=0)
+        else:
+            best_v, best_r = u, rows
+    ok = best_v > _NEG // 2
+    cols = np.broadcast_to(np.arange(e)[None, :], ok.shape)
+    key = np.unique(np.concatenate([st.arc_c * e + st.arc_e, best_r[ok] * e + cols[ok]]))
+    st.arc_c, st.arc_e = key // e, key % e
 
 
 def _open_holders(st: _State, experts: np.ndarray, excess: np.ndarray) -> None:
@@ -699,22 +746,34 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
 
 def _cold_prices(
     data: _Data, margin: int, max_rounds: int, rng: np.random.Generator, levels: list[int]
-) -> np.ndarray:
-    """Integer prices from solving nested random samples (smallest first)."""
+) -> tuple[np.ndarray, float]:
+    """Integer prices from solving nested random samples (smallest first), and the
+    estimated error of each price (half the change from the level below: a sample four
+    times larger halves the sampling error). An error of ``inf`` means no prices (zeros),
+    ``nan`` prices without an error estimate."""
     e = data.e
-    if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, 256):
-        return np.zeros(e, dtype=np.int64)
+    if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, _SAMPLE_MIN):
+        return np.zeros(e, dtype=np.int64), math.inf
     sub = _sample(data, rng)
-    p = _cold_prices(sub, margin, max_rounds, rng, levels)
-    base = sub.n <= max(_SAMPLE_MIN_PER_EXPERT * e, 256)
+    p, err = _cold_prices(sub, margin, max_rounds, rng, levels)
     try:
-        dist, *_ = _solve_data(
-            sub, p, margin, max_rounds, {}, open_frac=1.0 if base else _OPEN_COLD
-        )
+        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_frac=_open_fraction(err))
     except _Fallback:  # an unlucky sample: its prices are only a hint
-        return p
+        return p, err
     levels.append(sub.n)
-    return (dist[:e] - dist[e]).astype(np.int64)
+    new = (dist[:e] - dist[e]).astype(np.int64)
+    change = float(np.sqrt(np.mean((new - p).astype(np.float64) ** 2)))
+    return new, (math.nan if math.isinf(err) else change / 2)
+
+
+def _open_fraction(err: float) -> float | tuple[float, ...]:
+    """First-round open set: everyone without prices, else clients whose slack is below
+    a few price errors (as a slack threshold, bounded to a fraction range)."""
+    if math.isinf(err):
+        return 1.0
+    if math.isnan(err):
+        return _OPEN_COLD
+    return (_OPEN_SIGMAS * err, _OPEN_MIN, _OPEN_COLD)
 
 
 # ----------------------------------------------------------------------------- backend
@@ -766,14 +825,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             p0 = np.clip(np.rint(prices * data.scale), -limit, limit).astype(np.int64)
             stats["price_source"] = "options"
         else:
-            p0 = _cold_prices(
+            p0, err = _cold_prices(
                 data, margin, max_rounds, np.random.default_rng(options.seed), levels
             )
             stats["price_source"] = "sample" if levels else "zero"
             stats["levels"] = levels
         stats["price_time"] = time.perf_counter() - t1
         stats["build_time"] = time.perf_counter() - t0
-        frac = _OPEN_WARM if prices is not None else _OPEN_COLD if levels else 1.0
+        frac = _OPEN_WARM if prices is not None else _open_fraction(err)
         dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_frac=frac)
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry

@@ -36,6 +36,10 @@ class LinearModel:
     pair_client, pair_expert : ndarray of int, shape (n_pairs,)
         The (client, expert) of each of the first ``n_pairs`` columns.
     n_pairs : int
+    client_rows, load_rows : slice
+        The client capacity rows and the expert load rows.
+    memory_rows : slice or None
+        The memory knapsack rows (``None`` when the knapsack cannot bind).
     """
 
     c: NDArray[np.float64]
@@ -48,6 +52,17 @@ class LinearModel:
     pair_client: NDArray[np.int64]
     pair_expert: NDArray[np.int64]
     n_pairs: int
+    client_rows: slice
+    memory_rows: slice | None
+    load_rows: slice
+
+    def row_blocks(self) -> list[tuple[str, slice]]:
+        """``(name, rows)`` of each row family in order: client, memory (if any), load."""
+        blocks = [("client", self.client_rows)]
+        if self.memory_rows is not None:
+            blocks.append(("memory", self.memory_rows))
+        blocks.append(("load", self.load_rows))
+        return blocks
 
     def to_assignment(
         self, shape: tuple[int, int], values: NDArray[np.float64]
@@ -84,6 +99,7 @@ def build_linear_model(problem: AssignmentProblem) -> LinearModel:
     row_lo = [problem.min_experts.astype(np.float64)]
     row_hi = [problem.capacity.astype(np.float64)]
     next_row = n
+    memory_rows = None
 
     if problem.knapsack_binding:
         assert problem.expert_size is not None and problem.client_budget is not None
@@ -94,6 +110,7 @@ def build_linear_model(problem: AssignmentProblem) -> LinearModel:
         vals.append(size[nz])
         row_lo.append(np.full(n, -np.inf))
         row_hi.append(problem.client_budget.astype(np.float64))
+        memory_rows = slice(n, 2 * n)
         next_row += n
 
     rows.append(next_row + pe)
@@ -131,4 +148,7 @@ def build_linear_model(problem: AssignmentProblem) -> LinearModel:
         pair_client=pc,
         pair_expert=pe,
         n_pairs=m,
+        client_rows=slice(0, n),
+        memory_rows=memory_rows,
+        load_rows=slice(expert_row0, expert_row0 + e),
     )

@@ -29,8 +29,9 @@ Options: ``time_limit`` (LP plus repair), ``seed``, ``threads``, ``verbose``;
 ``"repair_extra"`` is the number of non-support pairs per fractional client in the
 first repair MIP (default 3; ``-1`` skips that attempt), ``"repair_highs_options"`` (a
 dict) is passed to the repair MIPs, ``"cost_shift"`` (default True) and
-``"lp_presolve"`` (default ``"off"``) tune the LP, ``"prune"`` and ``"margin"`` its
-starting columns.
+``"lp_presolve"`` (default ``"off"``) tune the LP, ``"prune"`` and ``"prune_margin"``
+its starting columns (the same names as ``flow``'s). The objective is normalised
+(offset and power-of-two scale) as in the MIP backends.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import scipy.sparse as sp
 
 from ..problem import AssignmentProblem
 from ..result import Status
+from . import _highs
+from ._common import empty_model_output, normalise_objective
 from .base import BackendOutput, SolveOptions
 from .linear import LinearModel, build_linear_model
 
@@ -73,13 +76,7 @@ def _csc_columns(A: sp.csc_matrix, cols: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _build(model: LinearModel, cols: np.ndarray, options: SolveOptions) -> _Restricted:
-    import highspy
-
-    inf = highspy.kHighsInf
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", bool(options.verbose))
-    h.setOptionValue("random_seed", int(options.seed))
-    h.setOptionValue("threads", int(options.threads or 1))
+    h = _highs.new_highs(options)
     # presolve finds nothing to remove in the candidate LPs (every row can bind) but
     # its dependent-equation search on the equality rows costs ~20 % of the solve
     h.setOptionValue("presolve", str(options.extra.get("lp_presolve", "off")))
@@ -88,30 +85,21 @@ def _build(model: LinearModel, cols: np.ndarray, options: SolveOptions) -> _Rest
     # correctness never depends on big_m: a final LP that still uses an artificial
     # column is re-solved without them (see _solve_lp)
     big_m = 4.0 * max(peak, 1.0) * max(1.0, float(np.max(np.abs(model.A.data), initial=1.0)))
-    starts, index, value = _csc_columns(model.A, cols)
+    sub = model.A[:, cols]
     # artificial columns: coefficient 1 in their row, cost big_m (minimizing -c)
-    a_starts = starts[-1] + np.arange(1, art_rows.size + 1, dtype=np.int32)
+    art = sp.csc_matrix(
+        (np.ones(art_rows.size), (art_rows, np.arange(art_rows.size))),
+        shape=(model.A.shape[0], art_rows.size),
+    )
     n_cols = cols.size + art_rows.size
-    h.passModel(
-        int(n_cols),
-        int(model.A.shape[0]),
-        int(starts[-1] + art_rows.size),
-        1,  # column-wise
-        1,  # minimize -c
-        0.0,
+    _highs.pass_model(
+        h,
         np.concatenate([-model.c[cols], np.full(art_rows.size, big_m)]),
+        sp.hstack([sub, art], format="csc"),
         np.concatenate([model.col_lo[cols], np.zeros(art_rows.size)]),
-        np.concatenate(
-            [
-                np.where(np.isinf(model.col_hi[cols]), inf, model.col_hi[cols]),
-                model.row_lo[art_rows],
-            ]
-        ),
-        np.where(np.isinf(model.row_lo), -inf, model.row_lo),
-        np.where(np.isinf(model.row_hi), inf, model.row_hi),
-        np.concatenate([starts, a_starts]).astype(np.int32),
-        np.concatenate([index, art_rows.astype(np.int32)]),
-        np.concatenate([value, np.ones(art_rows.size)]),
+        np.concatenate([model.col_hi[cols], model.row_lo[art_rows]]),
+        model.row_lo,
+        model.row_hi,
         np.zeros(n_cols, dtype=np.int32),
     )
     return _Restricted(
@@ -135,6 +123,21 @@ def _add_columns(r: _Restricted, model: LinearModel, new: np.ndarray) -> None:
         value,
     )
     r.cols = np.concatenate([r.cols, new])
+
+
+def _lp_outcome(h: Any) -> str:
+    """``"optimal"``, ``"infeasible"``, ``"time_limit"`` or HiGHS's status string."""
+    import highspy
+
+    MS = highspy.HighsModelStatus
+    ms = h.getModelStatus()
+    if ms == MS.kOptimal:
+        return "optimal"
+    if ms == MS.kInfeasible:
+        return "infeasible"
+    if ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kInterrupt):
+        return "time_limit"
+    return str(h.modelStatusToString(ms))
 
 
 def _shift_costs(problem: AssignmentProblem, model: LinearModel) -> tuple[LinearModel, float]:
@@ -239,12 +242,9 @@ def _solve_lp(
 
     Returns (status, restricted model, full column values, upper bound).
     """
-    import highspy
-
-    MS = highspy.HighsModelStatus
     m = model.n_pairs
     n_cols = int(model.c.shape[0])
-    margin = int(options.extra.get("margin", 4))
+    margin = int(options.extra.get("prune_margin", 4))
     prune = options.extra.get("prune", "auto")
     use_all = prune is False or (prune == "auto" and m < 20_000)
     pair_cols = np.arange(m) if use_all else _candidates(problem, model, margin)
@@ -262,13 +262,10 @@ def _solve_lp(
             if left <= 0:
                 return "time_limit", None, None, None
             r.h.setOptionValue("time_limit", float(left))
-        r.h.run()
-        ms = r.h.getModelStatus()
-        if ms == MS.kInfeasible:
-            return "infeasible", None, None, None
-        if ms != MS.kOptimal:
-            limit = ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kInterrupt)
-            return ("time_limit" if limit else r.h.modelStatusToString(ms)), None, None, None
+        _highs.run(r.h, _highs.threads_of(options))
+        outcome = _lp_outcome(r.h)
+        if outcome != "optimal":
+            return outcome, None, None, None
         sol = r.h.getSolution()
         y = np.asarray(sol.row_dual)
         rc = -model.c - model.A.T @ y  # reduced costs of the minimization, every column
@@ -291,13 +288,10 @@ def _solve_lp(
         art_local = np.flatnonzero(r.cols < 0)
         zeros = np.zeros(art_local.size)
         r.h.changeColsBounds(int(art_local.size), art_local.astype(np.int32), zeros, zeros)
-        r.h.run()
-        ms = r.h.getModelStatus()
-        if ms == MS.kInfeasible:
-            return "infeasible", None, None, None
-        if ms != MS.kOptimal:
-            limit = ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kInterrupt)
-            return ("time_limit" if limit else r.h.modelStatusToString(ms)), None, None, None
+        _highs.run(r.h, _highs.threads_of(options))
+        outcome = _lp_outcome(r.h)
+        if outcome != "optimal":
+            return outcome, None, None, None
         values_local = np.asarray(r.h.getSolution().col_value)
     full = np.zeros(n_cols)
     real = r.cols >= 0
@@ -343,9 +337,6 @@ def _repair_mip(
     """Fix every candidate pair outside ``free_pairs`` to its rounded LP value and solve a
     small MIP over the rest: only the free columns (and slacks) and the rows they touch,
     with the fixed part's activity moved into the row bounds."""
-    import highspy
-
-    inf = highspy.kHighsInf
     m = model.n_pairs
     n_cols = int(model.c.shape[0])
     in_r = r.cols[(r.cols >= 0) & (r.cols < m)]
@@ -366,32 +357,22 @@ def _repair_mip(
     sub = sub[rows].tocsc()
     lo = model.row_lo[rows] - act[rows]
     hi = model.row_hi[rows] - act[rows]
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", bool(options.verbose))
-    h.setOptionValue("random_seed", int(options.seed))
-    h.setOptionValue("threads", int(options.threads or 1))
-    h.setOptionValue("time_limit", max(float(time_limit), 0.01))
+    h = _highs.new_highs(options, time_limit=max(float(time_limit), 0.01))
     h.setOptionValue("mip_rel_gap", 1e-4)
-    for key, val in dict(options.extra.get("repair_highs_options", {})).items():
-        h.setOptionValue(key, val)
-    h.passModel(
-        int(cols.size),
-        int(rows.size),
-        int(sub.nnz),
-        1,
-        1,
-        0.0,
-        np.ascontiguousarray(-model.c[cols]),
-        model.col_lo[cols],
-        np.where(np.isinf(model.col_hi[cols]), inf, model.col_hi[cols]),
-        np.where(np.isinf(lo), -inf, lo),
-        np.where(np.isinf(hi), inf, hi),
-        sub.indptr.astype(np.int32),
-        sub.indices.astype(np.int32),
-        sub.data.astype(np.float64),
-        np.concatenate([np.ones(free.size), np.zeros(cols.size - free.size)]).astype(np.int32),
+    _highs.set_options(
+        h, options.extra.get("repair_highs_options") or {}, "options['repair_highs_options']"
     )
-    h.run()
+    _highs.pass_model(
+        h,
+        -model.c[cols],
+        sub,
+        model.col_lo[cols],
+        model.col_hi[cols],
+        lo,
+        hi,
+        np.concatenate([np.ones(free.size), np.zeros(cols.size - free.size)]),
+    )
+    _highs.run(h, _highs.threads_of(options))
     if h.getInfo().primal_solution_status != 2:
         return None
     sol = np.asarray(h.getSolution().col_value)
@@ -436,50 +417,124 @@ def _greedy_repair(
     return x
 
 
+def _repair_sets(
+    model: LinearModel,
+    lp_model: LinearModel,
+    r: _Restricted,
+    lp_pairs: np.ndarray,
+    frac: np.ndarray,
+    extra: int,
+) -> list[tuple[str, np.ndarray, float]]:
+    """The free pair sets of the repair MIPs, narrowest first: (label, pairs, time share)."""
+    m = model.n_pairs
+    client_of = model.pair_client
+    frac_clients = np.unique(client_of[frac])
+    frac_pairs = np.flatnonzero(np.isin(client_of, frac_clients))
+    sets: list[tuple[str, np.ndarray, float]] = []
+    if extra >= 0:
+        y = np.asarray(r.h.getSolution().row_dual)
+        rc = (-lp_model.c - lp_model.A.T @ y)[:m]  # reduced costs of the minimization
+        narrow = _narrow_pairs(model, r, lp_pairs, rc, frac_pairs, extra)
+        if narrow.size < np.intersect1d(frac_pairs, r.cols).size:
+            sets.append(("fractional clients, LP support and best others", narrow, 0.25))
+    sets.append(("fractional clients", frac_pairs, 1.0))
+    frac_experts = np.unique(model.pair_expert[frac])
+    touching = (lp_pairs > _INT_TOL) & np.isin(model.pair_expert, frac_experts)
+    wider = np.union1d(frac_clients, np.unique(client_of[touching]))
+    if wider.size > frac_clients.size:
+        sets.append(
+            ("clients of fractional experts", np.flatnonzero(np.isin(client_of, wider)), 1.0)
+        )
+    return sets
+
+
+def _round_and_repair(
+    problem: AssignmentProblem,
+    model: LinearModel,
+    lp_model: LinearModel,
+    r: _Restricted,
+    full: np.ndarray,
+    frac: np.ndarray,
+    options: SolveOptions,
+    t0: float,
+    stats: dict[str, Any],
+) -> tuple[np.ndarray, str]:
+    """Relax-and-fix repair MIPs over growing free sets, then the greedy repair.
+
+    Returns the assignment and the message (which says when only the greedy repair,
+    which may break constraints, was left).
+    """
+    m = model.n_pairs
+    lp_pairs = full[:m]
+    repair_limit = float(options.extra.get("repair_time_limit", 10.0))
+    extra = int(options.extra.get("repair_extra", 3))
+    attempts: list[str] = []
+    for label, free_pairs, share in _repair_sets(model, lp_model, r, lp_pairs, frac, extra):
+        remaining = repair_limit
+        if options.time_limit is not None:
+            remaining = min(remaining, options.time_limit - (time.perf_counter() - t0))
+        if remaining <= 0:
+            attempts.append(f"{label}: no time left")
+            break
+        sol = _repair_mip(r, model, full, free_pairs, options, remaining * share)
+        if sol is not None:
+            vec = np.zeros(model.c.shape[0])
+            vec[:m] = sol
+            n_freed = np.unique(model.pair_client[free_pairs]).size
+            stats["repair"] = f"MIP over {n_freed} {label}"
+            stats["repair_pairs"] = int(free_pairs.size)
+            x = model.to_assignment(problem.shape, vec) | problem.fixed_mask
+            return x, f"LP rounding and repair ({stats['repair']})"
+        attempts.append(f"{label}: repair MIP found no assignment")
+    stats["repair"] = "greedy"
+    message = (
+        "LP rounding: "
+        + "; ".join(attempts)
+        + "; returned the greedy repair, which the verifier checks (rounding may have failed)"
+    )
+    return _greedy_repair(problem, model, lp_pairs), message
+
+
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
     model = build_linear_model(problem)
-    m = model.n_pairs
     stats: dict[str, Any] = {"columns": int(model.c.shape[0]), "rows": int(model.A.shape[0])}
-    if model.c.shape[0] == 0:
-        ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
-        return BackendOutput(
-            Status.OPTIMAL if ok else Status.INFEASIBLE,
-            x=np.zeros(problem.shape, dtype=bool) if ok else None,
-            bound=0.0 if ok else None,
-            message="" if ok else "no pair may be assigned but some minimum is positive",
-        )
-    # the LP runs on an equivalent model with shifted costs (faster dual simplex); its
-    # pair columns are the model's, so rounding and repair use the original model
+    empty = empty_model_output(problem, model)
+    if empty is not None:
+        return empty
+    # normalised objective (offset, power-of-two scale): LP tolerances then mean the same
+    # at any fitness scale; the pair columns are the model's, so rounding and repair
+    # work on it too, and the LP bound maps back through norm.original
+    norm = normalise_objective(problem, model)
+    model = dataclasses.replace(model, c=norm.c)
+    stats.update(norm.stats())
+    # the LP runs on an equivalent model with shifted costs (faster dual simplex)
     lp_model, offset = model, 0.0
     if options.extra.get("cost_shift", True):
         lp_model, offset = _shift_costs(problem, model)
     stats["build_time"] = time.perf_counter() - t0
-    status, r, full, bound = _solve_lp(problem, lp_model, options, t0, stats)
-    if bound is not None:
-        bound += offset
-    if full is not None:
-        full = full[: model.c.shape[0]]
+    status, r, full, lp_value = _solve_lp(problem, lp_model, options, t0, stats)
     stats["lp_time"] = time.perf_counter() - t0 - stats["build_time"]
-    stats["lp_status"] = status
+    stats["solver_status"] = status
     if status == "infeasible":
         return BackendOutput(
             Status.INFEASIBLE,
             message="the LP relaxation is infeasible, so the problem is infeasible",
             stats=stats,
         )
-    if status != "optimal" or r is None or full is None or bound is None:
+    if status != "optimal" or r is None or full is None or lp_value is None:
         return BackendOutput(
             Status.TIME_LIMIT if status == "time_limit" else Status.ERROR,
             message=f"the LP relaxation did not solve ({status})",
             stats=stats,
         )
-    lp_pairs = full[:m]
+    bound = norm.original(lp_value + offset)
+    full = full[: model.c.shape[0]]
+    lp_pairs = full[: model.n_pairs]
     frac = np.flatnonzero((lp_pairs > _INT_TOL) & (lp_pairs < 1 - _INT_TOL))
     stats["lp_bound"] = bound
     stats["fractional_pairs"] = int(frac.size)
     stats["unimodular"] = problem.is_unimodular
-
     if frac.size == 0:
         x = model.to_assignment(problem.shape, full)
         # the LP optimum is integral: bound == objective proves optimality
@@ -490,72 +545,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
         stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
         return BackendOutput(
-            Status.OPTIMAL,
-            x=x,
-            bound=problem.objective(x),
-            stats=stats,
-            message=f"optimal: {why}",
+            Status.OPTIMAL, x=x, bound=problem.objective(x), stats=stats, message=f"optimal: {why}"
         )
-
-    # ---- round and repair
-    repair_limit = float(options.extra.get("repair_time_limit", 10.0))
-    client_of = model.pair_client
-    frac_clients = np.unique(client_of[frac])
-    attempts: list[str] = []
-    x_rep: np.ndarray | None = None
-    frac_pairs = np.flatnonzero(np.isin(client_of, frac_clients))
-    # (label, free pairs, share of the remaining repair time it may use)
-    free_sets: list[tuple[str, np.ndarray, float]] = []
-    extra = int(options.extra.get("repair_extra", 3))
-    if extra >= 0:
-        y = np.asarray(r.h.getSolution().row_dual)
-        rc = (-lp_model.c - lp_model.A.T @ y)[:m]  # reduced costs of the minimization
-        narrow = _narrow_pairs(model, r, lp_pairs, rc, frac_pairs, extra)
-        if narrow.size < np.intersect1d(frac_pairs, r.cols).size:
-            free_sets.append(("fractional clients, LP support and best others", narrow, 0.25))
-    free_sets.append(("fractional clients", frac_pairs, 1.0))
-    frac_experts = np.unique(model.pair_expert[frac])
-    touching = (lp_pairs > _INT_TOL) & np.isin(model.pair_expert, frac_experts)
-    wider = np.union1d(frac_clients, np.unique(client_of[touching]))
-    if wider.size > frac_clients.size:
-        free_sets.append(
-            ("clients of fractional experts", np.flatnonzero(np.isin(client_of, wider)), 1.0)
-        )
-    for label, free_pairs, share in free_sets:
-        remaining = repair_limit
-        if options.time_limit is not None:
-            remaining = min(remaining, options.time_limit - (time.perf_counter() - t0))
-        if remaining <= 0:
-            attempts.append(f"{label}: no time left")
-            break
-        remaining *= share
-        sol = _repair_mip(r, model, full, free_pairs, options, remaining)
-        if sol is not None:
-            vec = np.zeros(model.c.shape[0])
-            vec[:m] = sol
-            x_rep = model.to_assignment(problem.shape, vec) | problem.fixed_mask
-            stats["repair"] = f"MIP over {np.unique(client_of[free_pairs]).size} {label}"
-            stats["repair_pairs"] = int(free_pairs.size)
-            break
-        attempts.append(f"{label}: repair MIP found no assignment")
-    stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
-    if x_rep is not None:
-        return BackendOutput(
-            Status.FEASIBLE,
-            x=x_rep,
-            bound=bound,
-            stats=stats,
-            message=f"LP rounding and repair ({stats['repair']}); LP bound {bound:.6g}",
-        )
-    x_greedy = _greedy_repair(problem, model, lp_pairs)
-    stats["repair"] = "greedy"
+    x, message = _round_and_repair(problem, model, lp_model, r, full, frac, options, t0, stats)
     stats["solve_time"] = time.perf_counter() - t0 - stats["build_time"]
     return BackendOutput(
-        Status.FEASIBLE,
-        x=x_greedy,
-        bound=bound,
-        stats=stats,
-        message="LP rounding: "
-        + "; ".join(attempts)
-        + "; returned the greedy repair, which the verifier checks (rounding may have failed)",
+        Status.FEASIBLE, x=x, bound=bound, stats=stats, message=f"{message}; LP bound {bound:.6g}"
     )

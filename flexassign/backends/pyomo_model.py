@@ -17,7 +17,11 @@ passes raw solver options, and ``options={"customize": fn}`` calls ``fn(model)``
 before solving (add constraints there; the answer is still verified against the
 problem's own constraints). ``time_limit`` and ``mip_gap`` are mapped to each known
 solver's option names; ``mip_gap`` defaults to 1e-9 for the HiGHS interfaces so
-that "optimal" means proven optimal.
+that "optimal" means proven optimal. For the solve, the objective is replaced by the
+normalised equivalent (offset and power-of-two scale, as in every MIP backend), so the
+gap applies to the part that can vary. ``time_limit`` bounds the solver; building the
+Pyomo model (Python expressions, slow on large problems: tens of seconds at
+16,000 x 32) comes on top.
 
 Model components: ``P`` (allowed pairs), ``x[c, e]`` (binary; fixed pairs are
 fixed to 1), ``capacity[c]``, ``memory[c]`` (binding knapsacks only), ``expert_load[e]``,
@@ -34,7 +38,9 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._common import EXACT_GAP, NormalisedObjective, normalise_objective
 from .base import BackendOutput, SolveOptions
+from .linear import build_linear_model
 
 __all__ = ["assignment_from_model", "build_pyomo_model", "solve"]
 
@@ -51,7 +57,6 @@ _OPTION_NAMES: dict[str, tuple[str | None, str | None]] = {
     "scip": ("limits/time", "limits/gap"),
     "xpress": ("maxtime", "miprelstop"),
 }
-_EXACT_GAP = 1e-9
 
 
 def build_pyomo_model(problem: AssignmentProblem) -> Any:
@@ -156,12 +161,41 @@ def assignment_from_model(model: Any, problem: AssignmentProblem) -> np.ndarray:
     return x
 
 
+def _normalised_objective(model: Any, problem: AssignmentProblem) -> NormalisedObjective:
+    """Replace the model's objective, for the solve, by the normalised equivalent.
+
+    Offset and power-of-two scale as in every MIP backend
+    (:func:`~flexassign.backends._common.normalise_objective`): the solver's gap
+    then applies to the part of the objective that can vary. The original
+    ``objective`` is deactivated, the new one is ``normalised_objective``.
+    """
+    import pyomo.environ as pyo
+
+    lin = build_linear_model(problem)
+    norm = normalise_objective(problem, lin)
+    m, e = lin.n_pairs, problem.n_experts
+    coef = {
+        (int(c), int(j)): float(v)
+        for c, j, v in zip(lin.pair_client, lin.pair_expert, norm.c[:m], strict=True)
+        if v != 0.0
+    }
+    expr = sum(v * model.x[key] for key, v in coef.items())
+    if problem.load_penalty is not None:
+        under, over = norm.c[m : m + e], norm.c[m + e : m + 2 * e]
+        expr = expr + sum(
+            float(under[j]) * model.under[j] + float(over[j]) * model.over[j] for j in range(e)
+        )
+    model.objective.deactivate()
+    model.normalised_objective = pyo.Objective(expr=expr, sense=pyo.maximize)
+    return norm
+
+
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     import pyomo.environ as pyo
     from pyomo.opt import SolverStatus, TerminationCondition
 
     t0 = time.perf_counter()
-    name = str(options.extra.get("solver", "appsi_highs"))
+    name = str(options.extra.get("solver") or "appsi_highs")
     if not problem.allowed_mask.any() and problem.load_penalty is None:
         # no variable at all (solvers disagree on empty models): the empty assignment is
         # the only candidate, feasible iff every minimum is zero
@@ -175,6 +209,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     customize = options.extra.get("customize")
     if customize is not None:
         customize(model)
+    norm = _normalised_objective(model, problem)
     t_build = time.perf_counter() - t0
 
     opt = pyo.SolverFactory(name)
@@ -185,20 +220,24 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             "options={'solver': 'appsi_highs'} (needs highspy)",
             stats={"solver": name, "build_time": t_build},
         )
-    raw = dict(options.extra.get("solver_options", {}))
+    raw = dict(options.extra.get("solver_options") or {})
     base = name.removeprefix("appsi_")
     tl_name, gap_name = _OPTION_NAMES.get(base, (None, None))
     gap = options.mip_gap
     if gap is None and base == "highs":
-        gap = _EXACT_GAP
+        gap = EXACT_GAP
     if options.time_limit is not None and tl_name is not None:
         raw.setdefault(tl_name, float(options.time_limit))
     if gap is not None and gap_name is not None:
         raw.setdefault(gap_name, float(gap))
+    threads = int(options.threads or 1)
     if base == "highs":
-        raw.setdefault("threads", int(options.threads or 1))
+        raw.setdefault("threads", threads)
         raw.setdefault("random_seed", int(options.seed))
         raw.setdefault("mip_abs_gap", 0.0)
+        from ._highs import prepare_threads
+
+        prepare_threads(int(raw["threads"]))  # HiGHS's scheduler is process-wide
     for key, value in raw.items():
         opt.options[key] = value
     results = opt.solve(model, tee=bool(options.verbose), load_solutions=False)
@@ -208,7 +247,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         "solver": name,
         "build_time": t_build,
         "solve_time": t_solve,
-        "termination_condition": str(tc),
+        "solver_status": str(tc),
         "variables": len(model.x),
     }
     if tc in (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded):
@@ -230,7 +269,12 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         except Exception:  # solvers report "no solution" in different ways
             x = None
     upper = getattr(results.problem, "upper_bound", None)
-    bound = float(upper) if upper is not None and math.isfinite(float(upper)) else None
+    bound = (
+        norm.original(float(upper))
+        if upper is not None and math.isfinite(float(upper))
+        else None
+    )
+    stats.update(norm.stats())
     if tc == TerminationCondition.optimal and x is not None:
         if customize is not None:
             stats["customized"] = True

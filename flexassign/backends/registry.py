@@ -15,15 +15,22 @@ from typing import cast
 
 from ..errors import BackendNotInstalledError, UnknownMethodError, UnsupportedProblemError
 from ..problem import AssignmentProblem
+from . import options as _opts
 from .base import SolveFunction
+from .options import OptionSpec
 
 __all__ = [
     "Backend",
     "available_backends",
     "get_backend",
     "list_backends",
+    "min_cost_flow_order",
     "register_backend",
 ]
+
+#: From this many client-expert pairs ``auto`` tries ``flow-warm`` before ``flow``
+#: (below it the warm path's fixed costs do not pay; see docs/benchmarks.md).
+WARM_MIN_PAIRS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,9 @@ class Backend:
     time_limit : bool
         Whether it honours ``time_limit``.
     description : str
+    options : tuple of OptionSpec, or None
+        The ``options=`` keys it accepts (:mod:`flexassign.backends.options`);
+        ``None`` (third-party backends that declare nothing) passes them unchecked.
     """
 
     name: str
@@ -60,6 +70,7 @@ class Backend:
     soft: bool
     time_limit: bool
     description: str
+    options: tuple[OptionSpec, ...] | None = None
 
     @property
     def exact(self) -> bool:
@@ -136,6 +147,13 @@ def get_backend(name: str) -> Backend:
         raise UnknownMethodError(f"unknown `method` {name!r}; valid methods: {valid}") from None
 
 
+def min_cost_flow_order(problem: AssignmentProblem) -> list[str]:
+    """The min-cost flow backends ``auto`` tries for a totally unimodular problem, in order."""
+    if problem.n_clients * problem.n_experts >= WARM_MIN_PAIRS:
+        return ["flow-warm", "flow"]
+    return ["flow", "flow-warm"]
+
+
 def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
     reason = backend.unsupported_reason(problem)
     if reason is not None:
@@ -158,6 +176,7 @@ def _builtin(
     soft: bool,
     time_limit: bool,
     description: str,
+    options: tuple[OptionSpec, ...],
     module: str | None = None,
 ) -> None:
     register_backend(
@@ -172,6 +191,7 @@ def _builtin(
             soft=soft,
             time_limit=time_limit,
             description=description,
+            options=options,
         )
     )
 
@@ -185,6 +205,7 @@ _builtin(
     knapsack=False,
     soft=True,
     time_limit=False,
+    options=_opts.FLOW,
     description=(
         "exact min-cost flow (OR-Tools SimpleMinCostFlow); count-based loads; large "
         "problems solve on candidate arcs with a reduced-cost optimality certificate"
@@ -199,6 +220,7 @@ _builtin(
     knapsack=False,
     soft=False,
     time_limit=False,
+    options=_opts.FLOW_WARM,
     description=(
         "exact min-cost flow warm-started from expert prices (options['prices'] or a "
         "sampled estimate): clients settled by the prices stay frozen, the rest are "
@@ -214,6 +236,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=True,
+    options=_opts.HIGHS,
     description="MIP through HiGHS (highspy), built in bulk from sparse arrays",
 )
 _builtin(
@@ -225,6 +248,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=False,
+    options=_opts.GREEDY,
     description="paper baseline: each client takes its top-k by fitness, ignoring balance",
 )
 _builtin(
@@ -236,6 +260,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=False,
+    options=_opts.GREEDY,
     description="capacity- and load-aware greedy heuristic (no optimality proof)",
 )
 _builtin(
@@ -247,6 +272,7 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=True,
+    options=_opts.CPSAT,
     description="MIP through OR-Tools CP-SAT with exact (or reported) integer scaling",
 )
 _builtin(
@@ -259,6 +285,7 @@ _builtin(
     soft=True,
     time_limit=True,
     module="flexassign.backends.pyomo_model",
+    options=_opts.PYOMO,
     description="Pyomo model (build_pyomo_model) solved by appsi_highs or options['solver']",
 )
 _builtin(
@@ -271,6 +298,7 @@ _builtin(
     soft=True,
     time_limit=True,
     module="flexassign.backends.scipy_milp",
+    options=_opts.SCIPY,
     description="MIP through scipy.optimize.milp (no extra dependency)",
 )
 _builtin(
@@ -282,5 +310,6 @@ _builtin(
     knapsack=True,
     soft=True,
     time_limit=True,
+    options=_opts.LP_ROUND,
     description="LP relaxation (HiGHS) + rounding and repair; LP bound and gap reported",
 )

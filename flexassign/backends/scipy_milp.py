@@ -2,12 +2,12 @@
 
 The model is the shared sparse one from
 :func:`~flexassign.backends.linear.build_linear_model` (soft load bounds add slack
-columns there). SciPy drives its bundled HiGHS; options:
-
-``time_limit``, ``mip_gap`` (``mip_rel_gap``; by default 1e-9, so that "optimal"
-means proven optimal), ``verbose`` (``disp``). SciPy's
-``milp`` accepts no warm start, no seed and no thread count; those options are
-ignored (``threads`` is reported in ``stats`` as ignored when given).
+columns there), with the objective normalised (offset and power-of-two scale,
+:func:`~flexassign.backends._common.normalise_objective`). SciPy drives its bundled
+HiGHS. Settings: ``time_limit`` (on the solve; building comes on top), ``mip_gap``
+(``mip_rel_gap``; by default 1e-9, so that ``OPTIMAL`` means proven optimal),
+``verbose`` (``disp``). SciPy's ``milp`` accepts no warm start, no seed and no thread
+count: it has no backend options, and ``threads`` is reported in ``stats`` as ignored.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._common import EXACT_GAP, empty_model_output, normalise_objective
 from .base import BackendOutput, SolveOptions
 from .linear import build_linear_model
 
 __all__ = ["solve"]
-
-#: Relative gap below which an "optimal" answer of milp is reported as proven optimal.
-_EXACT_GAP = 1e-9
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
@@ -33,26 +31,19 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
 
     t0 = time.perf_counter()
     model = build_linear_model(problem)
-    if model.c.shape[0] == 0:  # nothing may be assigned: feasible iff every row admits zero
-        ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
-        return BackendOutput(
-            Status.OPTIMAL if ok else Status.INFEASIBLE,
-            x=np.zeros(problem.shape, dtype=bool) if ok else None,
-            message="" if ok else "no pair may be assigned but some minimum is positive",
-        )
-    # max |c| = 1 (a power of two: exact) so HiGHS's absolute tolerances mean the same
-    # at any fitness scale
-    peak = float(np.max(np.abs(model.c)))
-    obj_scale = 2.0 ** -np.floor(np.log2(peak)) if peak > 0 else 1.0
+    empty = empty_model_output(problem, model)
+    if empty is not None:
+        return empty
+    norm = normalise_objective(problem, model)
     constraints = LinearConstraint(model.A, model.row_lo, model.row_hi)
     milp_options: dict[str, Any] = {"disp": bool(options.verbose), "presolve": True}
     if options.time_limit is not None:
         milp_options["time_limit"] = float(options.time_limit)
     # prove optimality (HiGHS's default 1e-4 gap is not "optimal") unless asked otherwise
-    milp_options["mip_rel_gap"] = _EXACT_GAP if options.mip_gap is None else float(options.mip_gap)
+    milp_options["mip_rel_gap"] = EXACT_GAP if options.mip_gap is None else float(options.mip_gap)
     t_build = time.perf_counter() - t0
     res = milp(
-        -model.c * obj_scale,
+        -norm.c,
         integrality=model.integrality,
         bounds=Bounds(model.col_lo, model.col_hi),
         constraints=constraints,
@@ -62,24 +53,24 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     stats: dict[str, Any] = {
         "build_time": t_build,
         "solve_time": t_solve,
-        "scipy_status": int(res.status),
-        "scipy_message": str(res.message),
+        "solver_status": f"{int(res.status)}: {res.message}",
         "columns": int(model.c.shape[0]),
         "rows": int(model.A.shape[0]),
         "nonzeros": int(model.A.nnz),
+        **norm.stats(),
     }
     if options.threads is not None:
         stats["threads_ignored"] = True
     dual = getattr(res, "mip_dual_bound", None)
-    bound = -float(dual) / obj_scale if dual is not None and np.isfinite(dual) else None
+    bound = norm.original(-float(dual)) if dual is not None and np.isfinite(dual) else None
     if getattr(res, "mip_node_count", None) is not None:
-        stats["mip_node_count"] = int(res.mip_node_count)
+        stats["nodes"] = int(res.mip_node_count)
     gap = getattr(res, "mip_gap", None)
     if gap is not None:
-        stats["mip_gap"] = float(gap)
+        stats["solver_gap"] = float(gap)
     x = None if res.x is None else model.to_assignment(problem.shape, np.asarray(res.x))
     if res.status == 0:
-        if gap is not None and gap > _EXACT_GAP and bound is not None:
+        if gap is not None and gap > EXACT_GAP and bound is not None:
             return BackendOutput(
                 Status.FEASIBLE,
                 x=x,

@@ -149,7 +149,7 @@ def train(model: Net, x: Tensor, y: Tensor, *, epochs: int, lr: float, batch_siz
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             opt.step()
-            total, n = total + float(loss) * len(batch), n + len(batch)
+            total, n = total + float(loss.detach()) * len(batch), n + len(batch)
         last = total / max(n, 1)
     return last
 

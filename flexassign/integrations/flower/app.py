@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 
 from flwr.common import log
 
-from ...alignment import FitnessConfig, Planner, PlannerConfig
+from ...alignment import Planner
+from ...alignment.config import planner_options
 from ...errors import InvalidProblemError
 
 __all__ = ["APP_KEYS", "PLANNER_KEYS", "make_planner", "run_logged", "strategy_options"]
@@ -67,10 +68,7 @@ def _planner_options(value: Any) -> dict[str, Any]:
         raise InvalidProblemError(
             f"`planner-options` must be a JSON object; got {type(value).__name__}"
         )
-    opts = {str(k).replace("-", "_"): v for k, v in value.items()}
-    if isinstance(opts.get("fitness"), Mapping):
-        opts["fitness"] = FitnessConfig(**opts["fitness"])
-    return opts
+    return {str(k).replace("-", "_"): v for k, v in value.items()}
 
 
 def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
@@ -81,7 +79,8 @@ def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
     run_config : mapping
         Needs ``num-experts``; ``planner-options`` is a JSON object of further
         :class:`~flexassign.alignment.PlannerConfig` fields (a ``fitness`` object
-        becomes a :class:`~flexassign.alignment.FitnessConfig`).
+        becomes a :class:`~flexassign.alignment.FitnessConfig`), checked by
+        :func:`flexassign.alignment.config.planner_options` (unknown keys are errors).
     **overrides
         PlannerConfig fields that win over the run config.
 
@@ -104,9 +103,10 @@ def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
             kwargs[key.replace("-", "_")] = run_config[key]
     kwargs.update(_planner_options(run_config.get("planner-options")))
     kwargs.update(overrides)
+    num_experts = kwargs.pop("num_experts")
     try:
-        config = PlannerConfig(**kwargs)
-    except TypeError as exc:
+        config = planner_options(num_experts, kwargs)
+    except (InvalidProblemError, TypeError) as exc:
         raise InvalidProblemError(f"`planner-options`: {exc}") from exc
     return Planner.from_config(config)
 

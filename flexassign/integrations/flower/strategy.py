@@ -462,6 +462,7 @@ class FlexMoEStrategy(Strategy):
         self.declared_examples: dict[Any, int] = {}
         self._client_of_node: dict[int, Any] = {}
         self._pending: dict[int, FlowerRoundRecord] = {}
+        self._sent: dict[int, list[tuple[Message, Any]]] = {}
         self._global: StateDict | None = None
 
     # ------------------------------------------------------------------ logging
@@ -644,6 +645,10 @@ class FlexMoEStrategy(Strategy):
             )
             messages.append(Message(content, dst_node_id=record.node_of[c],
                                     message_type=MessageType.TRAIN, group_id=str(server_round)))
+        # Grids set each message's id in place when they push it; error replies that
+        # Flower generates for an unreachable node are matched back through it.
+        self._sent[server_round] = list(zip(messages, [c for c in sampled if record.plan[c]],
+                                            strict=True))
         return messages
 
     def _drop(self, record: FlowerRoundRecord, client: Any, reason: str) -> None:
@@ -662,10 +667,14 @@ class FlexMoEStrategy(Strategy):
         if record is None or self._global is None:
             return None, None
         client_of = {n: c for c, n in record.node_of.items()}
+        by_message = {m.metadata.message_id: c for m, c in self._sent.pop(server_round, [])
+                      if m.metadata.message_id}
         decoded: dict[Any, TrainReply] = {}
         for msg in replies:
             node = msg.metadata.src_node_id
             c = client_of.get(node)
+            if c is None:  # e.g. an error reply Flower made for a node that went away
+                c = by_message.get(msg.metadata.reply_to_message_id)
             if c is None:
                 log(WARNING, "Round %d: ignoring a reply from node %d, which was not sent "
                     "a train message", server_round, node)

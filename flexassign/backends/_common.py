@@ -1,0 +1,123 @@
+r"""Glue shared by the MIP and LP backends: empty models, objective normalisation, outcomes.
+
+**Objective normalisation** (:func:`normalise_objective`). MIP solvers judge optimality
+by a relative gap against the objective they see. A large common offset in the fitness
+(``1e8 + U(0, 1)``) swamps the differences that decide the optimum, and a tiny scale
+(``1e-9``) falls below absolute tolerances. Every MIP backend therefore solves an
+equivalent objective:
+
+* fixed pairs contribute a constant (their cost becomes 0);
+* a client whose number of experts is forced (``min_experts`` equal to its effective
+  capacity) contributes :math:`\alpha_c (k_c - f_c)` whatever it picks, so its free
+  pairs' costs drop by :math:`\alpha_c`, the midpoint of its free pairs' fitness;
+* the result is multiplied by a power of two (exact) so that its largest coefficient
+  lies in :math:`[1, 2)`.
+
+The solver's objective is then the *part of the objective that can vary*, and the
+documented gap (``1e-9`` relative) is measured on it. ``original(v)`` maps a value of
+the normalised objective (e.g. a dual bound) back; ``stats["objective_offset"]`` and
+``stats["objective_scale_exponent"]`` report the transformation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..problem import AssignmentProblem
+from ..result import Status
+from .base import BackendOutput
+from .linear import LinearModel
+
+__all__ = ["EXACT_GAP", "NormalisedObjective", "empty_model_output", "normalise_objective"]
+
+#: Relative gap (on the normalised objective) below which an answer is proven optimal.
+EXACT_GAP = 1e-9
+
+
+def empty_model_output(problem: AssignmentProblem, model: LinearModel) -> BackendOutput | None:
+    """The answer when no pair may be assigned (no columns), else ``None``.
+
+    The empty assignment is then the only candidate: feasible iff every row admits zero.
+    """
+    if model.c.shape[0] != 0:
+        return None
+    ok = bool(np.all(model.row_lo <= 0) and np.all(model.row_hi >= 0))
+    return BackendOutput(
+        Status.OPTIMAL if ok else Status.INFEASIBLE,
+        x=np.zeros(problem.shape, dtype=bool) if ok else None,
+        bound=0.0 if ok else None,
+        message="" if ok else "no pair may be assigned but some minimum is positive",
+    )
+
+
+@dataclass(frozen=True)
+class NormalisedObjective:
+    """An objective equivalent to the model's (maximize), offset and scaled.
+
+    For every feasible column vector ``v``: ``model.c @ v == original(c @ v)``
+    (up to float rounding of ``offset``).
+
+    Attributes
+    ----------
+    c : ndarray
+        Normalised coefficients, same columns as the model.
+    offset : float
+        Constant part of the objective.
+    exponent : int
+        ``c`` is the varying part times ``2**exponent``.
+    """
+
+    c: NDArray[np.float64]
+    offset: float
+    exponent: int
+
+    def original(self, value: float) -> float:
+        """A value of the normalised objective, in the problem's units."""
+        return self.offset + math.ldexp(float(value), -self.exponent)
+
+    def stats(self) -> dict[str, float | int]:
+        return {"objective_offset": self.offset, "objective_scale_exponent": self.exponent}
+
+
+def scale_exponent(peak: float) -> int:
+    """``k`` with ``peak * 2**k`` in ``[1, 2)`` (0 for ``peak == 0``)."""
+    if peak <= 0 or not math.isfinite(peak):
+        return 0
+    _, ex = math.frexp(peak)  # peak = m * 2**ex, m in [0.5, 1)
+    return 1 - ex
+
+
+def normalise_objective(problem: AssignmentProblem, model: LinearModel) -> NormalisedObjective:
+    """Offset and scale the objective so solvers see only what can vary (module docstring)."""
+    m = model.n_pairs
+    n, e = problem.shape
+    c = np.array(model.c, dtype=np.float64)
+    pc, pe = model.pair_client, model.pair_expert
+    fixed_col = model.col_lo[:m] >= 1
+    offset_terms = [c[:m][fixed_col]]
+    c[:m][fixed_col] = 0.0
+    free = np.zeros((n, e), dtype=bool)
+    free[pc[~fixed_col], pe[~fixed_col]] = True
+    n_fixed = problem.fixed_mask.sum(axis=1)
+    n_allowed = problem.allowed_mask.sum(axis=1)
+    forced = (problem.min_experts == problem.effective_capacity()) & (
+        problem.min_experts <= n_allowed
+    )
+    forced &= free.any(axis=1)
+    if forced.any():
+        fit = problem.fitness
+        hi = np.where(forced, np.where(free, fit, -np.inf).max(axis=1), 0.0)
+        lo = np.where(forced, np.where(free, fit, np.inf).min(axis=1), 0.0)
+        alpha = 0.5 * hi + 0.5 * lo  # the midpoint, without overflow
+        take = np.where(forced, problem.min_experts - n_fixed, 0).astype(np.float64)
+        offset_terms.append(alpha * take)
+        shift = alpha[pc]
+        c[:m] = np.where(fixed_col, 0.0, c[:m] - shift)
+    offset = float(np.sum(np.concatenate(offset_terms))) if offset_terms else 0.0
+    peak = float(np.max(np.abs(c))) if c.size else 0.0
+    k = scale_exponent(peak)
+    return NormalisedObjective(c=np.ldexp(c, k), offset=offset, exponent=k)

@@ -1,0 +1,204 @@
+"""flow-warm: the warm-started exact path always matches the full min-cost flow optimum.
+
+Fast checks (default suite): many small random instances of every shape the path
+handles (ties, negative fitness, minimums, masks, fixed pairs, lower bounds, unbounded
+experts) and warm starts from foreign prices; the certificate's prices re-checked
+independently; option errors; the registry and ``auto``. The larger comparisons are in
+``test_backends_warm_slow.py``.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import numpy as np
+import pytest
+
+from flexassign import AssignmentProblem, Status, solve_assignment
+from flexassign.backends.registry import WARM_MIN_PAIRS, get_backend
+from flexassign.errors import InvalidProblemError, UnsupportedProblemError
+from flexassign.solve import auto_method
+
+
+def _random_problem(rng: np.random.Generator) -> AssignmentProblem:
+    n = int(rng.integers(1, 70))
+    e = int(rng.integers(1, 11))
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        fit = rng.random((n, e))
+    elif kind == 1:  # heavy ties, negative values
+        fit = rng.integers(-3, 4, (n, e)).astype(float)
+    elif kind == 2:  # skewed: a few large values
+        fit = rng.random((n, e)) ** 8 * 10 - 1
+    else:
+        fit = np.round(rng.normal(size=(n, e)), 1)
+    cap = rng.integers(0, min(e, 4) + 1, n)
+    kw: dict = {}
+    if rng.random() < 0.5:
+        kw["min_experts"] = np.minimum(cap, rng.integers(0, 3, n))
+    if rng.random() < 0.3:
+        kw["allowed"] = rng.random((n, e)) < 0.8
+    if rng.random() < 0.3:
+        fixed = rng.random((n, e)) < 0.1
+        if "allowed" in kw:
+            fixed &= kw["allowed"]
+        kw["fixed"] = fixed
+    if rng.random() < 0.6:
+        tol = float(rng.choice([0.0, 0.1, 0.3]))
+        return AssignmentProblem.balanced(fit, capacity=cap, tolerance=tol, **kw)
+    lo = rng.integers(0, 3, e)
+    hi = np.where(rng.random(e) < 0.2, np.inf, lo + rng.integers(0, 8, e))
+    return AssignmentProblem(fit, capacity=cap, expert_min_load=lo, expert_max_load=hi, **kw)
+
+
+def _full(p: AssignmentProblem):  # the reference: every pair an arc
+    return solve_assignment(p, method="flow", options={"prune": False})
+
+
+def _same(a, b) -> bool:
+    if a.status is not b.status:
+        return False
+    return not a.success or abs(a.objective - b.objective) <= 1e-7 * max(1.0, abs(b.objective))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_full_flow_on_random_small_problems(seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    checked = 0
+    while checked < 40:
+        try:
+            p = _random_problem(rng)
+        except InvalidProblemError:  # e.g. a fixed pair beyond a capacity
+            continue
+        ref = _full(p)
+        options = {}
+        if rng.random() < 0.5:  # foreign prices of any scale: a wrong start costs time only
+            options["prices"] = rng.normal(size=p.n_experts) * rng.choice([0.01, 1.0, 100.0])
+        res = solve_assignment(p, method="flow-warm", options=options)
+        assert _same(res, ref), (seed, checked, p, res.message, ref.objective, res.objective)
+        checked += 1
+
+
+def _problem(n: int, e: int, seed: int, **kw) -> AssignmentProblem:
+    rng = np.random.default_rng(seed)
+    popular = 1.0 / (1.0 + np.arange(e)) ** 0.5
+    fit = popular[None, :] + 0.3 * rng.random((n, e))
+    cap = rng.integers(1, 4, n)
+    return AssignmentProblem.balanced(fit, capacity=cap, tolerance=0.1, **kw)
+
+
+def test_prices_from_another_problem_still_give_the_optimum() -> None:
+    p = _problem(3000, 16, 0)
+    other = _problem(2000, 16, 1)  # a different federation's prices
+    prices = solve_assignment(other, method="flow-warm").stats["expert_prices"]
+    res = solve_assignment(p, method="flow-warm", options={"prices": prices})
+    assert res.status is Status.OPTIMAL
+    assert res.stats.get("fallback") is None
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+
+
+def test_own_prices_settle_the_problem_in_one_round() -> None:
+    p = _problem(4000, 16, 2)
+    cold = solve_assignment(p, method="flow-warm")
+    assert cold.status is Status.OPTIMAL
+    prices = cold.stats["expert_prices"]
+    assert prices.shape == (16,) and np.isfinite(prices).all()
+    warm = solve_assignment(p, method="flow-warm", options={"prices": prices})
+    assert warm.stats["price_source"] == "options"
+    assert warm.stats["rounds"] == 1  # the optimal prices leave nothing to repair
+    assert warm.stats["open_clients"] < p.n_clients
+    assert warm.objective == pytest.approx(cold.objective, rel=1e-12)
+
+
+def test_returned_prices_certify_the_assignment() -> None:
+    """Complementary slackness, re-checked here from the arrays alone."""
+    p = _problem(2500, 12, 3, min_experts=1)
+    res = solve_assignment(p, method="flow-warm")
+    assert res.status is Status.OPTIMAL
+    x = res.x
+    u = p.fitness + res.stats["expert_prices"][None, :]
+    tol = 1e-7
+    held_min = np.where(x, u, np.inf).min(axis=1)
+    free_max = np.where(x, -np.inf, u).max(axis=1)
+    count = x.sum(axis=1)
+    assert (held_min >= free_max - tol).all()
+    assert (free_max[count < p.capacity] <= tol).all()
+    assert (held_min[count > p.min_experts] >= -tol).all()
+    lo, hi = p.count_bounds()
+    load = x.sum(axis=0)
+    prices = res.stats["expert_prices"]
+    assert (prices[load < hi] >= -tol).all()
+    assert (prices[load > lo] <= tol).all()
+
+
+def test_masks_fixed_pairs_and_exact_capacity() -> None:
+    rng = np.random.default_rng(4)
+    n, e = 1500, 10
+    allowed = rng.random((n, e)) < 0.7
+    allowed[np.arange(n), rng.integers(0, e, n)] = True
+    allowed[np.arange(n), rng.integers(0, e, n)] = True
+    fixed = (rng.random((n, e)) < 0.02) & allowed
+    fixed[fixed.sum(axis=1) > 1] = False
+    p = AssignmentProblem.balanced(
+        rng.normal(size=(n, e)),
+        capacity=2,
+        tolerance=0.2,
+        exact_capacity=True,
+        allowed=allowed,
+        fixed=fixed,
+    )
+    ref = _full(p)
+    res = solve_assignment(p, method="flow-warm")
+    assert _same(res, ref)
+    assert res.x is not None and (res.x[fixed]).all() and not (res.x & ~allowed).any()
+
+
+def test_falls_back_to_flow_when_rounds_run_out() -> None:
+    p = _problem(3000, 16, 5)
+    bad = np.linspace(-50, 50, 16)  # prices that point every client the wrong way
+    res = solve_assignment(p, method="flow-warm", options={"prices": bad, "max_rounds": 1})
+    assert res.status is Status.OPTIMAL
+    assert "fallback" in res.stats and res.stats["fallback"].startswith("flow-warm:")
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"prices": [1.0, 2.0]}, r"`options\['prices'\]` must be 4 finite"),
+        ({"prices": [0.0, np.nan, 0.0, 0.0]}, r"`options\['prices'\]`"),
+        ({"prices": "cheap"}, r"`options\['prices'\]`"),
+        ({"prune_margin": 0}, r"`options\['prune_margin'\]` must be an integer >= 1"),
+        ({"max_rounds": True}, r"`options\['max_rounds'\]` must be an integer >= 1"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict, match: str) -> None:
+    p = AssignmentProblem.balanced(np.eye(4), capacity=1)
+    with pytest.raises(InvalidProblemError, match=match):
+        solve_assignment(p, method="flow-warm", options=options)
+
+
+def test_soft_bounds_are_declared_unsupported_and_auto_uses_flow() -> None:
+    p = AssignmentProblem(np.ones((4, 2)), capacity=1, expert_max_load=1, load_penalty=2.0)
+    assert get_backend("flow-warm").unsupported_reason(p) is not None
+    with pytest.raises(UnsupportedProblemError, match="flow-warm"):
+        solve_assignment(p, method="flow-warm")
+    assert auto_method(p) == "flow"
+
+
+def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
+    e = 64
+    n = WARM_MIN_PAIRS // e
+    big = AssignmentProblem(np.zeros((n, e)), capacity=1)
+    small = AssignmentProblem(np.zeros((10, e)), capacity=1)
+    weighted = AssignmentProblem(np.zeros((n, e)), capacity=1, client_weight=np.arange(1, n + 1))
+    assert auto_method(big) == "flow-warm"
+    assert auto_method(small) == "flow"
+    assert auto_method(weighted) != "flow-warm"
+
+
+def test_module_examples_run() -> None:
+    mod = importlib.import_module("flexassign.backends.flow_warm")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,88 @@
+"""The interleaved speed comparison (``python -m benchmarks --speed``) on tiny sizes.
+
+Checks the JSON it writes, that every exact method (and peer) reaches the full-flow
+optimum, that ratios are relative to greedy's best, and that the targets are derived
+from the cells. Times themselves are not asserted (they are measured, not tested).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+run = pytest.importorskip("benchmarks.run")
+speed = pytest.importorskip("benchmarks.speed")
+peers = pytest.importorskip("benchmarks.peers")
+
+
+def test_speed_quick_schema_and_agreement(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    args = ["--speed", "--quick", "--sizes", "400x8,1200x16", "--repeats", "2", "--out", str(out)]
+    if peers.has_pot():
+        args.append("--peers")
+    assert run.main(args) == 0
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".md").exists()
+    assert {"command", "machine", "cells", "targets", "repeats", "wall_time"} <= set(report)
+    count_cells = [c for c in report["cells"] if c["case"] == "count, round 2"]
+    assert [(c["n"], c["e"]) for c in count_cells] == [(400, 8), (1200, 16)]
+    for cell in report["cells"]:
+        methods = cell["methods"]
+        assert methods["greedy"]["ratio_to_greedy"] == pytest.approx(1.0)
+        assert not methods["greedy"]["matches_full_flow"]  # greedy ignores balance
+        for name, m in methods.items():
+            assert len(m["times"]) == 2
+            assert m["best"] == min(m["times"]) and m["best"] <= m["median"]
+            assert m["ratio_to_greedy"] == pytest.approx(m["best"] / methods["greedy"]["best"])
+            if m["exact"] and m["status"] == "optimal":
+                assert m["matches_full_flow"], (cell["size"], name, m["objective"])
+        assert methods["auto (cold)"]["status"] == "optimal"
+        if cell["case"] == "count, round 2":
+            assert methods["auto (warm)"]["matches_full_flow"]
+    if peers.has_pot():
+        k1 = [c for c in report["cells"] if c["case"] == "k=1, fixed loads"]
+        assert k1 and all(c["methods"]["pot-emd"]["matches_full_flow"] for c in k1)
+        assert all(c["methods"]["pot-sinkhorn"]["status"] != "optimal" for c in k1)
+        assert any("exact peer" in t["target"] for t in report["targets"])
+
+
+def test_speed_targets_are_read_from_the_cells() -> None:
+    def method(best: float, ok: bool = True, mem: float | None = None) -> dict:
+        m = {"best": best, "ratio_to_greedy": best / 0.1, "matches_full_flow": ok}
+        m.update(status="optimal", exact=True, backend="flow-warm")
+        if mem is not None:
+            m["extra_mib"] = mem
+        return m
+
+    cells = [
+        {
+            "n": 10_000,
+            "e": 256,
+            "size": "10000x256",
+            "case": "count, round 2",
+            "methods": {
+                "greedy": method(0.1, ok=False),
+                "auto (cold)": method(0.25),
+                "auto (warm)": method(0.3),
+            },
+        },
+        {
+            "n": 1_000_000,
+            "e": 64,
+            "size": "1000000x64",
+            "case": "count, round 2",
+            "methods": {"greedy": method(0.1, ok=False), "auto (cold)": method(0.35, mem=2000)},
+        },
+    ]
+    got = {t["target"]: t["met"] for t in speed.speed_targets(cells)}
+    assert got == {
+        "10,000 x 256 auto (cold) <= 3x greedy, same optimum as full flow": True,
+        "10,000 x 256 auto (warm) <= 2x greedy, same optimum as full flow": False,
+        "1,000,000 x 64 auto (cold) <= 4x greedy, extra memory <= 1.5 GiB": False,
+    }
