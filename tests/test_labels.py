@@ -183,6 +183,13 @@ def test_planner_plans_and_history_export() -> None:
     np.testing.assert_allclose(
         hist.groupby("expert")["load"].sum().to_numpy(), planner.loads(include_open=False)
     )
+    samples = history_frame(planner, "samples")
+    np.testing.assert_allclose(
+        samples.groupby("expert")["load"].sum().to_numpy(),
+        planner.loads("samples", include_open=False),
+    )
+    with pytest.raises(InvalidProblemError, match="`kind` must be 'clients' or 'samples'"):
+        history_frame(planner, "bogus")
 
 
 def test_docs_labels_examples_run() -> None:
