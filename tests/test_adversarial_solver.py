@@ -286,7 +286,7 @@ def test_bad_option_values_name_the_option(
 def test_flow_option_values_name_the_option() -> None:
     f = np.random.default_rng(7).random((10, 3))
     with pytest.raises(
-        InvalidProblemError, match=r"^`options\['prune_margin'\]` must be an integer >= 1; got 0$"
+        InvalidProblemError, match=r"^`options\['prune_margin'\]` must be >= 1; got 0$"
     ):
         solve_assignment(f, capacity=1, method="flow", options={"prune_margin": 0})
     with pytest.raises(InvalidProblemError, match=r"^`options\['prices'\]` must be 3 finite"):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_real, is_int
+from .._validation import check_int, check_real
 from ..errors import InvalidProblemError, ProblemTypeError
 from ..problem import AssignmentProblem
 
@@ -126,9 +126,7 @@ def describe_options(specs: tuple[OptionSpec, ...] | None) -> list[str]:
 # ----------------------------------------------------------------------------- checkers
 def _int_at_least(lo: int) -> Checker:
     def check(label: str, value: Any, problem: AssignmentProblem) -> int:
-        if not is_int(value) or value < lo:
-            raise InvalidProblemError(f"`{label}` must be an integer >= {lo}; got {value!r}")
-        return int(value)
+        return check_int(label, value, lo=lo)
 
     return check
 
