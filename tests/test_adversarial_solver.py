@@ -247,8 +247,14 @@ def test_unknown_options_list_the_valid_ones() -> None:
         (
             "lp-round",
             {"repair_extra": 1.5},
+            ProblemTypeError,
+            r"^`options\['repair_extra'\]` must be an integer; got float$",
+        ),
+        (
+            "lp-round",
+            {"repair_extra": -2},
             InvalidProblemError,
-            r"^`options\['repair_extra'\]` must be an integer >= -1; got 1.5$",
+            r"^`options\['repair_extra'\]` must be >= -1; got -2$",
         ),
         (
             "lp-round",
