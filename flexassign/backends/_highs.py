@@ -24,7 +24,14 @@ import scipy.sparse as sp
 from ..errors import InvalidProblemError
 from .base import SolveOptions
 
-__all__ = ["check_highs_options", "new_highs", "pass_model", "prepare_threads", "run"]
+__all__ = [
+    "check_highs_options",
+    "new_highs",
+    "outcome",
+    "pass_model",
+    "prepare_threads",
+    "run",
+]
 
 _lock = threading.Lock()
 _scheduler_threads: int | None = None
@@ -140,3 +147,18 @@ def pass_model(
         A.data.astype(np.float64),
         np.ascontiguousarray(integrality, dtype=np.int32),
     )
+
+
+def outcome(h: Any) -> str:
+    """HiGHS's model status as ``"optimal"``, ``"infeasible"``, ``"limit"`` or its name."""
+    import highspy
+
+    MS = highspy.HighsModelStatus
+    ms = h.getModelStatus()
+    if ms == MS.kOptimal:
+        return "optimal"
+    if ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible, MS.kUnbounded):
+        return "infeasible"  # bounded 0/1 columns: unbounded means no feasible point
+    if ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kSolutionLimit, MS.kInterrupt):
+        return "limit"
+    return f"model status {h.modelStatusToString(ms)}"

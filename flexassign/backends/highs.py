@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ..result import Status
 from . import _highs
-from ._common import EXACT_GAP, empty_model_output, normalise_objective
+from ._common import EXACT_GAP, empty_model_output, mip_output, normalise_objective
 from .base import BackendOutput, SolveOptions
 from .linear import build_linear_model
 
@@ -76,45 +75,17 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         "solver_gap": float(info.mip_gap),
         **norm.stats(),
     }
-    MS = highspy.HighsModelStatus
-    if ms == MS.kInfeasible:
-        return BackendOutput(
-            Status.INFEASIBLE, message="HiGHS proved the MIP infeasible", stats=stats
-        )
-    if ms in (MS.kUnbounded, MS.kUnboundedOrInfeasible):
-        return BackendOutput(
-            Status.INFEASIBLE, message="HiGHS reports the MIP infeasible or unbounded", stats=stats
-        )
-    has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
     x = None
-    if has_solution:
+    if info.primal_solution_status == 2:  # kSolutionStatusFeasible
         x = model.to_assignment(problem.shape, np.asarray(h.getSolution().col_value))
     dual = float(info.mip_dual_bound)
-    bound = norm.original(-dual) if np.isfinite(dual) else None
-    if ms == MS.kOptimal:
-        # an all-continuous model (only slacks left) is an LP: no MIP gap to judge
-        if model.integrality.any() and info.mip_gap > EXACT_GAP:
-            return BackendOutput(
-                Status.FEASIBLE,
-                x=x,
-                bound=bound,
-                stats=stats,
-                message=f"HiGHS stopped at relative gap {info.mip_gap:.3g} (mip_gap)",
-            )
-        return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
-    if ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kSolutionLimit, MS.kInterrupt):
-        return BackendOutput(
-            Status.TIME_LIMIT,
-            x=x,
-            bound=bound,
-            message=f"HiGHS stopped early ({h.modelStatusToString(ms)})"
-            + ("" if has_solution else " without a feasible assignment"),
-            stats=stats,
-        )
-    return BackendOutput(
-        Status.ERROR,
+    return mip_output(
+        solver="HiGHS",
+        outcome=_highs.outcome(h),
         x=x,
-        bound=bound,
-        message=f"HiGHS ended with model status {h.modelStatusToString(ms)}",
+        bound=norm.original(-dual) if np.isfinite(dual) else None,
+        gap=float(info.mip_gap),
+        integer=bool(model.integrality.any()),
+        detail=h.modelStatusToString(ms),
         stats=stats,
     )

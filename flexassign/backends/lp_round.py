@@ -126,18 +126,9 @@ def _add_columns(r: _Restricted, model: LinearModel, new: np.ndarray) -> None:
 
 
 def _lp_outcome(h: Any) -> str:
-    """``"optimal"``, ``"infeasible"``, ``"time_limit"`` or HiGHS's status string."""
-    import highspy
-
-    MS = highspy.HighsModelStatus
-    ms = h.getModelStatus()
-    if ms == MS.kOptimal:
-        return "optimal"
-    if ms == MS.kInfeasible:
-        return "infeasible"
-    if ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kInterrupt):
-        return "time_limit"
-    return str(h.modelStatusToString(ms))
+    """``"optimal"``, ``"infeasible"``, ``"time_limit"`` or HiGHS's status, for the LP."""
+    outcome = _highs.outcome(h)
+    return "time_limit" if outcome == "limit" else outcome
 
 
 def _shift_costs(problem: AssignmentProblem, model: LinearModel) -> tuple[LinearModel, float]:

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ..result import Status
-from ._common import EXACT_GAP, empty_model_output, normalise_objective
+from ._common import EXACT_GAP, empty_model_output, mip_output, normalise_objective
 from .base import BackendOutput, SolveOptions
 from .linear import build_linear_model
 
@@ -69,33 +68,16 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if gap is not None:
         stats["solver_gap"] = float(gap)
     x = None if res.x is None else model.to_assignment(problem.shape, np.asarray(res.x))
-    if res.status == 0:
-        if gap is not None and gap > EXACT_GAP and bound is not None:
-            return BackendOutput(
-                Status.FEASIBLE,
-                x=x,
-                bound=bound,
-                stats=stats,
-                message=f"milp stopped at relative gap {gap:.3g} (mip_gap)",
-            )
-        return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
-    if res.status == 2:
-        return BackendOutput(
-            Status.INFEASIBLE, message="scipy.optimize.milp proved the MIP infeasible", stats=stats
-        )
-    if res.status == 1:
-        return BackendOutput(
-            Status.TIME_LIMIT,
-            x=x,
-            bound=bound,
-            message="scipy.optimize.milp stopped at its time or iteration limit"
-            + ("" if x is not None else " without a feasible assignment"),
-            stats=stats,
-        )
-    return BackendOutput(
-        Status.ERROR,
+    # milp's status: 0 optimal (within mip_rel_gap), 1 time/iteration limit,
+    # 2 infeasible, 3 unbounded (impossible with 0/1 columns), 4 other
+    outcome = {0: "optimal", 1: "limit", 2: "infeasible"}.get(int(res.status), "error")
+    return mip_output(
+        solver="scipy.optimize.milp",
+        outcome=outcome,
         x=x,
         bound=bound,
-        message=f"scipy.optimize.milp ended with status {res.status}: {res.message}",
+        gap=None if gap is None else float(gap),
+        integer=bool(model.integrality.any()),
+        detail=f"status {res.status}: {res.message}",
         stats=stats,
     )
