@@ -81,17 +81,22 @@ def _check_settings(
         raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
     if threads is not None and threads > 1024:
         raise InvalidProblemError(f"`threads` must be at most 1024; got {threads}")
-    if not is_real(verify_tol):
-        raise ProblemTypeError(f"`verify_tol` must be a number; got {verify_tol!r}")
-    if not (math.isfinite(float(verify_tol)) and 0 <= verify_tol <= 0.5):
-        raise InvalidProblemError(f"`verify_tol` must be in [0, 0.5]; got {verify_tol}")
     return (
         None if time_limit is None else float(time_limit),
         None if mip_gap is None else float(mip_gap),
         int(seed),
         None if threads is None else int(threads),
-        float(verify_tol),
+        _check_verify_tol(verify_tol),
     )
+
+
+def _check_verify_tol(verify_tol: Any, name: str = "verify_tol") -> float:
+    """The verifier's relative tolerance, in [0, 0.5] (NaN would switch checks off)."""
+    if not is_real(verify_tol):
+        raise ProblemTypeError(f"`{name}` must be a number; got {verify_tol!r}")
+    if not (math.isfinite(float(verify_tol)) and 0 <= verify_tol <= 0.5):
+        raise InvalidProblemError(f"`{name}` must be in [0, 0.5]; got {verify_tol}")
+    return float(verify_tol)
 
 
 def _as_problem(
@@ -340,8 +345,13 @@ def evaluate_assignment(
     'violates_constraints'
     """
     t0 = time.perf_counter()
+    if not isinstance(problem, AssignmentProblem):
+        raise ProblemTypeError(
+            f"`problem` must be an AssignmentProblem; got {type(problem).__name__}"
+        )
+    tol = _check_verify_tol(verify_tol)
     out = BackendOutput(Status.FEASIBLE, x=np.asarray(x), message=message)
-    return _finish(problem, method, False, out, t0, verify_tol)
+    return _finish(problem, method, False, out, t0, tol)
 
 
 def _finish(

@@ -11,11 +11,13 @@ and in aggregate) before any solver runs, and explains them in the user's terms.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._validation import is_real
 from .errors import InvalidProblemError
 from .problem import AssignmentProblem
 from .result import Violation
@@ -86,6 +88,9 @@ def verify_assignment(
     >>> [str(v) for v in verify_assignment(p, [[1, 0], [1, 0]]).violations]
     ['expert 0 has load 2 > expert_max_load 1']
     """
+    if not is_real(tol) or not (math.isfinite(float(tol)) and 0 <= tol <= 0.5):
+        # NaN would make every comparison False: no violation could ever be found
+        raise InvalidProblemError(f"`tol` must be a number in [0, 0.5]; got {tol!r}")
     xb = _as_assignment(problem, x)
     counts = xb.sum(axis=1).astype(np.int64)
     loads = problem.weights @ xb

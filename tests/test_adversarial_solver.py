@@ -21,6 +21,7 @@ from flexassign import (
     available_backends,
     list_backends,
     solve_assignment,
+    verify_assignment,
 )
 from flexassign.backends.registry import get_backend
 
@@ -391,3 +392,15 @@ def test_backends_command_shows_each_backends_options(capsys: pytest.CaptureFixt
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert [o["name"] for o in rows["lp-round"]["options"]][:2] == ["prune", "prune_margin"]
     assert rows["scipy"]["options"] == []
+
+
+def test_verifier_tolerances_are_checked_everywhere() -> None:
+    from flexassign import evaluate_assignment
+
+    p = AssignmentProblem(np.ones((2, 2)), capacity=1, expert_max_load=1)
+    broken = [[1, 0], [1, 0]]
+    with pytest.raises(InvalidProblemError, match=r"^`tol` must be a number in \[0, 0.5\]"):
+        verify_assignment(p, broken, tol=float("nan"))
+    with pytest.raises(InvalidProblemError, match=r"^`verify_tol` must be in \[0, 0.5\]"):
+        evaluate_assignment(p, broken, verify_tol=float("nan"))
+    assert evaluate_assignment(p, broken, verify_tol=0.4).status is Status.VIOLATES_CONSTRAINTS
