@@ -15,7 +15,7 @@ key                        meaning                                              
 ``fraction-train``         share of profiled nodes sampled per round            1.0
 ``fraction-evaluate``      share of the round's trained nodes evaluated         1.0
 ``min-train-nodes``        minimum nodes trained per round                      1
-``min-available-nodes``    nodes that must be connected before round 1          2
+``min-available-nodes``    nodes that must be connected before a round starts   1
 ``wait-timeout``           seconds to wait for them (progress logged)           300
 ``aggregation``            ``mean``, ``trimmed-mean`` or ``median``             ``mean``
 ``trim``                   weight share cut per end by ``trimmed-mean``         0.2
@@ -26,7 +26,8 @@ key                        meaning                                              
 ``final-model-path``       ``.npz`` of the final global arrays                  ``""``
 =========================  ===================================================  =========
 
-``""`` means "off" (TOML has no null).
+``""`` means "off" (TOML has no null). Defaults are :class:`~.strategy.FlexMoEStrategy`'s;
+a key missing from the run config keeps them.
 """
 
 from __future__ import annotations
