@@ -15,8 +15,8 @@ study resumes. ``OUT/report.md`` then holds the tables (mean ± std over seeds, 
 flex − greedy differences with 95% t-intervals, rounds to target, utilization CV and
 variance) and ``OUT/*.png`` the plots.
 
-Sizing (to fit about an hour on a shared 2-core machine): 30 rounds, evaluation every
-5 rounds and after the last, the harness's default model. Seeds 0-4 are the
+Sizing (to fit about an hour on a shared 2-core machine): 25 rounds, evaluation every
+5 rounds (so also after the last), the harness's default model and data sizes. Seeds 0-4 are the
 evaluation seeds; seeds 100-102 (``--tune``, ``--lr-sweep``) are for choices and are
 never used in the study.
 """
@@ -43,8 +43,9 @@ REGIMES = ("default", "starved")
 STRATEGIES = ("flex", "greedy", "random", "balance")
 EVAL_SEEDS = (0, 1, 2, 3, 4)
 TUNING_SEEDS = (100, 101, 102)
-ROUNDS = 30
+ROUNDS = 25
 EVAL_EVERY = 5
+TUNE_ROUNDS = 30
 METRICS = ("global_accuracy", "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
            "expert_accuracy_mean", "expert_accuracy_min")
 SHORT = {"global_accuracy": "global", "personal_accuracy": "personal",
@@ -319,7 +320,7 @@ def lr_sweep_jobs(out: Path) -> list[Job]:
             for seed in TUNING_SEEDS:
                 jobs.append((str(out / f"{ds}-lr{lr}" / f"full-s{seed}"),
                              {"dataset": ds, "strategy": "full", "lr": lr, "seed": seed,
-                              "rounds": ROUNDS, "eval_every": EVAL_EVERY}))
+                              "rounds": TUNE_ROUNDS, "eval_every": EVAL_EVERY}))
     return jobs
 
 
@@ -333,6 +334,11 @@ TUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "greedy-expert-feedback": {"strategy": "greedy", "feedback": "expert"},
     "flex-no-exploration": {"strategy": "flex",
                             "planner_options": (("fitness", {"exploration": 0.0}),)},
+    "flex-tol0.5": {"strategy": "flex", "tolerance": 0.5},
+    "flex-no-deficit": {"strategy": "flex", "planner_options": (("deficit_shift", 0.0),)},
+    "flex-tol0.5-no-exploration": {
+        "strategy": "flex", "tolerance": 0.5,
+        "planner_options": (("fitness", {"exploration": 0.0}),)},
 }
 
 
@@ -344,7 +350,7 @@ def tune_jobs(out: Path, variants: Sequence[str]) -> list[Job]:
             for part in ("dirichlet", "shards"):
                 for name in variants:
                     fields = {"dataset": "digits", "partition": part, "regime": regime,
-                              "seed": seed, "rounds": ROUNDS, "eval_every": EVAL_EVERY,
+                              "seed": seed, "rounds": TUNE_ROUNDS, "eval_every": EVAL_EVERY,
                               **TUNE_VARIANTS[name]}
                     jobs.append((str(out / f"digits-{part}-{regime}" / f"{name}-s{seed}"),
                                  fields))
@@ -357,7 +363,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/study"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--smoke", action="store_true",
-                   help="tiny version: 2 rounds, seed 0, digits and synthetic")
+                   help="the same grid, tiny: 2 rounds, seed 0 (checks the pipeline)")
     p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
     p.add_argument("--tune", nargs="*", metavar="VARIANT",
                    help=f"issue 9 D tuning runs (seeds {TUNING_SEEDS}); variants: "
@@ -371,8 +377,7 @@ def main() -> None:
     elif a.tune is not None:
         jobs = tune_jobs(a.out, a.tune or list(TUNE_VARIANTS))
     elif a.smoke:
-        jobs = study_jobs(a.out, datasets=("digits", "synthetic"), seeds=(0, 1), rounds=2,
-                          eval_every=1)
+        jobs = study_jobs(a.out, seeds=(0,), rounds=2, eval_every=1)
     else:
         jobs = study_jobs(a.out)
     if not a.report_only:

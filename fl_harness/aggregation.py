@@ -1,31 +1,39 @@
-r"""Server-side aggregation as pure functions.
+r"""Server-side aggregation for torch state dicts: the one framework-neutral
+implementation, :mod:`flexassign.integrations.aggregation`, with torch <-> numpy
+conversion at the boundary. The Flower strategy calls the same functions, so the
+harness and Flower aggregate identically.
 
 Shared parts are averaged by sample count (FedAvg):
 :math:`\theta = \sum_c n_c \theta_c / \sum_c n_c`.
 Each expert is averaged over the clients that trained it, weighted by how many samples
 their routers sent to it: :math:`\phi_e = \sum_{c \ni e} u_{ce} \phi_{ce} /
 \sum_{c \ni e} u_{ce}`. An expert nobody trained, or whose trainers routed no sample to
-it (total usage 0), keeps its current weights. Inputs are never modified.
+it (total usage 0), keeps its current weights. Inputs are never modified. Errors are
+:class:`~flexassign.integrations.aggregation.AggregationError` (a ``ValueError``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from flexassign.integrations import aggregation as _np_agg
 
 __all__ = ["aggregate_experts", "aggregate_shared", "weighted_average"]
 
 StateDict = dict[str, Tensor]
 
 
-def _check_weight(name: str, w: float) -> float:
-    w = float(w)
-    if not math.isfinite(w) or w < 0:
-        raise ValueError(f"`{name}` weights must be finite and >= 0; got {w}")
-    return w
+def _to_numpy(state: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def _to_torch(state: Mapping[str, np.ndarray], like: Mapping[str, Tensor]) -> StateDict:
+    return {k: torch.from_numpy(np.array(v, copy=True)).to(like[k].dtype)
+            for k, v in state.items()}
 
 
 def weighted_average(states: Sequence[Mapping[str, Tensor]],
@@ -51,30 +59,9 @@ def weighted_average(states: Sequence[Mapping[str, Tensor]],
         If `states` is empty, lengths or keys differ, or the total weight is zero.
     """
     if len(states) == 0:
-        raise ValueError("`states` must not be empty")
-    if len(states) != len(weights):
-        raise ValueError(f"got {len(states)} `states` but {len(weights)} `weights`")
-    w = [_check_weight("weights", x) for x in weights]
-    total = sum(w)
-    if total <= 0:
-        raise ValueError("total weight is zero: nothing to average")
-    keys = list(states[0].keys())
-    for i, s in enumerate(states[1:], start=1):
-        if list(s.keys()) != keys:
-            raise ValueError(f"state {i} has keys that differ from state 0")
-    best = max(range(len(w)), key=w.__getitem__)
-    out: StateDict = {}
-    for k in keys:
-        ref = states[0][k]
-        if not torch.is_floating_point(ref):
-            out[k] = states[best][k].detach().clone()
-            continue
-        acc = torch.zeros(ref.shape, dtype=torch.float64)
-        for s, wi in zip(states, w, strict=True):
-            if wi:
-                acc += s[k].detach().to(torch.float64) * (wi / total)
-        out[k] = acc.to(ref.dtype)
-    return out
+        raise _np_agg.AggregationError("`states` must not be empty")
+    out = _np_agg.weighted_average([_to_numpy(s) for s in states], list(weights))
+    return _to_torch(out, states[0])
 
 
 def aggregate_shared(updates: Sequence[tuple[Mapping[str, Tensor], float]]) -> StateDict:
@@ -104,8 +91,9 @@ def aggregate_shared(updates: Sequence[tuple[Mapping[str, Tensor], float]]) -> S
     tensor([2.])
     """
     if len(updates) == 0:
-        raise ValueError("`updates` must not be empty")
-    return weighted_average([s for s, _ in updates], [n for _, n in updates])
+        raise _np_agg.AggregationError("`updates` must not be empty")
+    out = _np_agg.aggregate_shared([(_to_numpy(s), n) for s, n in updates])
+    return _to_torch(out, updates[0][0])
 
 
 def aggregate_experts(
@@ -143,19 +131,8 @@ def aggregate_experts(
     >>> out[0]["w"], out[1]["w"]
     (tensor([3.]), tensor([9.]))
     """
-    contributions: dict[int, tuple[list[Mapping[str, Tensor]], list[float]]] = {
-        e: ([], []) for e in current
-    }
-    for i, (states, usage) in enumerate(updates):
-        for e, s in states.items():
-            if e not in contributions:
-                raise ValueError(f"update {i} trains expert {e}, which `current` lacks")
-            contributions[e][0].append(s)
-            contributions[e][1].append(_check_weight("usage", usage.get(e, 0.0)))
-    out: dict[int, StateDict] = {}
-    for e, (states_e, w_e) in contributions.items():
-        if states_e and sum(w_e) > 0:
-            out[e] = weighted_average(states_e, w_e)
-        else:
-            out[e] = {k: v.detach().clone() for k, v in current[e].items()}
-    return out
+    out = _np_agg.aggregate_experts(
+        {e: _to_numpy(s) for e, s in current.items()},
+        [({e: _to_numpy(s) for e, s in states.items()}, dict(usage))
+         for states, usage in updates])
+    return {e: _to_torch(s, current[e]) for e, s in out.items()}

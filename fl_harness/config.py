@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from flexassign._files import write_text_atomic
 from flexassign._validation import check_int, check_optional_real, check_real, check_seed
-from flexassign.alignment import STRATEGIES as PLANNER_STRATEGIES
+from flexassign.alignment import POLICIES
 from flexassign.errors import InvalidProblemError, ProblemTypeError
 
 if TYPE_CHECKING:
@@ -38,10 +38,11 @@ __all__ = [
 #: expert alone on the samples routed to it).
 FEEDBACK_KINDS = ("mixture", "expert")
 
-#: Strategies a run accepts: the planner's policies, ``"balance"`` (flex's balanced
+#: Strategies a run accepts: the planner's policies (the names of
+#: :data:`flexassign.alignment.POLICIES`), ``"balance"`` (flex's balanced
 #: solve with every score zero: balance only, seeded random tie-breaks, no fitness)
 #: and ``"full"`` (every client trains every expert, ignoring capacity; no planner).
-STRATEGIES: tuple[str, ...] = (*PLANNER_STRATEGIES, "balance", "full")
+STRATEGIES: tuple[str, ...] = (*POLICIES, "balance", "full")
 
 #: Target global accuracy for "rounds to target", fixed per dataset before the study:
 #: about 80% of what the ``full`` reference reaches over its last rounds of a 40-round

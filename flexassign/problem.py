@@ -178,8 +178,12 @@ def _check_tolerance(tolerance: Any) -> float:
 
 
 def _check_magnitude(
-    fitness: np.ndarray, capacity: np.ndarray, penalty: float | None, weights: np.ndarray | None,
-    lo: np.ndarray, hi: np.ndarray,
+    fitness: np.ndarray,
+    capacity: np.ndarray,
+    penalty: float | None,
+    weights: np.ndarray | None,
+    lo: np.ndarray,
+    hi: np.ndarray,
 ) -> None:
     """Reject inputs whose objective could overflow float64 (it must stay computable)."""
     n, e = fitness.shape
@@ -673,5 +677,11 @@ FIELDS: tuple[str, ...] = tuple(
 )
 #: The fields indexed by client (sliced by :meth:`AssignmentProblem.take`).
 _PER_CLIENT = (
-    "fitness", "capacity", "min_experts", "client_weight", "client_budget", "allowed", "fixed",
+    "fitness",
+    "capacity",
+    "min_experts",
+    "client_weight",
+    "client_budget",
+    "allowed",
+    "fixed",
 )

@@ -225,8 +225,7 @@ def solve_assignment(
     if limit is not None and not backend.time_limit:
         out.stats["time_limit_ignored"] = True
         out.message = (
-            f"{out.message}; time_limit ignored: {name} runs to completion "
-            "(it has no time limit)"
+            f"{out.message}; time_limit ignored: {name} runs to completion (it has no time limit)"
         ).lstrip("; ")
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
@@ -377,11 +376,7 @@ def _finish(
             problem=problem,
         )
     check = verify_assignment(problem, out.x, tol=tol)
-    if (
-        not exact
-        and status is Status.OPTIMAL
-        and not _bound_met(out.bound, check.objective)
-    ):
+    if not exact and status is Status.OPTIMAL and not _bound_met(out.bound, check.objective):
         # only exact methods may claim optimality, or a heuristic that hands over a
         # proven bound equal to its objective (lp-round on an integral LP)
         status = Status.FEASIBLE

@@ -151,12 +151,11 @@ def test_time_limit_honoured(method: str) -> None:
     assert optimum is not None and res.objective <= optimum + 1e-9
 
 
-@pytest.mark.parametrize(
-    "method", [n for n in ALL if not get_backend(n).time_limit]
-)
+@pytest.mark.parametrize("method", [n for n in ALL if not get_backend(n).time_limit])
 def test_backends_without_a_limit_say_so(method: str) -> None:
-    p = AssignmentProblem.balanced(np.random.default_rng(5).random((20, 4)), capacity=1,
-                                   tolerance=0.3)
+    p = AssignmentProblem.balanced(
+        np.random.default_rng(5).random((20, 4)), capacity=1, tolerance=0.3
+    )
     res = solve_assignment(p, method=method, time_limit=5.0)
     assert res.stats["time_limit_ignored"] is True
     assert "time_limit ignored" in res.message

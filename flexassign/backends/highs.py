@@ -44,7 +44,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     h.setOptionValue("mip_abs_gap", 0.0)
     _highs.set_options(h, options.extra.get("highs_options") or {}, "options['highs_options']")
     _highs.pass_model(
-        h, -norm.c, model.A, model.col_lo, model.col_hi, model.row_lo, model.row_hi,
+        h,
+        -norm.c,
+        model.A,
+        model.col_lo,
+        model.col_hi,
+        model.row_lo,
+        model.row_hi,
         model.integrality,
     )
     warm = options.extra.get("warm_start")
@@ -72,7 +78,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     }
     MS = highspy.HighsModelStatus
     if ms == MS.kInfeasible:
-        return BackendOutput(Status.INFEASIBLE, message="HiGHS proved the MIP infeasible", stats=stats)
+        return BackendOutput(
+            Status.INFEASIBLE, message="HiGHS proved the MIP infeasible", stats=stats
+        )
     if ms in (MS.kUnbounded, MS.kUnboundedOrInfeasible):
         return BackendOutput(
             Status.INFEASIBLE, message="HiGHS reports the MIP infeasible or unbounded", stats=stats

@@ -38,9 +38,9 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._common import EXACT_GAP, NormalisedObjective, normalise_objective
+from ._common import EXACT_GAP, NormalisedObjective, empty_model_output, normalise_objective
 from .base import BackendOutput, SolveOptions
-from .linear import build_linear_model
+from .linear import LinearModel, build_linear_model
 
 __all__ = ["assignment_from_model", "build_pyomo_model", "solve"]
 
@@ -161,7 +161,9 @@ def assignment_from_model(model: Any, problem: AssignmentProblem) -> np.ndarray:
     return x
 
 
-def _normalised_objective(model: Any, problem: AssignmentProblem) -> NormalisedObjective:
+def _normalised_objective(
+    model: Any, problem: AssignmentProblem, lin: LinearModel
+) -> NormalisedObjective:
     """Replace the model's objective, for the solve, by the normalised equivalent.
 
     Offset and power-of-two scale as in every MIP backend
@@ -171,7 +173,6 @@ def _normalised_objective(model: Any, problem: AssignmentProblem) -> NormalisedO
     """
     import pyomo.environ as pyo
 
-    lin = build_linear_model(problem)
     norm = normalise_objective(problem, lin)
     m, e = lin.n_pairs, problem.n_experts
     coef = {
@@ -196,20 +197,15 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
 
     t0 = time.perf_counter()
     name = str(options.extra.get("solver") or "appsi_highs")
-    if not problem.allowed_mask.any() and problem.load_penalty is None:
-        # no variable at all (solvers disagree on empty models): the empty assignment is
-        # the only candidate, feasible iff every minimum is zero
-        ok = bool((problem.min_experts == 0).all() and (problem.expert_min_load <= 0).all())
-        return BackendOutput(
-            Status.OPTIMAL if ok else Status.INFEASIBLE,
-            x=np.zeros(problem.shape, dtype=bool) if ok else None,
-            message="" if ok else "no pair may be assigned but some minimum is positive",
-        )
+    lin = build_linear_model(problem)
+    empty = empty_model_output(problem, lin)  # solvers disagree on empty models
+    if empty is not None:
+        return empty
     model = build_pyomo_model(problem)
     customize = options.extra.get("customize")
     if customize is not None:
         customize(model)
-    norm = _normalised_objective(model, problem)
+    norm = _normalised_objective(model, problem, lin)
     t_build = time.perf_counter() - t0
 
     opt = pyo.SolverFactory(name)
@@ -270,9 +266,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             x = None
     upper = getattr(results.problem, "upper_bound", None)
     bound = (
-        norm.original(float(upper))
-        if upper is not None and math.isfinite(float(upper))
-        else None
+        norm.original(float(upper)) if upper is not None and math.isfinite(float(upper)) else None
     )
     stats.update(norm.stats())
     if tc == TerminationCondition.optimal and x is not None:
