@@ -48,7 +48,7 @@ EVAL_EVERY = 5
 TUNE_ROUNDS = 30
 METRICS = ("global_accuracy", "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
            "expert_accuracy_mean", "expert_accuracy_min")
-SHORT = {"global_accuracy": "global", "personal_accuracy": "personal",
+SHORT = {"final_accuracy": "global", "global_accuracy": "global", "personal_accuracy": "personal",
          "newcomer_accuracy": "newcomer", "pool_accuracy": "pool",
          "expert_accuracy_mean": "expert mean", "expert_accuracy_min": "expert min"}
 
@@ -389,22 +389,39 @@ def main() -> None:
     print(f"total wall time {time.perf_counter() - t0:.0f}s")
 
 
+#: Paired comparisons printed for the tuning runs (variant a − variant b, per seed and
+#: setting).
+TUNE_PAIRS = (("flex", "balance"), ("flex", "greedy"), ("flex-expert-feedback", "flex"),
+              ("greedy-expert-feedback", "greedy"), ("flex-no-exploration", "flex"),
+              ("flex-tol0.5", "flex"), ("flex-no-deficit", "flex"))
+
+
 def summarize_variants(out: Path) -> None:
-    """Mean final metrics per folder and variant (for the sweep and the tuning runs)."""
+    """Mean final metrics per regime and variant, and the paired :data:`TUNE_PAIRS`
+    (written to ``summary.txt``; for the sweep and the tuning runs)."""
     df = load_runs(out)
     if df.empty:
         return
     df["variant"] = df.run.str.replace(r"-s\d+$", "", regex=True)
+    df["regime"] = df.setting.str.split("-").str[-1]
     cols = ["final_accuracy", "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
-            "expert_accuracy_mean", "diverged_updates"]
-    table = df.groupby(["setting", "variant"])[cols].agg(["mean", "min"]).round(3)
-    text = table.to_string()
+            "expert_accuracy_mean", "expert_accuracy_min", "utilization_cv",
+            "diverged_updates"]
+    lines = [df.groupby(["setting", "variant"])[cols].mean().round(3).to_string(), "",
+             df.groupby(["regime", "variant"])[cols].mean().round(3).to_string(), ""]
+    for a, b in TUNE_PAIRS:
+        if not {a, b} <= set(df.variant):
+            continue
+        cells = []
+        for m in cols[:5]:
+            x = df[df.variant == a].set_index(["setting", "seed"])[m]
+            y = df[df.variant == b].set_index(["setting", "seed"])[m].reindex(x.index)
+            d, lo, hi, n = paired_ci(x, y)
+            cells.append(f"{SHORT.get(m, m)} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        lines.append(f"{a} − {b} (n={n}): " + "; ".join(cells))
+    text = "\n".join(lines)
     (out / "summary.txt").write_text(text + "\n")
     print(text)
-    if "variant" in df and {"flex", "greedy"} <= set(df.variant):
-        pooled = df.groupby("variant")[cols[:-1]].mean().round(4)
-        (out / "pooled.txt").write_text(pooled.to_string() + "\n")
-        print(pooled.to_string())
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from flexassign import __version__
 from flexassign._cli import ArgumentParser, UsageError, run_cli
 from flexassign._files import jsonable
 
-from .config import FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
+from .config import DEFAULT_LR, FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
 from .data import BUILTIN_DATASETS
 from .partition import PARTITIONS
 
@@ -98,7 +98,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extractor", choices=["auto", "mlp", "conv1d"])
     g.add_argument("--epochs", type=int, help="local epochs")
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--lr", type=float, help="local step size (default: per dataset: "
+                   + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
     g.add_argument("--optimizer", choices=["sgd", "adam"])
     g.add_argument("--tolerance", type=float, help="planner balance tolerance")
     g.add_argument("--device-mix", type=_device_mix,

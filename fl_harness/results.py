@@ -36,7 +36,7 @@ EVAL_METRICS = (
 
 @dataclass(frozen=True, kw_only=True)
 class HarnessRound:
-    """Metrics of one harness round (the Flower strategy's record is ``FlowerRound``).
+    """Metrics of one harness round (the Flower strategy's record is ``FlowerRoundRecord``).
 
     The six :data:`EVAL_METRICS` are NaN in rounds that were not evaluated.
     ``expert_load`` counts this round's client-trainings per expert and

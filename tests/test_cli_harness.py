@@ -50,7 +50,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
         (["run", "--rounds", "0"], "`--rounds`"),
         (["run", "--clients", "0"], "`--clients`"),
         (["compare", "--experts", "0"], "`--experts`"),
-        (["run", "--dropout", "1.0"], "`--dropout` must be in [0, 1); got 1.0"),
+        (["run", "--dropout", "1.0"], "`--dropout` must be finite and >= 0 and < 1; got 1.0"),
         (["run", "--fraction", "0"], "`--fraction`"),
         (["run", "--device-mix", "foo:1"], "argument --device-mix: unknown device class 'foo'"),
         (["run", "--device-mix", "tablet:x"], "argument --device-mix: share 'x' of 'tablet'"),
@@ -60,7 +60,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
         (["run", "--path", "x.npz"], "`--path` is only used with `--dataset npz`"),
         (["run", "--top-k", "9"], "`--top-k` must be in [1, --experts=8]; got 9"),
         (["run", "--experts", "4", "--top-k", "5"], "`--top-k` must be in [1, --experts=4]"),
-        (["run", "--top-k", "0"], "`--top-k` must be in [1, --experts=8]; got 0"),
+        (["run", "--top-k", "0"], "`--top-k` must be >= 1; got 0"),
         (["run", "--planner-options", '{"bogus": 1}'],
          "`--planner-options` has unknown key(s) ['bogus']; valid: ['fitness',"),
         (["run", "--planner-options", '{"usage_decay": 5}'], "`--planner-options`: `usage_decay`"),
@@ -158,6 +158,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("command", ["run", "compare"])
 def test_help_shows_config_defaults(command: str, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from fl_harness.config import DEFAULT_LR
     from fl_harness.experiment import ExperimentConfig
 
     monkeypatch.setenv("COLUMNS", "400")  # no line wrapping inside the values
@@ -167,11 +168,12 @@ def test_help_shows_config_defaults(command: str, capsys: pytest.CaptureFixture[
     text = " ".join(capsys.readouterr().out.split())
     d = ExperimentConfig()
     for flag, value in [("--rounds ROUNDS", d.rounds), ("--clients CLIENTS", d.num_clients),
-                        ("--top-k TOP_K", d.top_k), ("--lr LR", d.lr),
-                        ("--dataset {", d.dataset)]:
+                        ("--top-k TOP_K", d.top_k), ("--dataset {", d.dataset)]:
         start = text.index(flag, text.index("options:"))
         assert f"(default: {value})" in text[start:text.index(" --", start + 3)], flag
     assert "(default: low-end-phone:0.4,high-end-phone:0.4,tablet:0.2)" in text
+    lr_help = "(default: per dataset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
+    assert lr_help in text
     for chunk in text.split(" --"):  # one option's help each: a default is said once
         assert chunk.lower().count("(default") <= 1, chunk
     if command == "compare":

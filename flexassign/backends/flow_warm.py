@@ -78,7 +78,8 @@ Stats
 ``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
 (per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
 ``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
-``certificate``, ``rounding_error_bound``, ``cost_scale``, ``build_time``,
+``certificate``, ``rounding_error_bound``, ``objective_scale`` and
+``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
 ``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
 ``warm_stats``.
 
@@ -158,7 +159,7 @@ class _Data:
     kmin: np.ndarray  # (n,) int64: minimum left after fixed pairs
     lo: np.ndarray  # (E,) int64: clients each expert needs beyond its fixed ones
     hi: np.ndarray  # (E,) int64: clients each expert may take beyond its fixed ones
-    scale: float
+    scale_exp: int  # costs are fitness * 2**scale_exp (an exponent: 2**1100 overflows)
 
     @property
     def n(self) -> int:
@@ -169,12 +170,12 @@ class _Data:
         return int(self.fitness.shape[1])
 
     def u(self, sel: slice | np.ndarray, p: np.ndarray) -> np.ndarray:
-        """:math:`u = \\mathrm{round}(S \\cdot scale) + p` for the selected rows, ``_NEG``
+        """:math:`u = \\mathrm{round}(S \\cdot 2^k) + p` for the selected rows, ``_NEG``
         on pairs a client may not take. Integers held exactly in float64 (below 2**52)."""
         idx: slice | np.ndarray = sel
         if self.rows is not None:
             idx = self.rows[sel]
-        u = self.fitness[idx] * self.scale
+        u = np.ldexp(self.fitness[idx], self.scale_exp)
         np.rint(u, out=u)
         u += p.astype(np.float64)[None, :]
         if self.allowed is not None:
@@ -187,11 +188,12 @@ class _Data:
     def cost(self, rows: np.ndarray, experts: np.ndarray) -> np.ndarray:
         """Integer costs of the given pairs (rows are sample-local)."""
         r = rows if self.rows is None else self.rows[rows]
-        return np.rint(self.fitness[r, experts] * self.scale).astype(np.int64)
+        return np.rint(np.ldexp(self.fitness[r, experts], self.scale_exp)).astype(np.int64)
 
 
-def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[float, bool]:
-    """Power-of-two cost scale (as in ``flow``) and whether costs are exact."""
+def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[int, bool]:
+    """Exponent ``k`` of the power-of-two cost scale ``2**k`` (as in ``flow``) and
+    whether costs are exact."""
     n, e = problem.shape
     fit = problem.fitness
     peak = 0.0
@@ -210,8 +212,11 @@ def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[float, bool]:
     limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
     limit = min(limit, _MAX_EXACT / (4 * (e + 2)))
     if peak == 0.0 or (integral and peak <= limit):
-        return 1.0, integral
-    return float(2.0 ** math.floor(math.log2(limit / peak))), False
+        return 0, integral
+    exp = math.floor(math.log2(limit) - math.log2(peak))
+    while math.ldexp(peak, exp) > limit:
+        exp -= 1
+    return exp, False
 
 
 def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
@@ -237,8 +242,8 @@ def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
     if (hi < 0).any() or (hi < lo).any():
         raise _Fallback("fixed pairs exceed an expert's maximum load")
     total = int(cap.sum())
-    scale, exact = _scale(problem, total)
-    data = _Data(problem.fitness, None, problem.allowed, fixed, cap, kmin, lo, hi, scale)
+    scale_exp, exact = _scale(problem, total)
+    data = _Data(problem.fitness, None, problem.allowed, fixed, cap, kmin, lo, hi, scale_exp)
     return data, f_load, exact, total
 
 
@@ -560,7 +565,7 @@ def _solve_data(
     if isinstance(open_frac, tuple):  # (slack threshold, min fraction, max fraction)
         thresh, f_lo, f_hi = open_frac
         frac = min(max(float(np.mean(slack < thresh)), f_lo), f_hi)
-        stats["open_threshold"] = thresh / data.scale
+        stats["open_threshold"] = math.ldexp(thresh, -data.scale_exp)
     else:
         frac = open_frac
     k_open = max(1, math.ceil(frac * n))
@@ -799,7 +804,15 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
     hi = np.where(data.hi >= n, idx.size, np.ceil(data.hi * frac)).astype(np.int64)
     rows = idx if data.rows is None else data.rows[idx]
     return _Data(
-        data.fitness, rows, data.allowed, data.fixed, cap, kmin, lo, np.maximum(hi, lo), data.scale
+        data.fitness,
+        rows,
+        data.allowed,
+        data.fixed,
+        cap,
+        kmin,
+        lo,
+        np.maximum(hi, lo),
+        data.scale_exp,
     )
 
 
@@ -882,12 +895,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         data, _, exact, total = _prepare(problem)
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
-        stats["cost_scale"] = data.scale
+        stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
+        stats["objective_scale_exponent"] = data.scale_exp
         limit = 2**49
         t1 = time.perf_counter()
         levels: list[int] = []
         if prices is not None:
-            p0 = np.clip(np.rint(prices * data.scale), -limit, limit).astype(np.int64)
+            p0 = np.clip(np.rint(np.ldexp(prices, data.scale_exp)), -limit, limit)
+            p0 = p0.astype(np.int64)
             stats["price_source"] = "options"
         else:
             p0, err = _cold_prices(
@@ -909,13 +924,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     x, value = _assemble(problem, st, sub)
     e = problem.n_experts
     stats.update(
-        expert_prices=(dist[:e] - dist[e]).astype(np.float64) / data.scale,
+        expert_prices=np.ldexp((dist[:e] - dist[e]).astype(np.float64), -data.scale_exp),
         open_clients=int(sub.rows.size),
         open_arcs=int(sub.ac.size),
         rechecked_rows=st.rechecked,
         solve_time=time.perf_counter() - t0 - stats["build_time"],
     )
     # each unit carries at most half a cost step of rounding, in ours and in the optimum
-    err = 0.0 if exact else 2.0 * float(total) / data.scale
+    err = 0.0 if exact else math.ldexp(2.0 * float(total), -data.scale_exp)
     stats["rounding_error_bound"] = err
     return BackendOutput(Status.OPTIMAL, x=x, bound=value + err, stats=stats)
