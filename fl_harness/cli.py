@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flexassign import __version__
-from flexassign._cli import ArgumentParser, UsageError, run_cli
+from flexassign._cli import ArgumentParser, UsageError, json_object, run_cli
 from flexassign._files import jsonable
 
 from .config import DEFAULT_LR, FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
@@ -69,13 +69,7 @@ def _device_mix(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def _planner_options(text: str) -> tuple[tuple[str, object], ...]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return tuple(data.items())
+    return tuple(json_object(text).items())
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "check_seed",
     "is_int",
     "is_real",
+    "parses_as_float",
 ]
 
 #: Largest seed accepted anywhere (CP-SAT and HiGHS take 32-bit signed seeds).
@@ -49,6 +50,19 @@ def is_real(value: Any) -> bool:
     return not isinstance(value, bool | np.bool_) and isinstance(
         value, int | float | np.integer | np.floating
     )
+
+
+def parses_as_float(text: str) -> bool:
+    """Whether ``float(text)`` succeeds (for cells of text files and flags).
+
+    >>> parses_as_float("1e-3"), parses_as_float("inf"), parses_as_float("x")
+    (True, True, False)
+    """
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _num_text(v: float) -> str:

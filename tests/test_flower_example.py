@@ -12,7 +12,6 @@ import os
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ pytest.importorskip("flwr")
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from flwr.app import ArrayRecord, Context, Error, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
+from _flower_grid import InProcessGrid, task_identity  # noqa: F401 - an autouse fixture
+from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
 
 from flexassign.integrations.flower import (
     LOCAL_STATE_KEY,
@@ -49,57 +48,19 @@ RUN_CONFIG: dict[str, Any] = {
 NODES = {101: 0, 202: 1, 303: 2}
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Any:
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
-
-
-class AppGrid(Grid):
+class AppGrid(InProcessGrid):
     """Runs the example's handlers in process, one Context per node."""
 
     def __init__(self) -> None:
+        super().__init__(NODES)
         self.contexts = {n: Context(run_id=1, node_id=n, state=RecordDict(),
                                     node_config={"partition-id": p, "num-partitions": 3},
                                     run_config=dict(RUN_CONFIG)) for n, p in NODES.items()}
-        self.sent: list[Message] = []
 
-    def set_run(self, run: Any) -> None:  # pragma: no cover - unused
-        pass
-
-    @property
-    def run(self) -> Any:  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def create_message(self, *a: Any, **k: Any) -> Message:  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(NODES)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError  # pragma: no cover
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError  # pragma: no cover
-
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
+    def reply(self, msg: Message) -> Message | None:
         handler = {MessageType.QUERY: client_app.query, MessageType.TRAIN:
                    client_app.train_handler, MessageType.EVALUATE: client_app.evaluate_handler}
-        out = []
-        for msg in messages:
-            self.sent.append(msg)
-            ctx = self.contexts[msg.metadata.dst_node_id]
-            try:
-                out.append(handler[msg.metadata.message_type](msg, ctx))
-            except Exception as exc:  # what Flower does with a crashing ClientApp
-                out.append(Message(Error(code=1, reason=repr(exc)), reply_to=msg))
-        return out
+        return handler[msg.metadata.message_type](msg, self.contexts[msg.metadata.dst_node_id])
 
 
 def test_example_app_runs_under_its_layout() -> None:
