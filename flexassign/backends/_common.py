@@ -31,14 +31,16 @@ from numpy.typing import NDArray
 from ..problem import AssignmentProblem
 from ..result import Status
 from .base import BackendOutput
-from .linear import LinearModel
+from .linear import LinearModel, build_linear_model
 
 __all__ = [
     "EXACT_GAP",
     "NormalisedObjective",
     "empty_model_output",
     "mip_output",
+    "model_stats",
     "normalise_objective",
+    "prepare_model",
 ]
 
 #: Relative gap (on the normalised objective) below which an answer is proven optimal.
@@ -128,6 +130,41 @@ def normalise_objective(problem: AssignmentProblem, model: LinearModel) -> Norma
     peak = float(np.max(np.abs(c))) if c.size else 0.0
     k = scale_exponent(peak)
     return NormalisedObjective(c=np.ldexp(c, k), offset=offset, exponent=k)
+
+
+def prepare_model(
+    problem: AssignmentProblem,
+) -> tuple[LinearModel, NormalisedObjective] | BackendOutput:
+    """The shared sparse model and its normalised objective, as every MIP backend starts.
+
+    Returns the :func:`empty_model_output` answer instead when no pair may be assigned
+    (solvers disagree on empty models).
+    """
+    model = build_linear_model(problem)
+    empty = empty_model_output(problem, model)
+    if empty is not None:
+        return empty
+    return model, normalise_objective(problem, model)
+
+
+def model_stats(
+    model: LinearModel,
+    norm: NormalisedObjective,
+    *,
+    build_time: float,
+    solve_time: float,
+    solver_status: str,
+) -> dict[str, Any]:
+    """The ``stats`` keys every MIP backend on the shared model reports (docs/problem.md)."""
+    return {
+        "build_time": build_time,
+        "solve_time": solve_time,
+        "solver_status": solver_status,
+        "columns": int(model.c.shape[0]),
+        "rows": int(model.A.shape[0]),
+        "nonzeros": int(model.A.nnz),
+        **norm.stats(),
+    }
 
 
 def mip_output(

@@ -46,11 +46,11 @@ import numpy as np
 from ..problem import AssignmentProblem
 from ..result import Status
 from . import _highs
-from ._common import empty_model_output, normalise_objective
+from ._common import prepare_model
 from ._lp_relax import Restricted, shift_costs, solve_lp
 from .base import BackendOutput, SolveOptions
 from .greedy import BUDGET_RTOL
-from .linear import LinearModel, build_linear_model
+from .linear import LinearModel
 
 __all__ = ["solve"]
 
@@ -253,15 +253,14 @@ def _round_and_repair(
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
-    model = build_linear_model(problem)
-    stats: dict[str, Any] = {"columns": int(model.c.shape[0]), "rows": int(model.A.shape[0])}
-    empty = empty_model_output(problem, model)
-    if empty is not None:
-        return empty
     # normalised objective (offset, power-of-two scale): LP tolerances then mean the same
     # at any fitness scale; the pair columns are the model's, so rounding and repair
     # work on it too, and the LP bound maps back through norm.original
-    norm = normalise_objective(problem, model)
+    prepared = prepare_model(problem)
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    model, norm = prepared
+    stats: dict[str, Any] = {"columns": int(model.c.shape[0]), "rows": int(model.A.shape[0])}
     model = dataclasses.replace(model, c=norm.c)
     stats.update(norm.stats())
     # the LP runs on an equivalent model with shifted costs (faster dual simplex)
