@@ -22,6 +22,7 @@ __all__ = [
     "MAX_TOLERANCE",
     "check_tolerance",
     "convert_arguments",
+    "first_true",
     "frozen",
 ]
 
@@ -56,7 +57,7 @@ def _numeric(name: str, value: Any) -> np.ndarray:
     return arr
 
 
-def _first(mask: np.ndarray) -> int | None:
+def first_true(mask: np.ndarray) -> int | None:
     """The first index where ``mask`` is True, or ``None``."""
     hits = np.flatnonzero(mask)
     return int(hits[0]) if hits.size else None
@@ -75,16 +76,16 @@ def _per_item(
             f"got shape {arr.shape}"
         )
     arr = arr.astype(np.float64)
-    if (i := _first(np.isnan(arr))) is not None:
+    if (i := first_true(np.isnan(arr))) is not None:
         raise InvalidProblemError(f"`{name}` must not contain NaN ({what} {i})")
-    if not allow_inf and (i := _first(np.isinf(arr))) is not None:
+    if not allow_inf and (i := first_true(np.isinf(arr))) is not None:
         raise InvalidProblemError(f"`{name}` must be finite ({what} {i} is {arr[i]})")
-    if (i := _first(arr < 0)) is not None:
+    if (i := first_true(arr < 0)) is not None:
         raise InvalidProblemError(f"`{name}` must be >= 0 ({what} {i} is {arr[i]:g})")
     if integer:
-        if (i := _first(arr != np.round(arr))) is not None:
+        if (i := first_true(arr != np.round(arr))) is not None:
             raise InvalidProblemError(f"`{name}` must hold integers ({what} {i} is {arr[i]:g})")
-        if (i := _first(arr > MAX_COUNT)) is not None:
+        if (i := first_true(arr > MAX_COUNT)) is not None:
             raise InvalidProblemError(
                 f"`{name}` must be <= 2**53 ({what} {i} is {arr[i]:.6g}); "
                 "counts beyond the number of experts change nothing"
@@ -205,7 +206,7 @@ def convert_arguments(
     n, e = s.shape
     cap = _per_item("capacity", capacity, n, "client", integer=True)
     kmin = _per_item("min_experts", min_experts, n, "client", integer=True)
-    if (c := _first(kmin > cap)) is not None:
+    if (c := first_true(kmin > cap)) is not None:
         raise InvalidProblemError(
             f"`min_experts` ({kmin[c]} for client {c}) exceeds `capacity` ({cap[c]})"
         )
@@ -221,14 +222,14 @@ def convert_arguments(
             "expert_max_load", expert_max_load, e, "expert", integer=False, allow_inf=True
         )
     )
-    if (j := _first(lo > hi)) is not None:
+    if (j := first_true(lo > hi)) is not None:
         raise InvalidProblemError(
             f"`expert_min_load` ({lo[j]:g} for expert {j}) exceeds `expert_max_load` ({hi[j]:g})"
         )
     w = None
     if client_weight is not None:
         w = _per_item("client_weight", client_weight, n, "client", integer=False)
-        if (c := _first(w <= 0)) is not None:
+        if (c := first_true(w <= 0)) is not None:
             raise InvalidProblemError(f"`client_weight` must be > 0 (client {c} is {w[c]:g})")
     if (expert_size is None) != (client_budget is None):
         raise InvalidProblemError(
