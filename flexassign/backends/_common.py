@@ -181,7 +181,9 @@ def mip_output(
     """The one mapping from a MIP solver's outcome to a :class:`BackendOutput`.
 
     ``outcome`` is ``"optimal"``, ``"infeasible"``, ``"limit"`` (time, iteration or
-    solution limit, interrupt) or anything else (an error; ``detail`` says which).
+    solution limit, interrupt), ``"feasible"`` (stopped otherwise with an assignment
+    and no proof; ``detail`` says why) or anything else (an error; ``detail`` says
+    which).
     ``OPTIMAL`` needs the solver's gap (on the normalised objective) within
     :data:`EXACT_GAP`; a solver that stopped at a looser ``mip_gap`` gives ``FEASIBLE``.
     ``integer=False`` (only continuous slack columns left: an LP) has no gap to judge.
@@ -210,5 +212,9 @@ def mip_output(
             + ("" if x is not None else " without a feasible assignment"),
         )
     return BackendOutput(
-        Status.ERROR, x=x, bound=bound, stats=stats, message=f"{solver} ended with {detail}"
+        Status.FEASIBLE if outcome == "feasible" and x is not None else Status.ERROR,
+        x=x,
+        bound=bound,
+        stats=stats,
+        message=f"{solver} ended with {detail}",
     )

@@ -272,14 +272,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     elif tc in (TerminationCondition.maxTimeLimit, TerminationCondition.maxIterations):
         outcome = "limit"
     elif x is not None and results.solver.status in (SolverStatus.ok, SolverStatus.warning):
-        # a solution without a proof (e.g. a gap limit of the solver's own options)
-        return BackendOutput(
-            Status.FEASIBLE,
-            x=x,
-            bound=bound,
-            stats=stats,
-            message=f"{name} ended with termination condition {tc}",
-        )
+        outcome = "feasible"  # a solution without a proof (e.g. the solver's own gap)
     else:
         outcome = "error"
     return mip_output(
