@@ -54,7 +54,8 @@ from .linear import LinearModel
 
 __all__ = ["solve"]
 
-_INT_TOL = 1e-6
+#: An LP value within this of 0 or 1 counts as integral (rounding and repair).
+_FRAC_TOL = 1e-6
 
 
 def _narrow_pairs(
@@ -74,8 +75,8 @@ def _narrow_pairs(
     m = model.n_pairs
     in_r = r.cols[(r.cols >= 0) & (r.cols < m)]
     cand = np.intersect1d(free_pairs, in_r)
-    support = cand[lp_pairs[cand] > _INT_TOL]
-    rest = cand[lp_pairs[cand] <= _INT_TOL]
+    support = cand[lp_pairs[cand] > _FRAC_TOL]
+    rest = cand[lp_pairs[cand] <= _FRAC_TOL]
     rest = rest[np.lexsort((rest, rc[rest], model.pair_client[rest]))]
     client = model.pair_client[rest]
     rank = np.arange(rest.size) - np.searchsorted(client, client)
@@ -143,7 +144,7 @@ def _greedy_repair(
 ) -> np.ndarray:
     """Keep the LP's integral ones, then add pairs by LP value while everything fits."""
     x = problem.fixed_mask.copy()
-    keep = lp_pairs > 1 - _INT_TOL
+    keep = lp_pairs > 1 - _FRAC_TOL
     x[model.pair_client[keep], model.pair_expert[keep]] = True
     w = problem.weights
     load = w @ x
@@ -155,7 +156,7 @@ def _greedy_repair(
         if x[c, j] or count[c] >= problem.capacity[c]:
             continue
         needed = count[c] < problem.min_experts[c] or load[j] < problem.expert_min_load[j]
-        if lp_pairs[i] <= _INT_TOL and not needed:
+        if lp_pairs[i] <= _FRAC_TOL and not needed:
             continue
         if not problem.is_soft and load[j] + w[c] > problem.expert_max_load[j] * (1 + 1e-12):
             continue
@@ -195,7 +196,7 @@ def _repair_sets(
             sets.append(("fractional clients, LP support and best others", narrow, 0.25))
     sets.append(("fractional clients", frac_pairs, 1.0))
     frac_experts = np.unique(model.pair_expert[frac])
-    touching = (lp_pairs > _INT_TOL) & np.isin(model.pair_expert, frac_experts)
+    touching = (lp_pairs > _FRAC_TOL) & np.isin(model.pair_expert, frac_experts)
     wider = np.union1d(frac_clients, np.unique(client_of[touching]))
     if wider.size > frac_clients.size:
         sets.append(
@@ -286,7 +287,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     bound = norm.original(lp_value + offset)
     full = full[: model.c.shape[0]]
     lp_pairs = full[: model.n_pairs]
-    frac = np.flatnonzero((lp_pairs > _INT_TOL) & (lp_pairs < 1 - _INT_TOL))
+    frac = np.flatnonzero((lp_pairs > _FRAC_TOL) & (lp_pairs < 1 - _FRAC_TOL))
     stats["lp_bound"] = bound
     stats["fractional_pairs"] = int(frac.size)
     stats["unimodular"] = problem.is_unimodular
