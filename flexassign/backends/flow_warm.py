@@ -28,9 +28,9 @@ Algorithm
    scaled to the sample); half the price change between two sample levels estimates
    the remaining price error. From 200,000 clients, prices from ``options`` seed the
    smallest sample instead of zeros and are refreshed level by level the same way
-   (a fresh sample estimate beats last round's prices when the fitness drifted). A price is added to fitness (the convention of ``flow``'s
-   ``expert_prices``: a bonus for an expert that needs clients, negative for one that
-   has too many).
+   (a fresh sample estimate beats last round's prices when the fitness drifted). A
+   price is added to fitness (the convention of ``flow``'s ``expert_prices``: a bonus
+   for an expert that needs clients, negative for one that has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u`, its price-induced choice (condition 1 holds by construction)
    and its *slack* (how far the prices may move before condition 1 can break).
