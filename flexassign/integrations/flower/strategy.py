@@ -74,7 +74,13 @@ from .messages import (
     encode_train_instruction,
     numpy_to_arrayrecord,
 )
-from .nodes import match_replies, query_profiles, sample_clients, to_client_profile, wait_for_nodes
+from .nodes import (
+    NodeDirectory,
+    match_replies,
+    query_profiles,
+    sample_clients,
+    wait_for_nodes,
+)
 from .records import (
     FlowerRoundRecord,
     evaluate_metrics,
@@ -209,14 +215,18 @@ class FlexMoEStrategy(Strategy):
         self.sampler = sampler
         self.node_config_fn = node_config_fn
         self.history: dict[int, FlowerRoundRecord] = {}
-        self.profiles: dict[Any, dict[str, Any]] = {}
-        self.declared_examples: dict[Any, int] = {}
-        self._client_of_node: dict[int, Any] = {}
+        #: which node is which client, and what each client declared
+        self.nodes = NodeDirectory()
         self._pending: dict[int, FlowerRoundRecord] = {}
         self._sent: dict[int, list[tuple[Message, Any]]] = {}
         self._global: StateDict | None = None
 
     # ------------------------------------------------------------------ logging
+
+    @property
+    def profiles(self) -> dict[Any, dict[str, Any]]:
+        """``{client id: profile fields}`` as last registered with the planner."""
+        return self.nodes.profiles
 
     def summary(self) -> None:
         """Log the strategy's configuration."""
@@ -247,37 +257,14 @@ class FlexMoEStrategy(Strategy):
 
     def _collect_profiles(self, grid: Grid, node_ids: Iterable[int], server_round: int) -> None:
         """Query nodes without a known profile and register them with the planner."""
-        unknown = [n for n in node_ids if n not in self._client_of_node]
+        unknown = self.nodes.unknown(node_ids)
         for node, profile in query_profiles(grid, unknown, server_round=server_round,
                                             timeout=self.profile_timeout).items():
             try:
-                self._register(node, profile)
+                self.nodes.register(node, profile, self.planner)
             except (ValueError, TypeError) as exc:
                 log(WARNING, "Node %d sent an unusable profile (%s); not planned this round",
                     node, exc)
-
-    def _register(self, node_id: int, profile: Mapping[str, Any]) -> None:
-        prof = dict(profile)
-        client_id = prof.pop("client-id")
-        declared = prof.pop("num-examples", None)
-        other = self._known_node(client_id)
-        if other not in (None, node_id):
-            raise MessageFormatError(f"client id {client_id!r} is already used by node {other}")
-        if self.profiles.get(client_id) != prof:
-            if "capacity" in prof:
-                self.planner.set_capacity(client_id, int(prof["capacity"]))
-            else:
-                self.planner.register(client_id, profile=to_client_profile(prof))
-            self.profiles[client_id] = prof
-        self._client_of_node[node_id] = client_id
-        if declared is not None:
-            self.declared_examples[client_id] = int(declared)
-
-    def _known_node(self, client_id: Any) -> int | None:
-        for n, c in self._client_of_node.items():
-            if c == client_id:
-                return n
-        return None
 
     # ------------------------------------------------------------------- train
 
@@ -301,7 +288,7 @@ class FlexMoEStrategy(Strategy):
         shared, experts = self.layout.split(state)
         nodes = self._wait_for_nodes(grid)
         self._collect_profiles(grid, nodes, server_round)
-        connected = {self._client_of_node[n]: n for n in nodes if n in self._client_of_node}
+        connected = self.nodes.connected(nodes)
         if len(connected) < self.min_train_nodes:
             log(WARNING, "Round %d: only %d profiled nodes (< min_train_nodes %d); skipping",
                 server_round, len(connected), self.min_train_nodes)
@@ -385,7 +372,7 @@ class FlexMoEStrategy(Strategy):
                 self._drop(record, c, "no reply (node gone or round timeout)")
         ordered = [c for c in record.sampled if c in decoded]
         bounded = bound_replies([decoded[c] for c in ordered],
-                                declared=[self.declared_examples.get(c) for c in ordered],
+                                declared=[self.nodes.declared_examples.get(c) for c in ordered],
                                 max_ratio=self.max_weight_ratio)
         for c, r in zip(ordered, bounded, strict=True):
             record.weights[c] = (decoded[c].num_examples, float(r.num_examples))
@@ -416,7 +403,8 @@ class FlexMoEStrategy(Strategy):
                     server_round, record.node_of[c], c, exc)
             if reply.profile is not None:
                 try:
-                    self._register(record.node_of[c], {"client-id": c, **reply.profile})
+                    self.nodes.register(record.node_of[c], {"client-id": c, **reply.profile},
+                                        self.planner)
                 except (ValueError, TypeError) as exc:
                     log(WARNING, "Round %d: unusable profile from client %s: %s",
                         server_round, c, exc)
@@ -491,8 +479,7 @@ class FlexMoEStrategy(Strategy):
         if ckpt is None:
             return None
         self.planner = ckpt.planner
-        self.profiles = {}
-        self._client_of_node = {}
+        self.nodes.forget_nodes()
         return ckpt.server_round, numpy_to_arrayrecord(ckpt.arrays)
 
     def save_model(self, path: str | Path, arrays: ArrayRecord) -> Path:
