@@ -303,7 +303,7 @@ class AssignmentProblem:
             raise InvalidProblemError(
                 f"`fitness` must have at least one client and one expert; got shape {s.shape}"
             )
-        s = s.astype(np.float64)
+        s = s.astype(np.float64, copy=False)  # _frozen() below makes the one copy
         if not np.isfinite(s).all():
             c, j = (int(v) for v in np.argwhere(~np.isfinite(s))[0])
             raise InvalidProblemError(

@@ -275,7 +275,9 @@ def _heuristic_start(
             break
         limit = None if share is None else share * left
         try:
-            out = heuristic.load()(problem, SolveOptions(time_limit=limit, seed=opts.seed))
+            out = heuristic.load()(
+                problem, SolveOptions(time_limit=limit, seed=opts.seed, threads=opts.threads)
+            )
         except Exception:  # a start is a convenience: never let it break the solve
             continue
         if out.x is not None and verify_assignment(problem, out.x).ok:

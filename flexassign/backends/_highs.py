@@ -7,7 +7,9 @@
   later solve with another ``threads`` value fails with model status "Not Set".
   :func:`prepare_threads` resets the scheduler (``Highs.resetGlobalScheduler``) when
   the count changes, and :func:`run` resets and retries once if HiGHS still refuses
-  (someone else in the process changed it).
+  (someone else in the process changed it). The reset shuts the scheduler's workers
+  down: do not change ``threads`` while another thread of the same process is inside
+  a HiGHS solve (solves with an unchanged count never reset).
 * :func:`pass_model`: hand a column-wise sparse model to HiGHS in one call.
 * :func:`check_highs_options`: validate raw ``highs_options`` names and values.
 """
