@@ -67,10 +67,8 @@ from .layout import ExpertLayout, LayoutError
 from .loop import run_strategy
 from .messages import (
     MessageFormatError,
-    TrainReply,
     arrayrecord_to_numpy,
     decode_evaluate_reply,
-    decode_train_reply,
     encode_train_instruction,
     numpy_to_arrayrecord,
 )
@@ -88,7 +86,7 @@ from .records import (
     round_metrics,
     scalar_metrics,
 )
-from .replies import StateDict, aggregate_replies, bound_replies, check_reply
+from .replies import StateDict, accept_replies, aggregate_replies
 
 __all__ = ["FlexMoEStrategy"]
 
@@ -338,11 +336,6 @@ class FlexMoEStrategy(Strategy):
         return Message(content, dst_node_id=record.node_of[client], message_type=message_type,
                        group_id=str(record.server_round))
 
-    def _drop(self, record: FlowerRoundRecord, client: Any, reason: str) -> None:
-        record.dropped[client] = reason
-        log(WARNING, "Round %d: dropping reply of node %d (client %s): %s",
-            record.server_round, record.node_of[client], client, reason)
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -353,42 +346,22 @@ class FlexMoEStrategy(Strategy):
         record = self._pending.pop(server_round, None)
         if record is None or self._global is None:
             return None, None
-        decoded: dict[Any, TrainReply] = {}
-        for c, msg in match_replies(replies, node_of=record.node_of,
-                                    sent=self._sent.pop(server_round, []),
-                                    server_round=server_round):
-            if msg.has_error():
-                self._drop(record, c, f"Flower error {msg.error.code}: {msg.error.reason}")
-                continue
-            try:
-                reply = decode_train_reply(msg.content)
-                check_reply(reply, self._global, record.plan[c], layout=self.layout)
-            except (MessageFormatError, AggregationError, LayoutError) as exc:
-                self._drop(record, c, str(exc))
-                continue
-            decoded[c] = reply
-        for c in record.sampled:
-            if record.plan[c] and c not in decoded and c not in record.dropped:
-                self._drop(record, c, "no reply (node gone or round timeout)")
-        ordered = [c for c in record.sampled if c in decoded]
-        bounded = bound_replies([decoded[c] for c in ordered],
-                                declared=[self.nodes.declared_examples.get(c) for c in ordered],
-                                max_ratio=self.max_weight_ratio)
-        for c, r in zip(ordered, bounded, strict=True):
-            record.weights[c] = (decoded[c].num_examples, float(r.num_examples))
-            if r.num_examples != decoded[c].num_examples:
-                log(WARNING, "Round %d: node %d (client %s) claims %d examples; weighted as %d",
-                    server_round, record.node_of[c], c, decoded[c].num_examples, r.num_examples)
-            decoded[c] = r
+        decoded = accept_replies(
+            record, match_replies(replies, node_of=record.node_of,
+                                  sent=self._sent.pop(server_round, []), server_round=server_round),
+            self._global, layout=self.layout, declared=self.nodes.declared_examples,
+            max_ratio=self.max_weight_ratio,
+        )
+        ordered = list(decoded)
         try:
-            new_state = aggregate_replies(self._global, bounded, layout=self.layout,
+            new_state = aggregate_replies(self._global, list(decoded.values()), layout=self.layout,
                                           method=self.aggregation, trim=self.trim)
         except (AggregationError, ValueError) as exc:  # pragma: no cover - checked above
             log(ERROR, "Round %d: aggregation failed (%s); keeping the global model",
                 server_round, exc)
             new_state = dict(self._global)
             for c in ordered:
-                self._drop(record, c, f"aggregation failed: {exc}")
+                record.drop(c, f"aggregation failed: {exc}")
             ordered = []
         record.replied = ordered
         record.failed = [c for c in record.sampled if c in record.dropped]
