@@ -4,7 +4,9 @@
 fit the node's plan or the global model, :func:`bound_replies` caps the weights
 replies claim, and :func:`aggregate_replies` combines the survivors into new global
 arrays; these three see no Flower type. :func:`accept_replies` applies the first two
-to a round's Flower replies and records each drop and weight in the round's record.
+to a round's Flower replies and records each drop and weight in the round's record;
+:func:`report_replies` hands the accepted replies' feedback to the planner, and
+:func:`accept_evaluations` decodes evaluation replies.
 """
 
 from __future__ import annotations
@@ -30,10 +32,25 @@ from ..aggregation import (
     weighted_average,
 )
 from .layout import ExpertLayout, LayoutError
-from .messages import MessageFormatError, TrainReply, decode_train_reply, expert_counts
+from .messages import (
+    MessageFormatError,
+    TrainReply,
+    decode_evaluate_reply,
+    decode_train_reply,
+    expert_counts,
+)
+from .nodes import NodeDirectory
 from .records import FlowerRoundRecord
 
-__all__ = ["StateDict", "accept_replies", "aggregate_replies", "bound_replies", "check_reply"]
+__all__ = [
+    "StateDict",
+    "accept_evaluations",
+    "accept_replies",
+    "aggregate_replies",
+    "bound_replies",
+    "check_reply",
+    "report_replies",
+]
 
 StateDict = dict[str, np.ndarray]
 
@@ -222,3 +239,52 @@ def accept_replies(
                 r.num_examples)
         out[c] = r
     return out
+
+
+def report_replies(
+    record: FlowerRoundRecord,
+    replies: Mapping[Any, TrainReply],
+    *,
+    planner: Any,
+    nodes: NodeDirectory,
+) -> None:
+    """Report each accepted reply's feedback to ``planner``; register updated profiles.
+
+    ``record.feedback`` gets the feedback the planner took. Feedback the planner
+    rejects, or a profile it cannot use, is logged and skipped; the other replies
+    are unaffected.
+    """
+    for c, reply in replies.items():
+        try:
+            planner.report(c, reply.feedback)
+            record.feedback[c] = reply.feedback
+        except (ValueError, TypeError) as exc:
+            log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
+                record.server_round, record.node_of[c], c, exc)
+        if reply.profile is not None:
+            try:
+                nodes.register(record.node_of[c], {"client-id": c, **reply.profile}, planner)
+            except (ValueError, TypeError) as exc:
+                log(WARNING, "Round %d: unusable profile from client %s: %s",
+                    record.server_round, c, exc)
+
+
+def accept_evaluations(
+    replies: Iterable[Message], *, server_round: int
+) -> list[tuple[dict[str, float], int]]:
+    """``(metrics, num-examples)`` of each evaluation reply that decodes (others logged)."""
+    rows: list[tuple[dict[str, float], int]] = []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            log(WARNING, "Round %d: evaluation failed on node %d: %s", server_round, node,
+                msg.error.reason)
+            continue
+        try:
+            n, rec = decode_evaluate_reply(msg.content)
+        except MessageFormatError as exc:
+            log(WARNING, "Round %d: dropping evaluation of node %d: %s", server_round,
+                node, exc)
+            continue
+        rows.append((rec, n))
+    return rows

@@ -66,9 +66,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .layout import ExpertLayout, LayoutError
 from .loop import run_strategy
 from .messages import (
-    MessageFormatError,
     arrayrecord_to_numpy,
-    decode_evaluate_reply,
     encode_train_instruction,
     numpy_to_arrayrecord,
 )
@@ -86,7 +84,13 @@ from .records import (
     round_metrics,
     scalar_metrics,
 )
-from .replies import StateDict, accept_replies, aggregate_replies
+from .replies import (
+    StateDict,
+    accept_evaluations,
+    accept_replies,
+    aggregate_replies,
+    report_replies,
+)
 
 __all__ = ["FlexMoEStrategy"]
 
@@ -352,7 +356,6 @@ class FlexMoEStrategy(Strategy):
             self._global, layout=self.layout, declared=self.nodes.declared_examples,
             max_ratio=self.max_weight_ratio,
         )
-        ordered = list(decoded)
         try:
             new_state = aggregate_replies(self._global, list(decoded.values()), layout=self.layout,
                                           method=self.aggregation, trim=self.trim)
@@ -360,30 +363,14 @@ class FlexMoEStrategy(Strategy):
             log(ERROR, "Round %d: aggregation failed (%s); keeping the global model",
                 server_round, exc)
             new_state = dict(self._global)
-            for c in ordered:
+            for c in decoded:
                 record.drop(c, f"aggregation failed: {exc}")
-            ordered = []
-        record.replied = ordered
+            decoded = {}
+        record.replied = list(decoded)
         record.failed = [c for c in record.sampled if c in record.dropped]
-
-        for c in ordered:
-            reply = decoded[c]
-            try:
-                self.planner.report(c, reply.feedback)
-                record.feedback[c] = reply.feedback
-            except (ValueError, TypeError) as exc:
-                log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
-                    server_round, record.node_of[c], c, exc)
-            if reply.profile is not None:
-                try:
-                    self.nodes.register(record.node_of[c], {"client-id": c, **reply.profile},
-                                        self.planner)
-                except (ValueError, TypeError) as exc:
-                    log(WARNING, "Round %d: unusable profile from client %s: %s",
-                        server_round, c, exc)
-
+        report_replies(record, decoded, planner=self.planner, nodes=self.nodes)
         util = getattr(self.planner, "utilization_cv", None)
-        metrics = round_metrics(record, [decoded[c] for c in ordered],
+        metrics = round_metrics(record, list(decoded.values()),
                                 utilization_cv=float(util()) if callable(util) else float("nan"))
         record.metrics = scalar_metrics(metrics)
         self.history[server_round] = record
@@ -414,20 +401,7 @@ class FlexMoEStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Sample-weighted mean of the evaluation metrics (claims bounded as in training)."""
-        rows: list[tuple[dict[str, float], int]] = []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if msg.has_error():
-                log(WARNING, "Round %d: evaluation failed on node %d: %s", server_round, node,
-                    msg.error.reason)
-                continue
-            try:
-                n, rec = decode_evaluate_reply(msg.content)
-            except MessageFormatError as exc:
-                log(WARNING, "Round %d: dropping evaluation of node %d: %s", server_round,
-                    node, exc)
-                continue
-            rows.append((rec, n))
+        rows = accept_evaluations(replies, server_round=server_round)
         return evaluate_metrics(rows, max_ratio=self.max_weight_ratio)
 
     # ------------------------------------------------------------ checkpoints
