@@ -45,7 +45,7 @@ from typing import IO, Any
 import numpy as np
 
 from ._files import atomic_write, write_json_atomic
-from ._validation import parses_as_float
+from ._validation import is_int, parses_as_float
 from .errors import InvalidProblemError, ProblemTypeError
 from .problem import FIELDS, AssignmentProblem
 
@@ -150,7 +150,7 @@ def _check_header(data: dict[str, Any]) -> None:
     version = data.get("version")
     if version is None:
         return
-    if isinstance(version, bool) or not isinstance(version, int | np.integer):
+    if not is_int(version):
         raise ProblemTypeError(f"`version` must be an integer; got {type(version).__name__}")
     if version != VERSION:
         raise InvalidProblemError(
