@@ -21,7 +21,7 @@ seen only through its parameter names and an :class:`~.layout.ExpertLayout`
    a wrong shape or dtype, holds a NaN or infinity, or has feedback that is invalid
    or names experts the node was not assigned. A dropped reply never affects the
    others.
-5. **Bound.** The weights replies claim are capped (:func:`bound_replies`):
+5. **Bound.** The weights replies claim are capped (:func:`~.replies.bound_replies`):
    ``num-examples`` at the dataset size the node declared in its profile, if any,
    and at ``max_weight_ratio`` (default 10) times the round's median claim; each
    usage count at the (capped) ``num-examples``, since a count is a number of
@@ -34,8 +34,13 @@ seen only through its parameter names and an :class:`~.layout.ExpertLayout`
    <flexassign.alignment.Planner.report>`; failed nodes report nothing.
 
 Per-round metrics come back as the train MetricRecord; with ``results_path`` every
-round's :class:`FlowerRoundRecord` is appended to a JSON-lines file as the round
+round's :class:`~.records.FlowerRoundRecord` is appended to a JSON-lines file as the round
 ends, and with ``final_model_path`` the final global arrays are saved (``.npz``).
+
+This module holds the Flower hooks; the work they delegate lives in :mod:`.nodes`
+(waiting, profiling, sampling, matching replies), :mod:`.replies` (checking, bounding,
+aggregating, reporting), :mod:`.records` (the round record and its metrics) and
+:mod:`.loop` (the round loop of :meth:`FlexMoEStrategy.start`).
 """
 
 
@@ -127,7 +132,7 @@ class FlexMoEStrategy(Strategy):
         Where :meth:`start` writes the planner, arrays and history after every round
         and from where it resumes.
     results_path : str or Path, optional
-        JSON-lines file; one :meth:`FlowerRoundRecord.to_json` line is appended as
+        JSON-lines file; one :meth:`~.records.FlowerRoundRecord.to_json` line is appended as
         each round ends.
     final_model_path : str or Path, optional
         ``.npz`` file the final global arrays are written to when :meth:`start` ends.
@@ -471,5 +476,5 @@ class FlexMoEStrategy(Strategy):
         )
 
     def history_json(self) -> str:
-        """Every round's :class:`FlowerRoundRecord` as JSON."""
+        """Every round's :class:`~.records.FlowerRoundRecord` as JSON."""
         return json.dumps([self.history[r].to_json() for r in sorted(self.history)], indent=1)
