@@ -58,7 +58,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from ..._files import atomic_write
+from ..._files import write_npz_atomic
 from ..._validation import check_int, check_optional_real, check_real
 from ...errors import InvalidProblemError
 from ..aggregation import (
@@ -436,11 +436,9 @@ class FlexMoEStrategy(Strategy):
 
     def save_model(self, path: str | Path, arrays: ArrayRecord) -> Path:
         """Write ``arrays`` to ``path`` as ``.npz`` (atomically; names kept verbatim)."""
-        state = arrayrecord_to_numpy(arrays)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write(target, lambda fh: np.savez(fh, **state),  # type: ignore[arg-type]
-                            name="final_model_path")
+        return write_npz_atomic(target, arrayrecord_to_numpy(arrays), name="final_model_path")
 
     # ------------------------------------------------------------------ start
 
