@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import SEED_MAX, is_int, is_real
+from ._validation import SEED_MAX, check_real, is_int, is_real
 from .backends.base import BackendOutput, SolveOptions
 from .backends.options import validate_options
 from .backends.registry import (
@@ -66,13 +66,11 @@ def _check_settings(
             raise ProblemTypeError(
                 f"`time_limit` must be a number of seconds or None; got {time_limit!r}"
             )
-        if not (math.isfinite(float(time_limit)) and time_limit > 0):
-            raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
+        time_limit = check_real("time_limit", time_limit, lo=0.0, lo_open=True)
     if mip_gap is not None:
         if not is_real(mip_gap):
             raise ProblemTypeError(f"`mip_gap` must be a number or None; got {mip_gap!r}")
-        if not (math.isfinite(float(mip_gap)) and mip_gap >= 0):
-            raise InvalidProblemError(f"`mip_gap` must be finite and >= 0; got {mip_gap}")
+        mip_gap = check_real("mip_gap", mip_gap, lo=0.0)
     if not is_int(seed):
         raise ProblemTypeError(f"`seed` must be an integer; got {seed!r}")
     if not 0 <= seed <= SEED_MAX:
@@ -82,8 +80,8 @@ def _check_settings(
     if threads is not None and threads > 1024:
         raise InvalidProblemError(f"`threads` must be at most 1024; got {threads}")
     return (
-        None if time_limit is None else float(time_limit),
-        None if mip_gap is None else float(mip_gap),
+        time_limit,
+        mip_gap,
         int(seed),
         None if threads is None else int(threads),
         _check_verify_tol(verify_tol),

@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
-from _problems import assert_agrees_with_reference, reference_solve
+from _problems import assert_agrees_with_reference, reference_solve, weighted_balanced
 
 from flexassign import (
     AssignmentProblem,
@@ -145,13 +145,7 @@ def test_changing_threads_never_breaks_later_solves(method: str) -> None:
 
 
 def test_thread_changes_across_every_highs_backend_interleaved() -> None:
-    rng = np.random.default_rng(4)
-    p = AssignmentProblem.balanced(
-        rng.random((15, 4)),
-        capacity=2,
-        tolerance=0.3,
-        client_weight=rng.integers(1, 4, size=15).astype(float),
-    )
+    p = weighted_balanced(4, (15, 4), capacity=2, tolerance=0.3, max_weight=4)
     want = solve_assignment(p, method="highs").objective
     for threads, method in zip(itertools.cycle([2, 1, 4]), HIGHS_BASED * 2, strict=False):
         res = solve_assignment(p, method=method, threads=threads)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from _problems import assert_agrees_with_reference, random_problem
+from _problems import Schedule, assert_agrees_with_reference, mixed_problems, weighted_balanced
 
 from flexassign import (
     AssignmentProblem,
@@ -70,20 +70,16 @@ def test_deterministic(method: str) -> None:
 
 @pytest.mark.parametrize("method", EXACT)
 def test_exact_backends_match_reference_on_random_instances(method: str) -> None:
-    rng = np.random.default_rng(3)
     checked = 0
-    for trial in range(30):
-        p = random_problem(
-            rng,
-            n=int(rng.integers(2, 9)),
-            e=int(rng.integers(2, 5)),
-            weighted=trial % 3 == 1,
-            knapsack=trial % 4 == 2,
-            masks=trial % 2 == 0,
-            fixed=trial % 5 == 3,
-            mixed_sign=trial % 2 == 1,
-            exact=trial % 6 == 5,
-        )
+    on: dict[str, Schedule] = {
+        "weighted": (3, 1),
+        "knapsack": (4, 2),
+        "masks": (2, 0),
+        "fixed": (5, 3),
+        "mixed_sign": (2, 1),
+        "exact": (6, 5),
+    }
+    for trial, p in mixed_problems(np.random.default_rng(3), 30, n=(2, 9), e=(2, 5), on=on):
         if not supports(method, p):
             continue
         res = solve_assignment(p, method=method)
@@ -122,13 +118,7 @@ def test_presolve_reports_reason(method: str) -> None:
 
 def _binding_time_limit_problem() -> AssignmentProblem:
     # weighted, tight balance: no exact backend proves this within 0.3 s here
-    rng = np.random.default_rng(4)
-    return AssignmentProblem.balanced(
-        rng.random((300, 24)),
-        capacity=3,
-        tolerance=0.02,
-        client_weight=rng.integers(1, 100, 300).astype(float),
-    )
+    return weighted_balanced(4, (300, 24), capacity=3, tolerance=0.02, max_weight=100)
 
 
 @pytest.mark.parametrize("method", [n for n in ALL if get_backend(n).time_limit])

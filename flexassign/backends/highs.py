@@ -15,15 +15,13 @@ incumbent) and ``highs_options`` (raw HiGHS options, names and values checked).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
 from ..problem import AssignmentProblem
 from . import _highs
-from ._common import EXACT_GAP, empty_model_output, mip_output, normalise_objective
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model
 from .base import BackendOutput, SolveOptions
-from .linear import build_linear_model
 
 __all__ = ["solve"]
 
@@ -32,11 +30,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     import highspy
 
     t0 = time.perf_counter()
-    model = build_linear_model(problem)
-    empty = empty_model_output(problem, model)
-    if empty is not None:
-        return empty
-    norm = normalise_objective(problem, model)
+    prepared = prepare_model(problem)
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    model, norm = prepared
     threads = _highs.threads_of(options)
     h = _highs.new_highs(options, time_limit=options.time_limit)
     h.setOptionValue("mip_rel_gap", EXACT_GAP if options.mip_gap is None else options.mip_gap)
@@ -63,18 +60,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     _highs.run(h, threads)
     ms = h.getModelStatus()
     info = h.getInfo()
-    stats: dict[str, Any] = {
-        "build_time": t_build,
-        "solve_time": time.perf_counter() - t0 - t_build,
-        "solver_status": h.modelStatusToString(ms),
-        "columns": int(model.c.shape[0]),
-        "rows": int(model.A.shape[0]),
-        "nonzeros": int(model.A.nnz),
-        "threads": threads,
-        "nodes": int(info.mip_node_count),
-        "solver_gap": float(info.mip_gap),
-        **norm.stats(),
-    }
+    stats = model_stats(
+        model,
+        norm,
+        build_time=t_build,
+        solve_time=time.perf_counter() - t0 - t_build,
+        solver_status=h.modelStatusToString(ms),
+    )
+    stats.update(threads=threads, nodes=int(info.mip_node_count), solver_gap=float(info.mip_gap))
     x = None
     if info.primal_solution_status == 2:  # kSolutionStatusFeasible
         x = model.to_assignment(problem.shape, np.asarray(h.getSolution().col_value))

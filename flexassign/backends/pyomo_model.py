@@ -38,9 +38,9 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._common import EXACT_GAP, NormalisedObjective, empty_model_output, normalise_objective
+from ._common import EXACT_GAP, NormalisedObjective, mip_output, prepare_model
 from .base import BackendOutput, SolveOptions
-from .linear import LinearModel, build_linear_model
+from .linear import LinearModel
 
 __all__ = ["assignment_from_model", "build_pyomo_model", "solve"]
 
@@ -161,9 +161,9 @@ def assignment_from_model(model: Any, problem: AssignmentProblem) -> np.ndarray:
     return x
 
 
-def _normalised_objective(
-    model: Any, problem: AssignmentProblem, lin: LinearModel
-) -> NormalisedObjective:
+def _use_normalised_objective(
+    model: Any, problem: AssignmentProblem, lin: LinearModel, norm: NormalisedObjective
+) -> None:
     """Replace the model's objective, for the solve, by the normalised equivalent.
 
     Offset and power-of-two scale as in every MIP backend
@@ -173,7 +173,6 @@ def _normalised_objective(
     """
     import pyomo.environ as pyo
 
-    norm = normalise_objective(problem, lin)
     m, e = lin.n_pairs, problem.n_experts
     coef = {
         (int(c), int(j)): float(v)
@@ -188,7 +187,6 @@ def _normalised_objective(
         )
     model.objective.deactivate()
     model.normalised_objective = pyo.Objective(expr=expr, sense=pyo.maximize)
-    return norm
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
@@ -197,15 +195,15 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     from pyomo.opt import SolverStatus, TerminationCondition
 
     name = str(options.extra.get("solver") or "appsi_highs")
-    lin = build_linear_model(problem)
-    empty = empty_model_output(problem, lin)  # solvers disagree on empty models
-    if empty is not None:
-        return empty
+    prepared = prepare_model(problem)  # solvers disagree on empty models
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    lin, norm = prepared
     model = build_pyomo_model(problem)
     customize = options.extra.get("customize")
     if customize is not None:
         customize(model)
-    norm = _normalised_objective(model, problem, lin)
+    _use_normalised_objective(model, problem, lin, norm)
     t_build = time.perf_counter() - t0
 
     opt = pyo.SolverFactory(name)
@@ -246,10 +244,6 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         "solver_status": str(tc),
         "variables": len(model.x),
     }
-    if tc in (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded):
-        return BackendOutput(
-            Status.INFEASIBLE, message=f"{name} proved the model infeasible", stats=stats
-        )
     has_solution = len(results.solution) > 0 or name.startswith("appsi_")
     x = None
     if has_solution and tc in (
@@ -269,24 +263,25 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         norm.original(float(upper)) if upper is not None and math.isfinite(float(upper)) else None
     )
     stats.update(norm.stats())
-    if tc == TerminationCondition.optimal and x is not None:
-        if customize is not None:
-            stats["customized"] = True
-        return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
-    if tc in (TerminationCondition.maxTimeLimit, TerminationCondition.maxIterations):
-        return BackendOutput(
-            Status.TIME_LIMIT,
-            x=x,
-            bound=bound,
-            stats=stats,
-            message=f"{name} stopped at its limit ({tc})"
-            + ("" if x is not None else " without a feasible assignment"),
-        )
-    status_ok = results.solver.status in (SolverStatus.ok, SolverStatus.warning)
-    return BackendOutput(
-        Status.FEASIBLE if x is not None and status_ok else Status.ERROR,
-        x=x,
+    if customize is not None:
+        stats["customized"] = True
+    if tc in (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded):
+        outcome = "infeasible"
+    elif tc == TerminationCondition.optimal and x is not None:
+        outcome = "optimal"
+    elif tc in (TerminationCondition.maxTimeLimit, TerminationCondition.maxIterations):
+        outcome = "limit"
+    elif x is not None and results.solver.status in (SolverStatus.ok, SolverStatus.warning):
+        outcome = "feasible"  # a solution without a proof (e.g. the solver's own gap)
+    else:
+        outcome = "error"
+    return mip_output(
+        solver=name,
+        outcome=outcome,
+        x=None if outcome == "infeasible" else x,
         bound=bound,
+        gap=None,  # "optimal" is the solver's own proof to the gap it was given
+        integer=True,
+        detail=f"termination condition {tc}",
         stats=stats,
-        message=f"{name} ended with termination condition {tc}",
     )

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ._common import EXACT_GAP, empty_model_output, mip_output, normalise_objective
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model
 from .base import BackendOutput, SolveOptions
-from .linear import build_linear_model
 
 __all__ = ["solve"]
 
@@ -29,11 +28,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     t0 = time.perf_counter()
-    model = build_linear_model(problem)
-    empty = empty_model_output(problem, model)
-    if empty is not None:
-        return empty
-    norm = normalise_objective(problem, model)
+    prepared = prepare_model(problem)
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    model, norm = prepared
     constraints = LinearConstraint(model.A, model.row_lo, model.row_hi)
     milp_options: dict[str, Any] = {"disp": bool(options.verbose), "presolve": True}
     if options.time_limit is not None:
@@ -49,15 +47,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         options=milp_options,
     )
     t_solve = time.perf_counter() - t0 - t_build
-    stats: dict[str, Any] = {
-        "build_time": t_build,
-        "solve_time": t_solve,
-        "solver_status": f"{int(res.status)}: {res.message}",
-        "columns": int(model.c.shape[0]),
-        "rows": int(model.A.shape[0]),
-        "nonzeros": int(model.A.nnz),
-        **norm.stats(),
-    }
+    stats = model_stats(
+        model,
+        norm,
+        build_time=t_build,
+        solve_time=t_solve,
+        solver_status=f"{int(res.status)}: {res.message}",
+    )
     if options.threads is not None:
         stats["threads_ignored"] = True
     dual = getattr(res, "mip_dual_bound", None)
