@@ -203,8 +203,47 @@ def report(df: pd.DataFrame, a: str = "flex", b: str = "greedy") -> str:
             cells.append(f"{SHORT[m]} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
                          if n > 1 else f"{SHORT[m]} n/a")
         lines += ["", f"**{a} − {b}** (n={n}): " + "; ".join(cells), ""]
-    lines += claims(df, a, b)
+    lines += pooled(df) + compact(df, a, b) + compact(df, a, "balance") + claims(df, a, b)
     return "\n".join(lines) + "\n"
+
+
+def _col(m: str) -> str:
+    return "final_accuracy" if m == "global_accuracy" else m
+
+
+def pooled(df: pd.DataFrame) -> list[str]:
+    """Mean of each metric over settings and seeds, per dataset, regime and strategy."""
+    out = ["## Pooled over partitions and seeds (mean)", "",
+           "| dataset | regime | strategy | " + " | ".join(SHORT[m] for m in METRICS)
+           + " | util. CV |", "|---" * (len(METRICS) + 4) + "|"]
+    d = df.assign(dataset=df.setting.str.split("-").str[0],
+                  regime=df.setting.str.split("-").str[-1])
+    for (ds, regime), sub in d.groupby(["dataset", "regime"]):
+        for st in [s for s in STRATEGIES if s in set(sub.strategy)]:
+            r = sub[sub.strategy == st]
+            out.append(f"| {ds} | {regime} | {st} | "
+                       + " | ".join(f"{pd.to_numeric(r[_col(m)]).mean():.3f}" for m in METRICS)
+                       + f" | {pd.to_numeric(r.utilization_cv).mean():.3f} |")
+    return [*out, ""]
+
+
+def compact(df: pd.DataFrame, a: str, b: str) -> list[str]:
+    """Paired ``a`` − ``b`` per setting (points, 95% interval), the four client metrics
+    and the worst expert; a bold cell's interval excludes 0."""
+    ms = ("global_accuracy", "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
+          "expert_accuracy_min")
+    out = [f"## {a} − {b}, paired by seed (points, 95% interval)", "",
+           "| setting | n | " + " | ".join(SHORT[m] for m in ms) + " |",
+           "|---" * (len(ms) + 2) + "|"]
+    for setting in sorted(df.setting.unique()):
+        cells, n = [], 0
+        for m in ms:
+            d, lo, hi, n = paired_ci(_by_seed(df, setting, a, _col(m)),
+                                     _by_seed(df, setting, b, _col(m)))
+            txt = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if n > 1 else "n/a"
+            cells.append(f"**{txt}**" if n > 1 and (lo > 0 or hi < 0) else txt)
+        out.append(f"| {setting} | {n} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def claims(df: pd.DataFrame, a: str = "flex", b: str = "greedy") -> list[str]:

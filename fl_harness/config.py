@@ -185,7 +185,7 @@ class ExperimentConfig:
                 raise InvalidProblemError(
                     f"`{name}` must be one of {list(valid)}; got {value!r}"
                 )
-        for name, lo in (("rounds", 1), ("num_clients", 1), ("num_experts", 1), ("top_k", 1),
+        for name, lo in (("rounds", 1), ("num_clients", 1), ("num_experts", 1),
                          ("hidden", 1), ("expert_hidden", 1), ("local_epochs", 1),
                          ("batch_size", 1), ("classes_per_client", 1), ("eval_every", 1),
                          ("finetune_steps", 0), ("num_threads", 1)):
@@ -201,7 +201,11 @@ class ExperimentConfig:
             "holdout_fraction", self.holdout_fraction, lo=0.0, hi=1.0, hi_open=True))
         set_(self, "client_fraction", check_real(
             "client_fraction", self.client_fraction, lo=0.0, hi=1.0, lo_open=True))
-        set_(self, "dropout", check_real("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True))
+        # top_k's range depends on num_experts: the CLI and MoEModel check it
+        set_(self, "top_k", check_int("top_k", self.top_k))
+        set_(self, "dropout", check_real("dropout", self.dropout))
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidProblemError(f"`dropout` must be in [0, 1); got {self.dropout}")
         set_(self, "lr", check_optional_real("lr", self.lr, lo=0.0, lo_open=True))
         set_(self, "momentum", check_real("momentum", self.momentum, lo=0.0, hi=1.0,
                                           hi_open=True))

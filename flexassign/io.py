@@ -40,12 +40,12 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from ._files import atomic_write, write_json_atomic
-from ._validation import parses_as_float
+from ._files import write_json_atomic, write_npz_atomic
+from ._validation import is_int, parses_as_float
 from .errors import InvalidProblemError, ProblemTypeError
 from .problem import FIELDS, AssignmentProblem
 
@@ -150,7 +150,7 @@ def _check_header(data: dict[str, Any]) -> None:
     version = data.get("version")
     if version is None:
         return
-    if isinstance(version, bool) or not isinstance(version, int | np.integer):
+    if not is_int(version):
         raise ProblemTypeError(f"`version` must be an integer; got {type(version).__name__}")
     if version != VERSION:
         raise InvalidProblemError(
@@ -317,11 +317,7 @@ def save_problem(problem: AssignmentProblem, path: str | os.PathLike[str]) -> No
             arrays["load_penalty"] = np.asarray(problem.load_penalty)
         arrays["format"] = np.asarray(FORMAT)
         arrays["version"] = np.asarray(VERSION)
-
-        def write(fh: IO[bytes]) -> None:
-            np.savez_compressed(fh, **arrays)
-
-        atomic_write(p, write)
+        write_npz_atomic(p, arrays, compressed=True)
     else:
         raise InvalidProblemError(f"`path` must end in .json or .npz; got {p.name!r}")
 

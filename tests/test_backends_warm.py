@@ -203,3 +203,16 @@ def test_module_examples_run() -> None:
     mod = importlib.import_module("flexassign.backends.flow_warm")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_large_warm_starts_refresh_prices_on_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = importlib.import_module("flexassign.backends.flow_warm")
+    monkeypatch.setattr(fw, "_WARM_SAMPLE_MIN", 1000)
+    monkeypatch.setattr(fw, "_SAMPLE_MIN", 500)
+    p = _problem(6000, 12, 6)
+    stale = solve_assignment(_problem(6000, 12, 7), method="flow-warm").stats["expert_prices"]
+    res = solve_assignment(p, method="flow-warm", options={"prices": stale})
+    assert res.stats["price_source"] == "options, refreshed on samples"
+    assert res.stats["levels"]  # at least one sample level was solved
+    assert res.status is Status.OPTIMAL
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)

@@ -26,9 +26,11 @@ Algorithm
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
    of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
    scaled to the sample); half the price change between two sample levels estimates
-   the remaining price error. A price is added to fitness (the convention of ``flow``'s
-   ``expert_prices``: a bonus for an expert that needs clients, negative for one that
-   has too many).
+   the remaining price error. From 200,000 clients, prices from ``options`` seed the
+   smallest sample instead of zeros and are refreshed level by level the same way
+   (a fresh sample estimate beats last round's prices when the fitness drifted). A
+   price is added to fitness (the convention of ``flow``'s ``expert_prices``: a bonus
+   for an expert that needs clients, negative for one that has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u`, its price-induced choice (condition 1 holds by construction)
    and its *slack* (how far the prices may move before condition 1 can break).
@@ -77,7 +79,8 @@ Stats
 -----
 ``expert_prices`` (the certified prices: pass them back next round), ``rounds``,
 ``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
-(per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
+(per failed round), ``price_source`` (``"options"``, ``"options, refreshed on
+samples"``, ``"sample"`` or ``"zero"``),
 ``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
 ``certificate``, ``rounding_error_bound``, ``objective_scale`` and
 ``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
@@ -149,6 +152,11 @@ _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
 _SAMPLE_MIN = 4096
+#: From this many clients, prices from ``options`` seed the smallest sample and are
+#: refreshed level by level like a cold start (measured at 1,000,000 x 64 with round-2
+#: drift: the previous round's prices left 126,082 clients open in 4 rounds, a fresh
+#: sample estimate 20,020 in 2).
+_WARM_SAMPLE_MIN = 200_000
 
 
 class _Fallback(Exception):
@@ -831,7 +839,12 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
 
 
 def _cold_prices(
-    data: _Data, margin: int, max_rounds: int, rng: np.random.Generator, levels: list[int]
+    data: _Data,
+    margin: int,
+    max_rounds: int,
+    rng: np.random.Generator,
+    levels: list[int],
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Integer prices from solving nested random samples (smallest first), and the
     estimated error of each price (half the change from the level below: a sample four
@@ -839,11 +852,14 @@ def _cold_prices(
     ``nan`` prices without an error estimate."""
     e = data.e
     if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, _SAMPLE_MIN):
+        if start is not None:  # earlier prices seed the smallest sample
+            return start, math.nan
         return np.zeros(e, dtype=np.int64), math.inf
     sub = _sample(data, rng)
-    p, err = _cold_prices(sub, margin, max_rounds, rng, levels)
+    p, err = _cold_prices(sub, margin, max_rounds, rng, levels, start)
+    frac = "excess" if math.isnan(err) and start is not None else _open_fraction(err)
     try:
-        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_frac=_open_fraction(err))
+        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_frac=frac)
     except _Fallback:  # an unlucky sample: its prices are only a hint
         return p, err
     levels.append(sub.n)
@@ -918,6 +934,11 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             p0 = np.clip(np.rint(np.ldexp(prices, data.scale_exp)), -limit, limit)
             p0 = p0.astype(np.int64)
             stats["price_source"] = "options"
+            if data.n >= _WARM_SAMPLE_MIN:  # refresh them on samples first
+                rng = np.random.default_rng(options.seed)
+                p0, err = _cold_prices(data, margin, max_rounds, rng, levels, p0)
+                stats["price_source"] = "options, refreshed on samples"
+                stats["levels"] = levels
         else:
             p0, err = _cold_prices(
                 data, margin, max_rounds, np.random.default_rng(options.seed), levels
@@ -926,7 +947,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats["levels"] = levels
         stats["price_time"] = time.perf_counter() - t1
         stats["build_time"] = time.perf_counter() - t0
-        frac = "excess" if prices is not None else _open_fraction(err)
+        if prices is not None and not levels:
+            frac: float | tuple[float, ...] | str = "excess"
+        else:
+            frac = _open_fraction(err)
         dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_frac=frac)
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from numpy.typing import ArrayLike
 
+from .._validation import is_real
 from ..errors import InvalidProblemError, ProblemTypeError
 from ..problem import AssignmentProblem
 from ..result import AssignmentResult
@@ -31,6 +31,7 @@ def assert_valid_assignment(
 
     Examples
     --------
+    >>> import numpy as np
     >>> from flexassign import AssignmentProblem
     >>> p = AssignmentProblem(np.ones((2, 2)), capacity=1, expert_max_load=1)
     >>> assert_valid_assignment(p, [[1, 0], [0, 1]])
@@ -140,7 +141,7 @@ def _optimum(
         return _from_result(res, f"method {reference!r}")
     if isinstance(reference, AssignmentResult):
         return _from_result(reference, f"result of {reference.method!r}")
-    if isinstance(reference, bool) or not isinstance(reference, int | float | np.number):
+    if not is_real(reference):
         raise ProblemTypeError(
             "`reference` must be None, a backend name, an AssignmentResult, a Reference "
             f"or a number; got {type(reference).__name__}"

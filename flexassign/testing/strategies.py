@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - hypothesis is in the test envir
         'flexassign.testing needs Hypothesis: pip install "flexassign[testing]"'
     ) from exc
 
+from .._validation import is_int
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 
@@ -104,7 +105,7 @@ def _draw_shape(
     sizes = []
     for name, value in (("clients", clients), ("experts", experts)):
         lo, hi = (value, value) if isinstance(value, int) else value
-        if isinstance(lo, bool) or isinstance(hi, bool) or not (1 <= lo <= hi):
+        if not (is_int(lo) and is_int(hi) and 1 <= lo <= hi):
             raise InvalidProblemError(f"`{name}` must be a positive int or a (min, max) pair")
         sizes.append(draw(st.integers(int(lo), int(hi))))
     return sizes[0], sizes[1]

@@ -3,7 +3,8 @@
 :func:`wait_for_nodes` blocks until enough nodes are connected, :func:`query_profiles`
 asks new nodes for their profile, :func:`to_client_profile` turns reported profile
 fields into a :class:`~flexassign.alignment.ClientProfile`, and :func:`sample_clients`
-picks the round's clients; :func:`match_replies` tells which client a reply is from.
+picks the round's clients; :class:`NodeDirectory` remembers which node is which
+client; :func:`match_replies` tells which client a reply is from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flwr.serverapp import Grid
 from .messages import PROFILE_KEY, MessageFormatError, decode_profile
 
 __all__ = [
+    "NodeDirectory",
     "match_replies",
     "query_profiles",
     "sample_clients",
@@ -203,3 +205,75 @@ def match_replies(
             continue
         seen.add(c)
         yield c, msg
+
+
+class NodeDirectory:
+    """Which Flower node is which client, and what each client last declared.
+
+    Node ids are per run (a restarted SuperNode gets a new one); client ids are the
+    stable ``client-id`` of the profile.
+
+    Attributes
+    ----------
+    profiles : dict
+        ``{client id: profile fields}`` as last registered with the planner.
+    declared_examples : dict
+        ``{client id: num-examples}`` the client declared (its dataset size).
+    client_of_node : dict
+        ``{node id: client id}``.
+    """
+
+    def __init__(self) -> None:
+        self.profiles: dict[Any, dict[str, Any]] = {}
+        self.declared_examples: dict[Any, int] = {}
+        self.client_of_node: dict[int, Any] = {}
+
+    def unknown(self, node_ids: Iterable[int]) -> list[int]:
+        """The nodes without a registered profile."""
+        return [n for n in node_ids if n not in self.client_of_node]
+
+    def connected(self, node_ids: Iterable[int]) -> dict[Any, int]:
+        """``{client id: node id}`` for the profiled nodes among ``node_ids``."""
+        return {self.client_of_node[n]: n for n in node_ids if n in self.client_of_node}
+
+    def node_of(self, client_id: Any) -> int | None:
+        """The node registered for ``client_id``, or ``None``."""
+        for n, c in self.client_of_node.items():
+            if c == client_id:
+                return n
+        return None
+
+    def register(self, node_id: int, profile: Mapping[str, Any], planner: Any) -> None:
+        """Record ``node_id``'s profile; tell ``planner`` when the client's profile changed.
+
+        An explicit ``capacity`` goes to ``planner.set_capacity``, other fields to
+        ``planner.register`` as a :class:`~flexassign.alignment.ClientProfile`;
+        ``num-examples`` is kept as the client's declared dataset size.
+
+        Raises
+        ------
+        MessageFormatError
+            If another node already uses the profile's ``client-id``.
+        ValueError or TypeError
+            If the planner rejects the profile.
+        """
+        prof = dict(profile)
+        client_id = prof.pop("client-id")
+        declared = prof.pop("num-examples", None)
+        other = self.node_of(client_id)
+        if other not in (None, node_id):
+            raise MessageFormatError(f"client id {client_id!r} is already used by node {other}")
+        if self.profiles.get(client_id) != prof:
+            if "capacity" in prof:
+                planner.set_capacity(client_id, int(prof["capacity"]))
+            else:
+                planner.register(client_id, profile=to_client_profile(prof))
+            self.profiles[client_id] = prof
+        self.client_of_node[node_id] = client_id
+        if declared is not None:
+            self.declared_examples[client_id] = int(declared)
+
+    def forget_nodes(self) -> None:
+        """Forget node ids and profiles (after a restore: nodes are profiled again)."""
+        self.profiles = {}
+        self.client_of_node = {}

@@ -13,11 +13,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import MetricRecord
+from flwr.common import log
 
 from ..._files import jsonable
 from ...metrics import coefficient_of_variation
@@ -85,6 +87,12 @@ class FlowerRoundRecord:
     upper: list[float] = field(default_factory=list)
     fallback: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def drop(self, client: Any, reason: str) -> None:
+        """Mark ``client``'s reply dropped for ``reason`` (and log it)."""
+        self.dropped[client] = reason
+        log(WARNING, "Round %d: dropping reply of node %d (client %s): %s",
+            self.server_round, self.node_of[client], client, reason)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serializable view (non-finite floats as ``null``)."""

@@ -1,9 +1,12 @@
 """Pure reply handling for the Flower strategy: check, bound, aggregate.
 
-No Flower types here: a reply is a decoded :class:`~.messages.TrainReply`.
-:func:`check_reply` rejects a reply that does not fit the node's plan or the global
-model, :func:`bound_replies` caps the weights replies claim, and
-:func:`aggregate_replies` combines the survivors into new global arrays.
+:func:`check_reply` rejects a decoded :class:`~.messages.TrainReply` that does not
+fit the node's plan or the global model, :func:`bound_replies` caps the weights
+replies claim, and :func:`aggregate_replies` combines the survivors into new global
+arrays; these three see no Flower type. :func:`accept_replies` applies the first two
+to a round's Flower replies and records each drop and weight in the round's record;
+:func:`report_replies` hands the accepted replies' feedback to the planner, and
+:func:`accept_evaluations` decodes evaluation replies.
 """
 
 from __future__ import annotations
@@ -11,22 +14,43 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from logging import WARNING
+from typing import Any
 
 import numpy as np
+from flwr.app import Message
+from flwr.common import log
 
 from ...alignment import Feedback
 from ..aggregation import (
     DEFAULT_MAX_WEIGHT_RATIO,
     DEFAULT_TRIM,
+    AggregationError,
     aggregate_experts,
     bound_weights,
     check_arrays,
     weighted_average,
 )
-from .layout import ExpertLayout
-from .messages import MessageFormatError, TrainReply, expert_counts
+from .layout import ExpertLayout, LayoutError
+from .messages import (
+    MessageFormatError,
+    TrainReply,
+    decode_evaluate_reply,
+    decode_train_reply,
+    expert_counts,
+)
+from .nodes import NodeDirectory
+from .records import FlowerRoundRecord
 
-__all__ = ["StateDict", "aggregate_replies", "bound_replies", "check_reply"]
+__all__ = [
+    "StateDict",
+    "accept_evaluations",
+    "accept_replies",
+    "aggregate_replies",
+    "bound_replies",
+    "check_reply",
+    "report_replies",
+]
 
 StateDict = dict[str, np.ndarray]
 
@@ -168,3 +192,99 @@ def aggregate_replies(
     for params in new_experts.values():
         merged.update(params)
     return {k: merged[k] for k in global_arrays if k in merged}
+
+
+def accept_replies(
+    record: FlowerRoundRecord,
+    matched: Iterable[tuple[Any, Message]],
+    global_arrays: Mapping[str, np.ndarray],
+    *,
+    layout: ExpertLayout,
+    declared: Mapping[Any, int],
+    max_ratio: float | None,
+) -> dict[Any, TrainReply]:
+    """The round's usable replies, decoded, checked and bounded, in sampled order.
+
+    ``matched`` holds ``(client id, Flower reply)`` pairs (see
+    :func:`~.nodes.match_replies`). A Flower error, a reply that does not decode or
+    fails :func:`check_reply`, and a planned client with no reply are dropped
+    (:meth:`FlowerRoundRecord.drop`). The rest are bounded by :func:`bound_replies`
+    (``declared``: client -> declared dataset size); ``record.weights`` gets each
+    client's claimed and used weight.
+    """
+    decoded: dict[Any, TrainReply] = {}
+    for c, msg in matched:
+        if msg.has_error():
+            record.drop(c, f"Flower error {msg.error.code}: {msg.error.reason}")
+            continue
+        try:
+            reply = decode_train_reply(msg.content)
+            check_reply(reply, global_arrays, record.plan[c], layout=layout)
+        except (MessageFormatError, AggregationError, LayoutError) as exc:
+            record.drop(c, str(exc))
+            continue
+        decoded[c] = reply
+    for c in record.sampled:
+        if record.plan[c] and c not in decoded and c not in record.dropped:
+            record.drop(c, "no reply (node gone or round timeout)")
+    ordered = [c for c in record.sampled if c in decoded]
+    bounded = bound_replies([decoded[c] for c in ordered],
+                            declared=[declared.get(c) for c in ordered], max_ratio=max_ratio)
+    out: dict[Any, TrainReply] = {}
+    for c, r in zip(ordered, bounded, strict=True):
+        record.weights[c] = (decoded[c].num_examples, float(r.num_examples))
+        if r.num_examples != decoded[c].num_examples:
+            log(WARNING, "Round %d: node %d (client %s) claims %d examples; weighted as %d",
+                record.server_round, record.node_of[c], c, decoded[c].num_examples,
+                r.num_examples)
+        out[c] = r
+    return out
+
+
+def report_replies(
+    record: FlowerRoundRecord,
+    replies: Mapping[Any, TrainReply],
+    *,
+    planner: Any,
+    nodes: NodeDirectory,
+) -> None:
+    """Report each accepted reply's feedback to ``planner``; register updated profiles.
+
+    ``record.feedback`` gets the feedback the planner took. Feedback the planner
+    rejects, or a profile it cannot use, is logged and skipped; the other replies
+    are unaffected.
+    """
+    for c, reply in replies.items():
+        try:
+            planner.report(c, reply.feedback)
+            record.feedback[c] = reply.feedback
+        except (ValueError, TypeError) as exc:
+            log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
+                record.server_round, record.node_of[c], c, exc)
+        if reply.profile is not None:
+            try:
+                nodes.register(record.node_of[c], {"client-id": c, **reply.profile}, planner)
+            except (ValueError, TypeError) as exc:
+                log(WARNING, "Round %d: unusable profile from client %s: %s",
+                    record.server_round, c, exc)
+
+
+def accept_evaluations(
+    replies: Iterable[Message], *, server_round: int
+) -> list[tuple[dict[str, float], int]]:
+    """``(metrics, num-examples)`` of each evaluation reply that decodes (others logged)."""
+    rows: list[tuple[dict[str, float], int]] = []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            log(WARNING, "Round %d: evaluation failed on node %d: %s", server_round, node,
+                msg.error.reason)
+            continue
+        try:
+            n, rec = decode_evaluate_reply(msg.content)
+        except MessageFormatError as exc:
+            log(WARNING, "Round %d: dropping evaluation of node %d: %s", server_round,
+                node, exc)
+            continue
+        rows.append((rec, n))
+    return rows

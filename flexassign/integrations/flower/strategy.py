@@ -21,7 +21,7 @@ seen only through its parameter names and an :class:`~.layout.ExpertLayout`
    a wrong shape or dtype, holds a NaN or infinity, or has feedback that is invalid
    or names experts the node was not assigned. A dropped reply never affects the
    others.
-5. **Bound.** The weights replies claim are capped (:func:`bound_replies`):
+5. **Bound.** The weights replies claim are capped (:func:`~.replies.bound_replies`):
    ``num-examples`` at the dataset size the node declared in its profile, if any,
    and at ``max_weight_ratio`` (default 10) times the round's median claim; each
    usage count at the (capped) ``num-examples``, since a count is a number of
@@ -34,8 +34,13 @@ seen only through its parameter names and an :class:`~.layout.ExpertLayout`
    <flexassign.alignment.Planner.report>`; failed nodes report nothing.
 
 Per-round metrics come back as the train MetricRecord; with ``results_path`` every
-round's :class:`FlowerRoundRecord` is appended to a JSON-lines file as the round
+round's :class:`~.records.FlowerRoundRecord` is appended to a JSON-lines file as the round
 ends, and with ``final_model_path`` the final global arrays are saved (``.npz``).
+
+This module holds the Flower hooks; the work they delegate lives in :mod:`.nodes`
+(waiting, profiling, sampling, matching replies), :mod:`.replies` (checking, bounding,
+aggregating, reporting), :mod:`.records` (the round record and its metrics) and
+:mod:`.loop` (the round loop of :meth:`FlexMoEStrategy.start`).
 """
 
 
@@ -53,7 +58,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from ..._files import atomic_write
+from ..._files import write_npz_atomic
 from ..._validation import check_int, check_optional_real, check_real
 from ...errors import InvalidProblemError
 from ..aggregation import (
@@ -66,15 +71,17 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .layout import ExpertLayout, LayoutError
 from .loop import run_strategy
 from .messages import (
-    MessageFormatError,
-    TrainReply,
     arrayrecord_to_numpy,
-    decode_evaluate_reply,
-    decode_train_reply,
     encode_train_instruction,
     numpy_to_arrayrecord,
 )
-from .nodes import match_replies, query_profiles, sample_clients, to_client_profile, wait_for_nodes
+from .nodes import (
+    NodeDirectory,
+    match_replies,
+    query_profiles,
+    sample_clients,
+    wait_for_nodes,
+)
 from .records import (
     FlowerRoundRecord,
     evaluate_metrics,
@@ -82,7 +89,13 @@ from .records import (
     round_metrics,
     scalar_metrics,
 )
-from .replies import StateDict, aggregate_replies, bound_replies, check_reply
+from .replies import (
+    StateDict,
+    accept_evaluations,
+    accept_replies,
+    aggregate_replies,
+    report_replies,
+)
 
 __all__ = ["FlexMoEStrategy"]
 
@@ -119,7 +132,7 @@ class FlexMoEStrategy(Strategy):
         Where :meth:`start` writes the planner, arrays and history after every round
         and from where it resumes.
     results_path : str or Path, optional
-        JSON-lines file; one :meth:`FlowerRoundRecord.to_json` line is appended as
+        JSON-lines file; one :meth:`~.records.FlowerRoundRecord.to_json` line is appended as
         each round ends.
     final_model_path : str or Path, optional
         ``.npz`` file the final global arrays are written to when :meth:`start` ends.
@@ -209,14 +222,18 @@ class FlexMoEStrategy(Strategy):
         self.sampler = sampler
         self.node_config_fn = node_config_fn
         self.history: dict[int, FlowerRoundRecord] = {}
-        self.profiles: dict[Any, dict[str, Any]] = {}
-        self.declared_examples: dict[Any, int] = {}
-        self._client_of_node: dict[int, Any] = {}
+        #: which node is which client, and what each client declared
+        self.nodes = NodeDirectory()
         self._pending: dict[int, FlowerRoundRecord] = {}
         self._sent: dict[int, list[tuple[Message, Any]]] = {}
         self._global: StateDict | None = None
 
     # ------------------------------------------------------------------ logging
+
+    @property
+    def profiles(self) -> dict[Any, dict[str, Any]]:
+        """``{client id: profile fields}`` as last registered with the planner."""
+        return self.nodes.profiles
 
     def summary(self) -> None:
         """Log the strategy's configuration."""
@@ -247,37 +264,14 @@ class FlexMoEStrategy(Strategy):
 
     def _collect_profiles(self, grid: Grid, node_ids: Iterable[int], server_round: int) -> None:
         """Query nodes without a known profile and register them with the planner."""
-        unknown = [n for n in node_ids if n not in self._client_of_node]
+        unknown = self.nodes.unknown(node_ids)
         for node, profile in query_profiles(grid, unknown, server_round=server_round,
                                             timeout=self.profile_timeout).items():
             try:
-                self._register(node, profile)
+                self.nodes.register(node, profile, self.planner)
             except (ValueError, TypeError) as exc:
                 log(WARNING, "Node %d sent an unusable profile (%s); not planned this round",
                     node, exc)
-
-    def _register(self, node_id: int, profile: Mapping[str, Any]) -> None:
-        prof = dict(profile)
-        client_id = prof.pop("client-id")
-        declared = prof.pop("num-examples", None)
-        other = self._known_node(client_id)
-        if other not in (None, node_id):
-            raise MessageFormatError(f"client id {client_id!r} is already used by node {other}")
-        if self.profiles.get(client_id) != prof:
-            if "capacity" in prof:
-                self.planner.set_capacity(client_id, int(prof["capacity"]))
-            else:
-                self.planner.register(client_id, profile=to_client_profile(prof))
-            self.profiles[client_id] = prof
-        self._client_of_node[node_id] = client_id
-        if declared is not None:
-            self.declared_examples[client_id] = int(declared)
-
-    def _known_node(self, client_id: Any) -> int | None:
-        for n, c in self._client_of_node.items():
-            if c == client_id:
-                return n
-        return None
 
     # ------------------------------------------------------------------- train
 
@@ -301,7 +295,7 @@ class FlexMoEStrategy(Strategy):
         shared, experts = self.layout.split(state)
         nodes = self._wait_for_nodes(grid)
         self._collect_profiles(grid, nodes, server_round)
-        connected = {self._client_of_node[n]: n for n in nodes if n in self._client_of_node}
+        connected = self.nodes.connected(nodes)
         if len(connected) < self.min_train_nodes:
             log(WARNING, "Round %d: only %d profiled nodes (< min_train_nodes %d); skipping",
                 server_round, len(connected), self.min_train_nodes)
@@ -351,11 +345,6 @@ class FlexMoEStrategy(Strategy):
         return Message(content, dst_node_id=record.node_of[client], message_type=message_type,
                        group_id=str(record.server_round))
 
-    def _drop(self, record: FlowerRoundRecord, client: Any, reason: str) -> None:
-        record.dropped[client] = reason
-        log(WARNING, "Round %d: dropping reply of node %d (client %s): %s",
-            record.server_round, record.node_of[client], client, reason)
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -366,63 +355,27 @@ class FlexMoEStrategy(Strategy):
         record = self._pending.pop(server_round, None)
         if record is None or self._global is None:
             return None, None
-        decoded: dict[Any, TrainReply] = {}
-        for c, msg in match_replies(replies, node_of=record.node_of,
-                                    sent=self._sent.pop(server_round, []),
-                                    server_round=server_round):
-            if msg.has_error():
-                self._drop(record, c, f"Flower error {msg.error.code}: {msg.error.reason}")
-                continue
-            try:
-                reply = decode_train_reply(msg.content)
-                check_reply(reply, self._global, record.plan[c], layout=self.layout)
-            except (MessageFormatError, AggregationError, LayoutError) as exc:
-                self._drop(record, c, str(exc))
-                continue
-            decoded[c] = reply
-        for c in record.sampled:
-            if record.plan[c] and c not in decoded and c not in record.dropped:
-                self._drop(record, c, "no reply (node gone or round timeout)")
-        ordered = [c for c in record.sampled if c in decoded]
-        bounded = bound_replies([decoded[c] for c in ordered],
-                                declared=[self.declared_examples.get(c) for c in ordered],
-                                max_ratio=self.max_weight_ratio)
-        for c, r in zip(ordered, bounded, strict=True):
-            record.weights[c] = (decoded[c].num_examples, float(r.num_examples))
-            if r.num_examples != decoded[c].num_examples:
-                log(WARNING, "Round %d: node %d (client %s) claims %d examples; weighted as %d",
-                    server_round, record.node_of[c], c, decoded[c].num_examples, r.num_examples)
-            decoded[c] = r
+        decoded = accept_replies(
+            record, match_replies(replies, node_of=record.node_of,
+                                  sent=self._sent.pop(server_round, []), server_round=server_round),
+            self._global, layout=self.layout, declared=self.nodes.declared_examples,
+            max_ratio=self.max_weight_ratio,
+        )
         try:
-            new_state = aggregate_replies(self._global, bounded, layout=self.layout,
+            new_state = aggregate_replies(self._global, list(decoded.values()), layout=self.layout,
                                           method=self.aggregation, trim=self.trim)
         except (AggregationError, ValueError) as exc:  # pragma: no cover - checked above
             log(ERROR, "Round %d: aggregation failed (%s); keeping the global model",
                 server_round, exc)
             new_state = dict(self._global)
-            for c in ordered:
-                self._drop(record, c, f"aggregation failed: {exc}")
-            ordered = []
-        record.replied = ordered
+            for c in decoded:
+                record.drop(c, f"aggregation failed: {exc}")
+            decoded = {}
+        record.replied = list(decoded)
         record.failed = [c for c in record.sampled if c in record.dropped]
-
-        for c in ordered:
-            reply = decoded[c]
-            try:
-                self.planner.report(c, reply.feedback)
-                record.feedback[c] = reply.feedback
-            except (ValueError, TypeError) as exc:
-                log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
-                    server_round, record.node_of[c], c, exc)
-            if reply.profile is not None:
-                try:
-                    self._register(record.node_of[c], {"client-id": c, **reply.profile})
-                except (ValueError, TypeError) as exc:
-                    log(WARNING, "Round %d: unusable profile from client %s: %s",
-                        server_round, c, exc)
-
+        report_replies(record, decoded, planner=self.planner, nodes=self.nodes)
         util = getattr(self.planner, "utilization_cv", None)
-        metrics = round_metrics(record, [decoded[c] for c in ordered],
+        metrics = round_metrics(record, list(decoded.values()),
                                 utilization_cv=float(util()) if callable(util) else float("nan"))
         record.metrics = scalar_metrics(metrics)
         self.history[server_round] = record
@@ -453,20 +406,7 @@ class FlexMoEStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Sample-weighted mean of the evaluation metrics (claims bounded as in training)."""
-        rows: list[tuple[dict[str, float], int]] = []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if msg.has_error():
-                log(WARNING, "Round %d: evaluation failed on node %d: %s", server_round, node,
-                    msg.error.reason)
-                continue
-            try:
-                n, rec = decode_evaluate_reply(msg.content)
-            except MessageFormatError as exc:
-                log(WARNING, "Round %d: dropping evaluation of node %d: %s", server_round,
-                    node, exc)
-                continue
-            rows.append((rec, n))
+        rows = accept_evaluations(replies, server_round=server_round)
         return evaluate_metrics(rows, max_ratio=self.max_weight_ratio)
 
     # ------------------------------------------------------------ checkpoints
@@ -491,17 +431,14 @@ class FlexMoEStrategy(Strategy):
         if ckpt is None:
             return None
         self.planner = ckpt.planner
-        self.profiles = {}
-        self._client_of_node = {}
+        self.nodes.forget_nodes()
         return ckpt.server_round, numpy_to_arrayrecord(ckpt.arrays)
 
     def save_model(self, path: str | Path, arrays: ArrayRecord) -> Path:
         """Write ``arrays`` to ``path`` as ``.npz`` (atomically; names kept verbatim)."""
-        state = arrayrecord_to_numpy(arrays)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write(target, lambda fh: np.savez(fh, **state),  # type: ignore[arg-type]
-                            name="final_model_path")
+        return write_npz_atomic(target, arrayrecord_to_numpy(arrays), name="final_model_path")
 
     # ------------------------------------------------------------------ start
 
@@ -537,5 +474,5 @@ class FlexMoEStrategy(Strategy):
         )
 
     def history_json(self) -> str:
-        """Every round's :class:`FlowerRoundRecord` as JSON."""
+        """Every round's :class:`~.records.FlowerRoundRecord` as JSON."""
         return json.dumps([self.history[r].to_json() for r in sorted(self.history)], indent=1)
