@@ -3,9 +3,9 @@
 The docstrings follow numpydoc and use a few reStructuredText constructs that
 Markdown does not know. This turns them into what the site renders:
 
-- ``:math:`x``` becomes inline math ``\\(x\\)`` and a ``.. math::`` block becomes a
-  ``$$ ... $$`` block (its body indented below, or on the same line) (``aligned`` when it has ``&`` or line breaks), for arithmatex
-  and MathJax;
+- ``:math:`x``` becomes inline math ``\\(x\\)``, and a ``.. math::`` block (body
+  indented below it or on the same line) a ``$$ ... $$`` block (``aligned`` when it
+  has ``&`` or line breaks), for arithmatex and MathJax;
 - ``:class:`~a.B```, ``:func:``, ``:meth:``, ``:mod:``, ``:attr:``, ``:data:``,
   ``:exc:`` become optional cross-references: a link when the target is in the API
   reference, plain code otherwise;

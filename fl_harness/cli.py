@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flexassign import __version__
-from flexassign._cli import ArgumentParser, UsageError, run_cli
+from flexassign._cli import ArgumentParser, UsageError, json_object, run_cli
 from flexassign._files import jsonable
 
-from .config import FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
+from .config import DEFAULT_LR, FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
 from .data import BUILTIN_DATASETS
 from .partition import PARTITIONS
 
@@ -69,13 +69,7 @@ def _device_mix(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def _planner_options(text: str) -> tuple[tuple[str, object], ...]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return tuple(data.items())
+    return tuple(json_object(text).items())
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -98,9 +92,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extractor", choices=["auto", "mlp", "conv1d"])
     g.add_argument("--epochs", type=int, help="local epochs")
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float,
-                   help="SGD learning rate; None means the dataset's DEFAULT_LR (mnist1d "
-                        "0.1, digits 0.1, synthetic 0.05) (default: None)")
+    g.add_argument("--lr", type=float, help="local step size (default: per dataset: "
+                   + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
     g.add_argument("--optimizer", choices=["sgd", "adam"])
     g.add_argument("--tolerance", type=float, help="planner balance tolerance")
     g.add_argument("--device-mix", type=_device_mix,

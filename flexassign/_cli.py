@@ -18,6 +18,7 @@ assignment), 2 bad input, 3 internal error, 141 output pipe closed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "ArgumentParser",
     "Progress",
     "UsageError",
+    "json_object",
     "progress",
     "run_cli",
 ]
@@ -48,6 +50,25 @@ TRACEBACK_ENV = "FLEXASSIGN_TRACEBACK"
 
 class UsageError(FlexAssignError, ValueError):
     """A command-line value is invalid; the message names the flag."""
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse ``type=``: ``text`` parsed as a JSON object.
+
+    >>> json_object('{"a": 1}')
+    {'a': 1}
+    >>> json_object("[1]")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a JSON object
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return data
 
 
 def one_line(text: object) -> str:

@@ -19,6 +19,7 @@ flexassign.errors.ProblemTypeError: `rounds` must be an integer; got bool
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,15 @@ from .errors import InvalidProblemError, ProblemTypeError
 
 __all__ = [
     "SEED_MAX",
+    "check_field",
     "check_int",
     "check_optional_real",
     "check_real",
     "check_seed",
+    "has_keys",
     "is_int",
     "is_real",
+    "parses_as_float",
 ]
 
 #: Largest seed accepted anywhere (CP-SAT and HiGHS take 32-bit signed seeds).
@@ -49,6 +53,19 @@ def is_real(value: Any) -> bool:
     return not isinstance(value, bool | np.bool_) and isinstance(
         value, int | float | np.integer | np.floating
     )
+
+
+def parses_as_float(text: str) -> bool:
+    """Whether ``float(text)`` succeeds (for cells of text files and flags).
+
+    >>> parses_as_float("1e-3"), parses_as_float("inf"), parses_as_float("x")
+    (True, True, False)
+    """
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _num_text(v: float) -> str:
@@ -107,8 +124,42 @@ def check_real(
     )
     if bad:
         rng = _range_text(lo, hi, lo_open, hi_open)
-        raise error(f"`{name}` must be finite{' and ' + rng if rng else ''}; got {value!r}")
+        shown = value.item() if isinstance(value, np.generic) else value  # 0.5, not np.float64(0.5)
+        raise error(f"`{name}` must be finite{' and ' + rng if rng else ''}; got {shown!r}")
     return v
+
+
+def has_keys(data: Any, keys: Iterable[str]) -> bool:
+    """Whether ``data`` is a mapping with exactly the keys ``keys`` (state files).
+
+    >>> has_keys({"a": 1, "b": 2}, ("a", "b")), has_keys({"a": 1}, ("a", "b"))
+    (True, False)
+    >>> has_keys([("a", 1)], ("a",))
+    False
+    """
+    return isinstance(data, Mapping) and set(data) == set(keys)
+
+
+def check_field(obj: Any, name: str, check: Callable[..., Any], **kwargs: Any) -> None:
+    """Check field ``name`` of a frozen dataclass in place, from ``__post_init__``.
+
+    Sets ``obj.name = check(name, obj.name, **kwargs)`` (through
+    ``object.__setattr__``), so the stored value is the checked, converted one.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class C:
+    ...     k: int
+    ...     def __post_init__(self):
+    ...         check_field(self, "k", check_int, lo=1)
+    >>> C(np.int64(3)).k, type(C(np.int64(3)).k).__name__
+    (3, 'int')
+    >>> C(0)
+    Traceback (most recent call last):
+    ...
+    flexassign.errors.InvalidProblemError: `k` must be >= 1; got 0
+    """
+    object.__setattr__(obj, name, check(name, getattr(obj, name), **kwargs))
 
 
 def check_optional_real(name: str, value: Any, **kwargs: Any) -> float | None:

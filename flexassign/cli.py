@@ -35,10 +35,12 @@ from ._cli import (
     ArgumentParser,
     UsageError,
     describe,
+    json_object,
     one_line,
     run_cli,
 )
 from ._files import jsonable
+from ._validation import parses_as_float
 from .backends.registry import list_backends
 from .errors import FlexAssignError
 from .io import load_problem, read_fitness_csv
@@ -88,19 +90,11 @@ def _weights(text: str, n: int) -> list[float]:
     try:
         values = [float(c) for c in cells]
     except ValueError:
-        bad = next(c for c in cells if not _is_float(c))
+        bad = next(c for c in cells if not parses_as_float(c))
         raise UsageError(f"`--weights`: {bad!r} is not a number") from None
     if len(values) != n:
         raise UsageError(f"`--weights` must give one number per client ({n}); got {len(values)}")
     return values
-
-
-def _is_float(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 # API argument -> the flag that set it, for error messages about values from flags.
@@ -360,16 +354,6 @@ def _jsonable_default(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return data
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``flexassign`` argument parser."""
     parser = ArgumentParser(
@@ -403,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="solver threads")
     s.add_argument(
         "--options",
-        type=_json_object,
+        type=json_object,
         default=None,
         metavar="JSON",
         help="backend options as a JSON object, e.g. '{\"mip_gap\": 0.01}'",

@@ -40,13 +40,14 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from ._files import atomic_write, write_json_atomic
+from ._files import write_json_atomic, write_npz_atomic
+from ._validation import is_int, parses_as_float
 from .errors import InvalidProblemError, ProblemTypeError
-from .problem import AssignmentProblem
+from .problem import FIELDS, AssignmentProblem
 
 __all__ = [
     "FORMAT",
@@ -64,20 +65,9 @@ FORMAT = "flexassign-problem"
 #: The problem-file version this module reads and writes.
 VERSION = 1
 
-# The AssignmentProblem fields a file may hold (kept here until the problem module
-# publishes its own list).
-_ARRAY_KEYS = (
-    "fitness",
-    "capacity",
-    "min_experts",
-    "expert_min_load",
-    "expert_max_load",
-    "client_weight",
-    "expert_size",
-    "client_budget",
-    "allowed",
-    "fixed",
-)
+# The AssignmentProblem fields a file may hold as arrays: every published field but
+# the scalar penalty.
+_ARRAY_KEYS = tuple(f for f in FIELDS if f != "load_penalty")
 _MASK_KEYS = ("allowed", "fixed")
 _INF_KEYS = ("expert_max_load", "client_budget")
 _SCALAR_KEYS = ("load_penalty", "tolerance")
@@ -160,7 +150,7 @@ def _check_header(data: dict[str, Any]) -> None:
     version = data.get("version")
     if version is None:
         return
-    if isinstance(version, bool) or not isinstance(version, int | np.integer):
+    if not is_int(version):
         raise ProblemTypeError(f"`version` must be an integer; got {type(version).__name__}")
     if version != VERSION:
         raise InvalidProblemError(
@@ -327,11 +317,7 @@ def save_problem(problem: AssignmentProblem, path: str | os.PathLike[str]) -> No
             arrays["load_penalty"] = np.asarray(problem.load_penalty)
         arrays["format"] = np.asarray(FORMAT)
         arrays["version"] = np.asarray(VERSION)
-
-        def write(fh: IO[bytes]) -> None:
-            np.savez_compressed(fh, **arrays)
-
-        atomic_write(p, write)
+        write_npz_atomic(p, arrays, compressed=True)
     else:
         raise InvalidProblemError(f"`path` must end in .json or .npz; got {p.name!r}")
 
@@ -344,14 +330,6 @@ class LabelledFitness:
     fitness: np.ndarray
     clients: tuple[str, ...] | None
     experts: tuple[str, ...] | None
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def read_fitness_csv(
@@ -408,15 +386,17 @@ def read_fitness_csv(
         first = rows[0][1]
         header = (
             first[0] == ""
-            or not all(_is_number(c) for c in first[1:])
-            or (not _is_number(first[0]) and all(_is_number(r[0]) for _, r in rows[1:]))
+            or not all(parses_as_float(c) for c in first[1:])
+            or (not parses_as_float(first[0]) and all(parses_as_float(r[0]) for _, r in rows[1:]))
         )
     head = rows[0][1] if header else None
     body = rows[1:] if header else rows
     if not body:
         raise InvalidProblemError("`path` has a header but no data rows")
     if index is None:
-        index = (head is not None and head[0] == "") or any(not _is_number(r[0]) for _, r in body)
+        index = (head is not None and head[0] == "") or any(
+            not parses_as_float(r[0]) for _, r in body
+        )
     width = len(head) if head is not None else len(body[0][1])
     values: list[list[float]] = []
     for line, row in body:

@@ -4,7 +4,7 @@ When :func:`~flexassign.solve_assignment` receives a labelled pandas
 ``DataFrame`` of fitness (clients as the index, experts as the columns), or a
 per-client / per-expert argument as a ``Series`` (``capacity``, ``min_experts``,
 ``client_weight``, ``client_budget``; ``expert_min_load``, ``expert_max_load``,
-``expert_size``), or ``allowed`` / ``fixed`` as ``DataFrame``\\ s, every labelled
+``expert_size``), or ``allowed`` / ``fixed`` as ``DataFrame`` objects, every labelled
 input is aligned to the same client and expert order and the result keeps the
 labels:
 
@@ -17,10 +17,10 @@ labels:
   ``load_share``).
 
 Arrays in work exactly as before; the labels are then the positions ``0..N-1``
-and ``0..E-1``. pandas is imported only by :func:`to_frame` and friends, and only
-inspected when it is already imported by the caller, so ``import flexassign``
-never loads it (install it with the ``labels`` extra: ``pip install
-"flexassign[labels]"``).
+and ``0..E-1``. pandas is imported only by
+:meth:`~flexassign.AssignmentResult.to_frame` and friends, and only inspected when
+the caller has already imported it, so ``import flexassign`` never loads it (install
+it with the ``labels`` extra: ``pip install "flexassign[labels]"``).
 
 Examples
 --------

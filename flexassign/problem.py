@@ -23,17 +23,22 @@ With hard balance (``load_penalty=None``) the slacks :math:`s^\pm` are zero. Wit
 :math:`w_c` all equal and no binding knapsack the constraint matrix is the incidence
 matrix of a bipartite graph, hence totally unimodular: the problem is a min-cost
 flow and its LP relaxation is integral (:attr:`AssignmentProblem.is_unimodular`).
+
+Input conversion and checks live in :mod:`flexassign._problem_input`, the balance-bound
+formula in :mod:`flexassign.balance` (:func:`balance_bounds` and :func:`load_excess`
+are importable from here too).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._problem_input import check_tolerance, convert_arguments, frozen
+from .balance import BOUND_RTOL, balance_bounds, load_excess
 from .errors import InvalidProblemError, ProblemTypeError
 
 __all__ = ["FIELDS", "AssignmentProblem", "balance_bounds", "load_excess"]
@@ -41,178 +46,6 @@ __all__ = ["FIELDS", "AssignmentProblem", "balance_bounds", "load_excess"]
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
-
-#: Relative tolerance used to turn float load bounds into integer count bounds.
-_INT_TOL = 1e-9
-#: Largest accepted capacity / min_experts (exact in float64).
-_MAX_COUNT = 2**53
-#: Largest accepted balance tolerance (beyond n_experts - 1 it no longer binds anyway).
-_MAX_TOLERANCE = 1e6
-#: Objective magnitudes must stay below this (headroom for sums and shifts in float64).
-_MAX_OBJECTIVE = 2.0**1020
-
-
-def balance_bounds(
-    target: ArrayLike, tolerance: float, unit: float | None = 1.0
-) -> tuple[FloatArray, FloatArray]:
-    r"""Load bounds :math:`[L_e, U_e]` around target loads :math:`t_e`: the one balance formula.
-
-    .. math::
-
-        L_e = u \left\lfloor \frac{(1-\varepsilon)\, t_e}{u} \right\rfloor, \qquad
-        U_e = u \left\lceil \frac{(1+\varepsilon)\, t_e}{u} \right\rceil,
-
-    where :math:`u` (``unit``) is the granularity of achievable loads: 1 when loads
-    count clients, the common weight when all client weights are equal, their
-    greatest common divisor when all are integers. With ``unit=None`` (weights of
-    no common granularity, e.g. data fractions) the bounds are not rounded:
-    :math:`L_e = (1-\varepsilon) t_e`, :math:`U_e = (1+\varepsilon) t_e`.
-    A relative slack of ``1e-9`` keeps float noise from widening the bounds by a
-    whole unit, and :math:`L_e \ge 0`. Used by :meth:`AssignmentProblem.rebalanced`
-    and by the planner's per-round bounds.
-
-    Examples
-    --------
-    >>> lo, hi = balance_bounds([14 / 3], 0.1)
-    >>> lo.tolist(), hi.tolist()
-    ([4.0], [6.0])
-    >>> [b.tolist() for b in balance_bounds(10 / 3, 0.1, unit=2.0)]
-    [2.0, 4.0]
-    >>> [round(float(b), 6) for b in balance_bounds(1.0, 0.1, unit=None)]
-    [0.9, 1.1]
-    """
-    t = np.asarray(target, dtype=np.float64)
-    lo = (1.0 - tolerance) * t
-    hi = (1.0 + tolerance) * t
-    if unit is not None:
-        slack = _INT_TOL * np.maximum(1.0, t / unit)
-        lo = unit * np.floor(lo / unit + slack)
-        hi = unit * np.ceil(hi / unit - slack)
-    return np.maximum(lo, 0.0), hi
-
-
-def load_excess(loads: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> FloatArray:
-    """Per expert, how far a load lies outside ``[lower, upper]`` (0 inside).
-
-    Examples
-    --------
-    >>> load_excess([1, 5, 3], 2, 4).tolist()
-    [1.0, 1.0, 0.0]
-    """
-    y = np.asarray(loads, dtype=np.float64)
-    return np.maximum(np.asarray(lower) - y, 0.0) + np.maximum(y - np.asarray(upper), 0.0)
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, copy=True)
-    a.setflags(write=False)
-    return a
-
-
-def _numeric(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, str | bytes):
-        raise ProblemTypeError(f"`{name}` must be numeric; got a string")
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # pragma: no cover - numpy raises many types here
-        raise ProblemTypeError(f"`{name}` could not be converted to an array: {exc}") from exc
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise ProblemTypeError(f"`{name}` must be numeric; got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise ProblemTypeError(f"`{name}` must be real; got dtype {arr.dtype}")
-    return arr
-
-
-def _per_item(
-    name: str, value: Any, size: int, what: str, *, integer: bool, allow_inf: bool = False
-) -> np.ndarray:
-    """Broadcast a scalar or validate a length-``size`` vector."""
-    arr = _numeric(name, value)
-    if arr.ndim == 0:
-        arr = np.full(size, arr.item())
-    elif arr.ndim != 1 or arr.shape[0] != size:
-        raise InvalidProblemError(
-            f"`{name}` must be a scalar or have shape ({size},) (one value per {what}); "
-            f"got shape {arr.shape}"
-        )
-    arr = arr.astype(np.float64)
-    if np.isnan(arr).any():
-        i = int(np.flatnonzero(np.isnan(arr))[0])
-        raise InvalidProblemError(f"`{name}` must not contain NaN ({what} {i})")
-    if not allow_inf and np.isinf(arr).any():
-        i = int(np.flatnonzero(np.isinf(arr))[0])
-        raise InvalidProblemError(f"`{name}` must be finite ({what} {i} is {arr[i]})")
-    if (arr < 0).any():
-        i = int(np.flatnonzero(arr < 0)[0])
-        raise InvalidProblemError(f"`{name}` must be >= 0 ({what} {i} is {arr[i]:g})")
-    if integer:
-        if (arr != np.round(arr)).any():
-            i = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise InvalidProblemError(f"`{name}` must hold integers ({what} {i} is {arr[i]:g})")
-        if (arr > _MAX_COUNT).any():
-            i = int(np.flatnonzero(arr > _MAX_COUNT)[0])
-            raise InvalidProblemError(
-                f"`{name}` must be <= 2**53 ({what} {i} is {arr[i]:.6g}); "
-                "counts beyond the number of experts change nothing"
-            )
-        return arr.astype(np.int64)
-    return arr
-
-
-def _check_tolerance(tolerance: Any) -> float:
-    if isinstance(tolerance, bool) or not isinstance(
-        tolerance, int | float | np.integer | np.floating
-    ):
-        raise ProblemTypeError(f"`tolerance` must be a number; got {type(tolerance).__name__}")
-    tol = float(tolerance)
-    if not (math.isfinite(tol) and tol >= 0):
-        raise InvalidProblemError(f"`tolerance` must be finite and >= 0; got {tolerance}")
-    if tol > _MAX_TOLERANCE:
-        raise InvalidProblemError(
-            f"`tolerance` must be <= {_MAX_TOLERANCE:g} (above n_experts - 1 it no longer "
-            f"binds); got {tolerance}"
-        )
-    return tol
-
-
-def _check_magnitude(
-    fitness: np.ndarray, capacity: np.ndarray, penalty: float | None, weights: np.ndarray | None,
-    lo: np.ndarray, hi: np.ndarray,
-) -> None:
-    """Reject inputs whose objective could overflow float64 (it must stay computable)."""
-    n, e = fitness.shape
-    slots = float(np.minimum(capacity, e).sum())
-    peak = float(np.max(np.abs(fitness)))
-    if peak * max(slots, 1.0) >= _MAX_OBJECTIVE:
-        raise InvalidProblemError(
-            f"`fitness` is too large: entries up to {peak:.3g} over {slots:.0f} assignable "
-            "slots could overflow the objective (float64); rescale `fitness` "
-            "(every backend solves any scale, e.g. divide by its maximum)"
-        )
-    if penalty is not None:
-        total_w = float(np.sum(weights)) if weights is not None else float(n)
-        finite_hi = np.where(np.isfinite(hi), hi, 0.0)
-        excess = e * total_w + float(lo.sum()) + float(finite_hi.sum())
-        if penalty * excess >= _MAX_OBJECTIVE:
-            raise InvalidProblemError(
-                f"`load_penalty` ({penalty:g}) times the largest possible load excess "
-                f"({excess:.3g}) could overflow the objective (float64); lower it"
-            )
-
-
-def _mask(name: str, value: Any, shape: tuple[int, int]) -> BoolArray | None:
-    if value is None:
-        return None
-    arr = _numeric(name, value)
-    if arr.shape != shape:
-        raise InvalidProblemError(f"`{name}` must have shape {shape}; got shape {arr.shape}")
-    if arr.dtype != np.bool_:
-        if not np.isin(arr, (0, 1)).all():
-            raise InvalidProblemError(f"`{name}` must be boolean (or 0/1)")
-        arr = arr.astype(bool)
-    return arr
 
 
 @dataclass(frozen=True, eq=False, init=False)
@@ -288,101 +121,22 @@ class AssignmentProblem:
         fixed: ArrayLike | None = None,
         load_penalty: float | None = None,
     ) -> None:
-        s = _numeric("fitness", fitness)
-        if s.ndim != 2:
-            raise InvalidProblemError(
-                "`fitness` must be a 2-D array of shape (n_clients, n_experts); "
-                f"got {s.ndim}-D with shape {s.shape}"
-            )
-        n, e = s.shape
-        if n == 0 or e == 0:
-            raise InvalidProblemError(
-                f"`fitness` must have at least one client and one expert; got shape {s.shape}"
-            )
-        s = s.astype(np.float64)
-        if not np.isfinite(s).all():
-            c, j = (int(v) for v in np.argwhere(~np.isfinite(s))[0])
-            raise InvalidProblemError(
-                f"`fitness` must be finite; entry (client {c}, expert {j}) is {s[c, j]}"
-            )
-        cap = _per_item("capacity", capacity, n, "client", integer=True)
-        kmin = _per_item("min_experts", min_experts, n, "client", integer=True)
-        bad = np.flatnonzero(kmin > cap)
-        if bad.size:
-            c = int(bad[0])
-            raise InvalidProblemError(
-                f"`min_experts` ({kmin[c]} for client {c}) exceeds `capacity` ({cap[c]})"
-            )
-        lo = (
-            np.zeros(e)
-            if expert_min_load is None
-            else _per_item("expert_min_load", expert_min_load, e, "expert", integer=False)
+        values = convert_arguments(
+            fitness,
+            capacity,
+            min_experts,
+            expert_min_load,
+            expert_max_load,
+            client_weight,
+            expert_size,
+            client_budget,
+            allowed,
+            fixed,
+            load_penalty,
         )
-        hi = (
-            np.full(e, np.inf)
-            if expert_max_load is None
-            else _per_item(
-                "expert_max_load", expert_max_load, e, "expert", integer=False, allow_inf=True
-            )
-        )
-        bad = np.flatnonzero(lo > hi)
-        if bad.size:
-            j = int(bad[0])
-            raise InvalidProblemError(
-                f"`expert_min_load` ({lo[j]:g} for expert {j}) exceeds "
-                f"`expert_max_load` ({hi[j]:g})"
-            )
-        w = None
-        if client_weight is not None:
-            w = _per_item("client_weight", client_weight, n, "client", integer=False)
-            if (w <= 0).any():
-                c = int(np.flatnonzero(w <= 0)[0])
-                raise InvalidProblemError(f"`client_weight` must be > 0 (client {c} is {w[c]:g})")
-        if (expert_size is None) != (client_budget is None):
-            raise InvalidProblemError(
-                "`expert_size` and `client_budget` define the memory knapsack together; "
-                "give both or neither"
-            )
-        size = budget = None
-        if expert_size is not None:
-            size = _per_item("expert_size", expert_size, e, "expert", integer=False)
-            budget = _per_item(
-                "client_budget", client_budget, n, "client", integer=False, allow_inf=True
-            )
-        allow = _mask("allowed", allowed, (n, e))
-        fix = _mask("fixed", fixed, (n, e))
-        if fix is not None and allow is not None and (fix & ~allow).any():
-            c, j = (int(v) for v in np.argwhere(fix & ~allow)[0])
-            raise InvalidProblemError(
-                f"`fixed` forces the pair (client {c}, expert {j}) that `allowed` forbids"
-            )
-        pen = None
-        if load_penalty is not None:
-            if isinstance(load_penalty, bool) or not isinstance(
-                load_penalty, int | float | np.integer | np.floating
-            ):
-                raise ProblemTypeError(
-                    f"`load_penalty` must be a number or None; got {type(load_penalty).__name__}"
-                )
-            pen = float(load_penalty)
-            if not (math.isfinite(pen) and pen > 0):
-                raise InvalidProblemError(f"`load_penalty` must be finite and > 0; got {pen}")
-
-        _check_magnitude(s, cap, pen, w, lo, hi)
-        values = {
-            "fitness": s,
-            "capacity": cap,
-            "min_experts": kmin,
-            "expert_min_load": lo,
-            "expert_max_load": hi,
-            "client_weight": w,
-            "expert_size": size,
-            "client_budget": budget,
-            "allowed": allow,
-            "fixed": fix,
-        }
+        pen = values.pop("load_penalty")
         for key, val in values.items():
-            object.__setattr__(self, key, None if val is None else _frozen(val))
+            object.__setattr__(self, key, None if val is None else frozen(val))
         object.__setattr__(self, "load_penalty", pen)
         object.__setattr__(self, "_cache", {})
 
@@ -433,7 +187,7 @@ class AssignmentProblem:
                 raise InvalidProblemError(
                     f"`{key}` cannot be combined with `tolerance`: balanced() derives it"
                 )
-        _check_tolerance(tolerance)
+        check_tolerance(tolerance)
         if exact_capacity:
             if "min_experts" in kwargs:
                 raise InvalidProblemError(
@@ -454,7 +208,7 @@ class AssignmentProblem:
         >>> p.rebalanced(0.2).expert_max_load.tolist()
         [6.0, 6.0, 6.0, 6.0]
         """
-        tol = _check_tolerance(tolerance)
+        tol = check_tolerance(tolerance)
         lo, hi = balance_bounds(self.average_load(), tol, self.load_unit)
         return self.replace(expert_min_load=float(lo), expert_max_load=float(hi))
 
@@ -475,11 +229,7 @@ class AssignmentProblem:
 
     def replace(self, **changes: Any) -> AssignmentProblem:
         """Return a new, re-validated problem with some arguments changed."""
-        unknown = set(changes) - set(FIELDS)
-        if unknown:
-            raise ProblemTypeError(
-                f"replace() got unknown argument(s) {sorted(unknown)}; valid: {list(FIELDS)}"
-            )
+        _check_fields("replace", changes)
         args = self.to_kwargs()
         args.update(changes)
         return AssignmentProblem(**args)
@@ -507,11 +257,7 @@ class AssignmentProblem:
         for name in _PER_CLIENT:
             if args[name] is not None:
                 args[name] = args[name][idx]
-        unknown = set(changes) - set(FIELDS)
-        if unknown:
-            raise ProblemTypeError(
-                f"take() got unknown argument(s) {sorted(unknown)}; valid: {list(FIELDS)}"
-            )
+        _check_fields("take", changes)
         args.update(changes)
         return AssignmentProblem(**args)
 
@@ -534,21 +280,21 @@ class AssignmentProblem:
         """Client load weights :math:`w_c` (ones when loads count clients)."""
         if self.client_weight is not None:
             return self.client_weight
-        return self._cached("weights", lambda: _frozen(np.ones(self.n_clients)))
+        return self._cached("weights", lambda: frozen(np.ones(self.n_clients)))
 
     @property
     def allowed_mask(self) -> BoolArray:
         """``allowed`` with ``None`` expanded to all-True."""
         if self.allowed is not None:
             return self.allowed
-        return self._cached("allowed", lambda: _frozen(np.ones(self.shape, dtype=bool)))
+        return self._cached("allowed", lambda: frozen(np.ones(self.shape, dtype=bool)))
 
     @property
     def fixed_mask(self) -> BoolArray:
         """``fixed`` with ``None`` expanded to all-False."""
         if self.fixed is not None:
             return self.fixed
-        return self._cached("fixed", lambda: _frozen(np.zeros(self.shape, dtype=bool)))
+        return self._cached("fixed", lambda: frozen(np.zeros(self.shape, dtype=bool)))
 
     @property
     def has_knapsack(self) -> bool:
@@ -593,7 +339,7 @@ class AssignmentProblem:
             csum = np.concatenate([np.zeros((self.n_clients, 1)), np.cumsum(top, axis=1)], axis=1)
             k = np.minimum(self.capacity, self.n_experts)
             worst = csum[np.arange(self.n_clients), k]
-            return bool((worst > budget * (1 + _INT_TOL)).any())
+            return bool((worst > budget * (1 + BOUND_RTOL)).any())
 
         return bool(self._cached("knapsack_binding", compute))
 
@@ -628,9 +374,9 @@ class AssignmentProblem:
             raise InvalidProblemError("count_bounds() needs equal `client_weight` for all clients")
         lo = self.expert_min_load / w
         hi = self.expert_max_load / w
-        lo_i = np.ceil(lo - _INT_TOL * np.maximum(1.0, lo))
+        lo_i = np.ceil(lo - BOUND_RTOL * np.maximum(1.0, lo))
         hi_c = np.where(np.isfinite(hi), hi, self.n_clients)
-        hi_i = np.floor(hi_c + _INT_TOL * np.maximum(1.0, hi_c))
+        hi_i = np.floor(hi_c + BOUND_RTOL * np.maximum(1.0, hi_c))
         hi_i = np.minimum(hi_i, self.n_clients)
         return lo_i.astype(np.int64), hi_i.astype(np.int64)
 
@@ -673,5 +419,19 @@ FIELDS: tuple[str, ...] = tuple(
 )
 #: The fields indexed by client (sliced by :meth:`AssignmentProblem.take`).
 _PER_CLIENT = (
-    "fitness", "capacity", "min_experts", "client_weight", "client_budget", "allowed", "fixed",
+    "fitness",
+    "capacity",
+    "min_experts",
+    "client_weight",
+    "client_budget",
+    "allowed",
+    "fixed",
 )
+
+
+def _check_fields(method: str, changes: dict[str, Any]) -> None:
+    unknown = set(changes) - set(FIELDS)
+    if unknown:
+        raise ProblemTypeError(
+            f"{method}() got unknown argument(s) {sorted(unknown)}; valid: {list(FIELDS)}"
+        )

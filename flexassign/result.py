@@ -62,22 +62,20 @@ class Violation:
     limit: float
 
     def __str__(self) -> str:
-        k, i, v, lim = self.kind, self.index, self.value, self.limit
-        if k == "capacity":
-            return f"client {i} takes {v:g} experts > capacity {lim:g}"
-        if k == "min_experts":
-            return f"client {i} takes {v:g} experts < min_experts {lim:g}"
-        if k == "budget":
-            return f"client {i} uses memory {v:g} > client_budget {lim:g}"
-        if k == "expert_min_load":
-            return f"expert {i} has load {v:g} < expert_min_load {lim:g}"
-        if k == "expert_max_load":
-            return f"expert {i} has load {v:g} > expert_max_load {lim:g}"
-        if k == "allowed":
-            return f"pair {i} is assigned but not allowed"
-        if k == "fixed":
-            return f"pair {i} is fixed but not assigned"
-        return f"{k} {i}: {v:g} vs {lim:g}"
+        template = _VIOLATION_TEXT.get(self.kind, "{kind} {i}: {v:g} vs {lim:g}")
+        return template.format(kind=self.kind, i=self.index, v=self.value, lim=self.limit)
+
+
+#: How each kind of :class:`Violation` reads (``i`` index, ``v`` value, ``lim`` limit).
+_VIOLATION_TEXT = {
+    "capacity": "client {i} takes {v:g} experts > capacity {lim:g}",
+    "min_experts": "client {i} takes {v:g} experts < min_experts {lim:g}",
+    "budget": "client {i} uses memory {v:g} > client_budget {lim:g}",
+    "expert_min_load": "expert {i} has load {v:g} < expert_min_load {lim:g}",
+    "expert_max_load": "expert {i} has load {v:g} > expert_max_load {lim:g}",
+    "allowed": "pair {i} is assigned but not allowed",
+    "fixed": "pair {i} is fixed but not assigned",
+}
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -11,11 +10,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import SEED_MAX, is_int, is_real
+from ._start import heuristic_start, keep_better
+from ._validation import SEED_MAX, check_real, is_int, is_real
 from .backends.base import BackendOutput, SolveOptions
 from .backends.options import validate_options
 from .backends.registry import (
-    Backend,
     check_supported,
     get_backend,
     list_backends,
@@ -66,13 +65,11 @@ def _check_settings(
             raise ProblemTypeError(
                 f"`time_limit` must be a number of seconds or None; got {time_limit!r}"
             )
-        if not (math.isfinite(float(time_limit)) and time_limit > 0):
-            raise InvalidProblemError(f"`time_limit` must be finite and > 0; got {time_limit}")
+        time_limit = check_real("time_limit", time_limit, lo=0.0, lo_open=True)
     if mip_gap is not None:
         if not is_real(mip_gap):
             raise ProblemTypeError(f"`mip_gap` must be a number or None; got {mip_gap!r}")
-        if not (math.isfinite(float(mip_gap)) and mip_gap >= 0):
-            raise InvalidProblemError(f"`mip_gap` must be finite and >= 0; got {mip_gap}")
+        mip_gap = check_real("mip_gap", mip_gap, lo=0.0)
     if not is_int(seed):
         raise ProblemTypeError(f"`seed` must be an integer; got {seed!r}")
     if not 0 <= seed <= SEED_MAX:
@@ -81,17 +78,22 @@ def _check_settings(
         raise InvalidProblemError(f"`threads` must be a positive integer or None; got {threads!r}")
     if threads is not None and threads > 1024:
         raise InvalidProblemError(f"`threads` must be at most 1024; got {threads}")
-    if not is_real(verify_tol):
-        raise ProblemTypeError(f"`verify_tol` must be a number; got {verify_tol!r}")
-    if not (math.isfinite(float(verify_tol)) and 0 <= verify_tol <= 0.5):
-        raise InvalidProblemError(f"`verify_tol` must be in [0, 0.5]; got {verify_tol}")
     return (
-        None if time_limit is None else float(time_limit),
-        None if mip_gap is None else float(mip_gap),
+        time_limit,
+        mip_gap,
         int(seed),
         None if threads is None else int(threads),
-        float(verify_tol),
+        _check_verify_tol(verify_tol),
     )
+
+
+def _check_verify_tol(verify_tol: Any, name: str = "verify_tol") -> float:
+    """The verifier's relative tolerance, in [0, 0.5] (NaN would switch checks off)."""
+    if not is_real(verify_tol):
+        raise ProblemTypeError(f"`{name}` must be a number; got {verify_tol!r}")
+    if not (math.isfinite(float(verify_tol)) and 0 <= verify_tol <= 0.5):
+        raise InvalidProblemError(f"`{name}` must be in [0, 0.5]; got {verify_tol}")
+    return float(verify_tol)
 
 
 def _as_problem(
@@ -213,7 +215,7 @@ def solve_assignment(
         and backend.time_limit
         and diagnosis is None
     ):
-        start, opts = _heuristic_start(prob, backend, opts)
+        start, opts = heuristic_start(prob, backend, opts)
     try:
         out = solve_fn(prob, opts)
     except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
@@ -221,96 +223,15 @@ def solve_assignment(
     except Exception as exc:  # a solver crash is reported, not hidden
         out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
     if start is not None:
-        out = _keep_better(prob, out, start)
+        out = keep_better(prob, out, start)
     if limit is not None and not backend.time_limit:
         out.stats["time_limit_ignored"] = True
         out.message = (
-            f"{out.message}; time_limit ignored: {name} runs to completion "
-            "(it has no time limit)"
+            f"{out.message}; time_limit ignored: {name} runs to completion (it has no time limit)"
         ).lstrip("; ")
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
     return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
-
-
-#: Fast heuristics that give a time-limited backend a start, in order, with the share
-#: of the remaining limit each may use (None: unbounded, it is fast). The better
-#: feasible one is kept; lp-round also brings a valid LP bound.
-_START_METHODS = (("greedy-balanced", None), ("lp-round", 0.4))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Start:
-    x: np.ndarray
-    objective: float
-    bound: float | None
-    method: str
-
-
-def _heuristic_start(
-    problem: AssignmentProblem, backend: Backend, opts: SolveOptions
-) -> tuple[_Start | None, SolveOptions]:
-    """A feasible start from a fast heuristic, for a backend under a time limit.
-
-    It is handed over as ``warm_start`` when the backend declares that option (and the
-    caller gave none); it is kept as the answer if the backend finds nothing better
-    within its limit, and lp-round's LP bound tightens a missing or weaker solver
-    bound. The heuristics' run time is taken off the backend's limit.
-    """
-    assert opts.time_limit is not None
-    t0 = time.perf_counter()
-    start = None
-    for method, share in _START_METHODS:
-        heuristic = get_backend(method)
-        if method == backend.name or not heuristic.installed():
-            continue
-        if heuristic.unsupported_reason(problem) is not None:
-            continue
-        left = opts.time_limit - (time.perf_counter() - t0)
-        if share is not None and left <= 0.05 * opts.time_limit:
-            break
-        limit = None if share is None else share * left
-        try:
-            out = heuristic.load()(problem, SolveOptions(time_limit=limit, seed=opts.seed))
-        except Exception:  # a start is a convenience: never let it break the solve
-            continue
-        if out.x is not None and verify_assignment(problem, out.x).ok:
-            x = np.asarray(out.x, dtype=bool)
-            objective = problem.objective(x)
-            bound = out.bound if start is None or start.bound is None else start.bound
-            if out.bound is not None and bound is not None:
-                bound = min(bound, out.bound)
-            if start is None or objective > start.objective:
-                start = _Start(x, objective, bound, method)
-            else:
-                start = dataclasses.replace(start, bound=bound)
-    if start is None:
-        return None, opts
-    spent = time.perf_counter() - t0
-    extra = dict(opts.extra)
-    declared = backend.options is None or any(s.name == "warm_start" for s in backend.options)
-    if declared and extra.get("warm_start") is None:
-        extra["warm_start"] = start.x
-    left = max(opts.time_limit - spent, 0.1 * opts.time_limit)
-    return start, dataclasses.replace(opts, time_limit=left, extra=extra)
-
-
-def _keep_better(problem: AssignmentProblem, out: BackendOutput, start: _Start) -> BackendOutput:
-    """Merge a time-limited answer with the heuristic start: the better assignment, the
-    tighter of the two valid bounds."""
-    if out.status not in (Status.TIME_LIMIT, Status.FEASIBLE):
-        return out
-    if start.bound is not None and (out.bound is None or start.bound < out.bound):
-        out.bound = start.bound
-        out.stats["bound_from"] = start.method
-    if out.x is not None and verify_assignment(problem, out.x).ok:
-        if problem.objective(out.x) >= start.objective:
-            return out
-    note = f"kept the {start.method} start, the best assignment known when the solver stopped"
-    out.x = start.x
-    out.stats["incumbent"] = start.method
-    out.message = f"{out.message}; {note}".lstrip("; ")
-    return out
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:
@@ -341,8 +262,13 @@ def evaluate_assignment(
     'violates_constraints'
     """
     t0 = time.perf_counter()
+    if not isinstance(problem, AssignmentProblem):
+        raise ProblemTypeError(
+            f"`problem` must be an AssignmentProblem; got {type(problem).__name__}"
+        )
+    tol = _check_verify_tol(verify_tol)
     out = BackendOutput(Status.FEASIBLE, x=np.asarray(x), message=message)
-    return _finish(problem, method, False, out, t0, verify_tol)
+    return _finish(problem, method, False, out, t0, tol)
 
 
 def _finish(
@@ -377,11 +303,7 @@ def _finish(
             problem=problem,
         )
     check = verify_assignment(problem, out.x, tol=tol)
-    if (
-        not exact
-        and status is Status.OPTIMAL
-        and not _bound_met(out.bound, check.objective)
-    ):
+    if not exact and status is Status.OPTIMAL and not _bound_met(out.bound, check.objective):
         # only exact methods may claim optimality, or a heuristic that hands over a
         # proven bound equal to its objective (lp-round on an integral LP)
         status = Status.FEASIBLE

@@ -11,11 +11,14 @@ and in aggregate) before any solver runs, and explains them in the user's terms.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._problem_input import first_true
+from ._validation import is_real
 from .errors import InvalidProblemError
 from .problem import AssignmentProblem
 from .result import Violation
@@ -86,6 +89,9 @@ def verify_assignment(
     >>> [str(v) for v in verify_assignment(p, [[1, 0], [1, 0]]).violations]
     ['expert 0 has load 2 > expert_max_load 1']
     """
+    if not is_real(tol) or not (math.isfinite(float(tol)) and 0 <= tol <= 0.5):
+        # NaN would make every comparison False: no violation could ever be found
+        raise InvalidProblemError(f"`tol` must be a number in [0, 0.5]; got {tol!r}")
     xb = _as_assignment(problem, x)
     counts = xb.sum(axis=1).astype(np.int64)
     loads = problem.weights @ xb
@@ -164,13 +170,9 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     n_fixed = fixed.sum(axis=1)
 
     # -- per client
-    bad = np.flatnonzero(n_fixed > cap)
-    if bad.size:
-        c = int(bad[0])
+    if (c := first_true(n_fixed > cap)) is not None:
         return f"client {c} has {n_fixed[c]} fixed experts but capacity {cap[c]}"
-    bad = np.flatnonzero(kmin > n_allowed)
-    if bad.size:
-        c = int(bad[0])
+    if (c := first_true(kmin > n_allowed)) is not None:
         return (
             f"client {c} needs at least {kmin[c]} experts (min_experts) "
             f"but only {n_allowed[c]} are allowed"
@@ -179,9 +181,7 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
         size = problem.expert_size
         budget = problem.client_budget
         fixed_mem = fixed @ size
-        bad = np.flatnonzero(_exceeds(fixed_mem, budget, DEFAULT_TOL))
-        if bad.size:
-            c = int(bad[0])
+        if (c := first_true(_exceeds(fixed_mem, budget, DEFAULT_TOL))) is not None:
             return (
                 f"client {c}'s fixed experts need memory {_fmt(fixed_mem[c])} "
                 f"> client_budget {_fmt(budget[c])}"
@@ -194,9 +194,7 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
             [np.zeros((problem.n_clients, 1)), np.cumsum(free_sorted, axis=1)], axis=1
         )
         least = fixed_mem + csum[np.arange(problem.n_clients), np.minimum(need, problem.n_experts)]
-        bad = np.flatnonzero(_exceeds(least, budget, DEFAULT_TOL))
-        if bad.size:
-            c = int(bad[0])
+        if (c := first_true(_exceeds(least, budget, DEFAULT_TOL))) is not None:
             return (
                 f"client {c} needs at least {kmin[c]} experts but the smallest allowed ones "
                 f"need memory {_fmt(least[c])} > client_budget {_fmt(budget[c])}"
@@ -210,23 +208,17 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     unit = _load_unit(problem)
     if problem.uniform_weight is not None:
         lo_i, hi_i = problem.count_bounds()
-        bad = np.flatnonzero(lo_i > hi_i)
-        if bad.size:
-            e = int(bad[0])
+        if (e := first_true(lo_i > hi_i)) is not None:
             return (
                 f"expert {e} must take between {_fmt(lo[e])} and {_fmt(hi[e])} {unit}, "
                 "and no whole number of clients lies in that range"
             )
     fixed_load = w @ fixed
-    bad = np.flatnonzero(_exceeds(fixed_load, hi, DEFAULT_TOL))
-    if bad.size:
-        e = int(bad[0])
+    if (e := first_true(_exceeds(fixed_load, hi, DEFAULT_TOL))) is not None:
         return f"expert {e} has fixed load {_fmt(fixed_load[e])} > expert_max_load {_fmt(hi[e])}"
     can_take = allowed & (cap > 0)[:, None]
     max_load = w @ can_take
-    bad = np.flatnonzero(_exceeds(lo, max_load, DEFAULT_TOL))
-    if bad.size:
-        e = int(bad[0])
+    if (e := first_true(_exceeds(lo, max_load, DEFAULT_TOL))) is not None:
         if problem.client_weight is None:
             return (
                 f"expert {e} needs at least {_fmt(lo[e])} clients but only "

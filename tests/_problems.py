@@ -4,18 +4,84 @@ The generators and the reference live in :mod:`flexassign.testing` (users test t
 own code with them); this module re-exports them under the names the tests have always
 used and adds :func:`assert_agrees_with_reference`, the single check that a result
 agrees with the reference (used by the conformance, soft-bound, property and
-adversarial suites).
+adversarial suites), :func:`mixed_problems` (the loop over random problems of mixed
+structure that the backend suites share) and :func:`weighted_balanced` (a balanced
+problem with integer client weights).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
 import pytest
 
 from flexassign import AssignmentProblem, AssignmentResult, Status, verify_assignment
 from flexassign.testing import Reference, random_problem
 from flexassign.testing import reference_solution as reference_solve
 
-__all__ = ["Reference", "assert_agrees_with_reference", "random_problem", "reference_solve"]
+__all__ = [
+    "Reference",
+    "Schedule",
+    "assert_agrees_with_reference",
+    "mixed_problems",
+    "random_problem",
+    "reference_solve",
+    "weighted_balanced",
+]
+
+#: When a structure flag is on in trial ``t``: ``(period, phase)`` means
+#: ``t % period == phase``; a callable decides for itself.
+Schedule = tuple[int, int] | Callable[[int], bool]
+
+
+def mixed_problems(
+    rng: np.random.Generator,
+    count: int,
+    *,
+    n: tuple[int, int],
+    e: tuple[int, int],
+    on: dict[str, Schedule] | None = None,
+    cycle: dict[str, list[Any]] | None = None,
+    **always: Any,
+) -> Iterator[tuple[int, AssignmentProblem]]:
+    """``count`` random problems of mixed structure, as ``(trial, problem)``.
+
+    Trial ``t`` draws its size from ``rng`` (``n`` and ``e`` are ``integers`` ranges,
+    clients first), then :func:`random_problem` with each flag of ``on`` set by its
+    schedule, each argument of ``cycle`` taking its ``t``-th value (cyclically) and
+    the ``always`` arguments as given. Lazy: draws the caller makes between trials
+    come in between, as in a hand-written loop.
+    """
+    for trial in range(count):
+        args = dict(always)
+        for flag, when in (on or {}).items():
+            args[flag] = when(trial) if callable(when) else trial % when[0] == when[1]
+        for name, values in (cycle or {}).items():
+            args[name] = values[trial % len(values)]
+        n_ = int(rng.integers(*n))
+        e_ = int(rng.integers(*e))
+        yield trial, random_problem(rng, n=n_, e=e_, **args)
+
+
+def weighted_balanced(
+    seed: int,
+    shape: tuple[int, int],
+    *,
+    capacity: int,
+    tolerance: float,
+    max_weight: int,
+) -> AssignmentProblem:
+    """A balanced problem with uniform fitness and integer client weights in
+    ``[1, max_weight)`` (fitness drawn first, then the weights, from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    return AssignmentProblem.balanced(
+        rng.random(shape),
+        capacity=capacity,
+        tolerance=tolerance,
+        client_weight=rng.integers(1, max_weight, size=shape[0]).astype(float),
+    )
 
 
 def assert_agrees_with_reference(

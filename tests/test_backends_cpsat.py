@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _problems import weighted_balanced
 
 from flexassign import AssignmentProblem, Status, solve_assignment
 
@@ -39,13 +40,7 @@ def test_float_fitness_reports_scale_and_error_bound() -> None:
 
 
 def test_weighted_loads_with_integer_weights_are_exact() -> None:
-    rng = np.random.default_rng(2)
-    p = AssignmentProblem.balanced(
-        rng.random((30, 5)),
-        capacity=2,
-        tolerance=0.2,
-        client_weight=rng.integers(1, 30, size=30).astype(float),
-    )
+    p = weighted_balanced(2, (30, 5), capacity=2, tolerance=0.2, max_weight=30)
     res = _solve(p)
     assert res.stats["constraint_scaling_exact"] is True
     assert res.status is Status.OPTIMAL

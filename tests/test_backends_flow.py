@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _problems import random_problem
+from _problems import mixed_problems
 
 from flexassign import AssignmentProblem, InvalidProblemError, Status, solve_assignment
 
@@ -41,18 +41,20 @@ def test_certificate_adds_pruned_arcs_back_and_stays_exact() -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_pruned_equals_full_on_random_structures(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
-    for trial in range(25):
-        p = random_problem(
-            rng,
-            n=int(rng.integers(2, 30)),
-            e=int(rng.integers(2, 10)),
-            masks=trial % 2 == 0,
-            fixed=trial % 5 == 3,
-            soft=trial % 3 == 1,
-            mixed_sign=trial % 4 == 1,
-            exact=trial % 6 == 5,
-            tolerance=[0.0, 0.1, 0.3, None][trial % 4],
-        )
+    for trial, p in mixed_problems(
+        rng,
+        25,
+        n=(2, 30),
+        e=(2, 10),
+        on={
+            "masks": (2, 0),
+            "fixed": (5, 3),
+            "soft": (3, 1),
+            "mixed_sign": (4, 1),
+            "exact": (6, 5),
+        },
+        cycle={"tolerance": [0.0, 0.1, 0.3, None]},
+    ):
         full = solve_assignment(p, method="flow", options={"prune": False})
         opts = {"prune": True, "prune_margin": 1}
         if trial % 2:  # arbitrary (bad) prices: cost rounds, never correctness

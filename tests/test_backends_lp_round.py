@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _problems import random_problem, reference_solve
+from _problems import Schedule, mixed_problems, reference_solve
 
 from flexassign import AssignmentProblem, Status, solve_assignment
 
@@ -72,17 +72,19 @@ def test_infeasible_lp_proves_infeasibility() -> None:
 
 def test_column_generation_matches_full_lp() -> None:
     rng = np.random.default_rng(2)
-    for trial in range(12):
-        p = random_problem(
-            rng,
-            n=int(rng.integers(20, 80)),
-            e=int(rng.integers(6, 12)),
-            weighted=trial % 2 == 0,
-            knapsack=trial % 3 == 0,
-            masks=trial % 4 == 1,
-            fixed=trial % 5 == 2,
-            soft=trial % 6 == 3,
-        )
+    for trial, p in mixed_problems(
+        rng,
+        12,
+        n=(20, 80),
+        e=(6, 12),
+        on={
+            "weighted": (2, 0),
+            "knapsack": (3, 0),
+            "masks": (4, 1),
+            "fixed": (5, 2),
+            "soft": (6, 3),
+        },
+    ):
         # only the LP is compared: keep the repair short
         opts = {"repair_time_limit": 0.2}
         pruned = solve_assignment(
@@ -97,24 +99,17 @@ def test_column_generation_matches_full_lp() -> None:
 
 
 def _mixed_problems(seed: int, count: int) -> list[AssignmentProblem]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for trial in range(count):
-        out.append(
-            random_problem(
-                rng,
-                n=int(rng.integers(15, 60)),
-                e=int(rng.integers(4, 10)),
-                weighted=trial % 2 == 0,
-                knapsack=trial % 2 == 1 or trial % 5 == 0,
-                masks=trial % 4 == 1,
-                fixed=trial % 5 == 2,
-                soft=trial % 6 == 3,
-                mixed_sign=trial % 7 == 4,
-                exact=trial % 3 == 0,
-            )
-        )
-    return out
+    on: dict[str, Schedule] = {
+        "weighted": (2, 0),
+        "knapsack": lambda t: t % 2 == 1 or t % 5 == 0,
+        "masks": (4, 1),
+        "fixed": (5, 2),
+        "soft": (6, 3),
+        "mixed_sign": (7, 4),
+        "exact": (3, 0),
+    }
+    problems = mixed_problems(np.random.default_rng(seed), count, n=(15, 60), e=(4, 10), on=on)
+    return [p for _, p in problems]
 
 
 def test_cost_shift_keeps_the_lp_bound_and_it_bounds_the_optimum() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _problems import assert_agrees_with_reference, random_problem
+from _problems import Schedule, assert_agrees_with_reference, mixed_problems
 
 from flexassign import Status, list_backends, solve_assignment
 from flexassign.backends.registry import get_backend
@@ -20,16 +20,8 @@ def test_soft_mode_matches_reference(method: str) -> None:
     assert backend.soft
     rng = np.random.default_rng(7)
     checked = 0
-    for trial in range(12):
-        p = random_problem(
-            rng,
-            n=int(rng.integers(3, 9)),
-            e=int(rng.integers(2, 5)),
-            soft=True,
-            weighted=trial % 3 == 1,
-            knapsack=trial % 4 == 2,
-            tolerance=0.05,
-        )
+    on: dict[str, Schedule] = {"weighted": (3, 1), "knapsack": (4, 2)}
+    for trial, p in mixed_problems(rng, 12, n=(3, 9), e=(2, 5), on=on, soft=True, tolerance=0.05):
         if backend.unsupported_reason(p) is not None:
             continue
         res = solve_assignment(p, method=method)

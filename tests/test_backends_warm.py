@@ -17,7 +17,7 @@ import pytest
 
 from flexassign import AssignmentProblem, Status, solve_assignment
 from flexassign.backends.registry import WARM_MIN_PAIRS, get_backend
-from flexassign.errors import InvalidProblemError, UnsupportedProblemError
+from flexassign.errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from flexassign.solve import auto_method
 
 
@@ -169,13 +169,14 @@ def test_falls_back_to_flow_when_rounds_run_out() -> None:
         ({"prices": [1.0, 2.0]}, r"`options\['prices'\]` must be 4 finite"),
         ({"prices": [0.0, np.nan, 0.0, 0.0]}, r"`options\['prices'\]`"),
         ({"prices": "cheap"}, r"`options\['prices'\]`"),
-        ({"prune_margin": 0}, r"`options\['prune_margin'\]` must be an integer >= 1"),
-        ({"max_rounds": True}, r"`options\['max_rounds'\]` must be an integer >= 1"),
+        ({"prune_margin": 0}, r"`options\['prune_margin'\]` must be .*>= 1; got 0"),
+        ({"max_rounds": True}, r"`options\['max_rounds'\]` must be an integer"),
+        ({"margin": 3}, r"unknown option `options\['margin'\]` for method 'flow-warm'"),
     ],
 )
 def test_bad_options_name_the_option(options: dict, match: str) -> None:
     p = AssignmentProblem.balanced(np.eye(4), capacity=1)
-    with pytest.raises(InvalidProblemError, match=match):
+    with pytest.raises((InvalidProblemError, ProblemTypeError), match=match):
         solve_assignment(p, method="flow-warm", options=options)
 
 
@@ -202,3 +203,16 @@ def test_module_examples_run() -> None:
     mod = importlib.import_module("flexassign.backends.flow_warm")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_large_warm_starts_refresh_prices_on_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = importlib.import_module("flexassign.backends.flow_warm")
+    monkeypatch.setattr(fw, "_WARM_SAMPLE_MIN", 1000)
+    monkeypatch.setattr(fw, "_SAMPLE_MIN", 500)
+    p = _problem(6000, 12, 6)
+    stale = solve_assignment(_problem(6000, 12, 7), method="flow-warm").stats["expert_prices"]
+    res = solve_assignment(p, method="flow-warm", options={"prices": stale})
+    assert res.stats["price_source"] == "options, refreshed on samples"
+    assert res.stats["levels"]  # at least one sample level was solved
+    assert res.status is Status.OPTIMAL
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)

@@ -31,6 +31,20 @@ def test_warm_start_from_lp_round_is_used(method: str) -> None:
     assert res.objective >= start.objective - 1e-9
 
 
+def test_cpsat_first_solution_is_the_hint() -> None:
+    # stop at CP-SAT's first solution: with the hint that is the hint (or better);
+    # without it CP-SAT's own first solution is worse, so this fails if the hint is
+    # ignored (deterministic: one worker, seed 0)
+    p = _weighted()
+    start = solve_assignment(p, method="lp-round")
+    first = {"cpsat_parameters": {"stop_after_first_solution": True}}
+    hinted = solve_assignment(p, method="cpsat", options={**first, "warm_start": start.x})
+    cold = solve_assignment(p, method="cpsat", options=first)
+    assert hinted.success and cold.success
+    assert hinted.objective >= start.objective - 1e-9
+    assert cold.objective < start.objective - 1e-6
+
+
 def test_warm_start_does_not_change_the_optimum() -> None:
     rng = np.random.default_rng(1)
     p = AssignmentProblem.balanced(rng.random((40, 5)), capacity=2, tolerance=0.1)

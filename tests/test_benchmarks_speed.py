@@ -35,26 +35,28 @@ def test_speed_quick_schema_and_agreement(tmp_path: Path) -> None:
     for cell in report["cells"]:
         methods = cell["methods"]
         assert methods["greedy"]["ratio_to_greedy"] == pytest.approx(1.0)
-        assert not methods["greedy"]["matches_full_flow"]  # greedy ignores balance
+        assert not methods["greedy"]["matches_reference"]  # greedy ignores balance
         for name, m in methods.items():
             assert len(m["times"]) == 2
             assert m["best"] == min(m["times"]) and m["best"] <= m["median"]
             assert m["ratio_to_greedy"] == pytest.approx(m["best"] / methods["greedy"]["best"])
+            assert m["best_cpu"] > 0 and m["cpu_ratio_to_greedy"] > 0
             if m["exact"] and m["status"] == "optimal":
-                assert m["matches_full_flow"], (cell["size"], name, m["objective"])
+                assert m["matches_reference"], (cell["size"], name, m["objective"])
         assert methods["auto (cold)"]["status"] == "optimal"
         if cell["case"] == "count, round 2":
-            assert methods["auto (warm)"]["matches_full_flow"]
+            assert methods["auto (warm)"]["matches_reference"]
     if peers.has_pot():
         k1 = [c for c in report["cells"] if c["case"] == "k=1, fixed loads"]
-        assert k1 and all(c["methods"]["pot-emd"]["matches_full_flow"] for c in k1)
+        assert k1 and all(c["methods"]["pot-emd"]["matches_reference"] for c in k1)
         assert all(c["methods"]["pot-sinkhorn"]["status"] != "optimal" for c in k1)
         assert any("exact peer" in t["target"] for t in report["targets"])
 
 
 def test_speed_targets_are_read_from_the_cells() -> None:
     def method(best: float, ok: bool = True, mem: float | None = None) -> dict:
-        m = {"best": best, "ratio_to_greedy": best / 0.1, "matches_full_flow": ok}
+        m = {"best": best, "ratio_to_greedy": best / 0.1, "matches_reference": ok}
+        m.update(best_cpu=best, cpu_ratio_to_greedy=best / 0.1)
         m.update(status="optimal", exact=True, backend="flow-warm")
         if mem is not None:
             m["extra_mib"] = mem

@@ -158,6 +158,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("command", ["run", "compare"])
 def test_help_shows_config_defaults(command: str, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from fl_harness.config import DEFAULT_LR
     from fl_harness.experiment import ExperimentConfig
 
     monkeypatch.setenv("COLUMNS", "400")  # no line wrapping inside the values
@@ -167,11 +168,12 @@ def test_help_shows_config_defaults(command: str, capsys: pytest.CaptureFixture[
     text = " ".join(capsys.readouterr().out.split())
     d = ExperimentConfig()
     for flag, value in [("--rounds ROUNDS", d.rounds), ("--clients CLIENTS", d.num_clients),
-                        ("--top-k TOP_K", d.top_k), ("--lr LR", d.lr),
-                        ("--dataset {", d.dataset)]:
+                        ("--top-k TOP_K", d.top_k), ("--dataset {", d.dataset)]:
         start = text.index(flag, text.index("options:"))
         assert f"(default: {value})" in text[start:text.index(" --", start + 3)], flag
     assert "(default: low-end-phone:0.4,high-end-phone:0.4,tablet:0.2)" in text
+    lr_help = "(default: per dataset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
+    assert lr_help in text
     for chunk in text.split(" --"):  # one option's help each: a default is said once
         assert chunk.lower().count("(default") <= 1, chunk
     if command == "compare":

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from _problems import assert_agrees_with_reference, random_problem
+from _problems import Schedule, assert_agrees_with_reference, mixed_problems, weighted_balanced
 
 from flexassign import (
     AssignmentProblem,
@@ -70,20 +70,16 @@ def test_deterministic(method: str) -> None:
 
 @pytest.mark.parametrize("method", EXACT)
 def test_exact_backends_match_reference_on_random_instances(method: str) -> None:
-    rng = np.random.default_rng(3)
     checked = 0
-    for trial in range(30):
-        p = random_problem(
-            rng,
-            n=int(rng.integers(2, 9)),
-            e=int(rng.integers(2, 5)),
-            weighted=trial % 3 == 1,
-            knapsack=trial % 4 == 2,
-            masks=trial % 2 == 0,
-            fixed=trial % 5 == 3,
-            mixed_sign=trial % 2 == 1,
-            exact=trial % 6 == 5,
-        )
+    on: dict[str, Schedule] = {
+        "weighted": (3, 1),
+        "knapsack": (4, 2),
+        "masks": (2, 0),
+        "fixed": (5, 3),
+        "mixed_sign": (2, 1),
+        "exact": (6, 5),
+    }
+    for trial, p in mixed_problems(np.random.default_rng(3), 30, n=(2, 9), e=(2, 5), on=on):
         if not supports(method, p):
             continue
         res = solve_assignment(p, method=method)
@@ -122,13 +118,7 @@ def test_presolve_reports_reason(method: str) -> None:
 
 def _binding_time_limit_problem() -> AssignmentProblem:
     # weighted, tight balance: no exact backend proves this within 0.3 s here
-    rng = np.random.default_rng(4)
-    return AssignmentProblem.balanced(
-        rng.random((300, 24)),
-        capacity=3,
-        tolerance=0.02,
-        client_weight=rng.integers(1, 100, 300).astype(float),
-    )
+    return weighted_balanced(4, (300, 24), capacity=3, tolerance=0.02, max_weight=100)
 
 
 @pytest.mark.parametrize("method", [n for n in ALL if get_backend(n).time_limit])
@@ -151,12 +141,11 @@ def test_time_limit_honoured(method: str) -> None:
     assert optimum is not None and res.objective <= optimum + 1e-9
 
 
-@pytest.mark.parametrize(
-    "method", [n for n in ALL if not get_backend(n).time_limit]
-)
+@pytest.mark.parametrize("method", [n for n in ALL if not get_backend(n).time_limit])
 def test_backends_without_a_limit_say_so(method: str) -> None:
-    p = AssignmentProblem.balanced(np.random.default_rng(5).random((20, 4)), capacity=1,
-                                   tolerance=0.3)
+    p = AssignmentProblem.balanced(
+        np.random.default_rng(5).random((20, 4)), capacity=1, tolerance=0.3
+    )
     res = solve_assignment(p, method=method, time_limit=5.0)
     assert res.stats["time_limit_ignored"] is True
     assert "time_limit ignored" in res.message
@@ -228,3 +217,36 @@ def test_greedy_breaks_ties_by_lower_expert_index() -> None:
         for c in range(20):
             want[c, order[c, : cap[c]]] = True
         np.testing.assert_array_equal(top_k(p), want)
+
+
+def _stats_cases() -> list:
+    drift = pytest.mark.xfail(
+        strict=True, reason="flow-warm (the speed work's module) still reports `cost_scale`"
+    )
+    return [pytest.param(n, marks=[drift] if n == "flow-warm" else []) for n in ALL]
+
+
+@pytest.mark.parametrize("method", _stats_cases())
+def test_stats_use_the_shared_key_names(method: str) -> None:
+    rng = np.random.default_rng(6)
+    p = AssignmentProblem.balanced(
+        rng.random((20, 4)),
+        capacity=2,
+        tolerance=0.3,
+        client_weight=None if not get_backend(method).weighted else rng.integers(1, 4, 20),
+    )
+    res = solve_assignment(p, method=method)
+    retired = {
+        "mip_node_count",
+        "mip_gap",
+        "branches",
+        "num_workers",
+        "cost_scale",
+        "model_status",
+        "scipy_status",
+        "cpsat_status",
+        "termination_condition",
+    }
+    assert not retired & set(res.stats), sorted(retired & set(res.stats))
+    if get_backend(method).kind == "exact" or method == "lp-round":
+        assert {"build_time", "solve_time", "solver_status"} <= set(res.stats), res.stats.keys()

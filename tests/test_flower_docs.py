@@ -28,7 +28,9 @@ def test_hand_written_loop_in_docs_runs(tmp_path: Path, monkeypatch: pytest.Monk
         "flexassign.integrations.aggregation",
         "flexassign.integrations.flower.layout",
         "flexassign.integrations.flower.messages",
-        "flexassign.integrations.flower.strategy",
+        "flexassign.integrations.flower.nodes",
+        "flexassign.integrations.flower.records",
+        "flexassign.integrations.flower.replies",
         "flexassign.integrations.flower.app",
     ],
 )

@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from _flower_grid import InProcessGrid, task_identity  # noqa: F401 - an autouse fixture
 from flwr.app import Error, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
 
 from flexassign.alignment import Feedback, Planner
 from flexassign.integrations.flower import ExpertLayout, FlexMoEStrategy
@@ -44,16 +44,6 @@ def split_state(state: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[int,
 
 pytestmark = pytest.mark.flower
 
-
-@pytest.fixture(autouse=True)
-def task_identity() -> Any:
-    """Flower's runtime sets the ServerApp's identity before messages are built."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 E = 4
 CAPACITY = {0: 1, 1: 2, 2: 2, 3: 3, 4: 1}
@@ -84,56 +74,23 @@ def node_reply(i: int, msg: Message) -> Message:
     return Message(content, reply_to=msg)
 
 
-class ScriptedGrid(Grid):
+class ScriptedGrid(InProcessGrid):
     """Delivers messages to Python callables; a handler returning None loses the reply."""
 
     def __init__(self, behaviour: Callable[[int, int, Message], Message | None] | None = None):
+        super().__init__(NODE_IDS.values())
         self.behaviour = behaviour
-        self.sent: list[Message] = []
 
-    def set_run(self, run: Any) -> None:  # pragma: no cover - unused
-        pass
-
-    @property
-    def run(self) -> Any:  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
-        return Message(content, dst_node_id=dst_node_id, message_type=message_type,
-                       group_id=group_id)  # pragma: no cover - unused
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(NODE_IDS.values())
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError  # pragma: no cover
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError  # pragma: no cover
-
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
-        index = {n: i for i, n in NODE_IDS.items()}
-        out = []
-        for msg in messages:
-            self.sent.append(msg)
-            i = index[msg.metadata.dst_node_id]
-            if msg.metadata.message_type == MessageType.QUERY:
-                prof = encode_profile({"client-id": f"c{i}", "capacity": CAPACITY[i],
-                                       **DECLARED.get(i, {})})
-                out.append(Message(RecordDict({PROFILE_KEY: prof}), reply_to=msg))
-                continue
-            if msg.metadata.message_type == MessageType.EVALUATE:
-                continue  # no federated evaluation here
-            rnd = int(msg.content.config_records["config"]["server-round"])
-            try:
-                reply = (self.behaviour or (lambda i, r, m: node_reply(i, m)))(i, rnd, msg)
-            except Exception as exc:  # what Flower does with a crashing ClientApp
-                reply = Message(Error(code=1, reason=str(exc)), reply_to=msg)
-            if reply is not None:
-                out.append(reply)
-        return out
+    def reply(self, msg: Message) -> Message | None:
+        i = {n: i for i, n in NODE_IDS.items()}[msg.metadata.dst_node_id]
+        if msg.metadata.message_type == MessageType.QUERY:
+            prof = encode_profile({"client-id": f"c{i}", "capacity": CAPACITY[i],
+                                   **DECLARED.get(i, {})})
+            return Message(RecordDict({PROFILE_KEY: prof}), reply_to=msg)
+        if msg.metadata.message_type == MessageType.EVALUATE:
+            return None  # no federated evaluation here
+        rnd = int(msg.content.config_records["config"]["server-round"])
+        return (self.behaviour or (lambda i, r, m: node_reply(i, m)))(i, rnd, msg)
 
 
 def make_strategy(**kw: Any) -> FlexMoEStrategy:

@@ -232,7 +232,7 @@ def test_config_errors_name_the_field(field: str, value: object) -> None:
 
 def test_cli_flag_values_are_checked_by_the_config() -> None:
     args = build_parser().parse_args(["run", "--holdout-fraction", "1.5"])
-    with pytest.raises(ValueError, match="`--holdout-fraction`"):
+    with pytest.raises(ValueError, match="`--holdout-fraction` must be finite and >= 0 and < 1"):
         config_from_args(args)
 
 

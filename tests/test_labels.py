@@ -183,6 +183,13 @@ def test_planner_plans_and_history_export() -> None:
     np.testing.assert_allclose(
         hist.groupby("expert")["load"].sum().to_numpy(), planner.loads(include_open=False)
     )
+    samples = history_frame(planner, "samples")
+    np.testing.assert_allclose(
+        samples.groupby("expert")["load"].sum().to_numpy(),
+        planner.loads("samples", include_open=False),
+    )
+    with pytest.raises(InvalidProblemError, match="`kind` must be 'clients' or 'samples'"):
+        history_frame(planner, "bogus")
 
 
 def test_docs_labels_examples_run() -> None:
@@ -194,3 +201,30 @@ def test_docs_labels_examples_run() -> None:
     assert len(blocks) >= 2
     for i, code in enumerate(blocks):
         exec(compile(code, f"docs/labels.md[python block {i}]", "exec"), {})
+
+
+def test_every_label_check_names_its_argument() -> None:
+    df = _fitness()
+    dup = pd.Series([1, 1, 1, 1, 1], index=["ana", "bo", "cy", "dee", "dee"])
+    with pytest.raises(InvalidProblemError, match=r"`capacity` has repeated client labels"):
+        solve_assignment(df, capacity=dup)
+    with pytest.raises(
+        ProblemTypeError, match=r"`allowed` must be 2-D \(a DataFrame or an array\)"
+    ):
+        solve_assignment(df, allowed=pd.Series([True] * 4, index=CLIENTS))
+    with pytest.raises(ProblemTypeError, match=r"`clients` must be an iterable of labels; got int"):
+        Labels(clients=3, experts=[0])  # type: ignore[arg-type]
+    with pytest.raises(ProblemTypeError, match=r"`experts` must be an iterable of labels; got str"):
+        Labels(clients=[0], experts="ab")
+    with pytest.raises(ProblemTypeError, match=r"`experts` labels must be hashable; got list"):
+        Labels(clients=[0], experts=[[1]])
+    with pytest.raises(InvalidProblemError, match=r"`clients` has 1 labels but the problem has 2"):
+        solve_assignment(np.eye(2)).with_labels(["a"], ["x", "y"])
+
+
+def test_to_frame_needs_the_problem() -> None:
+    from dataclasses import replace
+
+    res = replace(solve_assignment(np.eye(2)), problem=None)
+    with pytest.raises(InvalidProblemError, match=r"`result` carries no problem"):
+        res.to_frame()

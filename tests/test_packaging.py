@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
+import importlib.util
 import re
 import subprocess
 import sys
@@ -116,17 +118,19 @@ def test_core_depends_only_on_what_it_imports() -> None:
     assert extras["testing"] == {"hypothesis"}
     declared = core | set().union(*extras.values())
     used: set[str] = set()
+    testing: set[str] = set()
     for path in sorted((ROOT / "flexassign").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         top, lazy = _third_party_imports(path)
         used |= top | lazy
         if rel.startswith("flexassign/integrations/"):
             continue  # the flower extra's own package
-        if rel == "flexassign/testing.py":
-            assert top == {"numpy", "hypothesis"}, top
+        if rel.startswith("flexassign/testing/"):
+            testing |= top
             continue
         # typing-only imports (pandas in result.py/labels.py) sit under TYPE_CHECKING
         assert top - {"pandas"} <= {"numpy", "scipy"}, f"{rel} imports {top} at module level"
+    assert testing == {"numpy", "hypothesis"}, testing  # the flexassign.testing package
     assert used - {"fl_harness"} <= declared | {"flwr"}, used - declared  # fl_harness: same wheel
     assert {"numpy", "scipy", "highspy", "ortools"} <= core
     # every core dependency is imported somewhere in flexassign
@@ -165,3 +169,43 @@ def test_core_only_install_in_a_fresh_venv(tmp_path: Path) -> None:
     assert loaded.stdout.strip() == "[]"
     missing = subprocess.run([str(py), "-c", "import hypothesis"], capture_output=True)
     assert missing.returncode != 0, "hypothesis is not a core dependency"
+
+
+def test_every_module_with_examples_has_them_collected() -> None:
+    """Issue 13: each module's ``>>>`` examples run under the default pytest call.
+
+    Only modules whose optional extra is missing here may be left out (conftest.py).
+    """
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    assert spec and spec.loader
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    skipped = root_conftest.collect_ignore_glob
+    with_examples = set()
+    for pkg in ("flexassign", "fl_harness"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if ">>>" in path.read_text(encoding="utf-8") and not any(
+                fnmatch.fnmatch(rel, glob) for glob in skipped
+            ):
+                with_examples.add(rel)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "flexassign",
+            "fl_harness",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    collected = {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
+    assert with_examples, "no module has examples?"
+    assert with_examples <= collected, sorted(with_examples - collected)

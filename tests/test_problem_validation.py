@@ -317,3 +317,34 @@ def test_infeasibility_messages() -> None:
     for p, msg in cases:
         assert diagnose_infeasibility(p) == msg
         assert solve_assignment(p, method="highs").message == msg
+
+
+def test_fields_to_kwargs_and_take() -> None:
+    from flexassign.problem import FIELDS
+
+    assert AssignmentProblem.fields() == FIELDS
+    assert FIELDS[:3] == ("fitness", "capacity", "min_experts") and "load_penalty" in FIELDS
+    f = np.arange(12.0).reshape(4, 3)
+    p = AssignmentProblem(
+        f,
+        capacity=[1, 2, 1, 2],
+        min_experts=[0, 1, 0, 1],
+        client_weight=[1.0, 2.0, 3.0, 4.0],
+        expert_size=[1.0, 1.0, 2.0],
+        client_budget=[5.0, 5.0, 5.0, 1.0],
+        allowed=np.ones((4, 3), dtype=bool),
+        fixed=np.eye(4, 3, dtype=bool),
+        expert_max_load=[9.0, 9.0, 9.0],
+    )
+    assert set(p.to_kwargs()) == set(FIELDS)
+    sub = p.take([3, 1])
+    np.testing.assert_array_equal(sub.fitness, f[[3, 1]])
+    assert sub.capacity.tolist() == [2, 2] and sub.min_experts.tolist() == [1, 1]
+    assert sub.client_weight.tolist() == [4.0, 2.0] and sub.client_budget.tolist() == [1.0, 5.0]
+    np.testing.assert_array_equal(sub.fixed, np.eye(4, 3, dtype=bool)[[3, 1]])
+    assert sub.expert_max_load.tolist() == [9.0, 9.0, 9.0]  # per-expert fields kept
+    assert p.take([0, 1], expert_max_load=2.0).expert_max_load.tolist() == [2.0] * 3
+    with raises(ProblemTypeError, "`rows` must be a 1-D array of client indices or a mask"):
+        p.take([[0]])
+    with pytest.raises(ProblemTypeError, match=r"^take\(\) got unknown argument"):
+        p.take([0], bogus=1)

@@ -52,7 +52,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._validation import check_real, is_int, is_real
+from .._validation import check_real, has_keys, is_int, is_real
 from ..errors import InvalidProblemError, ProblemTypeError
 
 __all__ = [
@@ -324,7 +324,7 @@ class ModelCost:
     def from_dict(cls, data: dict[str, Any]) -> ModelCost:
         """A cost from :meth:`to_dict`'s output; missing or unknown keys are errors."""
         keys = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or set(data) != keys:
+        if not has_keys(data, keys):
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise InvalidProblemError(f"`model_cost` must have the keys {sorted(keys)}; got {got}")
         d = dict(data)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._files import jsonable
-from .._validation import check_int, check_optional_real, check_real, check_seed
+from .._validation import check_field, check_int, check_optional_real, check_real, check_seed
 from ..backends.registry import get_backend
 from ..errors import BackendNotInstalledError, InvalidProblemError, ProblemTypeError
 from .capacity import ModelCost
@@ -113,10 +113,10 @@ class PlannerConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "num_experts", check_int("num_experts", self.num_experts, lo=1))
+        check_field(self, "num_experts", check_int, lo=1)
         set_(self, "strategy", check_strategy(self.strategy))
-        set_(self, "tolerance", check_real("tolerance", self.tolerance, lo=0.0))
-        set_(self, "seed", check_seed("seed", self.seed))
+        check_field(self, "tolerance", check_real, lo=0.0)
+        check_field(self, "seed", check_seed)
         fit: Any = self.fitness
         if fit is None:
             fit = FitnessConfig()
@@ -125,28 +125,14 @@ class PlannerConfig:
         elif not isinstance(fit, FitnessConfig):
             raise ProblemTypeError(f"`fitness` must be a FitnessConfig; got {type(fit).__name__}")
         set_(self, "fitness", fit)
-        set_(
-            self, "usage_penalty", check_optional_real("usage_penalty", self.usage_penalty, lo=0.0)
-        )
-        set_(
-            self,
-            "usage_decay",
-            check_real("usage_decay", self.usage_decay, lo=0.0, hi=1.0, lo_open=True),
-        )
-        set_(self, "deficit_shift", check_real("deficit_shift", self.deficit_shift, lo=0.0, hi=1.0))
-        set_(
-            self,
-            "soft_penalty",
-            check_real("soft_penalty", self.soft_penalty, lo=0.0, lo_open=True),
-        )
-        set_(self, "default_capacity", check_int("default_capacity", self.default_capacity, lo=0))
+        check_field(self, "usage_penalty", check_optional_real, lo=0.0)
+        check_field(self, "usage_decay", check_real, lo=0.0, hi=1.0, lo_open=True)
+        check_field(self, "deficit_shift", check_real, lo=0.0, hi=1.0)
+        check_field(self, "soft_penalty", check_real, lo=0.0, lo_open=True)
+        check_field(self, "default_capacity", check_int, lo=0)
         set_(self, "model_cost", self._check_cost(self.model_cost))
-        set_(self, "deadline", check_optional_real("deadline", self.deadline, lo=0.0, lo_open=True))
-        set_(
-            self,
-            "throughput_rate",
-            check_real("throughput_rate", self.throughput_rate, lo=0.0, hi=1.0, lo_open=True),
-        )
+        check_field(self, "deadline", check_optional_real, lo=0.0, lo_open=True)
+        check_field(self, "throughput_rate", check_real, lo=0.0, hi=1.0, lo_open=True)
         if not isinstance(self.method, str):
             raise ProblemTypeError(f"`method` must be a string; got {type(self.method).__name__}")
         if self.method != "auto":
@@ -156,12 +142,8 @@ class PlannerConfig:
                 raise BackendNotInstalledError(
                     f"`method` {self.method!r} is not installed; `pip install {extra}`"
                 )
-        set_(
-            self,
-            "time_limit",
-            check_optional_real("time_limit", self.time_limit, lo=0.0, lo_open=True),
-        )
-        set_(self, "mip_gap", check_optional_real("mip_gap", self.mip_gap, lo=0.0))
+        check_field(self, "time_limit", check_optional_real, lo=0.0, lo_open=True)
+        check_field(self, "mip_gap", check_optional_real, lo=0.0)
 
     def _check_cost(self, cost: Any) -> ModelCost | None:
         if cost is None:

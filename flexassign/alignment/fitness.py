@@ -33,14 +33,21 @@ Our choices where the paper is silent (see ``docs/alignment.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .._validation import check_optional_real, check_real, is_int, is_real
+from .._validation import (
+    check_field,
+    check_optional_real,
+    check_real,
+    has_keys,
+    is_int,
+    is_real,
+)
 from ..errors import InvalidFeedbackError, InvalidProblemError
 from .feedback import Feedback
 
@@ -128,25 +135,16 @@ class FitnessConfig:
     zero_count_signal: float | None = 0.0
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "beta", check_real("beta", self.beta, lo=0.0, hi=1.0, lo_open=True))
+        check_field(self, "beta", check_real, lo=0.0, hi=1.0, lo_open=True)
         if self.signal not in SIGNALS:
             raise InvalidProblemError(f"`signal` must be one of {SIGNALS}; got {self.signal!r}")
-        set_(self, "alpha_loss", check_real("alpha_loss", self.alpha_loss, lo=0.0, lo_open=True))
+        check_field(self, "alpha_loss", check_real, lo=0.0, lo_open=True)
         if self.prior not in PRIORS:
             raise InvalidProblemError(f"`prior` must be one of {PRIORS}; got {self.prior!r}")
-        set_(self, "prior_value", check_real("prior_value", self.prior_value, lo=0.0, hi=1.0))
-        set_(
-            self,
-            "prior_strength",
-            check_real("prior_strength", self.prior_strength, lo=0.0, lo_open=True),
-        )
-        set_(self, "exploration", check_real("exploration", self.exploration, lo=0.0))
-        set_(
-            self,
-            "zero_count_signal",
-            check_optional_real("zero_count_signal", self.zero_count_signal, lo=0.0, hi=1.0),
-        )
+        check_field(self, "prior_value", check_real, lo=0.0, hi=1.0)
+        check_field(self, "prior_strength", check_real, lo=0.0, lo_open=True)
+        check_field(self, "exploration", check_real, lo=0.0)
+        check_field(self, "zero_count_signal", check_optional_real, lo=0.0, hi=1.0)
 
 
 class FitnessTracker:
@@ -375,12 +373,7 @@ class FitnessTracker:
         if not isinstance(rows, list):
             raise InvalidProblemError("`state.clients` must be a list")
         for row in rows:
-            if not isinstance(row, Mapping) or set(row) != {
-                "id",
-                "fitness",
-                "observations",
-                "reports",
-            }:
+            if not has_keys(row, ("id", "fitness", "observations", "reports")):
                 raise InvalidProblemError(
                     "`state.clients` entries must be objects with keys id, fitness, "
                     f"observations, reports; got {row!r}"

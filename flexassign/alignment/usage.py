@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._files import jsonable
-from .._validation import check_real, is_int, is_real
+from .._validation import check_real, has_keys, is_int, is_real
 from ..errors import InvalidProblemError
 from ..metrics import coefficient_of_variation
 
@@ -266,12 +266,7 @@ class UsageMonitor:
         client rows as sample rows; the usage score non-negative with mean 1.
         """
         where = "usage"
-        if not isinstance(data, dict) or set(data) != {
-            "decay",
-            "client_loads",
-            "sample_loads",
-            "usage_score",
-        }:
+        if not has_keys(data, ("decay", "client_loads", "sample_loads", "usage_score")):
             raise InvalidProblemError(
                 "`usage` state must be an object with keys decay, client_loads, sample_loads, "
                 "usage_score"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,9 +31,17 @@ from numpy.typing import NDArray
 from ..problem import AssignmentProblem
 from ..result import Status
 from .base import BackendOutput
-from .linear import LinearModel
+from .linear import LinearModel, build_linear_model
 
-__all__ = ["EXACT_GAP", "NormalisedObjective", "empty_model_output", "normalise_objective"]
+__all__ = [
+    "EXACT_GAP",
+    "NormalisedObjective",
+    "empty_model_output",
+    "mip_output",
+    "model_stats",
+    "normalise_objective",
+    "prepare_model",
+]
 
 #: Relative gap (on the normalised objective) below which an answer is proven optimal.
 EXACT_GAP = 1e-9
@@ -121,3 +130,91 @@ def normalise_objective(problem: AssignmentProblem, model: LinearModel) -> Norma
     peak = float(np.max(np.abs(c))) if c.size else 0.0
     k = scale_exponent(peak)
     return NormalisedObjective(c=np.ldexp(c, k), offset=offset, exponent=k)
+
+
+def prepare_model(
+    problem: AssignmentProblem,
+) -> tuple[LinearModel, NormalisedObjective] | BackendOutput:
+    """The shared sparse model and its normalised objective, as every MIP backend starts.
+
+    Returns the :func:`empty_model_output` answer instead when no pair may be assigned
+    (solvers disagree on empty models).
+    """
+    model = build_linear_model(problem)
+    empty = empty_model_output(problem, model)
+    if empty is not None:
+        return empty
+    return model, normalise_objective(problem, model)
+
+
+def model_stats(
+    model: LinearModel,
+    norm: NormalisedObjective,
+    *,
+    build_time: float,
+    solve_time: float,
+    solver_status: str,
+) -> dict[str, Any]:
+    """The ``stats`` keys every MIP backend on the shared model reports (docs/problem.md)."""
+    return {
+        "build_time": build_time,
+        "solve_time": solve_time,
+        "solver_status": solver_status,
+        "columns": int(model.c.shape[0]),
+        "rows": int(model.A.shape[0]),
+        "nonzeros": int(model.A.nnz),
+        **norm.stats(),
+    }
+
+
+def mip_output(
+    *,
+    solver: str,
+    outcome: str,
+    x: NDArray[np.bool_] | None,
+    bound: float | None,
+    gap: float | None,
+    integer: bool,
+    detail: str,
+    stats: dict[str, Any],
+) -> BackendOutput:
+    """The one mapping from a MIP solver's outcome to a :class:`BackendOutput`.
+
+    ``outcome`` is ``"optimal"``, ``"infeasible"``, ``"limit"`` (time, iteration or
+    solution limit, interrupt), ``"feasible"`` (stopped otherwise with an assignment
+    and no proof; ``detail`` says why) or anything else (an error; ``detail`` says
+    which).
+    ``OPTIMAL`` needs the solver's gap (on the normalised objective) within
+    :data:`EXACT_GAP`; a solver that stopped at a looser ``mip_gap`` gives ``FEASIBLE``.
+    ``integer=False`` (only continuous slack columns left: an LP) has no gap to judge.
+    """
+    if outcome == "infeasible":
+        return BackendOutput(
+            Status.INFEASIBLE, message=f"{solver} proved the MIP infeasible", stats=stats
+        )
+    if outcome == "optimal":
+        if integer and gap is not None and gap > EXACT_GAP:
+            return BackendOutput(
+                Status.FEASIBLE,
+                x=x,
+                bound=bound,
+                stats=stats,
+                message=f"{solver} stopped at relative gap {gap:.3g} (mip_gap)",
+            )
+        return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
+    if outcome == "limit":
+        return BackendOutput(
+            Status.TIME_LIMIT,
+            x=x,
+            bound=bound,
+            stats=stats,
+            message=f"{solver} stopped early ({detail})"
+            + ("" if x is not None else " without a feasible assignment"),
+        )
+    return BackendOutput(
+        Status.FEASIBLE if outcome == "feasible" and x is not None else Status.ERROR,
+        x=x,
+        bound=bound,
+        stats=stats,
+        message=f"{solver} ended with {detail}",
+    )

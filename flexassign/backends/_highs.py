@@ -7,7 +7,9 @@
   later solve with another ``threads`` value fails with model status "Not Set".
   :func:`prepare_threads` resets the scheduler (``Highs.resetGlobalScheduler``) when
   the count changes, and :func:`run` resets and retries once if HiGHS still refuses
-  (someone else in the process changed it).
+  (someone else in the process changed it). The reset shuts the scheduler's workers
+  down: do not change ``threads`` while another thread of the same process is inside
+  a HiGHS solve (solves with an unchanged count never reset).
 * :func:`pass_model`: hand a column-wise sparse model to HiGHS in one call.
 * :func:`check_highs_options`: validate raw ``highs_options`` names and values.
 """
@@ -24,7 +26,14 @@ import scipy.sparse as sp
 from ..errors import InvalidProblemError
 from .base import SolveOptions
 
-__all__ = ["check_highs_options", "new_highs", "pass_model", "prepare_threads", "run"]
+__all__ = [
+    "check_highs_options",
+    "new_highs",
+    "outcome",
+    "pass_model",
+    "prepare_threads",
+    "run",
+]
 
 _lock = threading.Lock()
 _scheduler_threads: int | None = None
@@ -140,3 +149,18 @@ def pass_model(
         A.data.astype(np.float64),
         np.ascontiguousarray(integrality, dtype=np.int32),
     )
+
+
+def outcome(h: Any) -> str:
+    """HiGHS's model status as ``"optimal"``, ``"infeasible"``, ``"limit"`` or its name."""
+    import highspy
+
+    MS = highspy.HighsModelStatus
+    ms = h.getModelStatus()
+    if ms == MS.kOptimal:
+        return "optimal"
+    if ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible, MS.kUnbounded):
+        return "infeasible"  # bounded 0/1 columns: unbounded means no feasible point
+    if ms in (MS.kTimeLimit, MS.kIterationLimit, MS.kSolutionLimit, MS.kInterrupt):
+        return "limit"
+    return f"model status {h.modelStatusToString(ms)}"

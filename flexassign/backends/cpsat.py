@@ -54,9 +54,9 @@ import scipy.sparse as sp
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._common import empty_model_output, normalise_objective
+from ._common import prepare_model
 from .base import BackendOutput, SolveOptions
-from .linear import LinearModel, build_linear_model
+from .linear import LinearModel
 
 __all__ = ["solve"]
 
@@ -122,11 +122,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
 
     t0 = time.perf_counter()
     n, e = problem.shape
-    model = build_linear_model(problem)
-    empty = empty_model_output(problem, model)
-    if empty is not None:
-        return empty
-    norm = normalise_objective(problem, model)
+    prepared = prepare_model(problem)
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    model, norm = prepared
     m = model.n_pairs
     n_cols = int(model.c.shape[0])
     csr = model.A.tocsr()

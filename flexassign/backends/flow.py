@@ -13,11 +13,12 @@ piecewise-linear arc chain to the sink whose slopes are the penalty.
 
 Costs must be integers. Fitness is multiplied by a power of two :math:`2^k`
 (``stats["objective_scale_exponent"]``, applied with ``ldexp`` so that tiny scales
-such as 1e-300 need no overflowing float) chosen as large as int64 arithmetic allows (costs of order :math:`2^{60}` divided by the total flow, the
-node count and :math:`4(E+2)`) and rounded, so any fitness scale works. When fitness
-is integral the scale is 1 and the result is exact; otherwise the optimum can be
-missed by at most ``stats["rounding_error_bound"]`` (the total flow times one
-rounding step), which is reported as the gap between ``objective`` and ``bound``.
+such as 1e-300 need no overflowing float), chosen as large as int64 arithmetic allows
+(costs of order :math:`2^{60}` divided by the total flow, the node count and
+:math:`4(E+2)`), and rounded, so any fitness scale works. When fitness is integral the
+scale is 1 and the result is exact; otherwise the optimum can be missed by at most
+``stats["rounding_error_bound"]`` (the total flow times one rounding step), which is
+reported as the gap between ``objective`` and ``bound``.
 
 ``time_limit`` is not supported: a min-cost flow runs to completion (polynomial time);
 :func:`~flexassign.solve_assignment` says so in ``message``.
@@ -393,11 +394,7 @@ def _solve_full(
     problem: AssignmentProblem, net: _Network, C: np.ndarray | None
 ) -> tuple[str, np.ndarray | None, dict]:
     ci, ei = np.nonzero(net.free)
-    cost = (
-        C[ci, ei]
-        if C is not None
-        else _int_costs(problem.fitness[ci, ei], net)
-    )
+    cost = C[ci, ei] if C is not None else _int_costs(problem.fitness[ci, ei], net)
     status, flow = _run(net, ci, ei, cost)
     stats = {"arcs": int(ci.size), "pruned": False}
     if status != "optimal" or flow is None:

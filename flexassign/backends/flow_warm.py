@@ -24,15 +24,24 @@ Algorithm
 ---------
 1. Start from prices: ``options["prices"]`` (e.g. the previous round's
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
-   of the clients (recursively, down to about ``8 E`` clients, with load bounds scaled
-   to the sample).
+   of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
+   scaled to the sample); half the price change between two sample levels estimates
+   the remaining price error. From 200,000 clients, prices from ``options`` seed the
+   smallest sample instead of zeros and are refreshed level by level the same way
+   (a fresh sample estimate beats last round's prices when the fitness drifted). A
+   price is added to fitness (the convention of ``flow``'s ``expert_prices``: a bonus
+   for an expert that needs clients, negative for one that has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u`, its price-induced choice (condition 1 holds by construction)
    and its *slack* (how far the prices may move before condition 1 can break).
-3. Clients with small slack are *open*; the others are *frozen* at their choice. The
-   open clients, restricted to their top candidates, are solved exactly with OR-Tools
-   ``SimpleMinCostFlow`` against the load bounds left by the frozen clients (artificial
-   arcs of large cost keep that network feasible).
+3. Clients with small slack are *open* (with prices from ``options``: the smallest
+   slacks, 8 times the share of load the prices leave outside the bounds, at least
+   30,000 clients, at most 30 %; from samples: those within three estimated price errors, 2-50 %;
+   with no prices: everyone, plus each expert's best clients as arcs); the others are
+   *frozen* at their choice. The open clients, restricted to their top candidates, are
+   solved exactly with OR-Tools ``SimpleMinCostFlow`` against the load bounds left by
+   the frozen clients (artificial arcs of large cost keep that network feasible; if
+   they carry flow, clients that can move to or from those experts are opened).
 4. New prices: the greatest potentials below the old prices in the residual graph of
    the open clients compressed onto the :math:`E + 1` expert and ``O`` nodes
    (Bellman-Ford on a dense matrix). They satisfy conditions 1-2 for every open
@@ -41,13 +50,16 @@ Algorithm
    provably still satisfies condition 1; the few others are re-checked exactly on
    their full row, as are open clients' pruned arcs (against a stored bound on their
    best pruned :math:`u`). Failures reopen clients or add arcs, and steps 3-5 repeat.
+   After a round that failed for only a few clients (2 % of the open ones), every
+   client is frozen at its current choice and a fresh, small open set is drawn around
+   the failures instead (at most twice).
 
 When every check passes, the prices prove the assignment optimal for the full problem.
-If the open set grows past half of the clients, a frozen client's load cannot be
+If the open set grows past 75 % of the clients, a frozen client's load cannot be
 placed, or no certificate comes within ``max_rounds``, the ``flow`` backend solves the
-problem instead (``stats["fallback"]`` says why). Memory stays lean: no
-:math:`N \times E` integer or float temporaries (blocks of rows), only the boolean
-answer and the per-client top candidates.
+problem instead, through the registry (``stats["fallback"]`` says why). Memory stays
+lean: no :math:`N \times E` integer or float temporaries (blocks of at most 2**21
+entries), only the boolean answer and the per-client top candidates.
 
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
 exact for integral fitness and otherwise within ``stats["rounding_error_bound"]``.
@@ -66,10 +78,14 @@ Options
 Stats
 -----
 ``expert_prices`` (the certified prices: pass them back next round), ``rounds``,
-``open_clients``, ``open_arcs``, ``rechecked_rows``, ``price_source`` (``"options"``,
-``"sample"`` or ``"zero"``), ``levels`` (cold start), ``certificate``,
-``rounding_error_bound``, ``cost_scale``, ``build_time``, ``solve_time``, and
-``fallback`` when ``flow`` took over.
+``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
+(per failed round), ``price_source`` (``"options"``, ``"options, refreshed on
+samples"``, ``"sample"`` or ``"zero"``),
+``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
+``certificate``, ``rounding_error_bound``, ``objective_scale`` and
+``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
+``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
+``warm_stats``.
 
 Examples
 --------
@@ -113,15 +129,34 @@ _BLOCK = 1 << 21
 #: Fraction of clients left open in the first round (the smallest slacks), for prices
 #: handed over in ``options`` and for prices estimated from a sample.
 _OPEN_WARM = 0.3
+#: With prices from ``options``: open this many times the share of load that the
+#: price-induced choice puts outside the bounds (about 2.5 times that share of clients
+#: end up changing), at least ``_OPEN_WARM_CLIENTS`` clients, at most ``_OPEN_WARM``.
+#: (Measured: 30 % is best up to 100,000 clients; at 1,000,000 it costs 1.6x a 2 %
+#: open set, the OR-Tools solve growing faster than its size.)
+_OPEN_EXCESS = 8.0
+_OPEN_WARM_CLIENTS = 30_000
 _OPEN_COLD = 0.5
-_OPEN_MIN = 0.01
+_OPEN_MIN = 0.02
 #: Cold start: open clients whose slack is below this many estimated price errors.
 _OPEN_SIGMAS = 3.0
+#: After a round whose certificate failed for at most ``_RESELECT_SHARE`` times as many
+#: clients as were open, every client is re-frozen at the new prices and a fresh,
+#: smaller open set is chosen (the failures times ``_RESELECT_FACTOR`` plus
+#: ``_OPEN_MIN``; at most ``_RESELECT_ROUNDS`` times, then the open set only grows).
+_RESELECT_ROUNDS = 2
+_RESELECT_FACTOR = 2
+_RESELECT_SHARE = 0.02
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
 _SAMPLE_MIN = 4096
+#: From this many clients, prices from ``options`` seed the smallest sample and are
+#: refreshed level by level like a cold start (measured at 1,000,000 x 64 with round-2
+#: drift: the previous round's prices left 126,082 clients open in 4 rounds, a fresh
+#: sample estimate 20,020 in 2).
+_WARM_SAMPLE_MIN = 200_000
 
 
 class _Fallback(Exception):
@@ -140,7 +175,7 @@ class _Data:
     kmin: np.ndarray  # (n,) int64: minimum left after fixed pairs
     lo: np.ndarray  # (E,) int64: clients each expert needs beyond its fixed ones
     hi: np.ndarray  # (E,) int64: clients each expert may take beyond its fixed ones
-    scale: float
+    scale_exp: int  # costs are fitness * 2**scale_exp (an exponent: 2**1100 overflows)
 
     @property
     def n(self) -> int:
@@ -151,12 +186,12 @@ class _Data:
         return int(self.fitness.shape[1])
 
     def u(self, sel: slice | np.ndarray, p: np.ndarray) -> np.ndarray:
-        """:math:`u = \\mathrm{round}(S \\cdot scale) + p` for the selected rows, ``_NEG``
+        """:math:`u = \\mathrm{round}(S \\cdot 2^k) + p` for the selected rows, ``_NEG``
         on pairs a client may not take. Integers held exactly in float64 (below 2**52)."""
         idx: slice | np.ndarray = sel
         if self.rows is not None:
             idx = self.rows[sel]
-        u = self.fitness[idx] * self.scale
+        u = np.ldexp(self.fitness[idx], self.scale_exp)
         np.rint(u, out=u)
         u += p.astype(np.float64)[None, :]
         if self.allowed is not None:
@@ -169,26 +204,35 @@ class _Data:
     def cost(self, rows: np.ndarray, experts: np.ndarray) -> np.ndarray:
         """Integer costs of the given pairs (rows are sample-local)."""
         r = rows if self.rows is None else self.rows[rows]
-        return np.rint(self.fitness[r, experts] * self.scale).astype(np.int64)
+        return np.rint(np.ldexp(self.fitness[r, experts], self.scale_exp)).astype(np.int64)
 
 
-def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[float, bool]:
-    """Power-of-two cost scale (as in ``flow``) and whether costs are exact."""
+def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[int, bool]:
+    """Exponent ``k`` of the power-of-two cost scale ``2**k`` (as in ``flow``) and
+    whether costs are exact."""
     n, e = problem.shape
     fit = problem.fitness
     peak = 0.0
-    integral = True
     step = max(1, _BLOCK // e)
     for r0 in range(0, n, step):
         blk = fit[r0 : r0 + step]
-        peak = max(peak, float(np.max(np.abs(blk))))
-        if integral:
-            integral = bool(np.all(blk == np.round(blk)))
+        peak = max(peak, float(blk.max()), -float(blk.min()))
+    # integral fitness: a few entries usually settle it before a full pass
+    probe = fit[:: max(1, n // 64)][:, :: max(1, e // 16)]
+    integral = bool(np.all(probe == np.round(probe)))
+    for r0 in range(0, n, step) if integral else ():
+        blk = fit[r0 : r0 + step]
+        if not np.all(blk == np.round(blk)):
+            integral = False
+            break
     limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
     limit = min(limit, _MAX_EXACT / (4 * (e + 2)))
     if peak == 0.0 or (integral and peak <= limit):
-        return 1.0, integral
-    return float(2.0 ** math.floor(math.log2(limit / peak))), False
+        return 0, integral
+    exp = math.floor(math.log2(limit) - math.log2(peak))
+    while math.ldexp(peak, exp) > limit:
+        exp -= 1
+    return exp, False
 
 
 def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
@@ -214,8 +258,8 @@ def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
     if (hi < 0).any() or (hi < lo).any():
         raise _Fallback("fixed pairs exceed an expert's maximum load")
     total = int(cap.sum())
-    scale, exact = _scale(problem, total)
-    data = _Data(problem.fitness, None, problem.allowed, fixed, cap, kmin, lo, hi, scale)
+    scale_exp, exact = _scale(problem, total)
+    data = _Data(problem.fitness, None, problem.allowed, fixed, cap, kmin, lo, hi, scale_exp)
     return data, f_load, exact, total
 
 
@@ -506,7 +550,7 @@ def _solve_data(
     max_rounds: int,
     stats: dict[str, Any],
     *,
-    open_frac: float | tuple[float, ...],
+    open_frac: float | tuple[float, ...] | str,
 ) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
     """Certified optimum of ``data`` starting from integer prices ``p0``.
 
@@ -534,12 +578,18 @@ def _solve_data(
         m=m,
         outside=np.full(n, float(_NEG)),
     )
-    if isinstance(open_frac, tuple):  # (slack threshold, min fraction, max fraction)
+    if isinstance(open_frac, str):  # "excess": a share that grows with the initial imbalance
+        load = _State.frozen_load(st)
+        excess = np.maximum(load - data.hi, 0) + np.maximum(data.lo - load, 0)
+        share = float(excess.sum()) / max(float(load.sum()), 1.0)
+        frac = min(max(_OPEN_EXCESS * share, _OPEN_WARM_CLIENTS / n), _OPEN_WARM)
+        stats["initial_excess"] = share
+    elif isinstance(open_frac, tuple):  # (slack threshold, min fraction, max fraction)
         thresh, f_lo, f_hi = open_frac
         frac = min(max(float(np.mean(slack < thresh)), f_lo), f_hi)
-        stats["open_threshold"] = thresh / data.scale
+        stats["open_threshold"] = math.ldexp(thresh, -data.scale_exp)
     else:
-        frac = open_frac
+        frac = float(open_frac)
     k_open = max(1, math.ceil(frac * n))
     if k_open >= n:
         first = np.arange(n)
@@ -595,8 +645,31 @@ def _solve_data(
             return dist, loads, st, sub
         stats.setdefault("reopened", []).append(int(fails.size))
         stats.setdefault("added_arcs", []).append(added)
+        if frac < 1 and rnd <= _RESELECT_ROUNDS and fails.size <= _RESELECT_SHARE * sub.rows.size:
+            # the new prices are close: freeze every client at its current choice and
+            # open only those near a change (a smaller open set than growing this one)
+            rows = sub.rows
+            _freeze_open(st, sub)
+            fails = np.union1d(fails, _recheck_frozen(st, rows))
+            k = min(n, _RESELECT_FACTOR * fails.size + math.ceil(_OPEN_MIN * n))
+            pick = np.argpartition(st.slack, k - 1)[:k] if k < n else np.arange(n)
+            st.arc_c = st.arc_e = np.zeros(0, dtype=np.int64)
+            st.open_rows(np.union1d(pick, fails))
+            continue
         st.open_rows(fails)
     raise _Fallback(f"no certificate after {max_rounds} rounds")
+
+
+def _freeze_open(st: _State, sub: _Sub) -> None:
+    """Open clients become frozen at the open flow's answer (slack still to compute)."""
+    held = sub.flow > 0
+    hc, he = sub.ac[held], sub.ae[held]  # sorted by client
+    cnt = np.bincount(hc, minlength=sub.rows.size)
+    starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    slot = np.arange(hc.size) - starts[hc]
+    st.top_idx[sub.rows[hc], slot] = he
+    st.h[sub.rows] = cnt
+    st.is_open[sub.rows] = False
 
 
 def _expert_candidates(st: _State, need: int) -> None:
@@ -634,21 +707,33 @@ def _expert_candidates(st: _State, need: int) -> None:
     st.arc_c, st.arc_e = key // e, key % e
 
 
+def _first_per_group(group: np.ndarray, key: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Positions of the ``k[g]`` smallest ``key`` within each ``group`` value ``g``."""
+    order = np.lexsort((key, group))
+    g = group[order]
+    start = np.searchsorted(g, g, side="left")
+    rank = np.arange(g.size) - start
+    return order[rank < k[g]]
+
+
 def _open_holders(st: _State, experts: np.ndarray, excess: np.ndarray) -> None:
     """Open the frozen holders of overloaded experts with the smallest slack."""
+    want = np.zeros(st.data.e, dtype=np.int64)
+    want[experts] = np.maximum(excess[experts], 0) * 2 + 8
+    rows, exps = [], []
     frozen = ~st.is_open
-    pick = []
-    for j in experts:
-        holds = np.zeros(st.data.n, dtype=bool)
-        for t in range(int(st.h.max(initial=0))):
-            holds |= (st.top_idx[:, t] == j) & (st.h > t)
-        cand = np.flatnonzero(holds & frozen)
-        k = min(cand.size, max(int(excess[j]), 0) * 2 + 8)
-        if k:
-            pick.append(cand[np.argpartition(st.slack[cand], k - 1)[:k]])
-    if not pick:
+    for t in range(int(st.h.max(initial=0))):
+        r = np.flatnonzero(frozen & (st.h > t))
+        ex = st.top_idx[r, t].astype(np.int64)
+        keep = want[ex] > 0
+        rows.append(r[keep])
+        exps.append(ex[keep])
+    r_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    if r_all.size == 0:
         raise _Fallback("frozen clients overload an expert")
-    st.open_rows(np.unique(np.concatenate(pick)))
+    e_all = np.concatenate(exps)
+    pick = _first_per_group(e_all, st.slack[r_all], want)
+    st.open_rows(np.unique(r_all[pick]))
 
 
 def _missing_arcs(st: _State, rows: np.ndarray, experts: np.ndarray | None) -> int:
@@ -685,48 +770,49 @@ def _widen(st: _State, rows: np.ndarray, loads: np.ndarray) -> None:
 
 def _open_takers(st: _State, experts: np.ndarray, deficit: np.ndarray) -> None:
     """Open the frozen clients that could move to under-loaded experts most cheaply
-    (and give open clients arcs to them)."""
+    (and give open clients arcs to them). One pass over the frozen rows."""
     d = st.data
     added = _missing_arcs(st, np.flatnonzero(st.is_open), experts)
     frozen = np.flatnonzero(~st.is_open)
-    if frozen.size == 0:
-        if added:
-            return
-        raise _Fallback("no client can move to an under-loaded expert")
-    pick = []
+    want = np.zeros(d.e, dtype=np.int64)
+    want[experts] = deficit[experts] * 2 + 8
+    kk = int(want.max(initial=0))
+    best_r = np.zeros((0, experts.size), dtype=np.int64)
+    best_c = np.zeros((0, experts.size))
     step = max(1, _BLOCK // d.e)
-    for j in experts:
-        k = min(frozen.size, int(deficit[j]) * 2 + 8)
-        best_rows, best_cost = [], []
-        for r0 in range(0, frozen.size, step):
-            rr = frozen[r0 : r0 + step]
-            u = d.u(rr, st.p)
-            hk = st.h[rr]
-            held_min = np.full(rr.size, _BIG, dtype=np.int64)
-            takes = np.zeros(rr.size, dtype=bool)
-            for t in range(int(hk.max(initial=0))):
-                sel = hk > t
-                ex = st.top_idx[rr, t]
-                held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
-                takes |= sel & (ex == j)
-            room = hk < d.cap[rr]
-            uj = u[:, j]
-            switch = np.where(room, -uj, held_min - uj)
-            switch = np.where(takes | (uj <= _NEG // 2), _BIG, switch)
-            best_rows.append(rr)
-            best_cost.append(switch)
-        rows_all = np.concatenate(best_rows)
-        cost_all = np.concatenate(best_cost)
-        ok = cost_all < _BIG
-        rows_all, cost_all = rows_all[ok], cost_all[ok]
-        k = min(k, rows_all.size)
-        if k:
-            pick.append(rows_all[np.argpartition(cost_all, k - 1)[:k]])
-    if not pick:
+    for r0 in range(0, frozen.size, step):
+        rr = frozen[r0 : r0 + step]
+        u = d.u(rr, st.p)
+        hk = st.h[rr]
+        held_min = np.full(rr.size, float(_BIG))
+        takes = np.zeros((rr.size, experts.size), dtype=bool)
+        for t in range(int(hk.max(initial=0))):
+            sel = hk > t
+            ex = st.top_idx[rr, t]
+            held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
+            takes |= sel[:, None] & (ex[:, None] == experts[None, :])
+        room = hk < d.cap[rr]
+        uj = u[:, experts]
+        switch = np.where(room[:, None], -uj, held_min[:, None] - uj)
+        switch[takes | (uj <= _NEG // 2)] = _BIG
+        cost = np.concatenate([best_c, switch])
+        rows = np.concatenate([best_r, np.broadcast_to(rr[:, None], switch.shape)])
+        if cost.shape[0] > kk:
+            part = np.argpartition(cost, kk - 1, axis=0)[:kk]
+            cost = np.take_along_axis(cost, part, axis=0)
+            rows = np.take_along_axis(rows, part, axis=0)
+        best_c, best_r = cost, rows
+    # each expert's want[j] cheapest movers
+    order = np.argsort(best_c, axis=0, kind="stable")
+    best_c = np.take_along_axis(best_c, order, axis=0)
+    best_r = np.take_along_axis(best_r, order, axis=0)
+    ok = (best_c < _BIG) & (np.arange(best_c.shape[0])[:, None] < want[experts][None, :])
+    pick = best_r[ok]
+    if pick.size == 0:
         if added:
             return
         raise _Fallback("no client can move to an under-loaded expert")
-    st.open_rows(np.unique(np.concatenate(pick)))
+    st.open_rows(np.unique(pick))
 
 
 # ----------------------------------------------------------------------------- cold start
@@ -740,12 +826,25 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
     hi = np.where(data.hi >= n, idx.size, np.ceil(data.hi * frac)).astype(np.int64)
     rows = idx if data.rows is None else data.rows[idx]
     return _Data(
-        data.fitness, rows, data.allowed, data.fixed, cap, kmin, lo, np.maximum(hi, lo), data.scale
+        data.fitness,
+        rows,
+        data.allowed,
+        data.fixed,
+        cap,
+        kmin,
+        lo,
+        np.maximum(hi, lo),
+        data.scale_exp,
     )
 
 
 def _cold_prices(
-    data: _Data, margin: int, max_rounds: int, rng: np.random.Generator, levels: list[int]
+    data: _Data,
+    margin: int,
+    max_rounds: int,
+    rng: np.random.Generator,
+    levels: list[int],
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Integer prices from solving nested random samples (smallest first), and the
     estimated error of each price (half the change from the level below: a sample four
@@ -753,11 +852,14 @@ def _cold_prices(
     ``nan`` prices without an error estimate."""
     e = data.e
     if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, _SAMPLE_MIN):
+        if start is not None:  # earlier prices seed the smallest sample
+            return start, math.nan
         return np.zeros(e, dtype=np.int64), math.inf
     sub = _sample(data, rng)
-    p, err = _cold_prices(sub, margin, max_rounds, rng, levels)
+    p, err = _cold_prices(sub, margin, max_rounds, rng, levels, start)
+    frac = "excess" if math.isnan(err) and start is not None else _open_fraction(err)
     try:
-        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_frac=_open_fraction(err))
+        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_frac=frac)
     except _Fallback:  # an unlucky sample: its prices are only a hint
         return p, err
     levels.append(sub.n)
@@ -778,35 +880,41 @@ def _open_fraction(err: float) -> float | tuple[float, ...]:
 
 # ----------------------------------------------------------------------------- backend
 def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None]:
-    margin = extra.get("prune_margin", 4)
-    rounds = extra.get("max_rounds", 12)
-    for name, v in (("prune_margin", margin), ("max_rounds", rounds)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise InvalidProblemError(f"`options['{name}']` must be an integer >= 1; got {v!r}")
+    """``prune_margin``, ``max_rounds`` and ``prices`` (checked and defaulted by
+    :func:`~flexassign.backends.options.validate_options` before any backend runs)."""
+    margin = int(extra.get("prune_margin", 4))
+    rounds = int(extra.get("max_rounds", 12))
+    if margin < 1 or rounds < 1:  # only reachable when solve() is called directly
+        raise InvalidProblemError(
+            "`options['prune_margin']` and `options['max_rounds']` must be >= 1"
+        )
     prices = extra.get("prices")
     if prices is not None:
-        try:
-            prices = np.asarray(prices, dtype=np.float64)
-        except (TypeError, ValueError):
-            prices = np.full(0, np.nan)
+        prices = np.asarray(prices, dtype=np.float64)
         if prices.shape != (problem.n_experts,) or not np.isfinite(prices).all():
             raise InvalidProblemError(
-                f"`options['prices']` must be {problem.n_experts} finite expert prices (e.g. "
-                "result.stats['expert_prices'] of an earlier round)"
+                f"`options['prices']` must be {problem.n_experts} finite expert prices"
             )
-    return int(margin), int(rounds), prices
+    return margin, rounds, prices
 
 
-def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> np.ndarray:
+def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> tuple[np.ndarray, float]:
+    """The assignment and its objective (summed over the chosen pairs only)."""
     n, e = problem.shape
+    fit = problem.fitness
     x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
+    value = 0.0 if problem.fixed is None else float(fit[problem.fixed].sum())
     frozen = ~st.is_open
     for t in range(int(st.h.max(initial=0))):
         r = np.flatnonzero(frozen & (st.h > t))
-        x[r, st.top_idx[r, t]] = True
+        c = st.top_idx[r, t]
+        x[r, c] = True
+        value += float(fit[r, c].sum())
     held = sub.flow > 0
-    x[sub.rows[sub.ac[held]], sub.ae[held]] = True
-    return x
+    r, c = sub.rows[sub.ac[held]], sub.ae[held]
+    x[r, c] = True
+    value += float(fit[r, c].sum())
+    return x, value
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
@@ -817,13 +925,20 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         data, _, exact, total = _prepare(problem)
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
-        stats["cost_scale"] = data.scale
+        stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
+        stats["objective_scale_exponent"] = data.scale_exp
         limit = 2**49
         t1 = time.perf_counter()
         levels: list[int] = []
         if prices is not None:
-            p0 = np.clip(np.rint(prices * data.scale), -limit, limit).astype(np.int64)
+            p0 = np.clip(np.rint(np.ldexp(prices, data.scale_exp)), -limit, limit)
+            p0 = p0.astype(np.int64)
             stats["price_source"] = "options"
+            if data.n >= _WARM_SAMPLE_MIN:  # refresh them on samples first
+                rng = np.random.default_rng(options.seed)
+                p0, err = _cold_prices(data, margin, max_rounds, rng, levels, p0)
+                stats["price_source"] = "options, refreshed on samples"
+                stats["levels"] = levels
         else:
             p0, err = _cold_prices(
                 data, margin, max_rounds, np.random.default_rng(options.seed), levels
@@ -832,7 +947,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats["levels"] = levels
         stats["price_time"] = time.perf_counter() - t1
         stats["build_time"] = time.perf_counter() - t0
-        frac = _OPEN_WARM if prices is not None else _open_fraction(err)
+        if prices is not None and not levels:
+            frac: float | tuple[float, ...] | str = "excess"
+        else:
+            frac = _open_fraction(err)
         dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_frac=frac)
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry
@@ -841,16 +959,16 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         out.stats["fallback"] = f"flow-warm: {exc}; solved by flow"
         out.stats["warm_stats"] = {k: v for k, v in stats.items() if k != "expert_prices"}
         return out
-    x = _assemble(problem, st, sub)
+    x, value = _assemble(problem, st, sub)
     e = problem.n_experts
     stats.update(
-        expert_prices=(dist[:e] - dist[e]).astype(np.float64) / data.scale,
+        expert_prices=np.ldexp((dist[:e] - dist[e]).astype(np.float64), -data.scale_exp),
         open_clients=int(sub.rows.size),
         open_arcs=int(sub.ac.size),
         rechecked_rows=st.rechecked,
         solve_time=time.perf_counter() - t0 - stats["build_time"],
     )
     # each unit carries at most half a cost step of rounding, in ours and in the optimum
-    err = 0.0 if exact else 2.0 * float(total) / data.scale
+    err = 0.0 if exact else math.ldexp(2.0 * float(total), -data.scale_exp)
     stats["rounding_error_bound"] = err
-    return BackendOutput(Status.OPTIMAL, x=x, bound=problem.objective(x) + err, stats=stats)
+    return BackendOutput(Status.OPTIMAL, x=x, bound=value + err, stats=stats)

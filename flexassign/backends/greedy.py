@@ -35,8 +35,10 @@ def top_k(problem: AssignmentProblem) -> np.ndarray:
         if kmax == 0:
             return np.zeros((n, e), dtype=bool)
         # only each row's kmax best are needed: partition, then order those few
-        top = np.argpartition(-key, kmax - 1, axis=1)[:, :kmax] if kmax < e else np.tile(
-            np.arange(e), (n, 1)
+        top = (
+            np.argpartition(-key, kmax - 1, axis=1)[:, :kmax]
+            if kmax < e
+            else np.tile(np.arange(e), (n, 1))
         )
         top_key = np.take_along_axis(key, top, axis=1)
         # rows whose kmax-th value is tied with a value left outside: redo them with a

@@ -60,7 +60,9 @@ class OptionSpec:
 
 
 def validate_options(
-    backend: str, specs: tuple[OptionSpec, ...] | None, options: Mapping[str, Any] | None,
+    backend: str,
+    specs: tuple[OptionSpec, ...] | None,
+    options: Mapping[str, Any] | None,
     problem: AssignmentProblem,
 ) -> dict[str, Any]:
     """Check ``options`` against a backend's declared specs and fill in the defaults.
@@ -86,7 +88,7 @@ def validate_options(
     >>> validate_options("flow", get_backend("flow").options, {"margin": 2}, p)
     Traceback (most recent call last):
     ...
-    flexassign.errors.InvalidProblemError: unknown option `options['margin']` for method 'flow'; valid options: 'prune', 'prune_margin', 'max_rounds', 'prices'
+    flexassign.errors.InvalidProblemError: unknown option `options['margin']` for method ...
     """
     if options is None:
         options = {}
@@ -235,10 +237,6 @@ def _lp_presolve(label: str, value: Any, problem: AssignmentProblem) -> str:
     return str(value)
 
 
-def _repair_extra(label: str, value: Any, problem: AssignmentProblem) -> int:
-    return check_int(label, value, lo=-1)
-
-
 # ----------------------------------------------------------------------------- declarations
 WARM_START = OptionSpec(
     "warm_start",
@@ -280,7 +278,10 @@ FLOW = (
 FLOW_WARM = (
     PRUNE_MARGIN,
     OptionSpec(
-        "max_rounds", "int >= 1", 12, "certificate rounds before falling back to flow",
+        "max_rounds",
+        "int >= 1",
+        12,
+        "certificate rounds before falling back to flow",
         _int_at_least(1),
     ),
     PRICES,
@@ -307,12 +308,17 @@ CPSAT = (
     ),
 )
 PYOMO = (
-    OptionSpec("solver", "Pyomo solver name", "appsi_highs", "the solver Pyomo drives", _solver_name),
+    OptionSpec(
+        "solver", "Pyomo solver name", "appsi_highs", "the solver Pyomo drives", _solver_name
+    ),
     OptionSpec(
         "solver_options", "mapping", None, "raw options handed to the solver", _solver_options
     ),
     OptionSpec(
-        "customize", "callable(model)", None, "called on the Pyomo model before solving",
+        "customize",
+        "callable(model)",
+        None,
+        "called on the Pyomo model before solving",
         _callable,
     ),
 )
@@ -327,16 +333,20 @@ LP_ROUND = (
         "int >= -1",
         3,
         "non-support pairs per fractional client in the first repair MIP (-1 skips it)",
-        _repair_extra,
+        _int_at_least(-1),
     ),
     OptionSpec(
-        "repair_highs_options", "mapping", None, "raw HiGHS options for the repair MIPs",
+        "repair_highs_options",
+        "mapping",
+        None,
+        "raw HiGHS options for the repair MIPs",
         _highs_options,
     ),
     OptionSpec(
         "cost_shift", "bool", True, "solve the LP with per-client shifted costs (faster)", _flag
     ),
-    OptionSpec("lp_presolve", "'off', 'on' or 'choose'", "off", "HiGHS presolve for the LP",
-               _lp_presolve),
+    OptionSpec(
+        "lp_presolve", "'off', 'on' or 'choose'", "off", "HiGHS presolve for the LP", _lp_presolve
+    ),
 )
 GREEDY: tuple[OptionSpec, ...] = ()

@@ -38,9 +38,9 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._common import EXACT_GAP, NormalisedObjective, normalise_objective
+from ._common import EXACT_GAP, NormalisedObjective, mip_output, prepare_model
 from .base import BackendOutput, SolveOptions
-from .linear import build_linear_model
+from .linear import LinearModel
 
 __all__ = ["assignment_from_model", "build_pyomo_model", "solve"]
 
@@ -161,7 +161,9 @@ def assignment_from_model(model: Any, problem: AssignmentProblem) -> np.ndarray:
     return x
 
 
-def _normalised_objective(model: Any, problem: AssignmentProblem) -> NormalisedObjective:
+def _use_normalised_objective(
+    model: Any, problem: AssignmentProblem, lin: LinearModel, norm: NormalisedObjective
+) -> None:
     """Replace the model's objective, for the solve, by the normalised equivalent.
 
     Offset and power-of-two scale as in every MIP backend
@@ -171,8 +173,6 @@ def _normalised_objective(model: Any, problem: AssignmentProblem) -> NormalisedO
     """
     import pyomo.environ as pyo
 
-    lin = build_linear_model(problem)
-    norm = normalise_objective(problem, lin)
     m, e = lin.n_pairs, problem.n_experts
     coef = {
         (int(c), int(j)): float(v)
@@ -187,29 +187,23 @@ def _normalised_objective(model: Any, problem: AssignmentProblem) -> NormalisedO
         )
     model.objective.deactivate()
     model.normalised_objective = pyo.Objective(expr=expr, sense=pyo.maximize)
-    return norm
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
+    t0 = time.perf_counter()  # importing Pyomo (~1 s the first time) counts as building
     import pyomo.environ as pyo
     from pyomo.opt import SolverStatus, TerminationCondition
 
-    t0 = time.perf_counter()
     name = str(options.extra.get("solver") or "appsi_highs")
-    if not problem.allowed_mask.any() and problem.load_penalty is None:
-        # no variable at all (solvers disagree on empty models): the empty assignment is
-        # the only candidate, feasible iff every minimum is zero
-        ok = bool((problem.min_experts == 0).all() and (problem.expert_min_load <= 0).all())
-        return BackendOutput(
-            Status.OPTIMAL if ok else Status.INFEASIBLE,
-            x=np.zeros(problem.shape, dtype=bool) if ok else None,
-            message="" if ok else "no pair may be assigned but some minimum is positive",
-        )
+    prepared = prepare_model(problem)  # solvers disagree on empty models
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    lin, norm = prepared
     model = build_pyomo_model(problem)
     customize = options.extra.get("customize")
     if customize is not None:
         customize(model)
-    norm = _normalised_objective(model, problem)
+    _use_normalised_objective(model, problem, lin, norm)
     t_build = time.perf_counter() - t0
 
     opt = pyo.SolverFactory(name)
@@ -250,10 +244,6 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         "solver_status": str(tc),
         "variables": len(model.x),
     }
-    if tc in (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded):
-        return BackendOutput(
-            Status.INFEASIBLE, message=f"{name} proved the model infeasible", stats=stats
-        )
     has_solution = len(results.solution) > 0 or name.startswith("appsi_")
     x = None
     if has_solution and tc in (
@@ -270,29 +260,28 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             x = None
     upper = getattr(results.problem, "upper_bound", None)
     bound = (
-        norm.original(float(upper))
-        if upper is not None and math.isfinite(float(upper))
-        else None
+        norm.original(float(upper)) if upper is not None and math.isfinite(float(upper)) else None
     )
     stats.update(norm.stats())
-    if tc == TerminationCondition.optimal and x is not None:
-        if customize is not None:
-            stats["customized"] = True
-        return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
-    if tc in (TerminationCondition.maxTimeLimit, TerminationCondition.maxIterations):
-        return BackendOutput(
-            Status.TIME_LIMIT,
-            x=x,
-            bound=bound,
-            stats=stats,
-            message=f"{name} stopped at its limit ({tc})"
-            + ("" if x is not None else " without a feasible assignment"),
-        )
-    status_ok = results.solver.status in (SolverStatus.ok, SolverStatus.warning)
-    return BackendOutput(
-        Status.FEASIBLE if x is not None and status_ok else Status.ERROR,
-        x=x,
+    if customize is not None:
+        stats["customized"] = True
+    if tc in (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded):
+        outcome = "infeasible"
+    elif tc == TerminationCondition.optimal and x is not None:
+        outcome = "optimal"
+    elif tc in (TerminationCondition.maxTimeLimit, TerminationCondition.maxIterations):
+        outcome = "limit"
+    elif x is not None and results.solver.status in (SolverStatus.ok, SolverStatus.warning):
+        outcome = "feasible"  # a solution without a proof (e.g. the solver's own gap)
+    else:
+        outcome = "error"
+    return mip_output(
+        solver=name,
+        outcome=outcome,
+        x=None if outcome == "infeasible" else x,
         bound=bound,
+        gap=None,  # "optimal" is the solver's own proof to the gap it was given
+        integer=True,
+        detail=f"termination condition {tc}",
         stats=stats,
-        message=f"{name} ended with termination condition {tc}",
     )

@@ -165,151 +165,114 @@ def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
         )
 
 
-def _builtin(
-    name: str,
-    requires: tuple[str, ...],
-    extra: str | None,
-    kind: str,
-    *,
-    weighted: bool,
-    knapsack: bool,
-    soft: bool,
-    time_limit: bool,
-    description: str,
-    options: tuple[OptionSpec, ...],
-    module: str | None = None,
-) -> None:
-    register_backend(
-        Backend(
-            name=name,
-            module=module or f"flexassign.backends.{name.replace('-', '_')}",
-            requires=requires,
-            extra=extra,
-            kind=kind,
-            weighted=weighted,
-            knapsack=knapsack,
-            soft=soft,
-            time_limit=time_limit,
-            description=description,
-            options=options,
-        )
-    )
+#: Where a built-in backend's module is when it is not ``flexassign.backends.<name>``.
+_MODULES = {
+    "pyomo": "flexassign.backends.pyomo_model",
+    "scipy": "flexassign.backends.scipy_milp",
+}
+#: The pip extra of a built-in backend whose packages are not core dependencies.
+_EXTRAS = {"pyomo": "pyomo"}
+_FEATURES = ("weighted", "knapsack", "soft", "time_limit")
 
-
-_builtin(
-    "flow",
-    ("ortools",),
-    None,
-    "exact",
-    weighted=False,
-    knapsack=False,
-    soft=True,
-    time_limit=False,
-    options=_opts.FLOW,
-    description=(
+#: The built-in backends, in registration order: name, packages it needs, kind, the
+#: features it supports (of ``_FEATURES``, space separated), options, description.
+_BUILTINS: tuple[tuple[str, tuple[str, ...], str, str, tuple[OptionSpec, ...], str], ...] = (
+    (
+        "flow",
+        ("ortools",),
+        "exact",
+        "soft",
+        _opts.FLOW,
         "exact min-cost flow (OR-Tools SimpleMinCostFlow); count-based loads; large "
-        "problems solve on candidate arcs with a reduced-cost optimality certificate"
+        "problems solve on candidate arcs with a reduced-cost optimality certificate",
     ),
-)
-_builtin(
-    "flow-warm",
-    ("ortools",),
-    None,
-    "exact",
-    weighted=False,
-    knapsack=False,
-    soft=False,
-    time_limit=False,
-    options=_opts.FLOW_WARM,
-    description=(
+    (
+        "flow-warm",
+        ("ortools",),
+        "exact",
+        "",
+        _opts.FLOW_WARM,
         "exact min-cost flow warm-started from expert prices (options['prices'] or a "
         "sampled estimate): clients settled by the prices stay frozen, the rest are "
-        "solved exactly and a complementary-slackness certificate proves the optimum"
+        "solved exactly and a complementary-slackness certificate proves the optimum",
+    ),
+    (
+        "highs",
+        ("highspy",),
+        "exact",
+        "weighted knapsack soft time_limit",
+        _opts.HIGHS,
+        "MIP through HiGHS (highspy), built in bulk from sparse arrays",
+    ),
+    (
+        "greedy",
+        (),
+        "baseline",
+        "weighted knapsack soft",
+        _opts.GREEDY,
+        "paper baseline: each client takes its top-k by fitness, ignoring balance",
+    ),
+    (
+        "greedy-balanced",
+        (),
+        "heuristic",
+        "weighted knapsack soft",
+        _opts.GREEDY,
+        "capacity- and load-aware greedy heuristic (no optimality proof)",
+    ),
+    (
+        "cpsat",
+        ("ortools",),
+        "exact",
+        "weighted knapsack soft time_limit",
+        _opts.CPSAT,
+        "MIP through OR-Tools CP-SAT with exact (or reported) integer scaling",
+    ),
+    (
+        "pyomo",
+        ("pyomo", "highspy"),
+        "exact",
+        "weighted knapsack soft time_limit",
+        _opts.PYOMO,
+        "Pyomo model (build_pyomo_model) solved by appsi_highs or options['solver']",
+    ),
+    (
+        "scipy",
+        (),
+        "exact",
+        "weighted knapsack soft time_limit",
+        _opts.SCIPY,
+        "MIP through scipy.optimize.milp (no extra dependency)",
+    ),
+    (
+        "lp-round",
+        ("highspy",),
+        "heuristic",
+        "weighted knapsack soft time_limit",
+        _opts.LP_ROUND,
+        "LP relaxation (HiGHS) + rounding and repair; LP bound and gap reported",
     ),
 )
-_builtin(
-    "highs",
-    ("highspy",),
-    None,
-    "exact",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=True,
-    options=_opts.HIGHS,
-    description="MIP through HiGHS (highspy), built in bulk from sparse arrays",
-)
-_builtin(
-    "greedy",
-    (),
-    None,
-    "baseline",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=False,
-    options=_opts.GREEDY,
-    description="paper baseline: each client takes its top-k by fitness, ignoring balance",
-)
-_builtin(
-    "greedy-balanced",
-    (),
-    None,
-    "heuristic",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=False,
-    options=_opts.GREEDY,
-    description="capacity- and load-aware greedy heuristic (no optimality proof)",
-)
-_builtin(
-    "cpsat",
-    ("ortools",),
-    None,
-    "exact",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=True,
-    options=_opts.CPSAT,
-    description="MIP through OR-Tools CP-SAT with exact (or reported) integer scaling",
-)
-_builtin(
-    "pyomo",
-    ("pyomo", "highspy"),
-    "pyomo",
-    "exact",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=True,
-    module="flexassign.backends.pyomo_model",
-    options=_opts.PYOMO,
-    description="Pyomo model (build_pyomo_model) solved by appsi_highs or options['solver']",
-)
-_builtin(
-    "scipy",
-    (),
-    None,
-    "exact",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=True,
-    module="flexassign.backends.scipy_milp",
-    options=_opts.SCIPY,
-    description="MIP through scipy.optimize.milp (no extra dependency)",
-)
-_builtin(
-    "lp-round",
-    ("highspy",),
-    None,
-    "heuristic",
-    weighted=True,
-    knapsack=True,
-    soft=True,
-    time_limit=True,
-    options=_opts.LP_ROUND,
-    description="LP relaxation (HiGHS) + rounding and repair; LP bound and gap reported",
-)
+
+
+def _register_builtins() -> None:
+    for name, requires, kind, features, options, description in _BUILTINS:
+        flags = features.split()
+        unknown = set(flags) - set(_FEATURES)
+        if unknown:  # pragma: no cover - a typo in the table above
+            raise ValueError(f"backend {name!r}: unknown features {sorted(unknown)}")
+        register_backend(
+            Backend(
+                name=name,
+                module=_MODULES.get(name, f"flexassign.backends.{name.replace('-', '_')}"),
+                requires=requires,
+                extra=_EXTRAS.get(name),
+                kind=kind,
+                description=description,
+                options=options,
+                **{feature: feature in flags for feature in _FEATURES},
+            )
+        )
+
+
+_register_builtins()

@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ..result import Status
-from ._common import EXACT_GAP, empty_model_output, normalise_objective
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model
 from .base import BackendOutput, SolveOptions
-from .linear import build_linear_model
 
 __all__ = ["solve"]
 
@@ -30,11 +28,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     t0 = time.perf_counter()
-    model = build_linear_model(problem)
-    empty = empty_model_output(problem, model)
-    if empty is not None:
-        return empty
-    norm = normalise_objective(problem, model)
+    prepared = prepare_model(problem)
+    if isinstance(prepared, BackendOutput):
+        return prepared
+    model, norm = prepared
     constraints = LinearConstraint(model.A, model.row_lo, model.row_hi)
     milp_options: dict[str, Any] = {"disp": bool(options.verbose), "presolve": True}
     if options.time_limit is not None:
@@ -50,15 +47,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         options=milp_options,
     )
     t_solve = time.perf_counter() - t0 - t_build
-    stats: dict[str, Any] = {
-        "build_time": t_build,
-        "solve_time": t_solve,
-        "solver_status": f"{int(res.status)}: {res.message}",
-        "columns": int(model.c.shape[0]),
-        "rows": int(model.A.shape[0]),
-        "nonzeros": int(model.A.nnz),
-        **norm.stats(),
-    }
+    stats = model_stats(
+        model,
+        norm,
+        build_time=t_build,
+        solve_time=t_solve,
+        solver_status=f"{int(res.status)}: {res.message}",
+    )
     if options.threads is not None:
         stats["threads_ignored"] = True
     dual = getattr(res, "mip_dual_bound", None)
@@ -69,33 +64,16 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if gap is not None:
         stats["solver_gap"] = float(gap)
     x = None if res.x is None else model.to_assignment(problem.shape, np.asarray(res.x))
-    if res.status == 0:
-        if gap is not None and gap > EXACT_GAP and bound is not None:
-            return BackendOutput(
-                Status.FEASIBLE,
-                x=x,
-                bound=bound,
-                stats=stats,
-                message=f"milp stopped at relative gap {gap:.3g} (mip_gap)",
-            )
-        return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)
-    if res.status == 2:
-        return BackendOutput(
-            Status.INFEASIBLE, message="scipy.optimize.milp proved the MIP infeasible", stats=stats
-        )
-    if res.status == 1:
-        return BackendOutput(
-            Status.TIME_LIMIT,
-            x=x,
-            bound=bound,
-            message="scipy.optimize.milp stopped at its time or iteration limit"
-            + ("" if x is not None else " without a feasible assignment"),
-            stats=stats,
-        )
-    return BackendOutput(
-        Status.ERROR,
+    # milp's status: 0 optimal (within mip_rel_gap), 1 time/iteration limit,
+    # 2 infeasible, 3 unbounded (impossible with 0/1 columns), 4 other
+    outcome = {0: "optimal", 1: "limit", 2: "infeasible"}.get(int(res.status), "error")
+    return mip_output(
+        solver="scipy.optimize.milp",
+        outcome=outcome,
         x=x,
         bound=bound,
-        message=f"scipy.optimize.milp ended with status {res.status}: {res.message}",
+        gap=None if gap is None else float(gap),
+        integer=bool(model.integrality.any()),
+        detail=f"status {res.status}: {res.message}",
         stats=stats,
     )

@@ -33,8 +33,9 @@ LAYOUT = ExpertLayout(expert=r"^blocks\.\d+\.experts\.(\d+)\.", local=r"^blocks\
 
 
 class MoEBlock(nn.Module):
-    """A residual MoE layer: ``h + sum_k g_k(h) expert_k(h)`` over the top-k experts the
-    node holds (experts it was not sent are masked out of its gate)."""
+    """A residual MoE layer: ``h + sum_k p_k(h) expert_k(h)`` over the top-k experts the
+    node holds, ``p`` the gate's softmax over them (experts it was not sent are masked
+    out of its gate)."""
 
     def __init__(self, dim: int, num_experts: int, top_k: int) -> None:
         super().__init__()
@@ -46,12 +47,11 @@ class MoEBlock(nn.Module):
 
     def forward(self, h: Tensor, held: Tensor) -> tuple[Tensor, Tensor]:
         """Output and the (n, num_experts) 0/1 routing mask."""
-        logits = self.gate(h).masked_fill(~held, float("-inf"))
+        probs = torch.softmax(self.gate(h).masked_fill(~held, float("-inf")), dim=1)
         k = min(self.top_k, int(held.sum()))
-        top, idx = logits.topk(k, dim=1)
-        weights = torch.softmax(top, dim=1)
+        weights, idx = probs.topk(k, dim=1)  # gate probabilities: the gate gets gradients
         out = h.clone()
-        routed = torch.zeros_like(logits).scatter(1, idx, 1.0)
+        routed = torch.zeros_like(probs).scatter(1, idx, 1.0)
         for e in torch.nonzero(held).flatten().tolist():
             rows = (idx == e).any(dim=1)
             if rows.any():

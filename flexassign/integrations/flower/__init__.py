@@ -15,6 +15,12 @@ never imports Flower.
   :func:`encode_train_reply`, :func:`encode_profile`).
 * :mod:`~flexassign.integrations.flower.client` -- helpers for your ClientApp.
 
+The strategy's jobs live in one module each: ``strategy`` (the Flower hooks),
+``nodes`` (waiting for, profiling and sampling nodes; matching replies),
+``replies`` (checking, bounding and aggregating replies, no Flower types),
+``records`` (the per-round record, its metrics and results file), ``loop`` (the round
+loop of :meth:`FlexMoEStrategy.start`) and ``checkpoint``.
+
 The harness's own ready-made Flower app lives in :mod:`fl_harness.flower`. See
 ``docs/flower.md`` and ``examples/flower/``.
 """
@@ -44,14 +50,9 @@ from .messages import (
     encode_train_instruction,
     encode_train_reply,
 )
-from .strategy import (
-    FlexMoEStrategy,
-    FlowerRoundRecord,
-    aggregate_replies,
-    bound_replies,
-    check_reply,
-    format_metrics,
-)
+from .records import FlowerRoundRecord, format_metrics
+from .replies import aggregate_replies, bound_replies, check_reply
+from .strategy import FlexMoEStrategy
 
 __all__ = [
     "LOCAL_STATE_KEY",

@@ -15,7 +15,7 @@ key                        meaning                                              
 ``fraction-train``         share of profiled nodes sampled per round            1.0
 ``fraction-evaluate``      share of the round's trained nodes evaluated         1.0
 ``min-train-nodes``        minimum nodes trained per round                      1
-``min-available-nodes``    nodes that must be connected before round 1          2
+``min-available-nodes``    nodes that must be connected before a round starts   1
 ``wait-timeout``           seconds to wait for them (progress logged)           300
 ``aggregation``            ``mean``, ``trimmed-mean`` or ``median``             ``mean``
 ``trim``                   weight share cut per end by ``trimmed-mean``         0.2
@@ -26,7 +26,8 @@ key                        meaning                                              
 ``final-model-path``       ``.npz`` of the final global arrays                  ``""``
 =========================  ===================================================  =========
 
-``""`` means "off" (TOML has no null).
+``""`` means "off" (TOML has no null). Defaults are :class:`~.strategy.FlexMoEStrategy`'s;
+a key missing from the run config keeps them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from typing import Any, TypeVar
 from flwr.common import log
 
 from ...alignment import Planner
-from ...alignment.config import planner_options
 from ...errors import InvalidProblemError
 
 __all__ = ["APP_KEYS", "PLANNER_KEYS", "make_planner", "run_logged", "strategy_options"]
@@ -80,7 +80,7 @@ def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
         Needs ``num-experts``; ``planner-options`` is a JSON object of further
         :class:`~flexassign.alignment.PlannerConfig` fields (a ``fitness`` object
         becomes a :class:`~flexassign.alignment.FitnessConfig`), checked by
-        :func:`flexassign.alignment.config.planner_options` (unknown keys are errors).
+        :class:`~flexassign.alignment.PlannerConfig` (unknown keys are errors).
     **overrides
         PlannerConfig fields that win over the run config.
 
@@ -105,10 +105,9 @@ def make_planner(run_config: Mapping[str, Any], **overrides: Any) -> Planner:
     kwargs.update(overrides)
     num_experts = kwargs.pop("num_experts")
     try:
-        config = planner_options(num_experts, kwargs)
+        return Planner(num_experts, **kwargs)  # PlannerConfig checks every option
     except (InvalidProblemError, TypeError) as exc:
         raise InvalidProblemError(f"`planner-options`: {exc}") from exc
-    return Planner.from_config(config)
 
 
 def strategy_options(run_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._files import atomic_write, jsonable, write_text_atomic
+from ..._files import jsonable, write_npz_atomic, write_text_atomic
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -83,10 +83,7 @@ def save_checkpoint(
     planner_file = f"planner-{r}.json"
     arrays_file = f"arrays-{r}.npz"
     planner.save(d / planner_file)
-    # Keys may contain dots; np.savez keeps them verbatim.
-    state_arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    atomic_write(d / arrays_file, lambda fh: np.savez(fh, **state_arrays),  # type: ignore[arg-type]
-                 name="directory")
+    write_npz_atomic(d / arrays_file, arrays, name="directory")
     state = {
         "format": _FORMAT,
         "server_round": r,

@@ -57,6 +57,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from numpy.typing import NDArray
 
+from ..._validation import is_real
 from ...alignment import Feedback
 from ...errors import FlexAssignError, InvalidFeedbackError
 
@@ -124,7 +125,7 @@ def arrayrecord_to_numpy(record: ArrayRecord) -> StateDict:
 
 def _finite_int(name: str, value: Any) -> int:
     """A non-negative integer-valued number (int or float such as 3.0)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_real(value):
         raise MessageFormatError(f"`{name}` must be a number; got {type(value).__name__}")
     f = float(value)
     if not math.isfinite(f) or f < 0 or f != round(f):

@@ -1,0 +1,290 @@
+"""Pure reply handling for the Flower strategy: check, bound, aggregate.
+
+:func:`check_reply` rejects a decoded :class:`~.messages.TrainReply` that does not
+fit the node's plan or the global model, :func:`bound_replies` caps the weights
+replies claim, and :func:`aggregate_replies` combines the survivors into new global
+arrays; these three see no Flower type. :func:`accept_replies` applies the first two
+to a round's Flower replies and records each drop and weight in the round's record;
+:func:`report_replies` hands the accepted replies' feedback to the planner, and
+:func:`accept_evaluations` decodes evaluation replies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from logging import WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import Message
+from flwr.common import log
+
+from ...alignment import Feedback
+from ..aggregation import (
+    DEFAULT_MAX_WEIGHT_RATIO,
+    DEFAULT_TRIM,
+    AggregationError,
+    aggregate_experts,
+    bound_weights,
+    check_arrays,
+    weighted_average,
+)
+from .layout import ExpertLayout, LayoutError
+from .messages import (
+    MessageFormatError,
+    TrainReply,
+    decode_evaluate_reply,
+    decode_train_reply,
+    expert_counts,
+)
+from .nodes import NodeDirectory
+from .records import FlowerRoundRecord
+
+__all__ = [
+    "StateDict",
+    "accept_evaluations",
+    "accept_replies",
+    "aggregate_replies",
+    "bound_replies",
+    "check_reply",
+    "report_replies",
+]
+
+StateDict = dict[str, np.ndarray]
+
+
+def check_reply(
+    reply: TrainReply,
+    global_arrays: Mapping[str, np.ndarray],
+    assigned: Iterable[int],
+    *,
+    layout: ExpertLayout,
+) -> list[int]:
+    """Check one decoded reply against the global arrays and the node's plan.
+
+    The reply must carry every shared parameter and, for each expert it returns, all
+    of that expert's parameters, for assigned experts only, with the global names,
+    shapes and dtypes and finite values; its feedback may name assigned experts only.
+
+    Returns
+    -------
+    list of int
+        The experts the reply returns.
+
+    Raises
+    ------
+    AggregationError or MessageFormatError
+        Saying what is wrong.
+    """
+    allowed = set(assigned)
+    shared, experts = layout.split(global_arrays)
+    returned = layout.expert_ids(reply.arrays)
+    for name in reply.arrays:
+        if layout.is_local(name):
+            raise MessageFormatError(f"reply carries local parameter `{name}`")
+    extra = [e for e in returned if e not in allowed]
+    if extra:
+        raise MessageFormatError(f"reply carries experts {extra} the node was not assigned")
+    reference: dict[str, np.ndarray] = dict(shared)
+    for e in returned:
+        reference.update(experts[e])
+    check_arrays(reply.arrays, reference, name="arrays")
+    fb_extra = [e for e in reply.feedback.experts if e not in allowed]
+    if fb_extra:
+        raise MessageFormatError(f"feedback names experts {fb_extra} the node was not assigned")
+    return returned
+
+
+def bound_replies(
+    replies: Sequence[TrainReply],
+    *,
+    declared: Sequence[float | None] | None = None,
+    max_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
+) -> list[TrainReply]:
+    """Replies with their claimed weights capped (see :func:`~..aggregation.bound_weights`).
+
+    ``num-examples`` becomes ``min(claim, declared size, max_ratio * median claim)``
+    (rounded down); each usage count becomes at most that bounded ``num-examples``.
+    Feedback accuracy and loss are kept.
+
+    Parameters
+    ----------
+    replies : sequence of TrainReply
+    declared : sequence of float or None, optional
+        Per reply, the dataset size the node declared (``None``: none).
+    max_ratio : float or None
+
+    Examples
+    --------
+    >>> fb = Feedback(experts=[0], counts=[10**9])
+    >>> rs = [TrainReply({}, n, {}, Feedback(experts=[0], counts=[n])) for n in (10, 12)]
+    >>> liar = TrainReply({}, 10**9, {}, fb)
+    >>> [(r.num_examples, r.feedback.counts) for r in bound_replies([*rs, liar])]
+    [(10, (10,)), (12, (12,)), (120, (120,))]
+    """
+    if not replies:
+        return []
+    caps = None
+    if declared is not None:
+        caps = [math.nan if d is None else float(d) for d in declared]
+    bounded = bound_weights([r.num_examples for r in replies], caps=caps, max_ratio=max_ratio)
+    out = []
+    for r, w in zip(replies, bounded, strict=True):
+        n = math.floor(float(w))
+        fb = r.feedback
+        counts = [min(int(c), n) for c in fb.counts]
+        if n != r.num_examples or list(fb.counts) != counts:
+            fb = Feedback(fb.experts, counts, accuracy=fb.accuracy, loss=fb.loss,
+                          round_time=fb.round_time, train_samples=fb.train_samples)
+            r = replace(r, num_examples=n, feedback=fb)
+        out.append(r)
+    return out
+
+
+def aggregate_replies(
+    global_arrays: Mapping[str, np.ndarray],
+    replies: Sequence[TrainReply],
+    *,
+    layout: ExpertLayout | None = None,
+    method: str = "mean",
+    trim: float = DEFAULT_TRIM,
+) -> StateDict:
+    r"""New global arrays from checked (and bounded) replies.
+
+    Shared parameters: :math:`\theta = \sum_c n_c \theta_c / \sum_c n_c` over the
+    replies (or the trimmed mean / median with those weights). Expert :math:`e`:
+    the same over the replies that carry :math:`e`, weighted by the usage count
+    :math:`u_{ce}` in the reply's feedback. Experts no reply carries, or with zero
+    total usage, keep their current value; with no replies or zero total samples the
+    shared parameters are kept too. Inputs are not modified.
+
+    Parameters
+    ----------
+    global_arrays : mapping of str to ndarray
+        Current global arrays (shared + every expert; no local parameter).
+    replies : sequence of TrainReply
+        Replies that passed :func:`check_reply`.
+    layout : ExpertLayout, optional
+    method, trim
+        See :func:`flexassign.integrations.aggregation.weighted_average`.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Same names (and order), shapes and dtypes as ``global_arrays``.
+    """
+    layout = layout or ExpertLayout()
+    shared, experts = layout.split(global_arrays)
+    new_shared: StateDict = {k: np.array(v, copy=True) for k, v in shared.items()}
+    if replies and sum(r.num_examples for r in replies) > 0 and shared:
+        states = [{k: r.arrays[k] for k in shared} for r in replies]
+        new_shared = weighted_average(states, [r.num_examples for r in replies],
+                                      method=method, trim=trim)
+    updates = []
+    for r in replies:
+        _, sent = layout.split(r.arrays)
+        usage = expert_counts(r.feedback)
+        updates.append((sent, {e: float(usage.get(e, 0)) for e in sent}))
+    new_experts = aggregate_experts(experts, updates, method=method, trim=trim)
+    merged = {**new_shared}
+    for params in new_experts.values():
+        merged.update(params)
+    return {k: merged[k] for k in global_arrays if k in merged}
+
+
+def accept_replies(
+    record: FlowerRoundRecord,
+    matched: Iterable[tuple[Any, Message]],
+    global_arrays: Mapping[str, np.ndarray],
+    *,
+    layout: ExpertLayout,
+    declared: Mapping[Any, int],
+    max_ratio: float | None,
+) -> dict[Any, TrainReply]:
+    """The round's usable replies, decoded, checked and bounded, in sampled order.
+
+    ``matched`` holds ``(client id, Flower reply)`` pairs (see
+    :func:`~.nodes.match_replies`). A Flower error, a reply that does not decode or
+    fails :func:`check_reply`, and a planned client with no reply are dropped
+    (:meth:`FlowerRoundRecord.drop`). The rest are bounded by :func:`bound_replies`
+    (``declared``: client -> declared dataset size); ``record.weights`` gets each
+    client's claimed and used weight.
+    """
+    decoded: dict[Any, TrainReply] = {}
+    for c, msg in matched:
+        if msg.has_error():
+            record.drop(c, f"Flower error {msg.error.code}: {msg.error.reason}")
+            continue
+        try:
+            reply = decode_train_reply(msg.content)
+            check_reply(reply, global_arrays, record.plan[c], layout=layout)
+        except (MessageFormatError, AggregationError, LayoutError) as exc:
+            record.drop(c, str(exc))
+            continue
+        decoded[c] = reply
+    for c in record.sampled:
+        if record.plan[c] and c not in decoded and c not in record.dropped:
+            record.drop(c, "no reply (node gone or round timeout)")
+    ordered = [c for c in record.sampled if c in decoded]
+    bounded = bound_replies([decoded[c] for c in ordered],
+                            declared=[declared.get(c) for c in ordered], max_ratio=max_ratio)
+    out: dict[Any, TrainReply] = {}
+    for c, r in zip(ordered, bounded, strict=True):
+        record.weights[c] = (decoded[c].num_examples, float(r.num_examples))
+        if r.num_examples != decoded[c].num_examples:
+            log(WARNING, "Round %d: node %d (client %s) claims %d examples; weighted as %d",
+                record.server_round, record.node_of[c], c, decoded[c].num_examples,
+                r.num_examples)
+        out[c] = r
+    return out
+
+
+def report_replies(
+    record: FlowerRoundRecord,
+    replies: Mapping[Any, TrainReply],
+    *,
+    planner: Any,
+    nodes: NodeDirectory,
+) -> None:
+    """Report each accepted reply's feedback to ``planner``; register updated profiles.
+
+    ``record.feedback`` gets the feedback the planner took. Feedback the planner
+    rejects, or a profile it cannot use, is logged and skipped; the other replies
+    are unaffected.
+    """
+    for c, reply in replies.items():
+        try:
+            planner.report(c, reply.feedback)
+            record.feedback[c] = reply.feedback
+        except (ValueError, TypeError) as exc:
+            log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
+                record.server_round, record.node_of[c], c, exc)
+        if reply.profile is not None:
+            try:
+                nodes.register(record.node_of[c], {"client-id": c, **reply.profile}, planner)
+            except (ValueError, TypeError) as exc:
+                log(WARNING, "Round %d: unusable profile from client %s: %s",
+                    record.server_round, c, exc)
+
+
+def accept_evaluations(
+    replies: Iterable[Message], *, server_round: int
+) -> list[tuple[dict[str, float], int]]:
+    """``(metrics, num-examples)`` of each evaluation reply that decodes (others logged)."""
+    rows: list[tuple[dict[str, float], int]] = []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            log(WARNING, "Round %d: evaluation failed on node %d: %s", server_round, node,
+                msg.error.reason)
+            continue
+        try:
+            n, rec = decode_evaluate_reply(msg.content)
+        except MessageFormatError as exc:
+            log(WARNING, "Round %d: dropping evaluation of node %d: %s", server_round,
+                node, exc)
+            continue
+        rows.append((rec, n))
+    return rows
