@@ -124,7 +124,8 @@ def check_real(
     )
     if bad:
         rng = _range_text(lo, hi, lo_open, hi_open)
-        raise error(f"`{name}` must be finite{' and ' + rng if rng else ''}; got {value!r}")
+        shown = value.item() if isinstance(value, np.generic) else value  # 0.5, not np.float64(0.5)
+        raise error(f"`{name}` must be finite{' and ' + rng if rng else ''}; got {shown!r}")
     return v
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -11,11 +10,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._start import heuristic_start, keep_better
 from ._validation import SEED_MAX, check_real, is_int, is_real
 from .backends.base import BackendOutput, SolveOptions
 from .backends.options import validate_options
 from .backends.registry import (
-    Backend,
     check_supported,
     get_backend,
     list_backends,
@@ -216,7 +215,7 @@ def solve_assignment(
         and backend.time_limit
         and diagnosis is None
     ):
-        start, opts = _heuristic_start(prob, backend, opts)
+        start, opts = heuristic_start(prob, backend, opts)
     try:
         out = solve_fn(prob, opts)
     except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
@@ -224,7 +223,7 @@ def solve_assignment(
     except Exception as exc:  # a solver crash is reported, not hidden
         out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
     if start is not None:
-        out = _keep_better(prob, out, start)
+        out = keep_better(prob, out, start)
     if limit is not None and not backend.time_limit:
         out.stats["time_limit_ignored"] = True
         out.message = (
@@ -233,88 +232,6 @@ def solve_assignment(
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
     return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
-
-
-#: Fast heuristics that give a time-limited backend a start, in order, with the share
-#: of the remaining limit each may use (None: unbounded, it is fast). The better
-#: feasible one is kept; lp-round also brings a valid LP bound.
-_START_METHODS = (("greedy-balanced", None), ("lp-round", 0.4))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Start:
-    x: np.ndarray
-    objective: float
-    bound: float | None
-    method: str
-
-
-def _heuristic_start(
-    problem: AssignmentProblem, backend: Backend, opts: SolveOptions
-) -> tuple[_Start | None, SolveOptions]:
-    """A feasible start from a fast heuristic, for a backend under a time limit.
-
-    It is handed over as ``warm_start`` when the backend declares that option (and the
-    caller gave none); it is kept as the answer if the backend finds nothing better
-    within its limit, and lp-round's LP bound tightens a missing or weaker solver
-    bound. The heuristics' run time is taken off the backend's limit.
-    """
-    assert opts.time_limit is not None
-    t0 = time.perf_counter()
-    start = None
-    for method, share in _START_METHODS:
-        heuristic = get_backend(method)
-        if method == backend.name or not heuristic.installed():
-            continue
-        if heuristic.unsupported_reason(problem) is not None:
-            continue
-        left = opts.time_limit - (time.perf_counter() - t0)
-        if share is not None and left <= 0.05 * opts.time_limit:
-            break
-        limit = None if share is None else share * left
-        try:
-            out = heuristic.load()(
-                problem, SolveOptions(time_limit=limit, seed=opts.seed, threads=opts.threads)
-            )
-        except Exception:  # a start is a convenience: never let it break the solve
-            continue
-        if out.x is not None and verify_assignment(problem, out.x).ok:
-            x = np.asarray(out.x, dtype=bool)
-            objective = problem.objective(x)
-            bound = out.bound if start is None or start.bound is None else start.bound
-            if out.bound is not None and bound is not None:
-                bound = min(bound, out.bound)
-            if start is None or objective > start.objective:
-                start = _Start(x, objective, bound, method)
-            else:
-                start = dataclasses.replace(start, bound=bound)
-    if start is None:
-        return None, opts
-    spent = time.perf_counter() - t0
-    extra = dict(opts.extra)
-    declared = backend.options is None or any(s.name == "warm_start" for s in backend.options)
-    if declared and extra.get("warm_start") is None:
-        extra["warm_start"] = start.x
-    left = max(opts.time_limit - spent, 0.1 * opts.time_limit)
-    return start, dataclasses.replace(opts, time_limit=left, extra=extra)
-
-
-def _keep_better(problem: AssignmentProblem, out: BackendOutput, start: _Start) -> BackendOutput:
-    """Merge a time-limited answer with the heuristic start: the better assignment, the
-    tighter of the two valid bounds."""
-    if out.status not in (Status.TIME_LIMIT, Status.FEASIBLE):
-        return out
-    if start.bound is not None and (out.bound is None or start.bound < out.bound):
-        out.bound = start.bound
-        out.stats["bound_from"] = start.method
-    if out.x is not None and verify_assignment(problem, out.x).ok:
-        if problem.objective(out.x) >= start.objective:
-            return out
-    note = f"kept the {start.method} start, the best assignment known when the solver stopped"
-    out.x = start.x
-    out.stats["incumbent"] = start.method
-    out.message = f"{out.message}; {note}".lstrip("; ")
-    return out
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:

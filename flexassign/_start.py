@@ -1,0 +1,104 @@
+"""A fast feasible start for a backend that runs under a time limit.
+
+:func:`~flexassign.solve_assignment` calls :func:`heuristic_start` before an exact or
+heuristic backend that honours ``time_limit``: the better feasible answer of the fast
+heuristics (:data:`START_METHODS`) becomes its ``warm_start`` and, through
+:func:`keep_better`, the answer when the backend finds nothing better in time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from .backends.base import BackendOutput, SolveOptions
+from .backends.registry import Backend, get_backend
+from .problem import AssignmentProblem
+from .result import Status
+from .verify import verify_assignment
+
+__all__ = ["START_METHODS", "Start", "heuristic_start", "keep_better"]
+
+
+#: Fast heuristics that give a time-limited backend a start, in order, with the share
+#: of the remaining limit each may use (None: unbounded, it is fast). The better
+#: feasible one is kept; lp-round also brings a valid LP bound.
+START_METHODS = (("greedy-balanced", None), ("lp-round", 0.4))
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    x: np.ndarray
+    objective: float
+    bound: float | None
+    method: str
+
+
+def heuristic_start(
+    problem: AssignmentProblem, backend: Backend, opts: SolveOptions
+) -> tuple[Start | None, SolveOptions]:
+    """A feasible start from a fast heuristic, for a backend under a time limit.
+
+    It is handed over as ``warm_start`` when the backend declares that option (and the
+    caller gave none); it is kept as the answer if the backend finds nothing better
+    within its limit, and lp-round's LP bound tightens a missing or weaker solver
+    bound. The heuristics' run time is taken off the backend's limit.
+    """
+    assert opts.time_limit is not None
+    t0 = time.perf_counter()
+    start = None
+    for method, share in START_METHODS:
+        heuristic = get_backend(method)
+        if method == backend.name or not heuristic.installed():
+            continue
+        if heuristic.unsupported_reason(problem) is not None:
+            continue
+        left = opts.time_limit - (time.perf_counter() - t0)
+        if share is not None and left <= 0.05 * opts.time_limit:
+            break
+        limit = None if share is None else share * left
+        try:
+            out = heuristic.load()(
+                problem, SolveOptions(time_limit=limit, seed=opts.seed, threads=opts.threads)
+            )
+        except Exception:  # a start is a convenience: never let it break the solve
+            continue
+        if out.x is not None and verify_assignment(problem, out.x).ok:
+            x = np.asarray(out.x, dtype=bool)
+            objective = problem.objective(x)
+            bound = out.bound if start is None or start.bound is None else start.bound
+            if out.bound is not None and bound is not None:
+                bound = min(bound, out.bound)
+            if start is None or objective > start.objective:
+                start = Start(x, objective, bound, method)
+            else:
+                start = dataclasses.replace(start, bound=bound)
+    if start is None:
+        return None, opts
+    spent = time.perf_counter() - t0
+    extra = dict(opts.extra)
+    declared = backend.options is None or any(s.name == "warm_start" for s in backend.options)
+    if declared and extra.get("warm_start") is None:
+        extra["warm_start"] = start.x
+    left = max(opts.time_limit - spent, 0.1 * opts.time_limit)
+    return start, dataclasses.replace(opts, time_limit=left, extra=extra)
+
+
+def keep_better(problem: AssignmentProblem, out: BackendOutput, start: Start) -> BackendOutput:
+    """Merge a time-limited answer with the heuristic start: the better assignment, the
+    tighter of the two valid bounds."""
+    if out.status not in (Status.TIME_LIMIT, Status.FEASIBLE):
+        return out
+    if start.bound is not None and (out.bound is None or start.bound < out.bound):
+        out.bound = start.bound
+        out.stats["bound_from"] = start.method
+    if out.x is not None and verify_assignment(problem, out.x).ok:
+        if problem.objective(out.x) >= start.objective:
+            return out
+    note = f"kept the {start.method} start, the best assignment known when the solver stopped"
+    out.x = start.x
+    out.stats["incumbent"] = start.method
+    out.message = f"{out.message}; {note}".lstrip("; ")
+    return out
