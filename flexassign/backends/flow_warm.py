@@ -334,14 +334,15 @@ class _State:
             load += np.bincount(self.top_idx[r, t], minlength=e)
         return load
 
-    def open_rows(self, rows: np.ndarray) -> None:
-        """Open clients: candidates are their top ``m`` experts at the current prices."""
+    def open_rows(self, rows: np.ndarray, top: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Open clients: candidates are their top ``m`` experts at the current prices
+        (``top``: those rows' ``_top`` at the current prices, when already known)."""
         if rows.size == 0:
             return
         e = self.data.e
         self.is_open[rows] = True
         m1 = min(e, self.m + 1)
-        idx, val = _top(self.data, self.p, rows, m1)
+        idx, val = _top(self.data, self.p, rows, m1) if top is None else top
         k = self.m if m1 > self.m else m1
         ok = val[:, :k] > _NEG // 2
         self.arc_c = np.concatenate([self.arc_c, np.repeat(rows, ok.sum(axis=1))])
@@ -567,7 +568,6 @@ def _solve_data(
     p[data.lo == 0] = np.minimum(p[data.lo == 0], 0)
     top_idx, top_val = _top(data, p, None, m1)
     h, slack = _choose(top_val, data.cap, data.kmin)
-    del top_val
     st = _State(
         data=data,
         p=p,
@@ -595,7 +595,9 @@ def _solve_data(
         first = np.arange(n)
     else:
         first = np.argpartition(slack, k_open - 1)[:k_open]
-    st.open_rows(np.sort(first))
+    first = np.sort(first)
+    st.open_rows(first, (top_idx[first], top_val[first]))  # same prices: no second pass
+    del top_val
     if k_open >= n and m < e:
         _expert_candidates(st, int(data.lo.max(initial=0)) + margin)
     for rnd in range(1, max_rounds + 1):
