@@ -228,6 +228,7 @@ def solve_assignment(
             Status.TIME_LIMIT,
             message=f"time_limit={limit:g} s was spent before {name} could start "
             f"({_time_split(t_solver - t0, t_start)})",
+            stats={"build_time": 0.0, "solve_time": 0.0},
         )
     else:
         try:
@@ -282,11 +283,19 @@ def _report_overrun(
     build = out.stats.get("build_time")
     solve = out.stats.get("solve_time")
     parts = [_time_split(t_solver - t0, t_start)]
+    if t_solver - t0 > limit:
+        out.stats["time_limit_exceeded"] = over
+        out.message = (
+            f"{out.message}; time_limit={limit:g} s exceeded by {over:.2f} s: it was spent "
+            f"before {name} started ({parts[0]})"
+        ).lstrip("; ")
+        return
     if isinstance(build, float) and isinstance(solve, float):
         parts.append(f"{build:.2f} s building the model, {solve:.2f} s in the solver")
-        if solve > given - build + overrun_slack(given):
+        solver_given = max(given - build, 0.0)
+        if solve > solver_given + overrun_slack(solver_given):
             why = "the solver did not stop at its limit"
-        elif build > given:
+        elif build >= solve:
             why = "building the model took longer than the time left"
         else:
             why = "the backend overran"
