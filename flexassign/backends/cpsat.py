@@ -150,6 +150,18 @@ def _add_variables(cp_model: Any, proto: Any, lo: np.ndarray, hi: np.ndarray) ->
         domain[1] = int(hi_i[j])
 
 
+def _out_of_time_building(options: SolveOptions, t0: float) -> BackendOutput | None:
+    """The ``TIME_LIMIT`` answer if the limit ran out while building, else ``None``."""
+    left = time_left(options, t0)
+    if left is None or left > MIN_SOLVER_TIME:
+        return None
+    elapsed = time.perf_counter() - t0
+    stats = {"build_time": elapsed, "solve_time": 0.0}
+    return out_of_time(
+        "CP-SAT", float(options.time_limit or 0), "building the model", elapsed, stats
+    )
+
+
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     from ortools.sat.python import cp_model
 
@@ -215,7 +227,11 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     delta = float(csum[np.arange(n), np.minimum(caps, e)].sum())
     delta += float((err[m:] * col_hi[m:]).sum())
 
-    # ---- the CP-SAT model, written straight into its proto
+    # ---- the CP-SAT model, written straight into its proto (the clock is checked
+    # before and after: on a large model each stage takes a few tenths of a second)
+    spent = _out_of_time_building(options, t0)
+    if spent is not None:
+        return spent
     cp = cp_model.CpModel()
     proto = cp.proto
     _add_variables(cp_model, proto, model.col_lo, col_hi)
@@ -233,6 +249,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     proto.objective.vars.extend(nz.tolist())
     proto.objective.coeffs.extend((-obj_int[nz]).astype(np.int64).tolist())  # minimize -obj
 
+    spent = _out_of_time_building(options, t0)
+    if spent is not None:
+        return spent
     warm = options.extra.get("warm_start")
     if warm is not None:
         start = model.start_vector(np.asarray(warm, dtype=bool))

@@ -6,10 +6,11 @@ arrays and is handed to HiGHS in one ``passModel`` call, with the objective norm
 so that the gap tolerance applies to the part of the objective that can vary.
 
 Settings: ``time_limit`` (the whole call: HiGHS's ``time_limit`` is what building the
-model left; none left: ``TIME_LIMIT`` before HiGHS starts), ``mip_gap`` (``mip_rel_gap``; default 1e-9 and ``mip_abs_gap`` 0, so that
-``OPTIMAL`` means proven), ``seed`` (``random_seed``), ``threads`` (default 1:
-deterministic). Options: ``warm_start`` (a 0/1 start assignment, kept as the first
-incumbent) and ``highs_options`` (raw HiGHS options, names and values checked).
+model left; none left: ``TIME_LIMIT`` before HiGHS starts), ``mip_gap``
+(``mip_rel_gap``; default 1e-9 and ``mip_abs_gap`` 0, so that ``OPTIMAL`` means
+proven), ``seed`` (``random_seed``), ``threads`` (default 1: deterministic). Options:
+``warm_start`` (a 0/1 start assignment, kept as the first incumbent) and
+``highs_options`` (raw HiGHS options, names and values checked).
 """
 
 from __future__ import annotations
