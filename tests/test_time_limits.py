@@ -160,3 +160,24 @@ def test_a_call_within_the_limit_says_nothing_about_time() -> None:
     assert "exceeded" not in res.message
     assert "time_limit_exceeded" not in res.stats
     assert res.stats["start_time"] >= 0.0
+
+
+def test_cpsat_skips_presolve_only_when_it_would_not_fit() -> None:
+    pytest.importorskip("ortools")
+    from flexassign.backends import cpsat
+
+    big = _weighted(8_000)  # ~512,000 nonzeros: presolve would take ~0.7 s
+    # 1.2 s: the build (~0.3 s) leaves less than the ~1.3 s skip threshold at this size,
+    # and enough that the build itself never runs the limit out
+    out = cpsat.solve(big, SolveOptions(time_limit=1.2))
+    assert out.stats.get("presolve_skipped") is True, out.stats
+    assert out.stats["build_time"] + out.stats["solve_time"] > 0
+    # the caller's own setting wins
+    out = cpsat.solve(
+        big, SolveOptions(time_limit=1.2, extra={"cpsat_parameters": {"cp_model_presolve": True}})
+    )
+    assert "presolve_skipped" not in out.stats
+    # plenty of time (a small model): presolve runs as usual
+    small = _weighted(100, e=6)
+    res = solve_assignment(small, method="cpsat", time_limit=30.0)
+    assert res.status is Status.OPTIMAL and "presolve_skipped" not in res.stats
