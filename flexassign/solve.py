@@ -139,12 +139,16 @@ def solve_assignment(
         ``"auto"`` (min-cost flow for totally unimodular problems, MIP otherwise),
         or a backend name from :func:`~flexassign.available_backends`.
     time_limit : float, optional
-        Seconds for the solver, > 0. The call then takes at most about this long plus
-        the time to build the model (per backend: ``docs/problem.md``). Exact MIP
-        backends start from the ``greedy-balanced`` assignment when it is feasible and
-        return the best assignment known when stopped (``TIME_LIMIT``, with bound and
-        gap). Backends without a limit (``flow``, the greedy ones) say so in
-        ``message`` and ``stats["time_limit_ignored"]``.
+        Seconds for the whole call, > 0: checking the input, the start heuristics and
+        building the model count against it, and the solver gets what is left (per
+        backend, with measured overshoots: ``docs/problem.md``). Exact MIP backends
+        start from the ``greedy-balanced`` (or ``lp-round``) assignment when it is
+        feasible and return the best assignment known when stopped (``TIME_LIMIT``,
+        with bound and gap); when nothing is left before the solver could start, it is
+        not run and ``message`` says where the time went. A call that runs past the
+        limit by more than 0.5 s + 50 % says so in ``message`` (and
+        ``stats["time_limit_exceeded"]``). Backends without a limit (``flow``, the
+        greedy ones) say so in ``message`` and ``stats["time_limit_ignored"]``.
     mip_gap : float, optional
         Relative gap at which MIP backends may stop (result is then FEASIBLE).
     seed : int
