@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flexassign._files import write_text_atomic
-from flexassign._validation import check_int, check_optional_real, check_real, check_seed
+from flexassign._validation import (
+    check_field,
+    check_int,
+    check_optional_real,
+    check_real,
+    check_seed,
+)
 from flexassign.alignment import POLICIES
 from flexassign.errors import InvalidProblemError, ProblemTypeError
 
@@ -189,33 +195,26 @@ class ExperimentConfig:
                          ("hidden", 1), ("expert_hidden", 1), ("local_epochs", 1),
                          ("batch_size", 1), ("classes_per_client", 1), ("eval_every", 1),
                          ("finetune_steps", 0), ("num_threads", 1)):
-            set_(self, name, check_int(name, getattr(self, name), lo=lo))
+            check_field(self, name, check_int, lo=lo)
         if self.num_samples is not None:
-            set_(self, "num_samples", check_int("num_samples", self.num_samples, lo=10))
-        set_(self, "data_seed", check_seed("data_seed", self.data_seed))
-        set_(self, "seed", check_seed("seed", self.seed))
-        set_(self, "alpha", check_real("alpha", self.alpha, lo=0.0, lo_open=True))
-        set_(self, "local_test_fraction", check_real(
-            "local_test_fraction", self.local_test_fraction, lo=0.0, hi=1.0, hi_open=True))
-        set_(self, "holdout_fraction", check_real(
-            "holdout_fraction", self.holdout_fraction, lo=0.0, hi=1.0, hi_open=True))
-        set_(self, "client_fraction", check_real(
-            "client_fraction", self.client_fraction, lo=0.0, hi=1.0, lo_open=True))
+            check_field(self, "num_samples", check_int, lo=10)
+        check_field(self, "data_seed", check_seed)
+        check_field(self, "seed", check_seed)
+        check_field(self, "alpha", check_real, lo=0.0, lo_open=True)
+        check_field(self, "local_test_fraction", check_real, lo=0.0, hi=1.0, hi_open=True)
+        check_field(self, "holdout_fraction", check_real, lo=0.0, hi=1.0, hi_open=True)
+        check_field(self, "client_fraction", check_real, lo=0.0, hi=1.0, lo_open=True)
         # top_k's range depends on num_experts: the CLI and MoEModel check it
-        set_(self, "top_k", check_int("top_k", self.top_k))
-        set_(self, "dropout", check_real("dropout", self.dropout))
+        check_field(self, "top_k", check_int)
+        check_field(self, "dropout", check_real)
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidProblemError(f"`dropout` must be in [0, 1); got {self.dropout}")
-        set_(self, "lr", check_optional_real("lr", self.lr, lo=0.0, lo_open=True))
-        set_(self, "momentum", check_real("momentum", self.momentum, lo=0.0, hi=1.0,
-                                          hi_open=True))
-        set_(self, "grad_clip", check_optional_real("grad_clip", self.grad_clip, lo=0.0,
-                                                    lo_open=True))
-        set_(self, "tolerance", check_real("tolerance", self.tolerance, lo=0.0))
-        set_(self, "target_accuracy", check_optional_real(
-            "target_accuracy", self.target_accuracy, lo=0.0, hi=1.0))
-        set_(self, "finetune_lr", check_real("finetune_lr", self.finetune_lr, lo=0.0,
-                                             lo_open=True))
+        check_field(self, "lr", check_optional_real, lo=0.0, lo_open=True)
+        check_field(self, "momentum", check_real, lo=0.0, hi=1.0, hi_open=True)
+        check_field(self, "grad_clip", check_optional_real, lo=0.0, lo_open=True)
+        check_field(self, "tolerance", check_real, lo=0.0)
+        check_field(self, "target_accuracy", check_optional_real, lo=0.0, hi=1.0)
+        check_field(self, "finetune_lr", check_real, lo=0.0, lo_open=True)
         if self.training_clients < 1:
             raise InvalidProblemError(
                 f"`holdout_fraction`={self.holdout_fraction} leaves no training client of "

@@ -221,14 +221,7 @@ def test_greedy_breaks_ties_by_lower_expert_index() -> None:
         np.testing.assert_array_equal(top_k(p), want)
 
 
-def _stats_cases() -> list:
-    drift = pytest.mark.xfail(
-        strict=True, reason="flow-warm (the speed work's module) still reports `cost_scale`"
-    )
-    return [pytest.param(n, marks=[drift] if n == "flow-warm" else []) for n in ALL]
-
-
-@pytest.mark.parametrize("method", _stats_cases())
+@pytest.mark.parametrize("method", ALL)
 def test_stats_use_the_shared_key_names(method: str) -> None:
     rng = np.random.default_rng(6)
     p = AssignmentProblem.balanced(

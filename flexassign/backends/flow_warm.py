@@ -82,7 +82,7 @@ Stats
 (per failed round), ``price_source`` (``"options"``, ``"options, refreshed on
 samples"``, ``"sample"`` or ``"zero"``),
 ``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
-``certificate``, ``rounding_error_bound``, ``objective_scale`` and
+``certificate``, ``solver_status``, ``rounding_error_bound``, ``objective_scale`` and
 ``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
 ``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
 ``warm_stats``.
@@ -962,6 +962,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     x, value = _assemble(problem, st, sub)
     e = problem.n_experts
     stats.update(
+        solver_status="optimal",
         expert_prices=np.ldexp((dist[:e] - dist[e]).astype(np.float64), -data.scale_exp),
         open_clients=int(sub.rows.size),
         open_arcs=int(sub.ac.size),
