@@ -132,7 +132,11 @@ def test_time_limit_honoured(method: str) -> None:
     # limit plus the solver's last clock check and verification; 1 s of margin for a
     # loaded 2-core machine (measured: each test 0.1-0.85 s, a reference solve included)
     assert elapsed <= limit + 1.0, (elapsed, res.message)
-    assert "exceeded" not in res.message
+    # an overrun note only when the call really ran past the reporting slack (pyomo's
+    # first `import pyomo` in a process, ~1 s, can cause one)
+    if "exceeded" in res.message:
+        assert elapsed > limit + 0.5 + 0.5 * limit, (elapsed, res.message)
+        assert res.stats["time_limit_exceeded"] > 0.5 + 0.5 * limit
     if get_backend(method).exact:
         assert res.status is Status.TIME_LIMIT, (res.status, res.message)  # the limit binds
     # stopped or not, it returns its best verified assignment with a valid bound and gap
