@@ -30,22 +30,24 @@ from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
 __all__ = ["auto_method", "evaluate_assignment", "solve_assignment"]
 
 
-def auto_method(problem: AssignmentProblem) -> str:
+def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
     weights, no binding knapsack): from ``registry.WARM_MIN_PAIRS`` client-expert pairs
-    with hard bounds, ``flow-warm`` (price-induced choices repaired to a certified
-    optimum, :mod:`flexassign.backends.flow_warm`); otherwise ``flow``, which on large
-    problems solves on each client's best candidate experts and proves optimality with
-    a reduced-cost certificate (see :mod:`flexassign.backends.flow`). Otherwise the
-    first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
+    with hard bounds (``WARM_PRICED_MIN_PAIRS`` when ``priced``: expert prices from an
+    earlier round come in ``options["prices"]``), ``flow-warm`` (price-induced choices
+    repaired to a certified optimum, :mod:`flexassign.backends.flow_warm`); otherwise
+    ``flow``, which on large problems solves on each client's best candidate experts and
+    proves optimality with a reduced-cost certificate (see :mod:`flexassign.backends.flow`).
+    Otherwise the first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
     CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``
     gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
     """
     mip = ["highs", "scipy", "cpsat"]
-    candidates = [*min_cost_flow_order(problem), *mip] if problem.is_unimodular else mip
+    flows = min_cost_flow_order(problem, priced=priced)
+    candidates = [*flows, *mip] if problem.is_unimodular else mip
     candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
     for name in candidates:
         backend = get_backend(name)
@@ -195,7 +197,10 @@ def solve_assignment(
     limit, gap, seed_, threads_, tol = _check_settings(
         time_limit, mip_gap, seed, threads, verify_tol
     )
-    name = auto_method(prob) if method == "auto" else method
+    if method == "auto":
+        name = auto_method(prob, priced=isinstance(options, Mapping) and "prices" in options)
+    else:
+        name = method
     backend = get_backend(name)
     check_supported(backend, prob)
     extra = validate_options(backend.name, backend.options, options, prob)
