@@ -243,10 +243,10 @@ def _run(
     art_c = np.concatenate([net.kmin_r, net.exp_floor])[:n_art]
     tails = np.concatenate(
         [np.zeros(n, dtype=np.int64), 1 + ci, 1 + n + net.exp_of_arc, [src], art_t]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     heads = np.concatenate(
         [1 + np.arange(n), 1 + n + ei, np.full(net.exp_of_arc.size, sink), [sink], art_h]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     extra = int(net.exp_floor.sum()) if artificial else 0
     caps = np.concatenate(
         [
@@ -256,10 +256,10 @@ def _run(
             [net.bypass + extra],
             art_c,
         ]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     costs = np.concatenate(
         [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, [0], np.full(n_art, net.big_m)]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     supplies = net.supplies.copy()
     # the source -> expert artificial arcs get their own supply; unused, it takes the bypass
     supplies[src] += extra
