@@ -37,17 +37,18 @@ class Start:
 
 
 def heuristic_start(
-    problem: AssignmentProblem, backend: Backend, opts: SolveOptions
+    problem: AssignmentProblem, backend: Backend, opts: SolveOptions, deadline: float
 ) -> tuple[Start | None, SolveOptions]:
     """A feasible start from a fast heuristic, for a backend under a time limit.
 
     It is handed over as ``warm_start`` when the backend declares that option (and the
     caller gave none); it is kept as the answer if the backend finds nothing better
     within its limit, and lp-round's LP bound tightens a missing or weaker solver
-    bound. The heuristics' run time is taken off the backend's limit.
+    bound. ``deadline`` (a :func:`time.perf_counter` time) is when the whole call's
+    ``time_limit`` runs out: each heuristic with a share gets that share of the time
+    left before it. The caller gives the backend what is left afterwards
+    (``opts.time_limit`` is returned unchanged).
     """
-    assert opts.time_limit is not None
-    t0 = time.perf_counter()
     start = None
     for method, share in START_METHODS:
         heuristic = get_backend(method)
@@ -55,8 +56,8 @@ def heuristic_start(
             continue
         if heuristic.unsupported_reason(problem) is not None:
             continue
-        left = opts.time_limit - (time.perf_counter() - t0)
-        if share is not None and left <= 0.05 * opts.time_limit:
+        left = deadline - time.perf_counter()
+        if share is not None and (opts.time_limit is None or left <= 0.05 * opts.time_limit):
             break
         limit = None if share is None else share * left
         try:
@@ -77,13 +78,11 @@ def heuristic_start(
                 start = dataclasses.replace(start, bound=bound)
     if start is None:
         return None, opts
-    spent = time.perf_counter() - t0
     extra = dict(opts.extra)
     declared = backend.options is None or any(s.name == "warm_start" for s in backend.options)
     if declared and extra.get("warm_start") is None:
         extra["warm_start"] = start.x
-    left = max(opts.time_limit - spent, 0.1 * opts.time_limit)
-    return start, dataclasses.replace(opts, time_limit=left, extra=extra)
+    return start, dataclasses.replace(opts, extra=extra)
 
 
 def keep_better(problem: AssignmentProblem, out: BackendOutput, start: Start) -> BackendOutput:

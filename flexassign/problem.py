@@ -32,7 +32,7 @@ are importable from here too).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -308,8 +308,12 @@ class AssignmentProblem:
     @property
     def uniform_weight(self) -> float | None:
         """The common client weight when all are equal, else ``None``."""
-        w = self.weights
-        return float(w[0]) if np.all(w == w[0]) else None
+
+        def compute() -> float | None:
+            w = self.weights
+            return float(w[0]) if np.all(w == w[0]) else None
+
+        return cast("float | None", self._cached("uniform_weight", compute))
 
     @property
     def load_unit(self) -> float | None:
@@ -372,13 +376,20 @@ class AssignmentProblem:
         w = self.uniform_weight
         if w is None:
             raise InvalidProblemError("count_bounds() needs equal `client_weight` for all clients")
+        # cached (read-only): every solve asks for them several times
+        return cast(
+            "tuple[IntArray, IntArray]",
+            self._cached("count_bounds", lambda: self._count_bounds(w)),
+        )
+
+    def _count_bounds(self, w: float) -> tuple[IntArray, IntArray]:
         lo = self.expert_min_load / w
         hi = self.expert_max_load / w
         lo_i = np.ceil(lo - BOUND_RTOL * np.maximum(1.0, lo))
         hi_c = np.where(np.isfinite(hi), hi, self.n_clients)
         hi_i = np.floor(hi_c + BOUND_RTOL * np.maximum(1.0, hi_c))
         hi_i = np.minimum(hi_i, self.n_clients)
-        return lo_i.astype(np.int64), hi_i.astype(np.int64)
+        return frozen(lo_i.astype(np.int64)), frozen(hi_i.astype(np.int64))
 
     def objective(self, x: ArrayLike) -> float:
         """Objective value of a 0/1 assignment, penalty for soft bounds included."""

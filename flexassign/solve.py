@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from numpy.typing import ArrayLike
 
 from ._start import heuristic_start, keep_better
 from ._validation import SEED_MAX, check_real, is_int, is_real
-from .backends.base import BackendOutput, SolveOptions
+from .backends.base import MIN_SOLVER_TIME, BackendOutput, SolveOptions
 from .backends.options import validate_options
 from .backends.registry import (
     check_supported,
@@ -29,22 +30,24 @@ from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
 __all__ = ["auto_method", "evaluate_assignment", "solve_assignment"]
 
 
-def auto_method(problem: AssignmentProblem) -> str:
+def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
     weights, no binding knapsack): from ``registry.WARM_MIN_PAIRS`` client-expert pairs
-    with hard bounds, ``flow-warm`` (price-induced choices repaired to a certified
-    optimum, :mod:`flexassign.backends.flow_warm`); otherwise ``flow``, which on large
-    problems solves on each client's best candidate experts and proves optimality with
-    a reduced-cost certificate (see :mod:`flexassign.backends.flow`). Otherwise the
-    first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
+    with hard bounds (``WARM_PRICED_MIN_PAIRS`` when ``priced``: expert prices from an
+    earlier round come in ``options["prices"]``), ``flow-warm`` (price-induced choices
+    repaired to a certified optimum, :mod:`flexassign.backends.flow_warm`); otherwise
+    ``flow``, which on large problems solves on each client's best candidate experts and
+    proves optimality with a reduced-cost certificate (see :mod:`flexassign.backends.flow`).
+    Otherwise the first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
     CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``
     gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
     """
     mip = ["highs", "scipy", "cpsat"]
-    candidates = [*min_cost_flow_order(problem), *mip] if problem.is_unimodular else mip
+    flows = min_cost_flow_order(problem, priced=priced)
+    candidates = [*flows, *mip] if problem.is_unimodular else mip
     candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
     for name in candidates:
         backend = get_backend(name)
@@ -138,12 +141,16 @@ def solve_assignment(
         ``"auto"`` (min-cost flow for totally unimodular problems, MIP otherwise),
         or a backend name from :func:`~flexassign.available_backends`.
     time_limit : float, optional
-        Seconds for the solver, > 0. The call then takes at most about this long plus
-        the time to build the model (per backend: ``docs/problem.md``). Exact MIP
-        backends start from the ``greedy-balanced`` assignment when it is feasible and
-        return the best assignment known when stopped (``TIME_LIMIT``, with bound and
-        gap). Backends without a limit (``flow``, the greedy ones) say so in
-        ``message`` and ``stats["time_limit_ignored"]``.
+        Seconds for the whole call, > 0: checking the input, the start heuristics and
+        building the model count against it, and the solver gets what is left (per
+        backend, with measured overshoots: ``docs/problem.md``). Exact MIP backends
+        start from the ``greedy-balanced`` (or ``lp-round``) assignment when it is
+        feasible and return the best assignment known when stopped (``TIME_LIMIT``,
+        with bound and gap); when nothing is left before the solver could start, it is
+        not run and ``message`` says where the time went. A call that runs past the
+        limit by more than 0.5 s + 50 % says so in ``message`` (and
+        ``stats["time_limit_exceeded"]``). Backends without a limit (``flow``, the
+        greedy ones) say so in ``message`` and ``stats["time_limit_ignored"]``.
     mip_gap : float, optional
         Relative gap at which MIP backends may stop (result is then FEASIBLE).
     seed : int
@@ -190,7 +197,10 @@ def solve_assignment(
     limit, gap, seed_, threads_, tol = _check_settings(
         time_limit, mip_gap, seed, threads, verify_tol
     )
-    name = auto_method(prob) if method == "auto" else method
+    if method == "auto":
+        name = auto_method(prob, priced=isinstance(options, Mapping) and "prices" in options)
+    else:
+        name = method
     backend = get_backend(name)
     check_supported(backend, prob)
     extra = validate_options(backend.name, backend.options, options, prob)
@@ -208,22 +218,40 @@ def solve_assignment(
     if diagnosis is not None and backend.kind != "baseline":
         out = BackendOutput(Status.INFEASIBLE, message=diagnosis, stats={"presolve": "infeasible"})
         return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
+    timed = limit is not None and backend.kind != "baseline" and backend.time_limit
     start = None
-    if (
-        limit is not None
-        and backend.kind != "baseline"
-        and backend.time_limit
-        and diagnosis is None
-    ):
-        start, opts = heuristic_start(prob, backend, opts)
-    try:
-        out = solve_fn(prob, opts)
-    except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
-        raise
-    except Exception as exc:  # a solver crash is reported, not hidden
-        out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
+    t_start = 0.0
+    t_solver = time.perf_counter()
+    if timed and diagnosis is None:
+        assert limit is not None
+        start, opts = heuristic_start(prob, backend, opts, t0 + limit)
+        t_start = time.perf_counter() - t_solver
+    if timed:
+        assert limit is not None
+        # the whole call counts: the backend gets what validation and the start left
+        left = limit - (time.perf_counter() - t0)
+        opts = dataclasses.replace(opts, time_limit=max(left, 0.0))
+    t_solver = time.perf_counter()
+    if timed and opts.time_limit is not None and opts.time_limit <= MIN_SOLVER_TIME:
+        out = BackendOutput(
+            Status.TIME_LIMIT,
+            message=f"time_limit={limit:g} s was spent before {name} could start "
+            f"({_time_split(t_solver - t0, t_start)})",
+            stats={"build_time": 0.0, "solve_time": 0.0},
+        )
+    else:
+        try:
+            out = solve_fn(prob, opts)
+        except (InvalidProblemError, ProblemTypeError, UnsupportedProblemError):
+            raise
+        except Exception as exc:  # a solver crash is reported, not hidden
+            out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
     if start is not None:
         out = keep_better(prob, out, start)
+    if timed:
+        out.stats["start_time"] = t_start
+        assert limit is not None and opts.time_limit is not None
+        _report_overrun(out, name, limit, opts.time_limit, t0, t_start, t_solver)
     if limit is not None and not backend.time_limit:
         out.stats["time_limit_ignored"] = True
         out.message = (
@@ -232,6 +260,61 @@ def solve_assignment(
     if diagnosis is not None:
         out.message = f"{out.message}; the problem is infeasible: {diagnosis}".lstrip("; ")
     return attach(_finish(prob, backend.name, backend.exact, out, t0, tol), labels)
+
+
+def _time_split(before: float, t_start: float) -> str:
+    """Where the time before the backend went, as text."""
+    return f"{before - t_start:.2f} s checking the input, {t_start:.2f} s on start heuristics"
+
+
+def overrun_slack(limit: float) -> float:
+    """Seconds past ``time_limit`` a call may run before ``message`` reports the overrun:
+    0.5 s plus half the limit (verification, result building, a solver's last check)."""
+    return 0.5 + 0.5 * limit
+
+
+def _report_overrun(
+    out: BackendOutput,
+    name: str,
+    limit: float,
+    given: float,
+    t0: float,
+    t_start: float,
+    t_solver: float,
+) -> None:
+    """Say in ``message`` (and ``stats["time_limit_exceeded"]``) where the time went when
+    the call ran well past ``time_limit``; nothing when it kept to it."""
+    now = time.perf_counter()
+    over = (now - t0) - limit
+    if over <= overrun_slack(limit):
+        return
+    out.stats["time_limit_exceeded"] = over
+    build = out.stats.get("build_time")
+    solve = out.stats.get("solve_time")
+    parts = [_time_split(t_solver - t0, t_start)]
+    if t_solver - t0 > limit:
+        out.stats["time_limit_exceeded"] = over
+        out.message = (
+            f"{out.message}; time_limit={limit:g} s exceeded by {over:.2f} s: it was spent "
+            f"before {name} started ({parts[0]})"
+        ).lstrip("; ")
+        return
+    if isinstance(build, float) and isinstance(solve, float):
+        parts.append(f"{build:.2f} s building the model, {solve:.2f} s in the solver")
+        solver_given = max(given - build, 0.0)
+        if solve > solver_given + overrun_slack(solver_given):
+            why = "the solver did not stop at its limit"
+        elif build >= solve:
+            why = "building the model took longer than the time left"
+        else:
+            why = "the backend overran"
+    else:
+        parts.append(f"{now - t_solver:.2f} s in {name}")
+        why = f"{name} did not stop at its limit"
+    out.message = (
+        f"{out.message}; time_limit={limit:g} s exceeded by {over:.2f} s: {why} "
+        f"({', '.join(parts)})"
+    ).lstrip("; ")
 
 
 def _bound_met(bound: float | None, objective: float) -> bool:

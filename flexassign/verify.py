@@ -93,8 +93,11 @@ def verify_assignment(
         # NaN would make every comparison False: no violation could ever be found
         raise InvalidProblemError(f"`tol` must be a number in [0, 0.5]; got {tol!r}")
     xb = _as_assignment(problem, x)
-    counts = xb.sum(axis=1).astype(np.int64)
-    loads = problem.weights @ xb
+    counts = np.count_nonzero(xb, axis=1).astype(np.int64)
+    if problem.client_weight is None:  # loads count clients: no float copy of x
+        loads = np.count_nonzero(xb, axis=0).astype(np.float64)
+    else:
+        loads = problem.weights @ xb
     out: list[Violation] = []
 
     for c in np.flatnonzero(counts > problem.capacity):
@@ -163,11 +166,17 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     """
     cap = problem.capacity
     kmin = problem.min_experts
-    allowed = problem.allowed_mask
-    fixed = problem.fixed_mask
     w = problem.weights
-    n_allowed = allowed.sum(axis=1)
-    n_fixed = fixed.sum(axis=1)
+    n, e_count = problem.shape
+    # absent masks (the common case) need no pass over an N x E array
+    if problem.allowed is None:
+        n_allowed = np.full(n, e_count, dtype=np.int64)
+    else:
+        n_allowed = problem.allowed.sum(axis=1)
+    if problem.fixed is None:
+        n_fixed = np.zeros(n, dtype=np.int64)
+    else:
+        n_fixed = problem.fixed.sum(axis=1)
 
     # -- per client
     if (c := first_true(n_fixed > cap)) is not None:
@@ -180,6 +189,7 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     if problem.expert_size is not None and problem.client_budget is not None:
         size = problem.expert_size
         budget = problem.client_budget
+        allowed, fixed = problem.allowed_mask, problem.fixed_mask
         fixed_mem = fixed @ size
         if (c := first_true(_exceeds(fixed_mem, budget, DEFAULT_TOL))) is not None:
             return (
@@ -213,16 +223,19 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
                 f"expert {e} must take between {_fmt(lo[e])} and {_fmt(hi[e])} {unit}, "
                 "and no whole number of clients lies in that range"
             )
-    fixed_load = w @ fixed
+    fixed_load = np.zeros(e_count) if problem.fixed is None else w @ problem.fixed
     if (e := first_true(_exceeds(fixed_load, hi, DEFAULT_TOL))) is not None:
         return f"expert {e} has fixed load {_fmt(fixed_load[e])} > expert_max_load {_fmt(hi[e])}"
-    can_take = allowed & (cap > 0)[:, None]
-    max_load = w @ can_take
+    if problem.allowed is None:
+        max_load = np.full(e_count, float(w[cap > 0].sum()))
+    else:
+        can_take = problem.allowed & (cap > 0)[:, None]
+        max_load = w @ can_take
     if (e := first_true(_exceeds(lo, max_load, DEFAULT_TOL))) is not None:
         if problem.client_weight is None:
             return (
                 f"expert {e} needs at least {_fmt(lo[e])} clients but only "
-                f"{int(can_take[:, e].sum())} may take it"
+                f"{int(np.count_nonzero(problem.allowed_mask[:, e] & (cap > 0)))} may take it"
             )
         return (
             f"expert {e} needs load at least {_fmt(lo[e])} but the clients that may take it "
@@ -230,7 +243,7 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
         )
 
     # -- aggregate
-    eff_cap = problem.effective_capacity()
+    eff_cap = np.minimum(cap, n_allowed)
     total_cap = float(eff_cap @ w)
     total_lo = float(lo.sum())
     if total_lo > total_cap * (1 + DEFAULT_TOL) + DEFAULT_TOL:

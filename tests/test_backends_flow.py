@@ -67,13 +67,14 @@ def test_pruned_equals_full_on_random_structures(seed: int) -> None:
 
 def test_auto_prunes_large_count_problems_and_returns_prices() -> None:
     p = AssignmentProblem.balanced(_clustered(3000, 200, 1), capacity=2, tolerance=0.2)
-    res = solve_assignment(p)
+    # named explicitly: from registry.WARM_MIN_PAIRS auto prefers flow-warm
+    res = solve_assignment(p, method="flow")
     assert res.method == "flow" and res.status is Status.OPTIMAL
     assert res.stats["pruned"] and res.stats["arcs"] < 3000 * 200
     prices = np.asarray(res.stats["expert_prices"])
     assert prices.shape == (200,)
     # warm start across rounds: the same problem with last round's prices
-    again = solve_assignment(p, options={"prices": prices})
+    again = solve_assignment(p, method="flow", options={"prices": prices})
     assert again.objective == pytest.approx(res.objective, rel=1e-12)
     assert again.stats["rounds"] == 1
 

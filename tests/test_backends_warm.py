@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from flexassign import AssignmentProblem, Status, solve_assignment
-from flexassign.backends.registry import WARM_MIN_PAIRS, get_backend
+from flexassign.backends.registry import WARM_MIN_PAIRS, WARM_PRICED_MIN_PAIRS, get_backend
 from flexassign.errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from flexassign.solve import auto_method
 
@@ -190,13 +190,34 @@ def test_soft_bounds_are_declared_unsupported_and_auto_uses_flow() -> None:
 
 def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
     e = 64
-    n = WARM_MIN_PAIRS // e
+    n = -(-WARM_MIN_PAIRS // e)  # the first size at or above the threshold
     big = AssignmentProblem(np.zeros((n, e)), capacity=1)
     small = AssignmentProblem(np.zeros((10, e)), capacity=1)
     weighted = AssignmentProblem(np.zeros((n, e)), capacity=1, client_weight=np.arange(1, n + 1))
     assert auto_method(big) == "flow-warm"
     assert auto_method(small) == "flow"
     assert auto_method(weighted) != "flow-warm"
+    # with prices from an earlier round the warm path pays from fewer pairs
+    mid = AssignmentProblem(np.zeros((-(-WARM_PRICED_MIN_PAIRS // e), e)), capacity=1)
+    assert WARM_PRICED_MIN_PAIRS < WARM_MIN_PAIRS
+    assert auto_method(mid) == "flow"
+    assert auto_method(mid, priced=True) == "flow-warm"
+    assert auto_method(small, priced=True) == "flow"
+
+
+def test_auto_with_prices_in_options_takes_the_warm_path() -> None:
+    e = 64
+    rng = np.random.default_rng(3)
+    p = AssignmentProblem.balanced(
+        rng.random((-(-WARM_PRICED_MIN_PAIRS // e), e)), capacity=2, tolerance=0.1
+    )
+    cold = solve_assignment(p)
+    assert cold.method == "flow"
+    prices = solve_assignment(p, method="flow-warm").stats["expert_prices"]
+    warm = solve_assignment(p, options={"prices": prices})
+    assert warm.method == "flow-warm"
+    assert warm.status.value == "optimal"
+    assert abs(warm.objective - cold.objective) <= 1e-9 * abs(cold.objective)
 
 
 def test_module_examples_run() -> None:

@@ -88,3 +88,16 @@ def test_speed_targets_are_read_from_the_cells() -> None:
         "10,000 x 256 auto (warm) <= 2x greedy, same optimum as full flow": False,
         "1,000,000 x 64 auto (cold) <= 4x greedy, extra memory <= 1.5 GiB": False,
     }
+
+
+def test_small_overhead_times_both_and_agrees(tmp_path: Path) -> None:
+    from benchmarks import small_overhead
+
+    res = small_overhead.measure(10, 8, number=3, repeats=2)
+    assert res["method"] == "flow"  # auto's choice at this size
+    for name in ("auto", "ortools-full"):
+        assert 0 < res[name]["best_us"] <= res[name]["median_us"]
+    assert res["ratio"] == res["auto"]["best_us"] / res["ortools-full"]["best_us"]
+    out = tmp_path / "small.json"
+    assert small_overhead.main(["--number", "2", "--repeats", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["size"] == "10x8"

@@ -128,9 +128,15 @@ def test_time_limit_honoured(method: str) -> None:
     t0 = time.perf_counter()
     res = solve_assignment(p, method=method, time_limit=limit)
     elapsed = time.perf_counter() - t0
-    # the documented promise: the limit plus building the model (plus a margin for
-    # verification and a loaded 2-core machine)
-    assert elapsed <= limit + res.stats.get("build_time", 0.0) + 2.0, elapsed
+    # the documented promise: the whole call, model building included, within the
+    # limit plus the solver's last clock check and verification; 1 s of margin for a
+    # loaded 2-core machine (measured: each test 0.1-0.85 s, a reference solve included)
+    assert elapsed <= limit + 1.0, (elapsed, res.message)
+    # an overrun note only when the call really ran past the reporting slack (pyomo's
+    # first `import pyomo` in a process, ~1 s, can cause one)
+    if "exceeded" in res.message:
+        assert elapsed > limit + 0.5 + 0.5 * limit, (elapsed, res.message)
+        assert res.stats["time_limit_exceeded"] > 0.5 + 0.5 * limit
     if get_backend(method).exact:
         assert res.status is Status.TIME_LIMIT, (res.status, res.message)  # the limit binds
     # stopped or not, it returns its best verified assignment with a valid bound and gap
@@ -219,14 +225,7 @@ def test_greedy_breaks_ties_by_lower_expert_index() -> None:
         np.testing.assert_array_equal(top_k(p), want)
 
 
-def _stats_cases() -> list:
-    drift = pytest.mark.xfail(
-        strict=True, reason="flow-warm (the speed work's module) still reports `cost_scale`"
-    )
-    return [pytest.param(n, marks=[drift] if n == "flow-warm" else []) for n in ALL]
-
-
-@pytest.mark.parametrize("method", _stats_cases())
+@pytest.mark.parametrize("method", ALL)
 def test_stats_use_the_shared_key_names(method: str) -> None:
     rng = np.random.default_rng(6)
     p = AssignmentProblem.balanced(

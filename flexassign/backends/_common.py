@@ -22,6 +22,7 @@ the normalised objective (e.g. a dual bound) back; ``stats["objective_offset"]``
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,21 +31,74 @@ from numpy.typing import NDArray
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from .base import BackendOutput
+from .base import MIN_SOLVER_TIME, BackendOutput, SolveOptions
 from .linear import LinearModel, build_linear_model
 
 __all__ = [
     "EXACT_GAP",
+    "MIN_SOLVER_TIME",
     "NormalisedObjective",
     "empty_model_output",
     "mip_output",
     "model_stats",
     "normalise_objective",
+    "out_of_time",
     "prepare_model",
+    "time_left",
 ]
 
 #: Relative gap (on the normalised objective) below which an answer is proven optimal.
 EXACT_GAP = 1e-9
+
+
+def time_left(options: SolveOptions, t0: float) -> float | None:
+    """Seconds of ``options.time_limit`` left at this moment, for a backend that started at
+    ``t0`` (a :func:`time.perf_counter` time); ``None`` without a limit.
+
+    ``time_limit`` covers the whole backend call: building the model counts against it,
+    and the solver gets what is left.
+    """
+    if options.time_limit is None:
+        return None
+    return float(options.time_limit) - (time.perf_counter() - t0)
+
+
+def out_of_time(
+    solver: str, limit: float, stage: str, elapsed: float, stats: dict[str, Any]
+) -> BackendOutput:
+    """``TIME_LIMIT`` without an assignment: the limit ran out before the solver started.
+
+    ``stage`` says where the time went (e.g. ``"building the model"``);
+    :func:`~flexassign.solve_assignment` then returns its start, if it has one.
+    """
+    return BackendOutput(
+        Status.TIME_LIMIT,
+        stats=stats,
+        message=f"time_limit ran out {stage} ({elapsed:.2f} s of the {limit:.2f} s left "
+        f"when the backend started); {solver} did not run",
+    )
+
+
+def solver_time_left(
+    solver: str,
+    options: SolveOptions,
+    t0: float,
+    model: LinearModel,
+    norm: NormalisedObjective,
+) -> tuple[float | None, float] | BackendOutput:
+    """After building ``model``: ``(seconds left for the solver or None, build seconds)``.
+
+    When the build used up ``options.time_limit`` the answer is instead the
+    :func:`out_of_time` output for ``solver`` (with the shared :func:`model_stats`).
+    """
+    t_build = time.perf_counter() - t0
+    left = time_left(options, t0)
+    if left is not None and left <= MIN_SOLVER_TIME:
+        stats = model_stats(model, norm, build_time=t_build, solve_time=0.0, solver_status="")
+        return out_of_time(
+            solver, float(options.time_limit or 0), "building the model", t_build, stats
+        )
+    return left, t_build
 
 
 def empty_model_output(problem: AssignmentProblem, model: LinearModel) -> BackendOutput | None:

@@ -17,7 +17,10 @@ from numpy.typing import NDArray
 from ..problem import AssignmentProblem
 from ..result import Status
 
-__all__ = ["BackendOutput", "SolveFunction", "SolveOptions"]
+__all__ = ["MIN_SOLVER_TIME", "BackendOutput", "SolveFunction", "SolveOptions"]
+
+#: Seconds a backend must have left of ``time_limit`` for its solver to be started.
+MIN_SOLVER_TIME = 1e-3
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,9 @@ class SolveOptions:
     Attributes
     ----------
     time_limit : float or None
-        Wall-clock limit in seconds for the solver call.
+        Wall-clock seconds for the whole backend call: building the model counts
+        against it and the solver gets what is left (what the caller's ``time_limit``
+        left after validation and the start heuristics).
     mip_gap : float or None
         Relative optimality gap at which a MIP solver may stop.
     seed : int

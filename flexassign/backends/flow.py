@@ -94,6 +94,7 @@ class _Network:
     n: int
     e: int
     free: np.ndarray  # (N, E) bool: allowed, not fixed, client has capacity left
+    all_free: bool  # free is all True (no masks, every client has room)
     cap_r: np.ndarray
     kmin_r: np.ndarray
     scale_exp: int  # costs are fitness * 2**scale_exp (an exponent: 2**1000 overflows)
@@ -117,15 +118,19 @@ def _prepare(problem: AssignmentProblem) -> _Network:
         raise ValueError("flow needs equal client weights")
     allowed = problem.allowed_mask
     fixed = problem.fixed_mask
-    f_cnt = fixed.sum(axis=1)
-    f_load = fixed.sum(axis=0).astype(np.int64)
+    if problem.fixed is None:  # no pass over an all-False mask
+        f_cnt = np.zeros(n, dtype=np.int64)
+        f_load = np.zeros(e, dtype=np.int64)
+    else:
+        f_cnt = fixed.sum(axis=1)
+        f_load = fixed.sum(axis=0).astype(np.int64)
     cap_r = np.maximum(problem.capacity - f_cnt, 0)
     kmin_r = np.maximum(problem.min_experts - f_cnt, 0)
-    if allowed is problem.allowed or fixed is problem.fixed or not cap_r.all():
-        free = allowed & ~fixed & (cap_r > 0)[:, None]
-    else:  # nothing forbidden, nothing fixed, every client has room
+    all_free = problem.allowed is None and problem.fixed is None and bool(cap_r.all())
+    if all_free:  # nothing forbidden, nothing fixed, every client has room
         free = np.ones((n, e), dtype=bool)
-    n_free_per_expert = free.sum(axis=0)
+    else:
+        free = allowed & ~fixed & (cap_r > 0)[:, None]
     total_optional = int((cap_r - kmin_r).sum())
     total_flow = int(cap_r.sum())
     penalty = problem.load_penalty
@@ -162,6 +167,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
     else:
         lo_c = problem.expert_min_load / w
         hi_c = problem.expert_max_load / w
+        n_free_per_expert = free.sum(axis=0)
         t, cp, co = [], [], []
         for j in range(e):
             for cap_seg, slope in _soft_segments(
@@ -181,6 +187,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
         n=n,
         e=e,
         free=free,
+        all_free=all_free,
         cap_r=cap_r,
         kmin_r=kmin_r,
         scale_exp=scale_exp,
@@ -236,10 +243,10 @@ def _run(
     art_c = np.concatenate([net.kmin_r, net.exp_floor])[:n_art]
     tails = np.concatenate(
         [np.zeros(n, dtype=np.int64), 1 + ci, 1 + n + net.exp_of_arc, [src], art_t]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     heads = np.concatenate(
         [1 + np.arange(n), 1 + n + ei, np.full(net.exp_of_arc.size, sink), [sink], art_h]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     extra = int(net.exp_floor.sum()) if artificial else 0
     caps = np.concatenate(
         [
@@ -249,10 +256,10 @@ def _run(
             [net.bypass + extra],
             art_c,
         ]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     costs = np.concatenate(
         [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, [0], np.full(n_art, net.big_m)]
-    ).astype(np.int64)
+    ).astype(np.int64, copy=False)
     supplies = net.supplies.copy()
     # the source -> expert artificial arcs get their own supply; unused, it takes the bypass
     supplies[src] += extra
@@ -393,8 +400,13 @@ def _violations(
 def _solve_full(
     problem: AssignmentProblem, net: _Network, C: np.ndarray | None
 ) -> tuple[str, np.ndarray | None, dict]:
-    ci, ei = np.nonzero(net.free)
-    cost = C[ci, ei] if C is not None else _int_costs(problem.fitness[ci, ei], net)
+    if net.all_free:  # every pair, row-major: no mask to scan or fancy-index
+        ci = np.repeat(np.arange(net.n), net.e)
+        ei = np.tile(np.arange(net.e), net.n)
+        cost = (C if C is not None else _int_costs(problem.fitness, net)).ravel()
+    else:
+        ci, ei = np.nonzero(net.free)
+        cost = C[ci, ei] if C is not None else _int_costs(problem.fitness[ci, ei], net)
     status, flow = _run(net, ci, ei, cost)
     stats = {"arcs": int(ci.size), "pruned": False}
     if status != "optimal" or flow is None:

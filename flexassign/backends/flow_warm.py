@@ -36,7 +36,7 @@ Algorithm
    and its *slack* (how far the prices may move before condition 1 can break).
 3. Clients with small slack are *open* (with prices from ``options``: the smallest
    slacks, 8 times the share of load the prices leave outside the bounds, at least
-   30,000 clients, at most 30 %; from samples: those within three estimated price errors, 2-50 %;
+   30,000 clients, at most 60 %; from samples: those within three estimated price errors, 2-50 %;
    with no prices: everyone, plus each expert's best clients as arcs); the others are
    *frozen* at their choice. The open clients, restricted to their top candidates, are
    solved exactly with OR-Tools ``SimpleMinCostFlow`` against the load bounds left by
@@ -82,7 +82,7 @@ Stats
 (per failed round), ``price_source`` (``"options"``, ``"options, refreshed on
 samples"``, ``"sample"`` or ``"zero"``),
 ``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
-``certificate``, ``rounding_error_bound``, ``objective_scale`` and
+``certificate``, ``solver_status``, ``rounding_error_bound``, ``objective_scale`` and
 ``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
 ``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
 ``warm_stats``.
@@ -128,12 +128,14 @@ _MAX_EXACT = 2.0**51
 _BLOCK = 1 << 21
 #: Fraction of clients left open in the first round (the smallest slacks), for prices
 #: handed over in ``options`` and for prices estimated from a sample.
-_OPEN_WARM = 0.3
+_OPEN_WARM = 0.6
 #: With prices from ``options``: open this many times the share of load that the
 #: price-induced choice puts outside the bounds (about 2.5 times that share of clients
 #: end up changing), at least ``_OPEN_WARM_CLIENTS`` clients, at most ``_OPEN_WARM``.
-#: (Measured: 30 % is best up to 100,000 clients; at 1,000,000 it costs 1.6x a 2 %
-#: open set, the OR-Tools solve growing faster than its size.)
+#: (Measured: at 10,000 x 256 with round-2 drift, 60 % certifies in 1-2 rounds where
+#: 30 % took 4-9, CPU 97-119 ms against 149-175 ms over three seeds; at 100,000 x 64
+#: and x 256 the cap does not bind (same time); at 1,000,000 a 30 % set cost 1.6x a
+#: 2 % one, the OR-Tools solve growing faster than its size.)
 _OPEN_EXCESS = 8.0
 _OPEN_WARM_CLIENTS = 30_000
 _OPEN_COLD = 0.5
@@ -334,14 +336,15 @@ class _State:
             load += np.bincount(self.top_idx[r, t], minlength=e)
         return load
 
-    def open_rows(self, rows: np.ndarray) -> None:
-        """Open clients: candidates are their top ``m`` experts at the current prices."""
+    def open_rows(self, rows: np.ndarray, top: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Open clients: candidates are their top ``m`` experts at the current prices
+        (``top``: those rows' ``_top`` at the current prices, when already known)."""
         if rows.size == 0:
             return
         e = self.data.e
         self.is_open[rows] = True
         m1 = min(e, self.m + 1)
-        idx, val = _top(self.data, self.p, rows, m1)
+        idx, val = _top(self.data, self.p, rows, m1) if top is None else top
         k = self.m if m1 > self.m else m1
         ok = val[:, :k] > _NEG // 2
         self.arc_c = np.concatenate([self.arc_c, np.repeat(rows, ok.sum(axis=1))])
@@ -567,7 +570,6 @@ def _solve_data(
     p[data.lo == 0] = np.minimum(p[data.lo == 0], 0)
     top_idx, top_val = _top(data, p, None, m1)
     h, slack = _choose(top_val, data.cap, data.kmin)
-    del top_val
     st = _State(
         data=data,
         p=p,
@@ -595,7 +597,9 @@ def _solve_data(
         first = np.arange(n)
     else:
         first = np.argpartition(slack, k_open - 1)[:k_open]
-    st.open_rows(np.sort(first))
+    first = np.sort(first)
+    st.open_rows(first, (top_idx[first], top_val[first]))  # same prices: no second pass
+    del top_val
     if k_open >= n and m < e:
         _expert_candidates(st, int(data.lo.max(initial=0)) + margin)
     for rnd in range(1, max_rounds + 1):
@@ -962,6 +966,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     x, value = _assemble(problem, st, sub)
     e = problem.n_experts
     stats.update(
+        solver_status="optimal",
         expert_prices=np.ldexp((dist[:e] - dist[e]).astype(np.float64), -data.scale_exp),
         open_clients=int(sub.rows.size),
         open_arcs=int(sub.ac.size),

@@ -5,11 +5,12 @@ arrays and is handed to HiGHS in one ``passModel`` call, with the objective norm
 (offset and power-of-two scale, :func:`~flexassign.backends._common.normalise_objective`)
 so that the gap tolerance applies to the part of the objective that can vary.
 
-Settings: ``time_limit`` (HiGHS ``time_limit``, on the solve; building the model comes
-on top), ``mip_gap`` (``mip_rel_gap``; default 1e-9 and ``mip_abs_gap`` 0, so that
-``OPTIMAL`` means proven), ``seed`` (``random_seed``), ``threads`` (default 1:
-deterministic). Options: ``warm_start`` (a 0/1 start assignment, kept as the first
-incumbent) and ``highs_options`` (raw HiGHS options, names and values checked).
+Settings: ``time_limit`` (the whole call: HiGHS's ``time_limit`` is what building the
+model left; none left: ``TIME_LIMIT`` before HiGHS starts), ``mip_gap``
+(``mip_rel_gap``; default 1e-9 and ``mip_abs_gap`` 0, so that ``OPTIMAL`` means
+proven), ``seed`` (``random_seed``), ``threads`` (default 1: deterministic). Options:
+``warm_start`` (a 0/1 start assignment, kept as the first incumbent) and
+``highs_options`` (raw HiGHS options, names and values checked).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from . import _highs
-from ._common import EXACT_GAP, mip_output, model_stats, prepare_model
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -35,7 +36,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         return prepared
     model, norm = prepared
     threads = _highs.threads_of(options)
-    h = _highs.new_highs(options, time_limit=options.time_limit)
+    h = _highs.new_highs(options)
     h.setOptionValue("mip_rel_gap", EXACT_GAP if options.mip_gap is None else options.mip_gap)
     h.setOptionValue("mip_abs_gap", 0.0)
     _highs.set_options(h, options.extra.get("highs_options") or {}, "options['highs_options']")
@@ -56,7 +57,12 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         sol.value_valid = True
         h.setSolution(sol)
 
-    t_build = time.perf_counter() - t0
+    budget = solver_time_left("HiGHS", options, t0, model, norm)
+    if isinstance(budget, BackendOutput):
+        return budget
+    left, t_build = budget
+    if left is not None:
+        h.setOptionValue("time_limit", left)  # building counted against the limit
     _highs.run(h, threads)
     ms = h.getModelStatus()
     info = h.getInfo()

@@ -271,6 +271,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     stats["build_time"] = time.perf_counter() - t0
     status, r, full, lp_value = solve_lp(problem, lp_model, options, t0, stats)
     stats["lp_time"] = time.perf_counter() - t0 - stats["build_time"]
+    stats["solve_time"] = stats["lp_time"]  # the repair, if any, adds to it below
     stats["solver_status"] = status
     if status == "infeasible":
         return BackendOutput(

@@ -29,8 +29,14 @@ __all__ = [
 ]
 
 #: From this many client-expert pairs ``auto`` tries ``flow-warm`` before ``flow``
-#: (below it the warm path's fixed costs do not pay; see docs/benchmarks.md).
-WARM_MIN_PAIRS = 1_000_000
+#: (below it the warm path's fixed costs do not pay; see docs/benchmarks.md), and from
+#: ``WARM_PRICED_MIN_PAIRS`` when expert prices are handed over (the Planner's rounds).
+#: Measured (CPU, round-2 drift, best of 4-8): cold, ``flow`` wins at 4,000 x 32 (54 vs
+#: 74 ms) and ``flow-warm`` at 5,000 x 32 (55 vs 65), 3,000 x 64 (63 vs 69) and
+#: 10,000 x 64 (147 vs 223); with prices ``flow-warm`` wins from 1,000 x 64 (7 vs 19
+#: ms) but not at 500 x 64 (12 vs 9) or 400 x 256 (39 vs 27).
+WARM_MIN_PAIRS = 150_000
+WARM_PRICED_MIN_PAIRS = 60_000
 
 
 @dataclass(frozen=True)
@@ -147,9 +153,11 @@ def get_backend(name: str) -> Backend:
         raise UnknownMethodError(f"unknown `method` {name!r}; valid methods: {valid}") from None
 
 
-def min_cost_flow_order(problem: AssignmentProblem) -> list[str]:
-    """The min-cost flow backends ``auto`` tries for a totally unimodular problem, in order."""
-    if problem.n_clients * problem.n_experts >= WARM_MIN_PAIRS:
+def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> list[str]:
+    """The min-cost flow backends ``auto`` tries for a totally unimodular problem, in order
+    (``priced``: expert prices from an earlier round come with the call)."""
+    pairs = problem.n_clients * problem.n_experts
+    if pairs >= (WARM_PRICED_MIN_PAIRS if priced else WARM_MIN_PAIRS):
         return ["flow-warm", "flow"]
     return ["flow", "flow-warm"]
 

@@ -4,7 +4,7 @@ The model is the shared sparse one from
 :func:`~flexassign.backends.linear.build_linear_model` (soft load bounds add slack
 columns there), with the objective normalised (offset and power-of-two scale,
 :func:`~flexassign.backends._common.normalise_objective`). SciPy drives its bundled
-HiGHS. Settings: ``time_limit`` (on the solve; building comes on top), ``mip_gap``
+HiGHS. Settings: ``time_limit`` (the whole call; SciPy gets what building left), ``mip_gap``
 (``mip_rel_gap``; by default 1e-9, so that ``OPTIMAL`` means proven optimal),
 ``verbose`` (``disp``). SciPy's ``milp`` accepts no warm start, no seed and no thread
 count: it has no backend options, and ``threads`` is reported in ``stats`` as ignored.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ._common import EXACT_GAP, mip_output, model_stats, prepare_model
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -34,11 +34,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     model, norm = prepared
     constraints = LinearConstraint(model.A, model.row_lo, model.row_hi)
     milp_options: dict[str, Any] = {"disp": bool(options.verbose), "presolve": True}
-    if options.time_limit is not None:
-        milp_options["time_limit"] = float(options.time_limit)
     # prove optimality (HiGHS's default 1e-4 gap is not "optimal") unless asked otherwise
     milp_options["mip_rel_gap"] = EXACT_GAP if options.mip_gap is None else float(options.mip_gap)
-    t_build = time.perf_counter() - t0
+    budget = solver_time_left("scipy.optimize.milp", options, t0, model, norm)
+    if isinstance(budget, BackendOutput):
+        return budget
+    left, t_build = budget
+    if left is not None:
+        milp_options["time_limit"] = left  # building counted against the limit
     res = milp(
         -norm.c,
         integrality=model.integrality,
