@@ -12,8 +12,9 @@ A node answers three message types:
     sent, loads the shared parameters and its own router (kept in
     ``context.state`` across rounds, never sent), trains with
     :func:`fl_harness.client.train_client`, stores the updated router and replies
-    with updated shared and expert parameters, ``num-examples``, local metrics and
-    per-expert feedback (usage counts, accuracy, loss).
+    with updated shared and expert parameters, ``num-examples``, local metrics,
+    per-expert feedback (counts, accuracy, loss) and ``expert-weights``: each
+    expert's top-k routed-sample usage, the weight the harness aggregates it with.
 ``evaluate``
     the same model with the aggregated parameters, evaluated on the node's local
     test split.
@@ -174,8 +175,10 @@ def handle_train(
         fb = Feedback(list(fb.experts), list(fb.counts), accuracy=list(fb.accuracy),
                       loss=list(fb.loss), round_time=time.perf_counter() - t0,
                       train_samples=int(upd.num_samples) * cfg.local_epochs)
+    # The harness weights each expert by its top-k routed-sample usage; under the
+    # default "mixture" feedback the counts are top-1, so send the usage explicitly.
     content = encode_train_reply(arrays, num_examples=upd.num_samples, feedback=fb,
-                                 metrics=metrics)
+                                 metrics=metrics, expert_weights=upd.expert_weights)
     return Message(content, reply_to=msg)
 
 

@@ -21,6 +21,11 @@ Train reply, node -> server::
                              routed to the expert, each sample counted once), optional
                              "accuracy", "loss", and scalars "round-time",
                              "train-samples"
+    "expert-weights"
+               MetricRecord  optional: parallel lists "experts", "weights": the
+                             aggregation weight of each expert the reply trains
+                             (finite, >= 0, one per trained expert); absent, each
+                             expert is weighted by its feedback "counts"
     "profile"  ConfigRecord  optional: an updated profile
 
 Query reply (profile), node -> server::
@@ -41,7 +46,7 @@ On a client, with ``ins = decode_train_instruction(msg.content)``::
                           strict=False)
     ...train...
     content = encode_train_reply(state, num_examples=n, feedback=Feedback(...),
-                                 keys=ins.arrays)
+                                 keys=ins.arrays)   # optionally expert_weights={e: w}
 
 This module imports only numpy, :mod:`flwr.app` and flexassign.
 """
@@ -64,6 +69,7 @@ from ...errors import FlexAssignError, InvalidFeedbackError
 __all__ = [
     "ARRAYS_KEY",
     "CONFIG_KEY",
+    "EXPERT_WEIGHTS_KEY",
     "FEEDBACK_KEY",
     "METRICS_KEY",
     "PROFILE_KEY",
@@ -79,6 +85,8 @@ __all__ = [
     "encode_profile",
     "encode_train_instruction",
     "encode_train_reply",
+    "expert_counts",
+    "expert_weights",
     "numpy_to_arrayrecord",
 ]
 
@@ -87,6 +95,7 @@ CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 FEEDBACK_KEY = "feedback"
 PROFILE_KEY = "profile"
+EXPERT_WEIGHTS_KEY = "expert-weights"
 _RESERVED = ("server-round", "expert-ids")
 
 StateDict = dict[str, NDArray[Any]]
@@ -131,6 +140,28 @@ def _finite_int(name: str, value: Any) -> int:
     if not math.isfinite(f) or f < 0 or f != round(f):
         raise MessageFormatError(f"`{name}` must be a finite integer >= 0; got {value!r}")
     return int(f)
+
+
+def _expert_weights(experts: Any, weights: Any) -> dict[int, float]:
+    """``{expert: weight}`` from parallel lists, checked like feedback counts.
+
+    Expert ids are distinct integers >= 0; weights finite numbers >= 0, one per id.
+    """
+    experts = experts if isinstance(experts, list | tuple) else [experts]
+    weights = weights if isinstance(weights, list | tuple) else [weights]
+    if len(experts) != len(weights):
+        raise MessageFormatError(
+            f"`expert-weights` has {len(experts)} experts but {len(weights)} weights")
+    out: dict[int, float] = {}
+    for e, w in zip(experts, weights, strict=True):
+        eid = _finite_int("expert-weights", e)
+        if eid in out:
+            raise MessageFormatError(f"`expert-weights` names expert {eid} twice")
+        if not is_real(w) or not math.isfinite(float(w)) or float(w) < 0:
+            raise MessageFormatError(
+                f"`expert-weights` of expert {eid} must be finite and >= 0; got {w!r}")
+        out[eid] = float(w)
+    return out
 
 
 # ------------------------------------------------------------------ instructions
@@ -233,6 +264,11 @@ class TrainReply:
     feedback : flexassign.alignment.Feedback
     profile : dict or None
         Capacity profile, when the node attached one.
+    expert_weights : dict of int to float or None
+        Per trained expert, its aggregation weight, when the node sent one (the
+        strategy checks that it names exactly the experts the reply trains and bounds
+        it like the counts); ``None``: experts are weighted by ``feedback.counts``.
+        See :func:`expert_weights`.
     """
 
     arrays: StateDict
@@ -240,6 +276,7 @@ class TrainReply:
     metrics: dict[str, float]
     feedback: Feedback
     profile: dict[str, Any] | None = None
+    expert_weights: dict[int, float] | None = None
 
 
 def _feedback_record(feedback: Any) -> MetricRecord:
@@ -268,6 +305,7 @@ def encode_train_reply(
     metrics: Mapping[str, float] | None = None,
     profile: Mapping[str, Any] | None = None,
     keys: Iterable[str] | None = None,
+    expert_weights: Mapping[int, float] | None = None,
 ) -> RecordDict:
     """Content of a node's train reply.
 
@@ -288,11 +326,28 @@ def encode_train_reply(
     keys : iterable of str, optional
         Send only these names, typically ``keys=ins.arrays`` (what the node was sent):
         drops local parameters and experts it does not hold.
+    expert_weights : mapping of int to float, optional
+        The aggregation weight of each expert the reply trains (finite, >= 0, one
+        per trained expert), e.g. its top-k routed-sample count when the feedback
+        ``counts`` measure something else. Without it the server weights each expert
+        by its feedback count. Sent as the ``expert-weights`` MetricRecord.
 
     Raises
     ------
     MessageFormatError
-        If a name in ``keys`` is missing from ``arrays``.
+        If a name in ``keys`` is missing from ``arrays``, or ``expert_weights`` has a
+        negative or non-finite weight.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexassign.alignment import Feedback
+    >>> content = encode_train_reply({"experts.1.w": np.ones(2)}, num_examples=8,
+    ...                              feedback=Feedback(experts=[1], counts=[3]),
+    ...                              expert_weights={1: 5})
+    >>> reply = decode_train_reply(content)
+    >>> reply.feedback.counts, reply.expert_weights, expert_weights(reply)
+    ((3,), {1: 5.0}, {1: 5.0})
     """
     if keys is not None:
         wanted = list(keys)
@@ -306,6 +361,11 @@ def encode_train_reply(
                           FEEDBACK_KEY: _feedback_record(feedback)})
     if profile is not None:
         content[PROFILE_KEY] = encode_profile(profile)
+    if expert_weights is not None:
+        ids = list(expert_weights)
+        checked = _expert_weights(ids, [expert_weights[e] for e in ids])
+        content[EXPERT_WEIGHTS_KEY] = MetricRecord(
+            {"experts": list(checked), "weights": list(checked.values())})
     return content
 
 
@@ -324,9 +384,11 @@ def _scalar_metrics(record: Mapping[str, Any], what: str) -> dict[str, float]:
 def decode_train_reply(content: RecordDict) -> TrainReply:
     """Parse and check a train reply (see :func:`encode_train_reply`).
 
-    Checks the format, ``num-examples`` (a finite integer >= 0), the metrics (finite)
-    and the feedback (:class:`~flexassign.alignment.Feedback`'s checks). Whether the
-    arrays fit the global model is the strategy's check.
+    Checks the format, ``num-examples`` (a finite integer >= 0), the metrics (finite),
+    the feedback (:class:`~flexassign.alignment.Feedback`'s checks) and the optional
+    ``expert-weights`` (distinct expert ids, finite weights >= 0). Whether the arrays
+    fit the global model, and the weights name exactly the experts trained, is the
+    strategy's check.
 
     Raises
     ------
@@ -362,12 +424,19 @@ def decode_train_reply(content: RecordDict) -> TrainReply:
         raise MessageFormatError(f"train reply feedback is invalid: {exc}") from exc
     profile = (decode_profile(content.config_records[PROFILE_KEY])
                if PROFILE_KEY in content.config_records else None)
+    weights = None
+    if EXPERT_WEIGHTS_KEY in content.metric_records:
+        rec = content.metric_records[EXPERT_WEIGHTS_KEY]
+        if "experts" not in rec or "weights" not in rec:
+            raise MessageFormatError("train reply `expert-weights` lacks `experts` or `weights`")
+        weights = _expert_weights(rec["experts"], rec["weights"])
     return TrainReply(
         arrays=arrayrecord_to_numpy(content.array_records[ARRAYS_KEY]),
         num_examples=num_examples,
         metrics=_scalar_metrics(metrics, "train reply"),
         feedback=feedback,
         profile=profile,
+        expert_weights=weights,
     )
 
 
@@ -456,4 +525,14 @@ def decode_profile(record: ConfigRecord | Mapping[str, Any]) -> dict[str, Any]:
 def expert_counts(feedback: Feedback) -> dict[int, int]:
     """``{expert: count}`` of a feedback."""
     return dict(zip(feedback.experts, feedback.counts, strict=True))
+
+
+def expert_weights(reply: TrainReply) -> dict[int, float]:
+    """``{expert: aggregation weight}`` of a reply.
+
+    The reply's ``expert_weights`` when it sent them, else its feedback counts.
+    """
+    if reply.expert_weights is not None:
+        return dict(reply.expert_weights)
+    return {e: float(c) for e, c in expert_counts(reply.feedback).items()}
 

@@ -37,7 +37,7 @@ from .messages import (
     TrainReply,
     decode_evaluate_reply,
     decode_train_reply,
-    expert_counts,
+    expert_weights,
 )
 from .nodes import NodeDirectory
 from .records import FlowerRoundRecord
@@ -66,7 +66,8 @@ def check_reply(
 
     The reply must carry every shared parameter and, for each expert it returns, all
     of that expert's parameters, for assigned experts only, with the global names,
-    shapes and dtypes and finite values; its feedback may name assigned experts only.
+    shapes and dtypes and finite values; its feedback may name assigned experts only;
+    its ``expert_weights``, when sent, must name exactly the experts it returns.
 
     Returns
     -------
@@ -94,6 +95,10 @@ def check_reply(
     fb_extra = [e for e in reply.feedback.experts if e not in allowed]
     if fb_extra:
         raise MessageFormatError(f"feedback names experts {fb_extra} the node was not assigned")
+    if reply.expert_weights is not None and set(reply.expert_weights) != set(returned):
+        raise MessageFormatError(
+            f"`expert-weights` name experts {sorted(reply.expert_weights)} but the reply "
+            f"trains {sorted(returned)}")
     return returned
 
 
@@ -106,8 +111,8 @@ def bound_replies(
     """Replies with their claimed weights capped (see :func:`~..aggregation.bound_weights`).
 
     ``num-examples`` becomes ``min(claim, declared size, max_ratio * median claim)``
-    (rounded down); each usage count becomes at most that bounded ``num-examples``.
-    Feedback accuracy and loss are kept.
+    (rounded down); each usage count, and each ``expert_weights`` entry when sent,
+    becomes at most that bounded ``num-examples``. Feedback accuracy and loss are kept.
 
     Parameters
     ----------
@@ -123,6 +128,9 @@ def bound_replies(
     >>> liar = TrainReply({}, 10**9, {}, fb)
     >>> [(r.num_examples, r.feedback.counts) for r in bound_replies([*rs, liar])]
     [(10, (10,)), (12, (12,)), (120, (120,))]
+    >>> heavy = replace(rs[0], expert_weights={0: 1e9})
+    >>> bound_replies([heavy, *rs[1:]])[0].expert_weights
+    {0: 10.0}
     """
     if not replies:
         return []
@@ -139,6 +147,10 @@ def bound_replies(
             fb = Feedback(fb.experts, counts, accuracy=fb.accuracy, loss=fb.loss,
                           round_time=fb.round_time, train_samples=fb.train_samples)
             r = replace(r, num_examples=n, feedback=fb)
+        if r.expert_weights is not None:
+            weights = {e: min(float(w), float(n)) for e, w in r.expert_weights.items()}
+            if weights != r.expert_weights:
+                r = replace(r, expert_weights=weights)
         out.append(r)
     return out
 
@@ -155,10 +167,11 @@ def aggregate_replies(
 
     Shared parameters: :math:`\theta = \sum_c n_c \theta_c / \sum_c n_c` over the
     replies (or the trimmed mean / median with those weights). Expert :math:`e`:
-    the same over the replies that carry :math:`e`, weighted by the usage count
-    :math:`u_{ce}` in the reply's feedback. Experts no reply carries, or with zero
-    total usage, keep their current value; with no replies or zero total samples the
-    shared parameters are kept too. Inputs are not modified.
+    the same over the replies that carry :math:`e`, weighted by the reply's
+    ``expert_weights[e]`` when it sent them, else by the usage count :math:`u_{ce}`
+    in its feedback (:func:`~.messages.expert_weights`). Experts no reply carries,
+    or with zero total weight, keep their current value; with no replies or zero
+    total samples the shared parameters are kept too. Inputs are not modified.
 
     Parameters
     ----------
@@ -185,8 +198,8 @@ def aggregate_replies(
     updates = []
     for r in replies:
         _, sent = layout.split(r.arrays)
-        usage = expert_counts(r.feedback)
-        updates.append((sent, {e: float(usage.get(e, 0)) for e in sent}))
+        usage = expert_weights(r)
+        updates.append((sent, {e: float(usage.get(e, 0.0)) for e in sent}))
     new_experts = aggregate_experts(experts, updates, method=method, trim=trim)
     merged = {**new_shared}
     for params in new_experts.values():
