@@ -18,6 +18,7 @@ from flexassign.integrations.flower import ExpertLayout, LayoutError
 from flexassign.integrations.flower.messages import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    EXPERT_WEIGHTS_KEY,
     FEEDBACK_KEY,
     METRICS_KEY,
     PROFILE_KEY,
@@ -30,6 +31,7 @@ from flexassign.integrations.flower.messages import (
     encode_profile,
     encode_train_instruction,
     encode_train_reply,
+    expert_weights,
     numpy_to_arrayrecord,
 )
 
@@ -212,6 +214,46 @@ def test_train_reply_rejects_invalid_feedback(record: dict[str, object]) -> None
         return
     with pytest.raises(MessageFormatError, match="feedback is invalid"):
         decode_train_reply(content)
+
+
+def test_expert_weights_round_trip_and_fallback_to_counts() -> None:
+    fb = Feedback(experts=[0, 2], counts=[5, 1])
+    plain_content = encode_train_reply({}, num_examples=9, feedback=fb)
+    assert EXPERT_WEIGHTS_KEY not in plain_content.metric_records
+    plain = decode_train_reply(plain_content)
+    assert plain.expert_weights is None
+    assert expert_weights(plain) == {0: 5.0, 2: 1.0}  # no weights sent: the counts
+    content = encode_train_reply({}, num_examples=9, feedback=fb,
+                                 expert_weights={2: 7, 0: 2.5})
+    assert list(content.metric_records[EXPERT_WEIGHTS_KEY]["experts"]) == [2, 0]
+    reply = decode_train_reply(content)
+    assert reply.expert_weights == {2: 7.0, 0: 2.5}
+    assert expert_weights(reply) == {2: 7.0, 0: 2.5}
+    assert reply.feedback.counts == (5, 1)  # the planner's feedback is untouched
+
+
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [({"experts": [0, 1], "weights": [1.0]}, "2 experts but 1 weights"),
+     ({"experts": [0], "weights": [float("inf")]}, "expert 0 must be finite and >= 0"),
+     ({"experts": [0], "weights": [float("nan")]}, "expert 0 must be finite and >= 0"),
+     ({"experts": [0], "weights": [-1.0]}, "expert 0 must be finite and >= 0"),
+     ({"experts": [0, 0], "weights": [1.0, 1.0]}, "names expert 0 twice"),
+     ({"experts": [-1], "weights": [1.0]}, "`expert-weights` must be a finite integer"),
+     ({"experts": [0]}, "lacks `experts` or `weights`")],
+)
+def test_train_reply_rejects_invalid_expert_weights(record: dict[str, object],
+                                                    match: str) -> None:
+    content = _reply()
+    content[EXPERT_WEIGHTS_KEY] = MetricRecord(record)  # type: ignore[arg-type]
+    with pytest.raises(MessageFormatError, match=match):
+        decode_train_reply(content)
+
+
+def test_encode_rejects_invalid_expert_weights() -> None:
+    fb = Feedback(experts=[0], counts=[1])
+    with pytest.raises(MessageFormatError, match="`expert-weights` of expert 0"):
+        encode_train_reply({}, num_examples=1, feedback=fb, expert_weights={0: float("nan")})
 
 
 def test_train_reply_missing_records() -> None:

@@ -323,6 +323,18 @@ def _error(reply: Message) -> None:
     raise RuntimeError("node unavailable")
 
 
+def _weights(value: Callable[[list[int]], dict[int, float]]) -> Callable[[Message], None]:
+    """Attach ``expert-weights`` computed from the experts the reply trains."""
+    def fn(reply: Message) -> None:
+        from flwr.app import MetricRecord
+
+        trained = ExpertLayout().expert_ids(arrayrecord_to_numpy(reply.content["arrays"]))
+        w = value(trained)
+        reply.content["expert-weights"] = MetricRecord(
+            {"experts": list(w), "weights": [float(v) for v in w.values()]})
+    return fn
+
+
 def _round1_expected(weights: dict[str, float], usage: dict[tuple[str, int], float],
                      plan: dict[str, tuple[int, ...]]) -> tuple[float, dict[int, float]]:
     """Round 1 aggregate by hand: client ci sends shared i+1 and expert value 10 i + e."""
@@ -369,6 +381,10 @@ def _check_round1(result: Any, want: tuple[float, dict[int, float]]) -> None:
         (_metric("accuracy", float("nan")), "accuracy"),
         (_counts(float("inf")), "feedback is invalid"),
         (_counts(-5.0), "feedback is invalid"),
+        (_weights(lambda ex: dict.fromkeys(ex, float("nan"))), "must be finite and >= 0"),
+        (_weights(lambda ex: dict.fromkeys(ex, -1.0)), "must be finite and >= 0"),
+        (_weights(lambda ex: dict.fromkeys(ex[1:], 1.0)), "`expert-weights` name experts"),
+        (_weights(lambda ex: {**dict.fromkeys(ex, 1.0), E: 1.0}), "`expert-weights` name experts"),
         (_error, "node unavailable"),
     ],
 )
@@ -397,6 +413,49 @@ def test_huge_usage_counts_are_capped_at_the_claimed_examples() -> None:
     assert record.failed == [] and set(record.feedback[liar].counts) == {30}
     weights, usage = _honest(record.plan)
     usage.update({(liar, e): 30.0 for e in record.plan[liar]})  # capped at its 30 examples
+    _check_round1(result, _round1_expected(weights, usage, record.plan))
+
+
+def test_expert_weights_replace_counts_as_the_expert_weights() -> None:
+    """Every node sends weights E - e (counts are (i + 1)(e + 1)): experts follow them."""
+    strategy = make_strategy()
+    honest = _weights(lambda ex: {e: float(E - e) for e in ex})
+
+    def behaviour(i: int, rnd: int, msg: Message) -> Message:
+        reply = node_reply(i, msg)
+        honest(reply)
+        return reply
+
+    result = strategy.start(ScriptedGrid(behaviour), initial_arrays(), num_rounds=1)
+    record = strategy.history[1]
+    assert record.failed == []
+    weights, counts = _honest(record.plan)
+    usage = {(c, e): float(E - e) for (c, e) in counts}
+    assert usage != counts
+    _check_round1(result, _round1_expected(weights, usage, record.plan))
+    # the planner still gets the feedback counts
+    assert all(record.feedback[c].counts == tuple(int(counts[(c, e)]) for e in record.plan[c])
+               for c in record.plan)
+
+
+@pytest.mark.parametrize("declared", [None, 20])
+def test_huge_expert_weights_are_bounded_like_counts(declared: int | None) -> None:
+    DECLARED.clear()
+    if declared is not None:
+        DECLARED[LIAR] = {"num-examples": declared}
+    try:
+        strategy = make_strategy()
+        liar_weights = _tamper(_weights(lambda ex: dict.fromkeys(ex, 1e9)))
+        result = strategy.start(ScriptedGrid(liar_weights), initial_arrays(), num_rounds=1)
+    finally:
+        DECLARED.clear()
+    record = strategy.history[1]
+    liar = f"c{LIAR}"
+    cap = 30.0 if declared is None else 20.0  # its claimed 30 examples, or its declared 20
+    assert record.failed == [] and record.weights[liar] == (30, cap)
+    weights, usage = _honest(record.plan)
+    weights[liar] = cap
+    usage.update({(liar, e): cap for e in record.plan[liar]})
     _check_round1(result, _round1_expected(weights, usage, record.plan))
 
 
