@@ -37,6 +37,7 @@ from flexassign.integrations.flower.messages import (
     arrayrecord_to_numpy,
     decode_train_instruction,
     decode_train_reply,
+    expert_weights,
 )
 
 split_state = ExpertLayout().split
@@ -168,8 +169,9 @@ def test_aggregation_matches_hand_computed_means(sim: dict[str, Any]) -> None:
             np.testing.assert_allclose(after_shared[k], want, rtol=1e-5, atol=1e-6)
         for e, params in before_experts.items():
             trainers = [r for r in valid if e in split_state(r.arrays)[1]]
-            usage = np.array([r.feedback.counts[r.feedback.experts.index(e)] for r in trainers],
-                             dtype=float)
+            # the harness nodes send their top-k usage as expert-weights
+            assert all(r.expert_weights is not None for r in trainers)
+            usage = np.array([expert_weights(r)[e] for r in trainers], dtype=float)
             for k, old in params.items():
                 if not trainers or usage.sum() == 0:
                     np.testing.assert_array_equal(after_experts[e][k], old)
