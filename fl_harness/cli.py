@@ -207,9 +207,9 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
         raise UsageError(f"`--path` is only used with `--dataset npz`; got --dataset "
                          f"{cfg.dataset}")
     if cfg.planner_options:
-        from flexassign.alignment import Planner, PlannerConfig
+        from flexassign.alignment import PlannerConfig
 
-        from .federation import planner_kwargs
+        from .federation import make_planner
 
         own_flags = {"num_experts", "strategy", "tolerance", "seed"}  # set by run flags
         valid = [f.name for f in dataclasses.fields(PlannerConfig) if f.name not in own_flags]
@@ -218,8 +218,7 @@ def _check_cli_values(cfg: ExperimentConfig) -> None:
             raise UsageError(f"`--planner-options` has unknown key(s) {unknown}; "
                              f"valid: {valid}")
         try:
-            Planner(num_experts=cfg.num_experts, tolerance=cfg.tolerance, seed=cfg.seed,
-                    **planner_kwargs(cfg))
+            make_planner(cfg)   # the run's own planner, built the one way
         except (ValueError, TypeError) as exc:
             raise UsageError(f"`--planner-options`: {exc}") from None
 

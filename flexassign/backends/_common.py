@@ -79,6 +79,28 @@ def out_of_time(
     )
 
 
+def solver_time_left(
+    solver: str,
+    options: SolveOptions,
+    t0: float,
+    model: LinearModel,
+    norm: NormalisedObjective,
+) -> tuple[float | None, float] | BackendOutput:
+    """After building ``model``: ``(seconds left for the solver or None, build seconds)``.
+
+    When the build used up ``options.time_limit`` the answer is instead the
+    :func:`out_of_time` output for ``solver`` (with the shared :func:`model_stats`).
+    """
+    t_build = time.perf_counter() - t0
+    left = time_left(options, t0)
+    if left is not None and left <= MIN_SOLVER_TIME:
+        stats = model_stats(model, norm, build_time=t_build, solve_time=0.0, solver_status="")
+        return out_of_time(
+            solver, float(options.time_limit or 0), "building the model", t_build, stats
+        )
+    return left, t_build
+
+
 def empty_model_output(problem: AssignmentProblem, model: LinearModel) -> BackendOutput | None:
     """The answer when no pair may be assigned (no columns), else ``None``.
 

@@ -21,15 +21,7 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from . import _highs
-from ._common import (
-    EXACT_GAP,
-    MIN_SOLVER_TIME,
-    mip_output,
-    model_stats,
-    out_of_time,
-    prepare_model,
-    time_left,
-)
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -65,14 +57,11 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         sol.value_valid = True
         h.setSolution(sol)
 
-    t_build = time.perf_counter() - t0
-    left = time_left(options, t0)
+    budget = solver_time_left("HiGHS", options, t0, model, norm)
+    if isinstance(budget, BackendOutput):
+        return budget
+    left, t_build = budget
     if left is not None:
-        if left <= MIN_SOLVER_TIME:
-            stats = model_stats(model, norm, build_time=t_build, solve_time=0.0, solver_status="")
-            return out_of_time(
-                "HiGHS", float(options.time_limit or 0), "building the model", t_build, stats
-            )
         h.setOptionValue("time_limit", left)  # building counted against the limit
     _highs.run(h, threads)
     ms = h.getModelStatus()

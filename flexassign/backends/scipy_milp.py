@@ -18,15 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ._common import (
-    EXACT_GAP,
-    MIN_SOLVER_TIME,
-    mip_output,
-    model_stats,
-    out_of_time,
-    prepare_model,
-    time_left,
-)
+from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -44,18 +36,11 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     milp_options: dict[str, Any] = {"disp": bool(options.verbose), "presolve": True}
     # prove optimality (HiGHS's default 1e-4 gap is not "optimal") unless asked otherwise
     milp_options["mip_rel_gap"] = EXACT_GAP if options.mip_gap is None else float(options.mip_gap)
-    t_build = time.perf_counter() - t0
-    left = time_left(options, t0)
+    budget = solver_time_left("scipy.optimize.milp", options, t0, model, norm)
+    if isinstance(budget, BackendOutput):
+        return budget
+    left, t_build = budget
     if left is not None:
-        if left <= MIN_SOLVER_TIME:
-            stats = model_stats(model, norm, build_time=t_build, solve_time=0.0, solver_status="")
-            return out_of_time(
-                "scipy.optimize.milp",
-                float(options.time_limit or 0),
-                "building the model",
-                t_build,
-                stats,
-            )
         milp_options["time_limit"] = left  # building counted against the limit
     res = milp(
         -norm.c,
