@@ -238,9 +238,12 @@ def _run(
     src, sink = 0, n + e + 1
     artificial = artificial and net.hard
     n_art = (n + e) if artificial else 0
-    art_t = np.concatenate([1 + np.arange(n), np.zeros(e, dtype=np.int64)])[:n_art]
-    art_h = np.concatenate([np.full(n, sink), 1 + n + np.arange(e)])[:n_art]
-    art_c = np.concatenate([net.kmin_r, net.exp_floor])[:n_art]
+    if artificial:
+        art_t = np.concatenate([1 + np.arange(n), np.zeros(e, dtype=np.int64)])
+        art_h = np.concatenate([np.full(n, sink), 1 + n + np.arange(e)])
+        art_c = np.concatenate([net.kmin_r, net.exp_floor])
+    else:  # the full network needs none
+        art_t = art_h = art_c = np.zeros(0, dtype=np.int64)
     tails = np.concatenate(
         [np.zeros(n, dtype=np.int64), 1 + ci, 1 + n + net.exp_of_arc, [src], art_t]
     ).astype(np.int64, copy=False)
