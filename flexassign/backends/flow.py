@@ -51,6 +51,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._residual import min_swap_costs
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -330,17 +331,7 @@ def _potentials(
     hc, he, c_held = held
     oc, oe, c_open = open_
     # expert -> expert through a client: for each held slot of the client
-    starts = np.searchsorted(hc, np.arange(n))
-    slot = np.arange(hc.size) - starts[hc]
-    kmax = int(slot.max()) + 1 if slot.size else 0
-    held_by_slot = np.full((kmax, n), -1, dtype=np.int64)
-    cost_by_slot = np.zeros((kmax, n), dtype=np.int64)
-    held_by_slot[slot, hc] = he
-    cost_by_slot[slot, hc] = c_held
-    for t in range(kmax):
-        src_e = held_by_slot[t, oc]
-        ok = src_e >= 0
-        np.minimum.at(Wf, src_e[ok] * (e + 1) + oe[ok], cost_by_slot[t, oc[ok]] - c_open[ok])
+    min_swap_costs(Wf, e + 1, n, held, open_)
     # O -> expert: a client with room takes an open candidate
     ok = add[oc] < big
     np.minimum.at(Wf, hub * (e + 1) + oe[ok], add[oc[ok]] - c_open[ok])

@@ -113,6 +113,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._residual import min_swap_costs
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -456,17 +457,7 @@ def _potentials(st: _State, sub: _Sub, loads: np.ndarray) -> np.ndarray:
     r = sub.rows.size
     used = np.bincount(hc, minlength=r)
     # expert -> expert through a client: held e, open e' (cost C_ce - C_ce')
-    starts = np.searchsorted(hc, np.arange(r))
-    slot = np.arange(hc.size) - starts[hc]
-    kmax = int(slot.max()) + 1 if slot.size else 0
-    by_slot = np.full((kmax, r), -1, dtype=np.int64)
-    cost_slot = np.zeros((kmax, r), dtype=np.int64)
-    by_slot[slot, hc] = he
-    cost_slot[slot, hc] = ch
-    for t in range(kmax):
-        src = by_slot[t, oc]
-        ok = src >= 0
-        np.minimum.at(W, src[ok] * (e + 1) + oe[ok], cost_slot[t, oc[ok]] - co[ok])
+    min_swap_costs(W, e + 1, r, (hc, he, ch), (oc, oe, co))
     # O -> expert: a client with room takes an open candidate (cost -C)
     room = used < d.cap[sub.rows]
     ok = room[oc]
