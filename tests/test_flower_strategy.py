@@ -405,15 +405,22 @@ def test_a_broken_reply_is_dropped_and_the_honest_ones_aggregated(
     assert any(f"node {NODE_IDS[LIAR]} (client {liar})" in m and reason in m for m in logged)
 
 
-def test_huge_usage_counts_are_capped_at_the_claimed_examples() -> None:
+def test_huge_usage_counts_are_capped_at_the_claimed_examples(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     strategy = make_strategy()
-    result = strategy.start(ScriptedGrid(_tamper(_counts(1e9))), initial_arrays(), num_rounds=1)
+    with caplog.at_level("WARNING", logger="flwr"):
+        result = strategy.start(ScriptedGrid(_tamper(_counts(1e9))), initial_arrays(),
+                                num_rounds=1)
     record = strategy.history[1]
     liar = f"c{LIAR}"
     assert record.failed == [] and set(record.feedback[liar].counts) == {30}
     weights, usage = _honest(record.plan)
     usage.update({(liar, e): 30.0 for e in record.plan[liar]})  # capped at its 30 examples
     _check_round1(result, _round1_expected(weights, usage, record.plan))
+    capped = [r.getMessage() for r in caplog.records if "per-expert claims capped" in r.getMessage()]
+    assert len(capped) == 1 and f"(client {liar})" in capped[0]
+    assert f"count of expert {record.plan[liar][0]} 1000000000 -> 30" in capped[0]
 
 
 def test_expert_weights_replace_counts_as_the_expert_weights() -> None:

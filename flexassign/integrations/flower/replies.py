@@ -250,8 +250,29 @@ def accept_replies(
             log(WARNING, "Round %d: node %d (client %s) claims %d examples; weighted as %d",
                 record.server_round, record.node_of[c], c, decoded[c].num_examples,
                 r.num_examples)
+        capped = _capped_claims(decoded[c], r)
+        if capped:
+            log(WARNING, "Round %d: node %d (client %s) per-expert claims capped at %d: %s",
+                record.server_round, record.node_of[c], c, r.num_examples, capped)
         out[c] = r
     return out
+
+
+def _capped_claims(claimed: TrainReply, used: TrainReply) -> str:
+    """Which per-expert counts / weights :func:`bound_replies` lowered ('' if none)."""
+    parts = [
+        f"count of expert {e} {a} -> {b}"
+        for e, a, b in zip(claimed.feedback.experts, claimed.feedback.counts,
+                           used.feedback.counts, strict=True)
+        if a != b
+    ]
+    if claimed.expert_weights is not None and used.expert_weights is not None:
+        parts += [
+            f"weight of expert {e} {w:g} -> {used.expert_weights[e]:g}"
+            for e, w in claimed.expert_weights.items()
+            if w != used.expert_weights[e]
+        ]
+    return "; ".join(parts)
 
 
 def report_replies(
