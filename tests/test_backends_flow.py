@@ -65,7 +65,7 @@ def test_pruned_equals_full_on_random_structures(seed: int) -> None:
             assert pruned.objective == pytest.approx(full.objective, rel=1e-9, abs=1e-9)
 
 
-def test_auto_prunes_large_count_problems_and_returns_prices() -> None:
+def test_flow_prunes_large_count_problems_and_returns_prices() -> None:
     p = AssignmentProblem.balanced(_clustered(3000, 200, 1), capacity=2, tolerance=0.2)
     # named explicitly: from registry.WARM_MIN_PAIRS auto prefers flow-warm
     res = solve_assignment(p, method="flow")
