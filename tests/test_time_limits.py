@@ -74,7 +74,9 @@ def test_pyomo_build_stops_at_the_deadline() -> None:
     assert elapsed <= limit + 3.0, (elapsed, res.message)
     assert res.status is Status.TIME_LIMIT, res.message
     _check_incumbent(p, res)
-    assert res.stats["incumbent"] == "greedy-balanced"
+    # the answer is a start heuristic's, not Pyomo's: which start wins depends on
+    # whether lp-round finished within its share of the limit on this machine
+    assert res.stats["incumbent"] in ("greedy-balanced", "lp-round")
     assert "building the Pyomo model" in res.message or "before pyomo" in res.message
 
 
