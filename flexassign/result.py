@@ -227,7 +227,10 @@ def _read_only(a: Any) -> np.ndarray:
 def _freeze_arrays(value: Any) -> Any:
     """``value`` with every numpy array inside made a read-only copy (dicts copied)."""
     if isinstance(value, dict):
-        return {k: _freeze_arrays(v) for k, v in value.items()}
+        return {
+            k: v if not isinstance(v, dict | np.ndarray) else _freeze_arrays(v)
+            for k, v in value.items()
+        }
     if isinstance(value, np.ndarray):
         return _read_only(value)
     return value

@@ -46,13 +46,21 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
     """
     mip = ["highs", "scipy", "cpsat"]
-    flows = min_cost_flow_order(problem, priced=priced)
-    candidates = [*flows, *mip] if problem.is_unimodular else mip
-    candidates += [b.name for b in list_backends() if b.exact and b.name not in candidates]
+    candidates = (
+        [*min_cost_flow_order(problem, priced=priced), *mip] if problem.is_unimodular else mip
+    )
     for name in candidates:
         backend = get_backend(name)
         if backend.installed() and backend.unsupported_reason(problem) is None:
             return name
+    for backend in list_backends():  # any other exact one (third-party backends)
+        if (
+            backend.exact
+            and backend.name not in candidates
+            and backend.installed()
+            and backend.unsupported_reason(problem) is None
+        ):
+            return backend.name
     raise UnsupportedProblemError(
         "no installed exact backend can solve this problem; install highspy "
         "(`pip install highspy`) or ortools"

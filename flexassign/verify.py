@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -93,36 +94,32 @@ def verify_assignment(
         # NaN would make every comparison False: no violation could ever be found
         raise InvalidProblemError(f"`tol` must be a number in [0, 0.5]; got {tol!r}")
     xb = _as_assignment(problem, x)
-    counts = np.count_nonzero(xb, axis=1).astype(np.int64)
+    counts = xb.sum(axis=1, dtype=np.int64)
     if problem.client_weight is None:  # loads count clients: no float copy of x
-        loads = np.count_nonzero(xb, axis=0).astype(np.float64)
+        loads = xb.sum(axis=0, dtype=np.float64)
     else:
-        loads = problem.weights @ xb
+        loads = np.asarray(problem.weights @ xb, dtype=np.float64)
     out: list[Violation] = []
-
-    for c in np.flatnonzero(counts > problem.capacity):
-        out.append(Violation("capacity", int(c), float(counts[c]), float(problem.capacity[c])))
-    for c in np.flatnonzero(counts < problem.min_experts):
-        out.append(
-            Violation("min_experts", int(c), float(counts[c]), float(problem.min_experts[c]))
-        )
+    # each group of checks first asks cheaply whether anything is wrong at all, and only
+    # then lists the culprits (a feasible answer is the common case)
+    cap, kmin = problem.capacity, problem.min_experts
+    if not ((kmin <= counts) & (counts <= cap)).all():
+        for c in np.flatnonzero(counts > cap):
+            out.append(Violation("capacity", int(c), float(counts[c]), float(cap[c])))
+        for c in np.flatnonzero(counts < kmin):
+            out.append(Violation("min_experts", int(c), float(counts[c]), float(kmin[c])))
     if problem.expert_size is not None and problem.client_budget is not None:
         mem = xb @ problem.expert_size
         for c in np.flatnonzero(_exceeds(mem, problem.client_budget, tol)):
             out.append(Violation("budget", int(c), float(mem[c]), float(problem.client_budget[c])))
     if not problem.is_soft:
-        for e in np.flatnonzero(_exceeds(problem.expert_min_load, loads, tol)):
-            out.append(
-                Violation(
-                    "expert_min_load", int(e), float(loads[e]), float(problem.expert_min_load[e])
-                )
-            )
-        for e in np.flatnonzero(_exceeds(loads, problem.expert_max_load, tol)):
-            out.append(
-                Violation(
-                    "expert_max_load", int(e), float(loads[e]), float(problem.expert_max_load[e])
-                )
-            )
+        lo, hi = problem.expert_min_load, problem.expert_max_load
+        # within the bounds without any tolerance: nothing to list
+        if not ((lo <= loads) & (loads <= hi)).all():
+            for e in np.flatnonzero(_exceeds(lo, loads, tol)):
+                out.append(Violation("expert_min_load", int(e), float(loads[e]), float(lo[e])))
+            for e in np.flatnonzero(_exceeds(loads, hi, tol)):
+                out.append(Violation("expert_max_load", int(e), float(loads[e]), float(hi[e])))
     if problem.allowed is not None:
         for c, e in np.argwhere(xb & ~problem.allowed)[:50]:
             out.append(Violation("allowed", (int(c), int(e)), 1.0, 0.0))
@@ -132,7 +129,7 @@ def verify_assignment(
     return Verification(
         x=xb,
         objective=problem.objective(xb),
-        loads=np.asarray(loads, dtype=np.float64),
+        loads=loads,
         counts=counts,
         violations=tuple(out),
     )
@@ -140,6 +137,11 @@ def verify_assignment(
 
 def _fmt(v: float) -> str:
     return f"{v:g}"
+
+
+def _at(values: np.ndarray | float, i: int) -> Any:
+    """``values[i]``, or ``values`` itself when it is one number for every index."""
+    return values[i] if isinstance(values, np.ndarray) else values
 
 
 def _load_unit(problem: AssignmentProblem) -> str:
@@ -168,23 +170,26 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     kmin = problem.min_experts
     w = problem.weights
     n, e_count = problem.shape
-    # absent masks (the common case) need no pass over an N x E array
+    # absent masks (the common case) need no pass over an N x E array: their counts
+    # are scalars, and the checks they would feed cannot fail
+    n_allowed: np.ndarray | int
+    n_fixed: np.ndarray | int
     if problem.allowed is None:
-        n_allowed = np.full(n, e_count, dtype=np.int64)
+        n_allowed = e_count
     else:
         n_allowed = problem.allowed.sum(axis=1)
     if problem.fixed is None:
-        n_fixed = np.zeros(n, dtype=np.int64)
+        n_fixed = 0
     else:
         n_fixed = problem.fixed.sum(axis=1)
 
     # -- per client
-    if (c := first_true(n_fixed > cap)) is not None:
-        return f"client {c} has {n_fixed[c]} fixed experts but capacity {cap[c]}"
-    if (c := first_true(kmin > n_allowed)) is not None:
+    if problem.fixed is not None and (c := first_true(n_fixed > cap)) is not None:
+        return f"client {c} has {_at(n_fixed, c)} fixed experts but capacity {cap[c]}"
+    if (kmin > n_allowed).any() and (c := first_true(kmin > n_allowed)) is not None:
         return (
             f"client {c} needs at least {kmin[c]} experts (min_experts) "
-            f"but only {n_allowed[c]} are allowed"
+            f"but only {_at(n_allowed, c)} are allowed"
         )
     if problem.expert_size is not None and problem.client_budget is not None:
         size = problem.expert_size
@@ -218,20 +223,30 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     unit = _load_unit(problem)
     if problem.uniform_weight is not None:
         lo_i, hi_i = problem.count_bounds()
-        if (e := first_true(lo_i > hi_i)) is not None:
+        if (lo_i > hi_i).any() and (e := first_true(lo_i > hi_i)) is not None:
             return (
                 f"expert {e} must take between {_fmt(lo[e])} and {_fmt(hi[e])} {unit}, "
                 "and no whole number of clients lies in that range"
             )
-    fixed_load = np.zeros(e_count) if problem.fixed is None else w @ problem.fixed
-    if (e := first_true(_exceeds(fixed_load, hi, DEFAULT_TOL))) is not None:
-        return f"expert {e} has fixed load {_fmt(fixed_load[e])} > expert_max_load {_fmt(hi[e])}"
+    if problem.fixed is not None:  # without fixed pairs the fixed load is 0 <= hi
+        fixed_load = w @ problem.fixed
+        if (e := first_true(_exceeds(fixed_load, hi, DEFAULT_TOL))) is not None:
+            return (
+                f"expert {e} has fixed load {_fmt(fixed_load[e])} > expert_max_load {_fmt(hi[e])}"
+            )
     if problem.allowed is None:
-        max_load = np.full(e_count, float(w[cap > 0].sum()))
+        if problem.client_weight is None:
+            max_load: np.ndarray | float = float(np.count_nonzero(cap))
+        else:
+            max_load = float(w[cap > 0].sum())
     else:
         can_take = problem.allowed & (cap > 0)[:, None]
         max_load = w @ can_take
-    if (e := first_true(_exceeds(lo, max_load, DEFAULT_TOL))) is not None:
+    if (
+        not (lo <= max_load).all()
+        and (e := first_true(_exceeds(lo, np.broadcast_to(max_load, lo.shape), DEFAULT_TOL)))
+        is not None
+    ):
         if problem.client_weight is None:
             return (
                 f"expert {e} needs at least {_fmt(lo[e])} clients but only "
@@ -239,17 +254,17 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
             )
         return (
             f"expert {e} needs load at least {_fmt(lo[e])} but the clients that may take it "
-            f"weigh only {_fmt(max_load[e])} in total"
+            f"weigh only {_fmt(_at(max_load, e))} in total"
         )
 
     # -- aggregate
     eff_cap = np.minimum(cap, n_allowed)
-    total_cap = float(eff_cap @ w)
+    total_cap = float(eff_cap.sum() if problem.client_weight is None else eff_cap @ w)
     total_lo = float(lo.sum())
     if total_lo > total_cap * (1 + DEFAULT_TOL) + DEFAULT_TOL:
         return f"total capacity {_fmt(total_cap)} < total minimum expert load {_fmt(total_lo)}"
     total_hi = float(hi.sum())
-    total_min = float(kmin @ w)
+    total_min = float(kmin.sum() if problem.client_weight is None else kmin @ w)
     if total_min > total_hi * (1 + DEFAULT_TOL) + DEFAULT_TOL:
         return (
             f"total minimum demand {_fmt(total_min)} (min_experts) > "

@@ -117,27 +117,28 @@ def _prepare(problem: AssignmentProblem) -> _Network:
     w = problem.uniform_weight
     if w is None:  # the registry rejects weighted problems before we get here
         raise ValueError("flow needs equal client weights")
-    allowed = problem.allowed_mask
-    fixed = problem.fixed_mask
-    if problem.fixed is None:  # no pass over an all-False mask
-        f_cnt = np.zeros(n, dtype=np.int64)
-        f_load = np.zeros(e, dtype=np.int64)
+    cap, kmin = problem.capacity, problem.min_experts
+    if problem.fixed is None:  # no pass over an all-False mask (the common case)
+        f_load = None
+        cap_r, kmin_r = cap, kmin
     else:
+        fixed = problem.fixed
         f_cnt = fixed.sum(axis=1)
         f_load = fixed.sum(axis=0).astype(np.int64)
-    cap_r = np.maximum(problem.capacity - f_cnt, 0)
-    kmin_r = np.maximum(problem.min_experts - f_cnt, 0)
+        cap_r = np.maximum(cap - f_cnt, 0)
+        kmin_r = np.maximum(kmin - f_cnt, 0)
     all_free = problem.allowed is None and problem.fixed is None and bool(cap_r.all())
     if all_free:  # nothing forbidden, nothing fixed, every client has room
         free = np.ones((n, e), dtype=bool)
     else:
-        free = allowed & ~fixed & (cap_r > 0)[:, None]
-    total_optional = int((cap_r - kmin_r).sum())
+        free = problem.allowed_mask & ~problem.fixed_mask & (cap_r > 0)[:, None]
     total_flow = int(cap_r.sum())
+    total_optional = total_flow - int(kmin_r.sum())
     penalty = problem.load_penalty
     # one scale for every arc cost, from the whole fitness matrix (a superset of the arcs)
-    peak = float(np.max(np.abs(problem.fitness)))
-    integral = bool(np.all(problem.fitness == np.round(problem.fitness)))
+    fit = problem.fitness
+    peak = max(float(fit.max()), -float(fit.min()))
+    integral = bool((fit == fit.round()).all())
     if penalty is not None:
         peak = max(peak, penalty * w)
         integral = integral and penalty * w == round(penalty * w)
@@ -157,15 +158,20 @@ def _prepare(problem: AssignmentProblem) -> _Network:
     sink = n + e + 1
     if penalty is None:
         lo_i, hi_i = problem.count_bounds()
-        lo_r = np.maximum(lo_i - f_load, 0)
-        hi_r = np.maximum(hi_i - f_load, lo_r)
+        if f_load is None:
+            lo_r, hi_r = lo_i, hi_i
+        else:
+            lo_r = np.maximum(lo_i - f_load, 0)
+            hi_r = np.maximum(hi_i - f_load, lo_r)
         exp_of_arc = np.arange(e)
-        exp_cap = (hi_r - lo_r).astype(np.int64)
+        exp_cap = hi_r - lo_r
         exp_cost = np.zeros(e, dtype=np.int64)
         supplies[1 + n : 1 + n + e] = -lo_r
         expert_demand = int(lo_r.sum())
         exp_floor = lo_r
     else:
+        if f_load is None:
+            f_load = np.zeros(e, dtype=np.int64)
         lo_c = problem.expert_min_load / w
         hi_c = problem.expert_max_load / w
         n_free_per_expert = free.sum(axis=0)
@@ -183,7 +189,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
         expert_demand = 0
         exp_floor = np.maximum(np.ceil(lo_c - 1e-9).astype(np.int64) - f_load, 0)
     supplies[0] = total_optional
-    supplies[sink] = -(total_optional + int(kmin_r.sum()) - expert_demand)
+    supplies[sink] = -(total_flow - expert_demand)
     return _Network(
         n=n,
         e=e,
@@ -207,7 +213,8 @@ def _prepare(problem: AssignmentProblem) -> _Network:
 
 def _int_costs(fitness: np.ndarray, net: _Network) -> np.ndarray:
     """Integer arc costs: fitness times ``2**scale_exp``, rounded (exact scaling)."""
-    return np.round(np.ldexp(fitness, net.scale_exp)).astype(np.int64)
+    scaled = fitness if net.scale_exp == 0 else np.ldexp(fitness, net.scale_exp)
+    return scaled.round().astype(np.int64)
 
 
 def _to_fitness(values: np.ndarray, net: _Network) -> np.ndarray:
@@ -238,38 +245,34 @@ def _run(
     n, e = net.n, net.e
     src, sink = 0, n + e + 1
     artificial = artificial and net.hard
-    n_art = (n + e) if artificial else 0
-    if artificial:
-        art_t = np.concatenate([1 + np.arange(n), np.zeros(e, dtype=np.int64)])
-        art_h = np.concatenate([np.full(n, sink), 1 + n + np.arange(e)])
-        art_c = np.concatenate([net.kmin_r, net.exp_floor])
-    else:  # the full network needs none
-        art_t = art_h = art_c = np.zeros(0, dtype=np.int64)
-    tails = np.concatenate(
-        [np.zeros(n, dtype=np.int64), 1 + ci, 1 + n + net.exp_of_arc, [src], art_t]
-    ).astype(np.int64, copy=False)
-    heads = np.concatenate(
-        [1 + np.arange(n), 1 + n + ei, np.full(net.exp_of_arc.size, sink), [sink], art_h]
-    ).astype(np.int64, copy=False)
+    n_exp = net.exp_of_arc.size
+    clients = np.arange(1, n + 1)
+    # arcs: source -> client, client -> expert (the given ones), expert -> sink, bypass,
+    # then (``artificial``) client -> sink and source -> expert
+    tails = [np.zeros(n, dtype=np.int64), ci + 1, net.exp_of_arc + (1 + n), [src]]
+    heads = [clients, ei + (1 + n), np.full(n_exp, sink), [sink]]
     extra = int(net.exp_floor.sum()) if artificial else 0
-    caps = np.concatenate(
-        [
-            net.cap_r - net.kmin_r,
-            np.ones(ci.size, dtype=np.int64),
-            net.exp_cap,
-            [net.bypass + extra],
-            art_c,
-        ]
-    ).astype(np.int64, copy=False)
-    costs = np.concatenate(
-        [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, [0], np.full(n_art, net.big_m)]
-    ).astype(np.int64, copy=False)
-    supplies = net.supplies.copy()
-    # the source -> expert artificial arcs get their own supply; unused, it takes the bypass
-    supplies[src] += extra
-    supplies[sink] -= extra
+    caps = [net.cap_r - net.kmin_r, np.ones(ci.size, dtype=np.int64), net.exp_cap]
+    caps.append([net.bypass + extra])
+    costs = [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, [0]]
+    if artificial:
+        tails += [clients, np.zeros(e, dtype=np.int64)]
+        heads += [np.full(n, sink), np.arange(1 + n, 1 + n + e)]
+        caps += [net.kmin_r, net.exp_floor]
+        costs.append(np.full(n + e, net.big_m))
+    supplies = net.supplies
+    if extra:  # the source -> expert artificial arcs get their own supply; unused, it
+        # takes the bypass
+        supplies = supplies.copy()
+        supplies[src] += extra
+        supplies[sink] -= extra
     smcf = min_cost_flow.SimpleMinCostFlow()
-    arcs = smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
+    arcs = smcf.add_arcs_with_capacity_and_unit_cost(
+        np.concatenate(tails, dtype=np.int64),
+        np.concatenate(heads, dtype=np.int64),
+        np.concatenate(caps, dtype=np.int64),
+        np.concatenate(costs, dtype=np.int64),
+    )
     smcf.set_nodes_supplies(np.arange(n + e + 2), supplies)
     status = smcf.solve()
     if status in (smcf.INFEASIBLE, smcf.UNBALANCED):
@@ -278,13 +281,13 @@ def _run(
         return f"SimpleMinCostFlow returned status {status}", None
     flows = smcf.flows(arcs)
     a = n + ci.size
-    b = a + net.exp_of_arc.size + 1
-    art = flows[b:]
+    b = a + n_exp + 1
+    if artificial:
+        art_client, art_expert = flows[b : b + n], flows[b + n :]
+    else:
+        art_client, art_expert = np.zeros(n, dtype=np.int64), np.zeros(e, dtype=np.int64)
     return "optimal", _Flow(
-        pair=flows[n:a],
-        expert=flows[a : b - 1],
-        art_client=art[:n] if artificial else np.zeros(n, dtype=np.int64),
-        art_expert=art[n:] if artificial else np.zeros(e, dtype=np.int64),
+        pair=flows[n:a], expert=flows[a : b - 1], art_client=art_client, art_expert=art_expert
     )
 
 
@@ -394,10 +397,11 @@ def _violations(
 def _solve_full(
     problem: AssignmentProblem, net: _Network, C: np.ndarray | None
 ) -> tuple[str, np.ndarray | None, dict]:
+    n, e = net.n, net.e
     if net.all_free:  # every pair, row-major: no mask to scan or fancy-index
-        ci = np.repeat(np.arange(net.n), net.e)
-        ei = np.tile(np.arange(net.e), net.n)
-        cost = (C if C is not None else _int_costs(problem.fitness, net)).ravel()
+        ci = np.arange(n).repeat(e)
+        ei = np.broadcast_to(np.arange(e), (n, e)).reshape(-1)
+        cost = (C if C is not None else _int_costs(problem.fitness, net)).reshape(-1)
     else:
         ci, ei = np.nonzero(net.free)
         cost = C[ci, ei] if C is not None else _int_costs(problem.fitness[ci, ei], net)
@@ -405,9 +409,12 @@ def _solve_full(
     stats = {"arcs": int(ci.size), "pruned": False}
     if status != "optimal" or flow is None:
         return status, None, stats
-    x = np.zeros((net.n, net.e), dtype=bool)
-    chosen = flow.pair > 0
-    x[ci[chosen], ei[chosen]] = True
+    if net.all_free:
+        x = flow.pair.reshape(n, e) > 0
+    else:
+        x = np.zeros((n, e), dtype=bool)
+        chosen = flow.pair > 0
+        x[ci[chosen], ei[chosen]] = True
     return status, x, stats
 
 
@@ -561,7 +568,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     stats.update(
         build_time=t_build,
         solve_time=time.perf_counter() - t0 - t_build,
-        objective_scale=float(np.ldexp(1.0, min(net.scale_exp, 1023))),
+        objective_scale=math.ldexp(1.0, min(net.scale_exp, 1023)),
         objective_scale_exponent=net.scale_exp,
         network_nodes=n + e + 2,
         solver_status=status,
@@ -574,11 +581,12 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
     if status != "optimal" or x_free is None:
         return BackendOutput(Status.ERROR, message=status, stats=stats)
-    x = problem.fixed_mask | x_free
+    x = x_free if problem.fixed is None else problem.fixed | x_free
     # Each assigned unit carries at most 0.5 / 2**scale_exp rounding error, both in the
     # solution found and in the true optimum: the true optimum exceeds ours by at most
     # this (a unit crosses one pair arc and, with soft bounds, one penalty arc).
-    err = 0.0 if net.exact_costs else float(np.ldexp(2.0 * float(net.total_flow), -net.scale_exp))
+    err = 0.0 if net.exact_costs else math.ldexp(2.0 * float(net.total_flow), -net.scale_exp)
     stats["rounding_error_bound"] = err
-    bound = problem.objective(x) + err
+    # exact costs: the verifier's objective is the bound (solve_assignment fills it in)
+    bound = problem.objective(x) + err if err else None
     return BackendOutput(Status.OPTIMAL, x=x, bound=bound, stats=stats)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import cast
 
@@ -114,6 +115,8 @@ class Backend:
 
 
 def _has_module(name: str) -> bool:
+    if sys.modules.get(name) is not None:  # imported already: no search on the path
+        return True
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
