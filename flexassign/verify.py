@@ -169,7 +169,7 @@ def diagnose_infeasibility(problem: AssignmentProblem) -> str | None:
     cap = problem.capacity
     kmin = problem.min_experts
     w = problem.weights
-    n, e_count = problem.shape
+    e_count = problem.n_experts
     # absent masks (the common case) need no pass over an N x E array: their counts
     # are scalars, and the checks they would feed cannot fail
     n_allowed: np.ndarray | int

@@ -57,8 +57,12 @@ from .base import BackendOutput, SolveOptions
 __all__ = ["solve"]
 
 _MAX_COST_PRODUCT = 2.0**60
-#: Problems with at least this many client-expert pairs solve on candidate arcs.
-_PRUNE_MIN_PAIRS = 500_000
+#: Problems with at least this many client-expert pairs solve on candidate arcs
+#: (``prune="auto"``); measured in docs/benchmarks.md ("Mid-size problems").
+_PRUNE_MIN_PAIRS = 20_000
+#: From this many pairs cold prices come from solving a sample of the clients; below,
+#: from :func:`_estimate_prices`.
+_SAMPLE_MIN_PAIRS = 500_000
 
 
 def _soft_segments(lo: float, hi: float, fixed: int, n_max: int) -> list[tuple[int, float]]:
@@ -249,12 +253,13 @@ def _run(
     clients = np.arange(1, n + 1)
     # arcs: source -> client, client -> expert (the given ones), expert -> sink, bypass,
     # then (``artificial``) client -> sink and source -> expert
-    tails = [np.zeros(n, dtype=np.int64), ci + 1, net.exp_of_arc + (1 + n), [src]]
-    heads = [clients, ei + (1 + n), np.full(n_exp, sink), [sink]]
+    one = np.ones(1, dtype=np.int64)
+    tails = [np.zeros(n, dtype=np.int64), ci + 1, net.exp_of_arc + (1 + n), src * one]
+    heads = [clients, ei + (1 + n), np.full(n_exp, sink), sink * one]
     extra = int(net.exp_floor.sum()) if artificial else 0
     caps = [net.cap_r - net.kmin_r, np.ones(ci.size, dtype=np.int64), net.exp_cap]
-    caps.append([net.bypass + extra])
-    costs = [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, [0]]
+    caps.append((net.bypass + extra) * one)
+    costs = [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, 0 * one]
     if artificial:
         tails += [clients, np.zeros(e, dtype=np.int64)]
         heads += [np.full(n, sink), np.arange(1 + n, 1 + n + e)]
@@ -423,7 +428,124 @@ def _top_per_row(key: np.ndarray, k: int) -> np.ndarray:
     n, e = key.shape
     if k >= e:
         return np.tile(np.arange(e), (n, 1))
-    return np.argpartition(-key, k - 1, axis=1)[:, :k]
+    return np.argpartition(key, e - k, axis=1)[:, e - k :]
+
+
+def _best_sorted(g: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``m`` largest entries, best first: (columns, values), both (N, m).
+
+    ``m <= 2`` takes row maxima (much cheaper than a partition); ``g`` is left as given.
+    """
+    n, e = g.shape
+    if m <= 2:
+        rows = np.arange(n)
+        j1 = g.argmax(axis=1)
+        v1 = g[rows, j1]
+        if m == 1:
+            return j1[:, None], v1[:, None]
+        g[rows, j1] = -np.inf
+        j2 = g.argmax(axis=1)
+        v2 = g[rows, j2]
+        g[rows, j1] = v1
+        return np.stack([j1, j2], axis=1), np.stack([v1, v2], axis=1)
+    top = np.argpartition(g, e - m, axis=1)[:, e - m :]  # the m best, unordered
+    val = np.take_along_axis(g, top, axis=1)
+    order = np.argsort(-val, axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(val, order, axis=1)
+
+
+def _estimate_prices(
+    problem: AssignmentProblem, net: _Network, rounds: int = 2
+) -> np.ndarray | None:
+    """Expert prices (in fitness units) from a few rounds of simultaneous price moves.
+
+    For mid-size problems, where a sample large enough to be worth solving is most of
+    the problem. Each client holds its ``cap_r`` best free experts by fitness plus
+    price. An expert holding more clients than its (hard) upper bound lowers its price
+    to halfway between the advantages (over their best unheld expert) of the last holder
+    it must shed and the first it keeps; one holding fewer than its minimum raises its
+    price to halfway between the gaps (to their worst held expert) of the last client
+    it needs and the next. All experts move at once, so the moves interact; a second
+    round corrects most of that. The prices only choose candidates: any error costs
+    certificate rounds, never correctness. ``None`` for soft bounds or when every client
+    holds every free expert (prices cannot matter).
+    """
+    n, e = net.n, net.e
+    k = net.cap_r
+    kmax = int(k.max()) if n else 0
+    if not net.hard or kmax == 0 or kmax >= e:
+        return None
+    m = kmax + 1
+    lo = net.exp_floor
+    hi = net.exp_floor + net.exp_cap
+    fit = problem.fitness
+    base = fit if net.all_free else np.where(net.free, fit, -np.inf)
+    span = float(fit.max() - fit.min()) + 1.0  # no price move needs to be larger
+    prices = np.zeros(e)
+    with np.errstate(invalid="ignore"):  # -inf - -inf (masked pairs): no price signal
+        for _ in range(rounds):
+            moved = _price_round(net, base, prices, k, m, lo, hi, span)
+            if moved is None:
+                break
+            prices = moved
+    return prices
+
+
+def _price_round(
+    net: _Network,
+    base: np.ndarray,
+    p: np.ndarray,
+    k: np.ndarray,
+    m: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    span: float,
+) -> np.ndarray | None:
+    """One round of :func:`_estimate_prices`: the moved prices, or None if none moves."""
+    n, e = net.n, net.e
+    rows = np.arange(n)
+    cols = np.arange(m)
+    g = base + p
+    top, val = _best_sorted(g, m)
+    held_slot = cols[None, :] < k[:, None]  # held: each row's first k_c
+    if not net.all_free:  # ... that are free (a row may have fewer than k_c)
+        held_slot &= val > -np.inf
+    hc, hs = np.nonzero(held_slot)
+    he = top[hc, hs]
+    load = np.bincount(he, minlength=e)
+    dp = np.zeros(e)
+    excess = load - hi
+    over = np.flatnonzero(excess > 0)
+    if over.size:
+        adv = val[hc, hs] - val[hc, k[hc]]  # what dropping the expert costs the client
+        o = np.lexsort((adv, he))
+        he_s, adv_s = he[o], adv[o]
+        start = np.searchsorted(he_s, over)
+        shed = start + excess[over]  # the first holder kept, when hi > 0
+        a = adv_s[shed - 1]
+        b = np.where(hi[over] > 0, adv_s[np.minimum(shed, adv_s.size - 1)], a)
+        dp[over] = -0.5 * (a + b)
+    short = lo - load
+    under = np.flatnonzero(short > 0)
+    if under.size:
+        worst = val[rows, np.maximum(k - 1, 0)]
+        gaps = worst[:, None] - g[:, under]  # what taking the expert costs the client
+        pos = np.full(e, -1)
+        pos[under] = np.arange(under.size)
+        held = pos[he] >= 0
+        gaps[hc[held], pos[he[held]]] = np.inf  # holders are not takers
+        if not net.all_free:
+            # no capacity, or unheld slots (fewer free experts than capacity): no taker
+            gaps[~np.isfinite(gaps) | (k == 0)[:, None]] = np.inf
+        r = short[under]
+        kth = min(int(r.max()), n - 1)
+        part = np.sort(np.partition(gaps, kth, axis=0)[: kth + 1], axis=0)
+        which = np.arange(under.size)
+        dp[under] = 0.5 * (part[np.minimum(r - 1, kth), which] + part[np.minimum(r, kth), which])
+    dp = np.clip(np.nan_to_num(dp, nan=0.0, posinf=span, neginf=-span), -span, span)
+    if not dp.any():
+        return None
+    return p + dp
 
 
 def _sample_prices(
@@ -469,30 +591,39 @@ def _solve_pruned(
     kmax = int(net.cap_r.max()) if n else 0
     k = min(e, kmax + margin)
     stats["candidates_per_client"] = k
-    # candidates: each client's top-k free experts by fitness minus the expert's price
+    # candidates: each client's top-k free experts by fitness plus the expert's price
     key = problem.fitness if prices is None else problem.fitness + prices[None, :]
-    if net.free.all():
-        top = _top_per_row(key, k)
+    cand: np.ndarray | None = None
+    if prices is not None and net.all_free:  # the arcs straight from the top-k, by client
+        ci = np.arange(n).repeat(k)
+        ei = _top_per_row(key, k).reshape(-1)
     else:
-        top = _top_per_row(np.where(net.free, key, -np.inf), k)
-    cand = np.zeros((n, e), dtype=bool)
-    cand[np.arange(n)[:, None], top] = True
-    if prices is None:
-        # each expert's best clients, enough to meet its minimum load with room to spare
-        need = int(net.exp_floor.max()) + margin if e else 0
-        if need >= n:
-            cand[:] = True
-        elif need > 0:
-            top_c = _top_per_row(np.where(net.free, problem.fitness, -np.inf).T, need)
-            cand[top_c, np.arange(e)[:, None]] = True
-    cand &= net.free
+        top = _top_per_row(key if net.all_free else np.where(net.free, key, -np.inf), k)
+        cand = np.zeros((n, e), dtype=bool)
+        cand[np.arange(n)[:, None], top] = True
+        if prices is None:
+            # each expert's best clients, enough to meet its minimum load with room to spare
+            need = int(net.exp_floor.max()) + margin if e else 0
+            if need >= n:
+                cand[:] = True
+            elif need > 0:
+                top_c = _top_per_row(np.where(net.free, problem.fitness, -np.inf).T, need)
+                cand[top_c, np.arange(e)[:, None]] = True
+        if not net.all_free:
+            cand &= net.free
     stats["candidate_time"] = time.perf_counter() - t0
-    full_arcs = int(net.free.sum())
+    full_arcs = n * e if net.all_free else int(net.free.sum())
+    artificial = False  # first try without: a feasible candidate network solves faster
     for _ in range(max_rounds):
         stats["rounds"] += 1
-        ci, ei = np.nonzero(cand)
+        if cand is not None:
+            ci, ei = np.nonzero(cand)
         cost = C[ci, ei]
-        status, flow = _run(net, ci, ei, cost, artificial=True)
+        status, flow = _run(net, ci, ei, cost, artificial=artificial)
+        if status == "infeasible" and not artificial and net.hard:
+            artificial = True
+            stats["artificial_arcs"] = True
+            status, flow = _run(net, ci, ei, cost, artificial=True)
         if status != "optimal" or flow is None:
             stats["fallback"] = f"candidate network {status}"
             break
@@ -518,6 +649,9 @@ def _solve_pruned(
             stats["certificate"] = "reduced costs of all pruned arcs are non-negative"
             return "optimal", x, stats, d
         stats["added_arcs"].append(n_bad)
+        if cand is None:
+            cand = np.zeros((n, e), dtype=bool)
+            cand[ci, ei] = True
         cand |= bad
         if int(cand.sum()) > full_arcs // 2:
             stats["fallback"] = "candidate set grew past half of all arcs"
@@ -551,16 +685,20 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t_build = time.perf_counter() - t0
     d = None
     if prune and kmax > 0:
-        if prices is None and n * e >= _PRUNE_MIN_PAIRS:
-            t1 = time.perf_counter()
-            prices = _sample_prices(problem, net, margin, options.seed)
-            price_time = time.perf_counter() - t1
-        else:
-            price_time = 0.0
+        t1 = time.perf_counter()
+        source = "options"
+        if prices is None and n * e >= _SAMPLE_MIN_PAIRS:
+            prices, source = _sample_prices(problem, net, margin, options.seed), "sample"
+        if prices is None:  # too small for a sample that pays
+            prices, source = _estimate_prices(problem, net), "estimate"
+        if prices is None:
+            source = "none"
+        price_time = time.perf_counter() - t1
         status, x_free, stats, d = _solve_pruned(
             problem, net, margin, max_rounds, prices, options.seed
         )
         stats["price_time"] = price_time
+        stats["price_source"] = source
         if d is not None:
             stats["expert_prices"] = _to_fitness(d[:e] - d[e], net)
     else:
