@@ -30,14 +30,15 @@ __all__ = [
 ]
 
 #: From this many client-expert pairs ``auto`` tries ``flow-warm`` before ``flow``
-#: (below it the warm path's fixed costs do not pay; see docs/benchmarks.md), and from
-#: ``WARM_PRICED_MIN_PAIRS`` when expert prices are handed over (the Planner's rounds).
-#: Measured (CPU, round-2 drift, best of 4-8): cold, ``flow`` wins at 4,000 x 32 (54 vs
-#: 74 ms) and ``flow-warm`` at 5,000 x 32 (55 vs 65), 3,000 x 64 (63 vs 69) and
-#: 10,000 x 64 (147 vs 223); with prices ``flow-warm`` wins from 1,000 x 64 (7 vs 19
-#: ms) but not at 500 x 64 (12 vs 9) or 400 x 256 (39 vs 27).
-WARM_MIN_PAIRS = 150_000
-WARM_PRICED_MIN_PAIRS = 60_000
+#: (below it ``flow`` on candidate arcs, with cold prices from its own estimate, is
+#: faster; see docs/benchmarks.md), and from ``WARM_PRICED_MIN_PAIRS`` when expert prices
+#: are handed over (the Planner's rounds). Measured 2026-12-01 (CPU, round-2 drift of
+#: ``benchmarks.speed``, best of 5, one process): cold, ``flow`` wins at 1,000 x 64 (7.3 vs
+#: 17.8 ms), 3,000 x 64 (21 vs 55), 5,000 x 32 (30 vs 48), 1,000 x 256 (31 vs 45) and
+#: 10,000 x 64 (88 vs 135); with prices the two are within 5 % up to 3,000 x 64 and
+#: ``flow-warm`` wins at 10,000 x 64 (62 vs 65 ms) and 10,000 x 256 (96 vs 114).
+WARM_MIN_PAIRS = 1_000_000
+WARM_PRICED_MIN_PAIRS = 500_000
 
 
 @dataclass(frozen=True)
