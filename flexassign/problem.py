@@ -308,12 +308,13 @@ class AssignmentProblem:
     @property
     def uniform_weight(self) -> float | None:
         """The common client weight when all are equal, else ``None``."""
-
-        def compute() -> float | None:
-            w = self.weights
-            return float(w[0]) if np.all(w == w[0]) else None
-
-        return cast("float | None", self._cached("uniform_weight", compute))
+        if self.client_weight is None:  # loads count clients (asked on every solve)
+            return 1.0
+        cache = self._cache
+        if "uniform_weight" not in cache:
+            w = self.client_weight
+            cache["uniform_weight"] = float(w[0]) if bool((w == w[0]).all()) else None
+        return cast("float | None", cache["uniform_weight"])
 
     @property
     def load_unit(self) -> float | None:
@@ -377,10 +378,10 @@ class AssignmentProblem:
         if w is None:
             raise InvalidProblemError("count_bounds() needs equal `client_weight` for all clients")
         # cached (read-only): every solve asks for them several times
-        return cast(
-            "tuple[IntArray, IntArray]",
-            self._cached("count_bounds", lambda: self._count_bounds(w)),
-        )
+        cache = self._cache
+        if "count_bounds" not in cache:
+            cache["count_bounds"] = self._count_bounds(w)
+        return cast("tuple[IntArray, IntArray]", cache["count_bounds"])
 
     def _count_bounds(self, w: float) -> tuple[IntArray, IntArray]:
         lo = self.expert_min_load / w

@@ -236,11 +236,16 @@ class _Flow:
 
 
 def _run(
-    net: _Network, ci: np.ndarray, ei: np.ndarray, cost: np.ndarray, artificial: bool = False
+    net: _Network,
+    ci: np.ndarray | None,
+    ei: np.ndarray | None,
+    cost: np.ndarray,
+    artificial: bool = False,
 ) -> tuple[str, _Flow | None]:
     """Solve the network restricted to the client-expert arcs (ci, ei) with int costs.
 
-    With ``artificial`` (hard bounds only), client minimums and expert minimum loads
+    ``ci = ei = None`` means every pair, row-major (``cost`` of length N * E). With
+    ``artificial`` (hard bounds only), client minimums and expert minimum loads
     may also be met by artificial arcs of cost ``big_m``, so a candidate network is
     always feasible. Returns the status ("optimal", "infeasible" or a message) and
     the flows.
@@ -251,21 +256,41 @@ def _run(
     src, sink = 0, n + e + 1
     artificial = artificial and net.hard
     n_exp = net.exp_of_arc.size
-    clients = np.arange(1, n + 1)
-    # arcs: source -> client, client -> expert (the given ones), expert -> sink, bypass,
-    # then (``artificial``) client -> sink and source -> expert
-    one = np.ones(1, dtype=np.int64)
-    tails = [np.zeros(n, dtype=np.int64), ci + 1, net.exp_of_arc + (1 + n), src * one]
-    heads = [clients, ei + (1 + n), np.full(n_exp, sink), sink * one]
+    # arcs, in this order: source -> client, client -> expert (the given ones),
+    # expert -> sink, bypass, then (``artificial``) client -> sink and source -> expert;
+    # rows of one array: tail, head, capacity, unit cost (filled in place: no pieces)
+    a = n + cost.size  # first expert -> sink arc
+    b = a + n_exp + 1  # first artificial arc
+    arr = np.empty((4, b + (n + e if artificial else 0)), dtype=np.int64)
+    tails, heads, caps, costs = arr
     extra = int(net.exp_floor.sum()) if artificial else 0
-    caps = [net.cap_r - net.kmin_r, np.ones(ci.size, dtype=np.int64), net.exp_cap]
-    caps.append((net.bypass + extra) * one)
-    costs = [np.zeros(n, dtype=np.int64), -cost, net.exp_cost, 0 * one]
+    tails[:n] = src
+    heads[:n] = np.arange(1, n + 1)
+    if ci is None or ei is None:  # every pair: client c's E arcs, experts in order
+        tails[n:a].reshape(n, e)[:] = heads[:n, None]
+        heads[n:a].reshape(n, e)[:] = np.arange(1 + n, 1 + n + e)
+    else:
+        np.add(ci, 1, out=tails[n:a])
+        np.add(ei, 1 + n, out=heads[n:a])
+    np.add(net.exp_of_arc, 1 + n, out=tails[a : b - 1])
+    tails[b - 1] = src
+    heads[a:b] = sink
+    np.subtract(net.cap_r, net.kmin_r, out=caps[:n])
+    caps[n:a] = 1
+    caps[a : b - 1] = net.exp_cap
+    caps[b - 1] = net.bypass + extra
+    costs[:n] = 0
+    np.negative(cost, out=costs[n:a])
+    costs[a : b - 1] = net.exp_cost
+    costs[b - 1] = 0
     if artificial:
-        tails += [clients, np.zeros(e, dtype=np.int64)]
-        heads += [np.full(n, sink), np.arange(1 + n, 1 + n + e)]
-        caps += [net.kmin_r, net.exp_floor]
-        costs.append(np.full(n + e, net.big_m))
+        tails[b : b + n] = heads[:n]
+        tails[b + n :] = src
+        heads[b : b + n] = sink
+        heads[b + n :] = np.arange(1 + n, 1 + n + e)
+        caps[b : b + n] = net.kmin_r
+        caps[b + n :] = net.exp_floor
+        costs[b:] = net.big_m
     supplies = net.supplies
     if extra:  # the source -> expert artificial arcs get their own supply; unused, it
         # takes the bypass
@@ -273,12 +298,7 @@ def _run(
         supplies[src] += extra
         supplies[sink] -= extra
     smcf = min_cost_flow.SimpleMinCostFlow()
-    arcs = smcf.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate(tails, dtype=np.int64),
-        np.concatenate(heads, dtype=np.int64),
-        np.concatenate(caps, dtype=np.int64),
-        np.concatenate(costs, dtype=np.int64),
-    )
+    arcs = smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
     smcf.set_nodes_supplies(np.arange(n + e + 2), supplies)
     status = smcf.solve()
     if status in (smcf.INFEASIBLE, smcf.UNBALANCED):
@@ -286,8 +306,6 @@ def _run(
     if status != smcf.OPTIMAL:
         return f"SimpleMinCostFlow returned status {status}", None
     flows = smcf.flows(arcs)
-    a = n + ci.size
-    b = a + n_exp + 1
     if artificial:
         art_client, art_expert = flows[b : b + n], flows[b + n :]
     else:
@@ -404,18 +422,18 @@ def _solve_full(
     problem: AssignmentProblem, net: _Network, C: np.ndarray | None
 ) -> tuple[str, np.ndarray | None, dict]:
     n, e = net.n, net.e
+    ci: np.ndarray | None = None
+    ei: np.ndarray | None = None
     if net.all_free:  # every pair, row-major: no mask to scan or fancy-index
-        ci = np.arange(n).repeat(e)
-        ei = np.broadcast_to(np.arange(e), (n, e)).reshape(-1)
         cost = (C if C is not None else _int_costs(problem.fitness, net)).reshape(-1)
     else:
         ci, ei = np.nonzero(net.free)
         cost = C[ci, ei] if C is not None else _int_costs(problem.fitness[ci, ei], net)
     status, flow = _run(net, ci, ei, cost)
-    stats = {"arcs": int(ci.size), "pruned": False}
+    stats = {"arcs": int(cost.size), "pruned": False}
     if status != "optimal" or flow is None:
         return status, None, stats
-    if net.all_free:
+    if ci is None or ei is None:
         x = flow.pair.reshape(n, e) > 0
     else:
         x = np.zeros((n, e), dtype=bool)

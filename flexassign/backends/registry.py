@@ -111,7 +111,7 @@ class Backend:
                 f"method {self.name!r} needs {', '.join(missing)}, which is not installed; "
                 f"install it with: {hint}"
             )
-        module = importlib.import_module(self.module)
+        module = sys.modules.get(self.module) or importlib.import_module(self.module)
         return cast(SolveFunction, module.solve)
 
 
