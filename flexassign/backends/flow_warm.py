@@ -113,6 +113,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._price_refine import refine_prices
 from ._residual import min_swap_costs
 from .base import BackendOutput, SolveOptions
 
@@ -150,6 +151,12 @@ _OPEN_SIGMAS = 3.0
 _RESELECT_ROUNDS = 2
 _RESELECT_FACTOR = 2
 _RESELECT_SHARE = 0.02
+#: Price refinement before the first exact solve (see ``_price_refine``).
+_REFINE_STEPS = 3
+_REFINE_DAMPING = 0.8
+_REFINE_ACTIVE = 1.0
+_OPEN_EXCESS_REFINED = 8.0
+_OPEN_REFINED = 0.2
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
@@ -321,7 +328,8 @@ class _State:
     h: np.ndarray  # (n,) frozen clients' choice: top_idx[c, :h[c]]
     slack: np.ndarray  # (n,) lower bound on a frozen client's slack at prices p
     is_open: np.ndarray  # (n,) bool
-    m: int  # candidates per open client
+    m: int  # candidates per open client, at most
+    margin: int  # candidates beyond a client's own capacity
     # open clients: candidate arcs (client, expert) and a bound on their best pruned u
     arc_c: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     arc_e: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -347,10 +355,15 @@ class _State:
         m1 = min(e, self.m + 1)
         idx, val = _top(self.data, self.p, rows, m1) if top is None else top
         k = self.m if m1 > self.m else m1
-        ok = val[:, :k] > _NEG // 2
+        # each client's own capacity plus the margin (at most k candidates)
+        ki = np.minimum(self.data.cap[rows] + self.margin, k)
+        ok = (np.arange(k)[None, :] < ki[:, None]) & (val[:, :k] > _NEG // 2)
         self.arc_c = np.concatenate([self.arc_c, np.repeat(rows, ok.sum(axis=1))])
         self.arc_e = np.concatenate([self.arc_e, idx[:, :k][ok].astype(np.int64)])
-        out = val[:, k] if m1 > k else np.full(rows.size, float(_NEG))
+        if m1 > k:
+            out = val[np.arange(rows.size), ki]
+        else:
+            out = np.where(ki < k, val[np.arange(rows.size), np.minimum(ki, k - 1)], float(_NEG))
         self.outside[rows] = out
 
 
@@ -545,6 +558,7 @@ def _solve_data(
     stats: dict[str, Any],
     *,
     open_frac: float | tuple[float, ...] | str,
+    refine: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
     """Certified optimum of ``data`` starting from integer prices ``p0``.
 
@@ -560,7 +574,46 @@ def _solve_data(
     p[data.hi >= n] = np.maximum(p[data.hi >= n], 0)
     p[data.lo == 0] = np.minimum(p[data.lo == 0], 0)
     top_idx, top_val = _top(data, p, None, m1)
+    bound_out = None
+    if refine and m1 < e:
+        # only the clients nearest a change take part; the others' load is fixed
+        h0, slack0 = _choose(top_val, data.cap, data.kmin)
+        k_act = max(1, math.ceil(_REFINE_ACTIVE * n))
+        act = np.argpartition(slack0, k_act - 1)[:k_act] if k_act < n else np.arange(n)
+        rest = np.ones(n, dtype=bool)
+        rest[act] = False
+        fixed = np.zeros(e, dtype=np.int64)
+        for t in range(int(h0.max(initial=0))):
+            r = rest & (h0 > t)
+            fixed += np.bincount(top_idx[r, t], minlength=e)
+        delta = refine_prices(
+            top_idx[act],
+            top_val[act],
+            data.cap[act],
+            data.kmin[act],
+            data.lo - fixed,
+            data.hi - fixed,
+            p,
+            steps=_REFINE_STEPS,
+            damping=_REFINE_DAMPING,
+        )
+        # the candidates stay; every other expert's u is at most the last candidate's
+        # at the old prices plus the largest rise
+        last = top_val[:, -1]
+        bound_out = np.where(last > _NEG // 2, last + float(max(int(delta.max()), 0)), _NEG)
+        p = p + delta
+        u = np.where(top_val > _NEG // 2, top_val + delta[top_idx].astype(np.float64), _NEG)
+        order = np.argsort(-u, axis=1, kind="stable")
+        top_val = np.take_along_axis(u, order, axis=1)
+        top_idx = np.take_along_axis(top_idx, order, axis=1)
+        stats["refined_price_change"] = math.ldexp(
+            float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), -data.scale_exp
+        )
     h, slack = _choose(top_val, data.cap, data.kmin)
+    if bound_out is not None:
+        rows_all = np.arange(n)
+        low = np.where(h > 0, top_val[rows_all, np.maximum(h - 1, 0)], _BIG)
+        slack = np.minimum(slack, _slack(low, bound_out, h, data.cap, data.kmin))
     st = _State(
         data=data,
         p=p,
@@ -569,13 +622,17 @@ def _solve_data(
         slack=slack,
         is_open=np.zeros(n, dtype=bool),
         m=m,
+        margin=margin,
         outside=np.full(n, float(_NEG)),
     )
     if isinstance(open_frac, str):  # "excess": a share that grows with the initial imbalance
         load = _State.frozen_load(st)
         excess = np.maximum(load - data.hi, 0) + np.maximum(data.lo - load, 0)
         share = float(excess.sum()) / max(float(load.sum()), 1.0)
-        frac = min(max(_OPEN_EXCESS * share, _OPEN_WARM_CLIENTS / n), _OPEN_WARM)
+        if bound_out is None:
+            frac = min(max(_OPEN_EXCESS * share, _OPEN_WARM_CLIENTS / n), _OPEN_WARM)
+        else:
+            frac = min(max(_OPEN_EXCESS_REFINED * share, _OPEN_REFINED), _OPEN_WARM)
         stats["initial_excess"] = share
     elif isinstance(open_frac, tuple):  # (slack threshold, min fraction, max fraction)
         thresh, f_lo, f_hi = open_frac
@@ -590,6 +647,8 @@ def _solve_data(
         first = np.argpartition(slack, k_open - 1)[:k_open]
     first = np.sort(first)
     st.open_rows(first, (top_idx[first], top_val[first]))  # same prices: no second pass
+    if bound_out is not None:
+        st.outside[first] = np.maximum(st.outside[first], bound_out[first])
     del top_val
     if k_open >= n and m < e:
         _expert_candidates(st, int(data.lo.max(initial=0)) + margin)
@@ -946,7 +1005,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             frac: float | tuple[float, ...] | str = "excess"
         else:
             frac = _open_fraction(err)
-        dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_frac=frac)
+        dist, _, st, sub = _solve_data(
+            data, p0, margin, max_rounds, stats, open_frac=frac, refine=frac == "excess"
+        )
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry
 
