@@ -45,6 +45,8 @@ _NEG = -(2.0**61)
 #: Margins are clipped to 2**40 - 1 cost units for sorting (experts take the bits above).
 _MARGIN_BITS = 40
 _MARGIN_CAP = (1 << _MARGIN_BITS) - 1
+#: Unheld candidates that may enter a client's choice in one step: the next three.
+_ENTRY_SLOTS = 3
 
 
 def refine_prices(
@@ -90,6 +92,53 @@ def refine_prices(
     delta = np.zeros(e, dtype=np.float64)
     if n == 0 or m < 2:
         return delta.astype(np.int64)
+    rows = np.arange(n)
+    slot = np.arange(m)[None, :]
+    must = slot < kmin[:, None]  # fixed per slot: held whatever the prices
+    may = slot < cap[:, None]
+    allowed = val > _NEG / 2
+    base = prices.astype(np.float64)
+    us, ids = val, idx  # ``val`` is sorted: the first step needs no sort
+    for it in range(steps):
+        if it:
+            u = np.where(allowed, val + delta[idx], _NEG)
+            order = np.argsort(-u, axis=1, kind="stable")
+            us = np.take_along_axis(u, order, axis=1)
+            ids = np.take_along_axis(idx, order, axis=1)
+        ok = us > _NEG / 2
+        held = ok & (must | (may & (us > 0)))
+        h = held.sum(axis=1)
+        load = np.bincount(ids[held], minlength=e)
+        p = base + delta
+        over = np.maximum(load - hi, 0)
+        under = np.maximum(lo - load, 0)
+        # complementary slackness: a bonus only at the lower bound, a penalty only at
+        # the upper one; otherwise the price heads for zero (but not past it)
+        down = np.where(over > 0, over, np.where((p > 0) & (load > lo), load - lo, 0))
+        up = np.where(under > 0, under, np.where((p < 0) & (load < hi), hi - load, 0))
+        if not (down.any() or up.any()):
+            break
+        step = np.zeros(e)
+        if down.any():
+            # exit: how far a held expert's u may fall before the client leaves it
+            # (for the next candidate, or for nothing when above its minimum)
+            nxt = np.where(h < m, us[rows, np.minimum(h, m - 1)], _NEG)
+            alt = np.where(h > kmin, np.maximum(nxt, 0.0), nxt)
+            r, c = np.nonzero(held & (down > 0)[ids])
+            margins = us[r, c] - alt[r]
+            step -= _quantile_step(ids[r, c], margins, down, np.where(over > 0, np.inf, p))
+        if up.any():
+            # entry: how far an unheld candidate's u must rise before the client takes
+            # it (past its weakest held expert, or past zero when it has room)
+            low = us[rows, np.maximum(h - 1, 0)]
+            bar = np.where(h < cap, np.minimum(low, 0.0), low)
+            # (the next few candidates only: later ones need larger rises)
+            near = ok & ~held & (slot < (h + _ENTRY_SLOTS)[:, None])
+            r, c = np.nonzero(near & (up > 0)[ids])
+            margins = bar[r] - us[r, c]
+            step += _quantile_step(ids[r, c], margins, up, np.where(under > 0, np.inf, -p))
+        delta += np.rint(damping * step)
+    return delta.astype(np.int64)
     rows = np.arange(n)
     slot = np.arange(m)[None, :]
     allowed = val > _NEG / 2
@@ -143,3 +192,28 @@ def refine_prices(
             step[has] += sign * np.minimum(pick, limit[has])
         delta += np.rint(damping * step)
     return delta.astype(np.int64)
+
+
+def _quantile_step(
+    experts: NDArray[np.integer],
+    margins: NDArray[np.float64],
+    need: NDArray[np.int64],
+    limit: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Per expert: one cost unit past the ``need``-th smallest of its margins (all of
+    them when it has fewer), at most ``limit``; zero where nothing is needed."""
+    e = need.size
+    out = np.zeros(e)
+    if experts.size == 0:
+        return out
+    # one int64 key per entry: expert in the high bits, margin (clipped: only small
+    # margins are ever picked) in the low ones; a single sort groups both
+    km = np.clip(margins, 0, _MARGIN_CAP).astype(np.int64)
+    key = np.sort((experts.astype(np.int64) << _MARGIN_BITS) | km)
+    ke = key >> _MARGIN_BITS
+    start = np.searchsorted(ke, np.arange(e))
+    r = np.minimum(need, np.bincount(ke, minlength=e))
+    has = r > 0
+    pick = (key[start[has] + r[has] - 1] & _MARGIN_CAP).astype(np.float64) + 1.0
+    out[has] = np.minimum(pick, limit[has])
+    return out
