@@ -226,14 +226,28 @@ def test_module_examples_run() -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_large_warm_starts_refresh_prices_on_samples(monkeypatch: pytest.MonkeyPatch) -> None:
-    fw = importlib.import_module("flexassign.backends.flow_warm")
-    monkeypatch.setattr(fw, "_WARM_SAMPLE_MIN", 1000)
-    monkeypatch.setattr(fw, "_SAMPLE_MIN", 500)
+def test_handed_over_prices_are_refined_before_the_exact_solve() -> None:
     p = _problem(6000, 12, 6)
     stale = solve_assignment(_problem(6000, 12, 7), method="flow-warm").stats["expert_prices"]
     res = solve_assignment(p, method="flow-warm", options={"prices": stale})
-    assert res.stats["price_source"] == "options, refreshed on samples"
-    assert res.stats["levels"]  # at least one sample level was solved
+    assert res.stats["price_source"] == "options"
+    # the refinement moved the prices and left less load outside the bounds
+    assert res.stats["refined_price_change"] > 0
+    assert res.stats["refined_excess"] < res.stats["initial_excess"]
     assert res.status is Status.OPTIMAL
     assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+
+
+def test_refined_prices_with_few_candidates_stay_exact() -> None:
+    # one spare candidate per client: the refined prices often favour an expert outside
+    # a client's candidates, which only the bound on the others' u can reveal
+    rng = np.random.default_rng(11)
+    for seed in range(6):
+        p = _problem(3000, 16, 20 + seed)
+        far = rng.normal(0, 0.3, 16)
+        res = solve_assignment(
+            p, method="flow-warm", options={"prices": far, "prune_margin": 1}
+        )
+        assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+
+

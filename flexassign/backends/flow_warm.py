@@ -25,23 +25,26 @@ Algorithm
 1. Start from prices: ``options["prices"]`` (e.g. the previous round's
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
    of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
-   scaled to the sample); half the price change between two sample levels estimates
-   the remaining price error. From 200,000 clients, prices from ``options`` seed the
-   smallest sample instead of zeros and are refreshed level by level the same way
-   (a fresh sample estimate beats last round's prices when the fitness drifted). A
-   price is added to fitness (the convention of ``flow``'s ``expert_prices``: a bonus
-   for an expert that needs clients, negative for one that has too many).
+   scaled to the sample; each level starts from the prices of the one below, the
+   smallest from none). A price is added to fitness (the convention of ``flow``'s
+   ``expert_prices``: a bonus for an expert that needs clients, negative for one that
+   has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
-   experts by :math:`u`, its price-induced choice (condition 1 holds by construction)
-   and its *slack* (how far the prices may move before condition 1 can break).
-3. Clients with small slack are *open* (with prices from ``options``: the smallest
-   slacks, 8 times the share of load the prices leave outside the bounds, at least
-   30,000 clients, at most 60 %; from samples: those within three estimated price errors, 2-50 %;
-   with no prices: everyone, plus each expert's best clients as arcs); the others are
-   *frozen* at their choice. The open clients, restricted to their top candidates, are
-   solved exactly with OR-Tools ``SimpleMinCostFlow`` against the load bounds left by
-   the frozen clients (artificial arcs of large cost keep that network feasible; if
-   they carry flow, clients that can move to or from those experts are opened).
+   experts by :math:`u` (its *candidates*). With prices, three damped tâtonnement
+   steps on the candidates alone refine them (:mod:`._price_refine`: each expert moves
+   its price by the quantile of its holders' exit margins, or its candidates' entry
+   margins, that would put its load back inside its bounds). Then each client's
+   price-induced choice among its candidates and its *slack* (how far the prices may
+   move before condition 1 can break; a bound on the other experts' :math:`u` enters
+   it, so a client that might prefer a non-candidate has negative slack).
+3. Clients with small slack are *open* (with prices: the smallest slacks, 5 times the
+   share of load the prices left outside the bounds before refinement, 2-60 % of the
+   clients; with no prices: everyone, plus each expert's best clients as arcs); the
+   others are *frozen* at their choice. The open clients, restricted to their own
+   capacity plus ``margin`` best candidates, are solved exactly with OR-Tools
+   ``SimpleMinCostFlow`` against the load bounds left by the frozen clients
+   (artificial arcs of large cost keep that network feasible; if they carry flow,
+   clients that can move to or from those experts are opened).
 4. New prices: the greatest potentials below the old prices in the residual graph of
    the open clients compressed onto the :math:`E + 1` expert and ``O`` nodes
    (Bellman-Ford on a dense matrix). They satisfy conditions 1-2 for every open
@@ -79,9 +82,10 @@ Stats
 -----
 ``expert_prices`` (the certified prices: pass them back next round), ``rounds``,
 ``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
-(per failed round), ``price_source`` (``"options"``, ``"options, refreshed on
-samples"``, ``"sample"`` or ``"zero"``),
-``levels`` (sample sizes solved, cold start), ``open_threshold``, ``price_time``,
+(per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
+``levels`` (sample sizes solved, cold start), ``initial_excess`` and
+``refined_excess`` (share of the load outside the bounds at the starting and the
+refined prices), ``refined_price_change`` (rms, fitness units), ``price_time``,
 ``certificate``, ``solver_status``, ``rounding_error_bound``, ``objective_scale`` and
 ``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
 ``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
@@ -113,6 +117,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._price_refine import refine_prices
 from ._residual import min_swap_costs
 from .base import BackendOutput, SolveOptions
 
@@ -127,22 +132,17 @@ _MAX_COST_PRODUCT = 2.0**60
 _MAX_EXACT = 2.0**51
 #: Elements per block of rows in the passes over the fitness matrix.
 _BLOCK = 1 << 21
-#: Fraction of clients left open in the first round (the smallest slacks), for prices
-#: handed over in ``options`` and for prices estimated from a sample.
-_OPEN_WARM = 0.6
-#: With prices from ``options``: open this many times the share of load that the
-#: price-induced choice puts outside the bounds (about 2.5 times that share of clients
-#: end up changing), at least ``_OPEN_WARM_CLIENTS`` clients, at most ``_OPEN_WARM``.
-#: (Measured: at 10,000 x 256 with round-2 drift, 60 % certifies in 1-2 rounds where
-#: 30 % took 4-9, CPU 97-119 ms against 149-175 ms over three seeds; at 100,000 x 64
-#: and x 256 the cap does not bind (same time); at 1,000,000 a 30 % set cost 1.6x a
-#: 2 % one, the OR-Tools solve growing faster than its size.)
-_OPEN_EXCESS = 8.0
-_OPEN_WARM_CLIENTS = 30_000
-_OPEN_COLD = 0.5
+#: With prices: open this many times the share of load that the handed-over (or
+#: sample) prices put outside the bounds, before refinement (the clients with the
+#: smallest slack after it), at least ``_OPEN_MIN``, at most ``_OPEN_FIRST``.
+#: (Measured on round-2 instances, tuning seeds 1-3, CPU of the solve: at 10,000 x 256
+#: 20 % certifies in one round in 59-60 ms where 15 % took 5-6 rounds (77-94 ms) and
+#: 60 % 98-104 ms; at 100,000 x 64 4 % took 320 ms against 473 ms for 20 %; at
+#: 100,000 x 256 6-10 % 520-530 ms against 681 ms for 20 %. The rule gives 22 %, 4 %
+#: and 16 %.)
+_OPEN_EXCESS = 5.0
+_OPEN_FIRST = 0.6
 _OPEN_MIN = 0.02
-#: Cold start: open clients whose slack is below this many estimated price errors.
-_OPEN_SIGMAS = 3.0
 #: After a round whose certificate failed for at most ``_RESELECT_SHARE`` times as many
 #: clients as were open, every client is re-frozen at the new prices and a fresh,
 #: smaller open set is chosen (the failures times ``_RESELECT_FACTOR`` plus
@@ -150,16 +150,17 @@ _OPEN_SIGMAS = 3.0
 _RESELECT_ROUNDS = 2
 _RESELECT_FACTOR = 2
 _RESELECT_SHARE = 0.02
+#: Price refinement before the first exact solve (see ``_price_refine``): damped
+#: steps on every client's candidates (measured at 10,000 x 256: three steps take the
+#: price error from 1.7e-3 to 4.2e-4 rms; more steps stall near 3.5e-4; refining
+#: only the half of the clients with the smallest slack made seed 2 take 5-9 rounds).
+_REFINE_STEPS = 3
+_REFINE_DAMPING = 0.8
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
 _SAMPLE_MIN = 4096
-#: From this many clients, prices from ``options`` seed the smallest sample and are
-#: refreshed level by level like a cold start (measured at 1,000,000 x 64 with round-2
-#: drift: the previous round's prices left 126,082 clients open in 4 rounds, a fresh
-#: sample estimate 20,020 in 2).
-_WARM_SAMPLE_MIN = 200_000
 
 
 class _Fallback(Exception):
@@ -274,9 +275,29 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
     step = max(1, _BLOCK // e)
+    # integer u and the expert index packed in one int64 key: one value partition and a
+    # small sort replace an index partition and two gathers (when every |u| fits)
+    bits = max(1, (e - 1).bit_length())
+    low_key = -(2 ** (61 - bits))
+    peak = _MAX_EXACT / (4 * (e + 2)) + float(np.abs(p).max(initial=0))
+    keyed = m1 < e and peak < 2.0 ** (60 - bits)
+    masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
+    cols = np.arange(e, dtype=np.int64)
     for r0 in range(0, rows.size, step):
         r1 = min(rows.size, r0 + step)
         u = data.u(slice(r0, r1) if sel is None else rows[r0:r1], p)
+        if keyed:
+            key = u.astype(np.int64)
+            if masked:
+                np.maximum(key, low_key, out=key)
+            key <<= bits
+            key |= cols  # the low bits of a multiple of 2**bits are zero, sign or not
+            best = np.sort(np.partition(key, e - m1, axis=1)[:, e - m1 :], axis=1)[:, ::-1]
+            idx[r0:r1] = best & (2**bits - 1)
+            v = (best >> bits).astype(np.float64)  # floor division: exactly u again
+            v[v <= low_key] = _NEG
+            val[r0:r1] = v
+            continue
         if m1 < e:
             part = np.argpartition(u, e - m1, axis=1)[:, e - m1 :]
             pv = np.take_along_axis(u, part, axis=1)
@@ -321,7 +342,8 @@ class _State:
     h: np.ndarray  # (n,) frozen clients' choice: top_idx[c, :h[c]]
     slack: np.ndarray  # (n,) lower bound on a frozen client's slack at prices p
     is_open: np.ndarray  # (n,) bool
-    m: int  # candidates per open client
+    m: int  # candidates per open client, at most
+    margin: int  # candidates beyond a client's own capacity
     # open clients: candidate arcs (client, expert) and a bound on their best pruned u
     arc_c: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     arc_e: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -347,10 +369,15 @@ class _State:
         m1 = min(e, self.m + 1)
         idx, val = _top(self.data, self.p, rows, m1) if top is None else top
         k = self.m if m1 > self.m else m1
-        ok = val[:, :k] > _NEG // 2
+        # each client's own capacity plus the margin (at most k candidates)
+        ki = np.minimum(self.data.cap[rows] + self.margin, k)
+        ok = (np.arange(k)[None, :] < ki[:, None]) & (val[:, :k] > _NEG // 2)
         self.arc_c = np.concatenate([self.arc_c, np.repeat(rows, ok.sum(axis=1))])
         self.arc_e = np.concatenate([self.arc_e, idx[:, :k][ok].astype(np.int64)])
-        out = val[:, k] if m1 > k else np.full(rows.size, float(_NEG))
+        if m1 > k:
+            out = val[np.arange(rows.size), ki]
+        else:
+            out = np.where(ki < k, val[np.arange(rows.size), np.minimum(ki, k - 1)], float(_NEG))
         self.outside[rows] = out
 
 
@@ -536,17 +563,59 @@ def _recheck_open(st: _State, sub: _Sub, rows_pos: np.ndarray, tau: np.ndarray) 
     return added
 
 
+# ----------------------------------------------------------------------------- refinement
+def _excess_share(data: _Data, top_idx: np.ndarray, h: np.ndarray) -> float:
+    """Share of the load that the choice ``top_idx[c, :h[c]]`` puts outside the bounds."""
+    load = np.zeros(data.e, dtype=np.int64)
+    for t in range(int(h.max(initial=0))):
+        load += np.bincount(top_idx[h > t, t], minlength=data.e)
+    excess = np.maximum(load - data.hi, 0) + np.maximum(data.lo - load, 0)
+    return float(excess.sum()) / max(float(load.sum()), 1.0)
+
+
+def _refine(
+    data: _Data, p: np.ndarray, top_idx: np.ndarray, top_val: np.ndarray, stats: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Refined prices, the candidates re-sorted at them, and an upper bound on every
+    client's u outside its candidates (``None`` when every expert is a candidate)."""
+    delta = refine_prices(
+        top_idx,
+        top_val,
+        data.cap,
+        data.kmin,
+        data.lo,
+        data.hi,
+        p,
+        steps=_REFINE_STEPS,
+        damping=_REFINE_DAMPING,
+    )
+    stats["refined_price_change"] = math.ldexp(
+        float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), -data.scale_exp
+    )
+    bound_out = None
+    if top_val.shape[1] < data.e:  # other experts: at most the last candidate + the largest rise
+        last = top_val[:, -1]
+        bound_out = np.where(last > _NEG // 2, last + float(max(int(delta.max()), 0)), _NEG)
+    u = np.where(top_val > _NEG // 2, top_val + delta[top_idx].astype(np.float64), _NEG)
+    order = np.argsort(-u, axis=1, kind="stable")
+    return (
+        p + delta,
+        np.take_along_axis(top_idx, order, axis=1),
+        np.take_along_axis(u, order, axis=1),
+        bound_out,
+    )
+
+
 # ----------------------------------------------------------------------------- driver
 def _solve_data(
     data: _Data,
-    p0: np.ndarray,
+    p0: np.ndarray | None,
     margin: int,
     max_rounds: int,
     stats: dict[str, Any],
-    *,
-    open_frac: float | tuple[float, ...] | str,
 ) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
-    """Certified optimum of ``data`` starting from integer prices ``p0``.
+    """Certified optimum of ``data`` starting from integer prices ``p0`` (refined first),
+    or, without prices, from zero prices with every client open.
 
     Returns the final prices (experts then O), per-expert loads, the state (frozen
     clients' choices) and the open clients' flow.
@@ -555,12 +624,23 @@ def _solve_data(
     kmax = int(data.cap.max(initial=0))
     m = min(e, kmax + margin)
     m1 = min(e, m + 1)
-    p = p0.astype(np.int64).copy()
+    p = np.zeros(e, dtype=np.int64) if p0 is None else p0.astype(np.int64).copy()
     # condition 2 fixes a price's sign where a bound cannot bind: start there
     p[data.hi >= n] = np.maximum(p[data.hi >= n], 0)
     p[data.lo == 0] = np.minimum(p[data.lo == 0], 0)
     top_idx, top_val = _top(data, p, None, m1)
+    bound_out = None
+    frac = 1.0
+    if p0 is not None:
+        h0, _ = _choose(top_val, data.cap, data.kmin)
+        share = _excess_share(data, top_idx, h0)
+        frac = min(max(_OPEN_EXCESS * share, _OPEN_MIN), _OPEN_FIRST)
+        stats["initial_excess"] = share
+        p, top_idx, top_val, bound_out = _refine(data, p, top_idx, top_val, stats)
     h, slack = _choose(top_val, data.cap, data.kmin)
+    if bound_out is not None:
+        low = np.where(h > 0, top_val[np.arange(n), np.maximum(h - 1, 0)], _BIG)
+        slack = np.minimum(slack, _slack(low, bound_out, h, data.cap, data.kmin))
     st = _State(
         data=data,
         p=p,
@@ -569,20 +649,11 @@ def _solve_data(
         slack=slack,
         is_open=np.zeros(n, dtype=bool),
         m=m,
+        margin=margin,
         outside=np.full(n, float(_NEG)),
     )
-    if isinstance(open_frac, str):  # "excess": a share that grows with the initial imbalance
-        load = _State.frozen_load(st)
-        excess = np.maximum(load - data.hi, 0) + np.maximum(data.lo - load, 0)
-        share = float(excess.sum()) / max(float(load.sum()), 1.0)
-        frac = min(max(_OPEN_EXCESS * share, _OPEN_WARM_CLIENTS / n), _OPEN_WARM)
-        stats["initial_excess"] = share
-    elif isinstance(open_frac, tuple):  # (slack threshold, min fraction, max fraction)
-        thresh, f_lo, f_hi = open_frac
-        frac = min(max(float(np.mean(slack < thresh)), f_lo), f_hi)
-        stats["open_threshold"] = math.ldexp(thresh, -data.scale_exp)
-    else:
-        frac = float(open_frac)
+    if p0 is not None:
+        stats["refined_excess"] = _excess_share(data, top_idx, h)
     k_open = max(1, math.ceil(frac * n))
     if k_open >= n:
         first = np.arange(n)
@@ -590,6 +661,8 @@ def _solve_data(
         first = np.argpartition(slack, k_open - 1)[:k_open]
     first = np.sort(first)
     st.open_rows(first, (top_idx[first], top_val[first]))  # same prices: no second pass
+    if bound_out is not None:
+        st.outside[first] = np.maximum(st.outside[first], bound_out[first])
     del top_val
     if k_open >= n and m < e:
         _expert_candidates(st, int(data.lo.max(initial=0)) + margin)
@@ -834,43 +907,22 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
 
 
 def _cold_prices(
-    data: _Data,
-    margin: int,
-    max_rounds: int,
-    rng: np.random.Generator,
-    levels: list[int],
-    start: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
-    """Integer prices from solving nested random samples (smallest first), and the
-    estimated error of each price (half the change from the level below: a sample four
-    times larger halves the sampling error). An error of ``inf`` means no prices (zeros),
-    ``nan`` prices without an error estimate."""
+    data: _Data, margin: int, max_rounds: int, rng: np.random.Generator, levels: list[int]
+) -> np.ndarray | None:
+    """Integer prices from solving nested random samples, smallest first (each level
+    starts from the prices of the one below); ``None`` when ``data`` is small enough to
+    solve without them."""
     e = data.e
     if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, _SAMPLE_MIN):
-        if start is not None:  # earlier prices seed the smallest sample
-            return start, math.nan
-        return np.zeros(e, dtype=np.int64), math.inf
+        return None
     sub = _sample(data, rng)
-    p, err = _cold_prices(sub, margin, max_rounds, rng, levels, start)
-    frac = "excess" if math.isnan(err) and start is not None else _open_fraction(err)
+    p = _cold_prices(sub, margin, max_rounds, rng, levels)
     try:
-        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_frac=frac)
+        dist, *_ = _solve_data(sub, p, margin, max_rounds, {})
     except _Fallback:  # an unlucky sample: its prices are only a hint
-        return p, err
+        return p
     levels.append(sub.n)
-    new = (dist[:e] - dist[e]).astype(np.int64)
-    change = float(np.sqrt(np.mean((new - p).astype(np.float64) ** 2)))
-    return new, (math.nan if math.isinf(err) else change / 2)
-
-
-def _open_fraction(err: float) -> float | tuple[float, ...]:
-    """First-round open set: everyone without prices, else clients whose slack is below
-    a few price errors (as a slack threshold, bounded to a fraction range)."""
-    if math.isinf(err):
-        return 1.0
-    if math.isnan(err):
-        return _OPEN_COLD
-    return (_OPEN_SIGMAS * err, _OPEN_MIN, _OPEN_COLD)
+    return (dist[:e] - dist[e]).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- backend
@@ -929,24 +981,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             p0 = np.clip(np.rint(np.ldexp(prices, data.scale_exp)), -limit, limit)
             p0 = p0.astype(np.int64)
             stats["price_source"] = "options"
-            if data.n >= _WARM_SAMPLE_MIN:  # refresh them on samples first
-                rng = np.random.default_rng(options.seed)
-                p0, err = _cold_prices(data, margin, max_rounds, rng, levels, p0)
-                stats["price_source"] = "options, refreshed on samples"
-                stats["levels"] = levels
         else:
-            p0, err = _cold_prices(
-                data, margin, max_rounds, np.random.default_rng(options.seed), levels
-            )
-            stats["price_source"] = "sample" if levels else "zero"
+            p0 = _cold_prices(data, margin, max_rounds, np.random.default_rng(options.seed), levels)
+            stats["price_source"] = "sample" if p0 is not None else "zero"
             stats["levels"] = levels
         stats["price_time"] = time.perf_counter() - t1
         stats["build_time"] = time.perf_counter() - t0
-        if prices is not None and not levels:
-            frac: float | tuple[float, ...] | str = "excess"
-        else:
-            frac = _open_fraction(err)
-        dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats, open_frac=frac)
+        dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats)
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry
 
