@@ -34,12 +34,14 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
-    weights, no binding knapsack): from ``registry.WARM_MIN_PAIRS`` client-expert pairs
-    with hard bounds (``WARM_PRICED_MIN_PAIRS`` when ``priced``: expert prices from an
-    earlier round come in ``options["prices"]``), ``flow-warm`` (price-induced choices
-    repaired to a certified optimum, :mod:`flexassign.backends.flow_warm`); otherwise
-    ``flow``, which on large problems solves on each client's best candidate experts and
-    proves optimality with a reduced-cost certificate (see :mod:`flexassign.backends.flow`).
+    weights, no binding knapsack): ``flow-warm`` (price-induced choices repaired to a
+    certified optimum, :mod:`flexassign.backends.flow_warm`) from
+    ``registry.WARM_MIN_PAIRS`` client-expert pairs with hard bounds, or, when ``priced``
+    (expert prices from an earlier round come in ``options["prices"]``), from
+    ``WARM_PRICED_MIN_PAIRS`` pairs with at least ``WARM_PRICED_CLIENTS_PER_EXPERT``
+    clients per expert; otherwise ``flow``, which from 20,000 pairs solves on each
+    client's best candidate experts (cold prices estimated) and proves optimality with a
+    reduced-cost certificate (see :mod:`flexassign.backends.flow`).
     Otherwise the first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
     CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``

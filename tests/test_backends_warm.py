@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 from flexassign import AssignmentProblem, Status, solve_assignment
-from flexassign.backends.registry import WARM_MIN_PAIRS, WARM_PRICED_MIN_PAIRS, get_backend
+from flexassign.backends.registry import (
+    WARM_MIN_PAIRS,
+    WARM_PRICED_CLIENTS_PER_EXPERT,
+    WARM_PRICED_MIN_PAIRS,
+    get_backend,
+)
 from flexassign.errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from flexassign.solve import auto_method
 
@@ -188,6 +193,11 @@ def test_soft_bounds_are_declared_unsupported_and_auto_uses_flow() -> None:
     assert auto_method(p) == "flow"
 
 
+def _priced_clients(e: int) -> int:
+    """The fewest clients for which ``auto`` with prices takes the warm path."""
+    return max(-(-WARM_PRICED_MIN_PAIRS // e), WARM_PRICED_CLIENTS_PER_EXPERT * e)
+
+
 def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
     e = 64
     n = -(-WARM_MIN_PAIRS // e)  # the first size at or above the threshold
@@ -198,7 +208,7 @@ def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
     assert auto_method(small) == "flow"
     assert auto_method(weighted) != "flow-warm"
     # with prices from an earlier round the warm path pays from fewer pairs
-    mid = AssignmentProblem(np.zeros((-(-WARM_PRICED_MIN_PAIRS // e), e)), capacity=1)
+    mid = AssignmentProblem(np.zeros((_priced_clients(e), e)), capacity=1)
     assert WARM_PRICED_MIN_PAIRS < WARM_MIN_PAIRS
     assert auto_method(mid) == "flow"
     assert auto_method(mid, priced=True) == "flow-warm"
@@ -209,7 +219,7 @@ def test_auto_with_prices_in_options_takes_the_warm_path() -> None:
     e = 64
     rng = np.random.default_rng(3)
     p = AssignmentProblem.balanced(
-        rng.random((-(-WARM_PRICED_MIN_PAIRS // e), e)), capacity=2, tolerance=0.1
+        rng.random((_priced_clients(e), e)), capacity=2, tolerance=0.1
     )
     cold = solve_assignment(p)
     assert cold.method == "flow"

@@ -55,6 +55,22 @@ def test_mid_size_auto_prunes_with_estimated_prices() -> None:
     assert again["rounds"] == 1 and again["price_source"] == "options"
 
 
+def test_auto_with_prices_keeps_flow_when_experts_have_few_clients() -> None:
+    from flexassign.backends.registry import (
+        WARM_PRICED_CLIENTS_PER_EXPERT,
+        WARM_PRICED_MIN_PAIRS,
+        min_cost_flow_order,
+    )
+
+    wide = AssignmentProblem(np.zeros((1_000, 256)), capacity=1)  # 4 clients per expert
+    assert wide.n_clients * wide.n_experts >= WARM_PRICED_MIN_PAIRS
+    assert wide.n_clients < WARM_PRICED_CLIENTS_PER_EXPERT * wide.n_experts
+    assert min_cost_flow_order(wide, priced=True)[0] == "flow"
+    tall = AssignmentProblem(np.zeros((2_000, 64)), capacity=1)  # 31 per expert
+    assert min_cost_flow_order(tall, priced=True)[0] == "flow-warm"
+    assert min_cost_flow_order(tall)[0] == "flow"
+
+
 def test_small_problems_are_not_pruned() -> None:
     p = AssignmentProblem.balanced(np.random.default_rng(0).random((50, 8)), capacity=2)
     assert p.n_clients * p.n_experts < flow._PRUNE_MIN_PAIRS

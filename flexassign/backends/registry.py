@@ -31,14 +31,20 @@ __all__ = [
 
 #: From this many client-expert pairs ``auto`` tries ``flow-warm`` before ``flow``
 #: (below it ``flow`` on candidate arcs, with cold prices from its own estimate, is
-#: faster; see docs/benchmarks.md), and from ``WARM_PRICED_MIN_PAIRS`` when expert prices
-#: are handed over (the Planner's rounds). Measured 2026-12-01 (CPU, round-2 drift of
-#: ``benchmarks.speed``, best of 5, one process): cold, ``flow`` wins at 1,000 x 64 (7.3 vs
-#: 17.8 ms), 3,000 x 64 (21 vs 55), 5,000 x 32 (30 vs 48), 1,000 x 256 (31 vs 45) and
-#: 10,000 x 64 (88 vs 135); with prices the two are within 5 % up to 3,000 x 64 and
-#: ``flow-warm`` wins at 10,000 x 64 (62 vs 65 ms) and 10,000 x 256 (96 vs 114).
+#: faster; see docs/benchmarks.md). Measured 2026-12-01 (CPU, round-2 drift of
+#: ``benchmarks.speed``, best of 3-5, one process): cold, ``flow`` wins at 1,000 x 64
+#: (7.4 vs 23 ms), 3,000 x 64 (21 vs 71), 5,000 x 32 (29 vs 32), 1,000 x 256 (31 vs 43)
+#: and 10,000 x 64 (86 vs 96).
 WARM_MIN_PAIRS = 1_000_000
-WARM_PRICED_MIN_PAIRS = 500_000
+#: With expert prices handed over (the Planner's rounds) ``flow-warm`` goes first when
+#: there are at least ``WARM_PRICED_MIN_PAIRS`` pairs and ``WARM_PRICED_CLIENTS_PER_EXPERT``
+#: clients per expert: it freezes most clients at their price-induced choice, which
+#: pays when each expert has many. Measured (mean of 3 seeds, best of 3, ms, flow vs
+#: flow-warm): 2,000 x 16 10.8 / 4.8, 1,000 x 32 4.7 / 3.9, 2,000 x 64 10.4 / 6.8,
+#: 3,000 x 64 15.5 / 9.0, 20,000 x 256 255 / 112; but 800 x 32 3.6 / 4.0,
+#: 1,000 x 64 5.8 / 7.7, 1,500 x 128 15.3 / 16.2, 1,000 x 256 22 / 36, 2,000 x 256 31 / 58.
+WARM_PRICED_MIN_PAIRS = 30_000
+WARM_PRICED_CLIENTS_PER_EXPERT = 25
 
 
 @dataclass(frozen=True)
@@ -160,10 +166,12 @@ def get_backend(name: str) -> Backend:
 def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> list[str]:
     """The min-cost flow backends ``auto`` tries for a totally unimodular problem, in order
     (``priced``: expert prices from an earlier round come with the call)."""
-    pairs = problem.n_clients * problem.n_experts
-    if pairs >= (WARM_PRICED_MIN_PAIRS if priced else WARM_MIN_PAIRS):
-        return ["flow-warm", "flow"]
-    return ["flow", "flow-warm"]
+    n, e = problem.shape
+    pairs = n * e
+    warm = pairs >= WARM_MIN_PAIRS or (
+        priced and pairs >= WARM_PRICED_MIN_PAIRS and n >= WARM_PRICED_CLIENTS_PER_EXPERT * e
+    )
+    return ["flow-warm", "flow"] if warm else ["flow", "flow-warm"]
 
 
 def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
