@@ -23,20 +23,26 @@ reported as the gap between ``objective`` and ``bound``.
 ``time_limit`` is not supported: a min-cost flow runs to completion (polynomial time);
 :func:`~flexassign.solve_assignment` says so in ``message``.
 
-**Pruned path** (large problems; ``options={"prune": "auto" | True | False}``).
+**Pruned path** (from ``_PRUNE_MIN_PAIRS`` = 20,000 client-expert pairs when
+``max(k) + prune_margin <= E / 4``; ``options={"prune": "auto" | True | False}``).
 Only a few arcs per client can matter, so the flow is first solved on *candidate*
-arcs: each client's ``max(k) + prune_margin`` best experts by fitness minus an
+arcs: each client's ``max(k) + prune_margin`` best experts by fitness plus an
 expert price. The prices come from ``options["prices"]`` (e.g. the previous round's
-``stats["expert_prices"]``: a warm start across rounds) or from solving a random
-tenth of the clients first. Artificial arcs of large cost keep the candidate network
-feasible. Optimality for the *full* network is then proved with a dual certificate:
-shortest-path potentials of the experts in the candidate residual graph (clients
-eliminated, Bellman-Ford on an :math:`(E+1)^2` matrix) must leave every pruned arc
-with a non-negative reduced cost, for some choice of client potential. Pruned arcs
-that fail are added back and the flow is solved again; if the candidate set grows
-past half of all arcs, or the certified optimum still uses an artificial arc, the
+``stats["expert_prices"]``: a warm start across rounds); cold, from 1,000,000 pairs,
+from solving a random tenth of the clients first, and below that from
+:func:`_estimate_prices` (two rounds of simultaneous price moves that put each
+expert's load, with every client at its best experts, back inside its bounds;
+``stats["price_source"]`` says which). The first candidate network is solved as it
+is; if it is infeasible, artificial arcs of large cost are added to keep it feasible
+(``stats["artificial_arcs"]``). Optimality for the *full* network is then proved with a
+dual certificate: shortest-path potentials of the experts in the candidate residual
+graph (clients eliminated, Bellman-Ford on an :math:`(E+1)^2` matrix) must leave every
+pruned arc with a non-negative reduced cost, for some choice of client potential.
+Pruned arcs that fail are added back and the flow is solved again; if the candidate set
+grows past half of all arcs, or the certified optimum still uses an artificial arc, the
 full network is solved instead. The answer is always the exact optimum (up to the
-cost rounding above); ``stats`` report ``rounds``, ``added_arcs`` and ``arcs``.
+cost rounding above); ``stats`` report ``rounds``, ``added_arcs``, ``arcs``,
+``price_source`` and ``price_time``.
 """
 
 from __future__ import annotations
