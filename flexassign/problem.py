@@ -384,13 +384,17 @@ class AssignmentProblem:
         return cast("tuple[IntArray, IntArray]", cache["count_bounds"])
 
     def _count_bounds(self, w: float) -> tuple[IntArray, IntArray]:
-        lo = self.expert_min_load / w
-        hi = self.expert_max_load / w
-        lo_i = np.ceil(lo - BOUND_RTOL * np.maximum(1.0, lo))
-        hi_c = np.where(np.isfinite(hi), hi, self.n_clients)
-        hi_i = np.floor(hi_c + BOUND_RTOL * np.maximum(1.0, hi_c))
-        hi_i = np.minimum(hi_i, self.n_clients)
-        return frozen(lo_i.astype(np.int64)), frozen(hi_i.astype(np.int64))
+        n = self.n_clients
+        lo = self.expert_min_load if w == 1.0 else self.expert_min_load / w
+        hi = self.expert_max_load if w == 1.0 else self.expert_max_load / w
+        lo_i = np.ceil(lo - BOUND_RTOL * np.maximum(1.0, lo)).astype(np.int64)
+        # no bound (inf) or one above N clients: N (the result is capped at N anyway)
+        hi_c = np.minimum(hi, n)
+        hi_i = np.minimum(np.floor(hi_c + BOUND_RTOL * np.maximum(1.0, hi_c)), n)
+        hi_i = hi_i.astype(np.int64)
+        lo_i.setflags(write=False)  # fresh arrays: read-only without a copy
+        hi_i.setflags(write=False)
+        return lo_i, hi_i
 
     def objective(self, x: ArrayLike) -> float:
         """Objective value of a 0/1 assignment, penalty for soft bounds included."""
