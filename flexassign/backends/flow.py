@@ -105,7 +105,8 @@ class _Network:
 
     n: int
     e: int
-    free: np.ndarray  # (N, E) bool: allowed, not fixed, client has capacity left
+    free_mask: np.ndarray | None  # (N, E) bool: allowed, not fixed, client has room;
+    # None when all_free (built on first use of ``free``)
     all_free: bool  # free is all True (no masks, every client has room)
     cap_r: np.ndarray
     kmin_r: np.ndarray
@@ -121,6 +122,13 @@ class _Network:
     exp_floor: np.ndarray  # clients each expert must (hard) or should (soft) receive
     hard: bool
     big_m: int  # cost of the artificial arcs that keep a candidate network feasible
+
+    @property
+    def free(self) -> np.ndarray:
+        """(N, E) bool: the pairs that may carry flow."""
+        if self.free_mask is None:
+            self.free_mask = np.ones((self.n, self.e), dtype=bool)
+        return self.free_mask
 
 
 def _prepare(problem: AssignmentProblem) -> _Network:
@@ -139,9 +147,8 @@ def _prepare(problem: AssignmentProblem) -> _Network:
         cap_r = np.maximum(cap - f_cnt, 0)
         kmin_r = np.maximum(kmin - f_cnt, 0)
     all_free = problem.allowed is None and problem.fixed is None and bool(cap_r.all())
-    if all_free:  # nothing forbidden, nothing fixed, every client has room
-        free = np.ones((n, e), dtype=bool)
-    else:
+    free = None  # all_free: nothing forbidden, nothing fixed, every client has room
+    if not all_free:
         free = problem.allowed_mask & ~problem.fixed_mask & (cap_r > 0)[:, None]
     total_flow = int(cap_r.sum())
     total_optional = total_flow - int(kmin_r.sum())
@@ -185,7 +192,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
             f_load = np.zeros(e, dtype=np.int64)
         lo_c = problem.expert_min_load / w
         hi_c = problem.expert_max_load / w
-        n_free_per_expert = free.sum(axis=0)
+        n_free_per_expert = np.full(e, n) if free is None else free.sum(axis=0)
         t, cp, co = [], [], []
         for j in range(e):
             for cap_seg, slope in _soft_segments(
@@ -204,7 +211,7 @@ def _prepare(problem: AssignmentProblem) -> _Network:
     return _Network(
         n=n,
         e=e,
-        free=free,
+        free_mask=free,
         all_free=all_free,
         cap_r=cap_r,
         kmin_r=kmin_r,
@@ -421,7 +428,11 @@ def _violations(
     np.minimum.at(upper, hc, c_held + d[he])
     # C_ce > upper_c - d_e, without overflow: upper <= 2**62 and |d| < 2**61
     thresh = np.minimum(upper, big // 2)[:, None] - d[None, :e]
-    return (C > thresh) & net.free & ~x
+    bad = C > thresh
+    if not net.all_free:
+        bad &= net.free
+    bad &= ~x
+    return bad
 
 
 def _solve_full(
