@@ -64,7 +64,7 @@ __all__ = ["solve"]
 
 _MAX_COST_PRODUCT = 2.0**60
 #: Problems with at least this many client-expert pairs solve on candidate arcs
-#: (``prune="auto"``); measured in docs/benchmarks.md ("Mid-size problems").
+#: (``prune="auto"``); measured in docs/benchmarks.md ("Mid-size and small problems").
 _PRUNE_MIN_PAIRS = 20_000
 #: From this many pairs cold prices come from solving a sample of the clients; below,
 #: from :func:`_estimate_prices` (measured: at 10,000 x 64 the estimate gives 88 ms
