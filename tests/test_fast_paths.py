@@ -209,6 +209,28 @@ def test_small_result_is_complete() -> None:
     assert res.gap == pytest.approx(res.stats["rounding_error_bound"] / res.objective)
 
 
+def test_same_shape_calls_share_only_the_network_skeleton() -> None:
+    # small full networks of one shape reuse a cached skeleton of their arc arrays:
+    # capacities, bounds, fitness and soft penalties of each call must still be its own
+    rng = np.random.default_rng(9)
+    flow._skeleton.cache_clear()
+    for trial in range(12):
+        fit = rng.normal(size=(12, 5))
+        cap = rng.integers(1, 4, 12)  # every client has room: the full network
+        kwargs: dict = {"capacity": cap, "min_experts": np.minimum(cap, trial % 3)}
+        if trial % 4 == 3:
+            kwargs["load_penalty"] = 0.5
+        p = AssignmentProblem.balanced(fit, tolerance=0.2 * (trial % 3), **kwargs)
+        res = solve_assignment(p, method="flow")
+        ref = solve_assignment(p, method="highs")
+        assert res.status is ref.status, (trial, res.message, ref.message)
+        if ref.success:
+            assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
+    info = flow._skeleton.cache_info()
+    assert info.hits > 0 and info.currsize == 1  # one shape: one skeleton, reused
+    assert not flow._skeleton(12, 5).flags.writeable
+
+
 # ---------------------------------------------------------------------- slow sweeps
 @pytest.mark.slow
 @pytest.mark.parametrize(("n", "e"), [(1_000, 64), (2_000, 64), (3_000, 32), (1_000, 256)])

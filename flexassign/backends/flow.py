@@ -47,6 +47,7 @@ cost rounding above); ``stats`` report ``rounds``, ``added_arcs``, ``arcs``,
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -274,28 +275,34 @@ def _run(
     # rows of one array: tail, head, capacity, unit cost (filled in place: no pieces)
     a = n + cost.size  # first expert -> sink arc
     b = a + n_exp + 1  # first artificial arc
-    arr = np.empty((4, b + (n + e if artificial else 0)), dtype=np.int64)
-    tails, heads, caps, costs = arr
     extra = int(net.exp_floor.sum()) if artificial else 0
-    tails[:n] = src
-    heads[:n] = np.arange(1, n + 1)
-    if ci is None or ei is None:  # every pair: client c's E arcs, experts in order
-        tails[n:a].reshape(n, e)[:] = heads[:n, None]
-        heads[n:a].reshape(n, e)[:] = np.arange(1 + n, 1 + n + e)
+    every_pair = ci is None or ei is None
+    if every_pair and not artificial and net.hard and n * e <= _SKELETON_MAX_PAIRS:
+        # the same N x E shape as a recent call: copy its fixed rows and columns
+        arr = _skeleton(n, e).copy()
+        tails, heads, caps, costs = arr
     else:
-        np.add(ci, 1, out=tails[n:a])
-        np.add(ei, 1 + n, out=heads[n:a])
-    np.add(net.exp_of_arc, 1 + n, out=tails[a : b - 1])
-    tails[b - 1] = src
-    heads[a:b] = sink
+        arr = np.empty((4, b + (n + e if artificial else 0)), dtype=np.int64)
+        tails, heads, caps, costs = arr
+        tails[:n] = src
+        heads[:n] = np.arange(1, n + 1)
+        if ci is None or ei is None:  # every pair: client c's E arcs, experts in order
+            tails[n:a].reshape(n, e)[:] = heads[:n, None]
+            heads[n:a].reshape(n, e)[:] = np.arange(1 + n, 1 + n + e)
+        else:
+            np.add(ci, 1, out=tails[n:a])
+            np.add(ei, 1 + n, out=heads[n:a])
+        np.add(net.exp_of_arc, 1 + n, out=tails[a : b - 1])
+        tails[b - 1] = src
+        heads[a:b] = sink
+        caps[n:a] = 1
+        costs[:n] = 0
+        costs[b - 1] = 0
     np.subtract(net.cap_r, net.kmin_r, out=caps[:n])
-    caps[n:a] = 1
     caps[a : b - 1] = net.exp_cap
     caps[b - 1] = net.bypass + extra
-    costs[:n] = 0
     np.negative(cost, out=costs[n:a])
     costs[a : b - 1] = net.exp_cost
-    costs[b - 1] = 0
     if artificial:
         tails[b : b + n] = heads[:n]
         tails[b + n :] = src
@@ -326,6 +333,33 @@ def _run(
     return "optimal", _Flow(
         pair=flows[n:a], expert=flows[a : b - 1], art_client=art_client, art_expert=art_expert
     )
+
+
+#: Largest N x E whose full-network arc skeleton :func:`_skeleton` keeps (a few MiB).
+_SKELETON_MAX_PAIRS = 16_384
+
+
+@functools.lru_cache(maxsize=8)
+def _skeleton(n: int, e: int) -> np.ndarray:
+    """The parts of the full network's arc arrays that depend only on the shape.
+
+    Rows tail, head, capacity, cost of :func:`_run`'s layout with every client-expert
+    pair (one expert -> sink arc per expert, no artificial arcs); capacities of the
+    source and expert arcs and the pair costs are left for the caller. Read-only: the
+    caller copies it (small problems solved round after round keep their shape).
+    """
+    a = n + n * e
+    b = a + e + 1
+    arr = np.zeros((4, b), dtype=np.int64)
+    tails, heads, caps, _ = arr
+    heads[:n] = np.arange(1, n + 1)
+    tails[n:a].reshape(n, e)[:] = heads[:n, None]
+    heads[n:a].reshape(n, e)[:] = np.arange(1 + n, 1 + n + e)
+    tails[a : b - 1] = np.arange(1 + n, 1 + n + e)
+    heads[a:b] = n + e + 1
+    caps[n:a] = 1
+    arr.setflags(write=False)
+    return arr
 
 
 def _client_arcs(net: _Network, x: np.ndarray, flow: _Flow) -> tuple[np.ndarray, np.ndarray]:
