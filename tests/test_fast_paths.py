@@ -81,6 +81,22 @@ def test_small_problems_are_not_pruned() -> None:
 def test_mid_size_k1_transportation_is_exact(seed: int) -> None:
     stats = _assert_exact(_k1(640, 40, seed))
     assert stats["pruned"]
+    # clients whose next experts are within twice the last price move of their held
+    # one got them as candidates as well
+    assert stats["uncertain_arcs"] > 0
+
+
+def test_uncertain_candidates_follow_the_spread() -> None:
+    key = np.array([[5.0, 4.0, 3.9, 3.5, 1.0], [5.0, 1.0, 0.9, 0.8, 0.7]])
+    cap = np.array([1, 1])
+    rows, experts = flow._uncertain_candidates(key, 2, cap, tau=1.6)
+    # row 0: its 2 best, plus experts 2 and 3 (3.9, 3.5 >= 5 - 1.6); row 1: its 2 best
+    assert rows.tolist() == [0, 0, 0, 0, 1, 1]
+    assert sorted(experts[:4].tolist()) == [0, 1, 2, 3] and sorted(experts[4:].tolist()) == [0, 1]
+    rows, experts = flow._uncertain_candidates(key, 2, cap, tau=1.2)
+    assert rows.tolist() == [0, 0, 0, 1, 1] and 3 not in experts[:3].tolist()  # 3.5 < 3.8
+    rows, _ = flow._uncertain_candidates(key, 2, cap, tau=0.0)
+    assert rows.tolist() == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize("levels", [2, 3])
@@ -120,8 +136,10 @@ def test_estimate_moves_prices_towards_the_bounds() -> None:
     fit[:, 0] += 1.0
     p = AssignmentProblem.balanced(fit, capacity=1, tolerance=0.1)
     net = flow._prepare(p)
-    prices = flow._estimate_prices(p, net)
-    assert prices is not None and prices[0] < -0.5
+    estimate = flow._estimate_prices(p, net)
+    assert estimate is not None
+    prices, spread = estimate
+    assert prices[0] < -0.5 and spread >= 0.0
     keep = int(((fit + prices).argmax(axis=1) == 0).sum())
     _, hi = p.count_bounds()
     assert keep <= hi[0] + 2
