@@ -95,9 +95,26 @@ def test_small_overhead_times_both_and_agrees(tmp_path: Path) -> None:
 
     res = small_overhead.measure(10, 8, number=3, repeats=2)
     assert res["method"] == "flow"  # auto's choice at this size
-    for name in ("auto", "ortools-full"):
+    for name in ("auto", "auto-uncached", "ortools-full"):
         assert 0 < res[name]["best_us"] <= res[name]["median_us"]
     assert res["ratio"] == res["auto"]["best_us"] / res["ortools-full"]["best_us"]
     out = tmp_path / "small.json"
     assert small_overhead.main(["--number", "2", "--repeats", "1", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["size"] == "10x8"
+
+
+def test_peer_seeds_checks_and_summarises(tmp_path: Path) -> None:
+    from benchmarks import peer_seeds
+
+    res = peer_seeds.measure(256, 16, seeds=2, repeats=1)
+    assert set(res["cells"]) == {"count", "k1"}
+    for cell, rows in res["cells"].items():
+        assert [r["seed"] for r in rows] == [0, 1]
+        assert all(r["auto"] > 0 and r["ortools-full"] > 0 for r in rows)
+        summ = res["summary"][cell]
+        assert summ["seeds"] == 2 and 0 <= summ["auto_fastest_seeds"] <= 2
+        assert summ["auto"]["worst_ms"] >= summ["auto"]["median_ms"] > 0
+    out = tmp_path / "seeds.json"
+    argv = ["--size", "128x8", "--seeds", "1", "--repeats", "1", "--json", str(out)]
+    assert peer_seeds.main(argv) == 0
+    assert json.loads(out.read_text())["size"] == "128x8"
