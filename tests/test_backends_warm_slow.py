@@ -87,3 +87,22 @@ def test_warm_start_from_the_previous_round(drift: float) -> None:
     )
     stats = _check(p2, {"prices": prices})
     assert stats["price_source"] == "options"
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("margin", [1, 4])
+def test_refined_prices_with_few_candidates(margin: int, exact: bool) -> None:
+    # the refinement moves prices by up to a few hundredths here: with one spare
+    # candidate per client, many clients' best expert at the new prices lies outside
+    # their candidates, which only the bound on the other experts' u reveals
+    p1 = make_instance(10_000, 256, "count", exact=exact, seed=5, tolerance=0.1).problem
+    prices = solve_assignment(p1, method="flow-warm").stats["expert_prices"]
+    rng = np.random.default_rng(13)
+    p2 = AssignmentProblem.balanced(
+        p1.fitness + 0.01 * rng.standard_normal(p1.shape),
+        capacity=p1.capacity,
+        tolerance=0.1,
+        exact_capacity=exact,
+    )
+    stats = _check(p2, {"prices": prices, "prune_margin": margin})
+    assert stats["refined_excess"] < stats["initial_excess"]

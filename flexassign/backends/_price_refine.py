@@ -139,59 +139,6 @@ def refine_prices(
             step += _quantile_step(ids[r, c], margins, up, np.where(under > 0, np.inf, -p))
         delta += np.rint(damping * step)
     return delta.astype(np.int64)
-    rows = np.arange(n)
-    slot = np.arange(m)[None, :]
-    allowed = val > _NEG / 2
-    base = prices.astype(np.float64)
-    for _ in range(steps):
-        u = np.where(allowed, val + delta[idx], _NEG)
-        order = np.argsort(-u, axis=1, kind="stable")
-        us = np.take_along_axis(u, order, axis=1)
-        ids = np.take_along_axis(idx, order, axis=1)
-        ok = us > _NEG / 2
-        held = ok & ((slot < kmin[:, None]) | ((slot < cap[:, None]) & (us > 0)))
-        h = held.sum(axis=1)
-        load = np.bincount(ids[held], minlength=e)
-        p = base + delta
-        over = np.maximum(load - hi, 0)
-        under = np.maximum(lo - load, 0)
-        # complementary slackness: a bonus only at the lower bound, a penalty only at
-        # the upper one; otherwise the price heads for zero (but not past it)
-        down = np.where(over > 0, over, np.where((p > 0) & (load > lo), load - lo, 0))
-        up = np.where(under > 0, under, np.where((p < 0) & (load < hi), hi - load, 0))
-        if not (down.any() or up.any()):
-            break
-        low = us[rows, np.maximum(h - 1, 0)]
-        nxt = np.where(h < m, us[rows, np.minimum(h, m - 1)], _NEG)
-        # exit: how far a held expert's u may fall before the client leaves it
-        alt = np.where(h > kmin, np.maximum(nxt, 0.0), nxt)
-        exit_m = us - alt[:, None]
-        # entry: how far an unheld candidate's u must rise before the client takes it
-        room = h < cap
-        entry_m = np.where(room[:, None], np.minimum(-us, low[:, None] - us), low[:, None] - us)
-        step = np.zeros(e)
-        limit_down = np.where(over > 0, np.inf, p)
-        limit_up = np.where(under > 0, np.inf, -p)
-        for sign, need, mask, margins, limit in (
-            (-1.0, down, held, exit_m, limit_down),
-            (1.0, up, ok & ~held, entry_m, limit_up),
-        ):
-            sel = mask & (need[ids] > 0)
-            if not sel.any():
-                continue
-            # one int64 key per entry: expert in the high bits, margin (clipped: only
-            # small margins are ever picked) in the low ones; a single sort groups both
-            ke = ids[sel].astype(np.int64)
-            km = np.minimum(margins[sel], _MARGIN_CAP).astype(np.int64)
-            key = np.sort((ke << _MARGIN_BITS) | km)
-            ke, km = key >> _MARGIN_BITS, (key & _MARGIN_CAP).astype(np.float64)
-            start = np.searchsorted(ke, np.arange(e))
-            r = np.minimum(need, np.bincount(ke, minlength=e))
-            has = r > 0
-            pick = km[start[has] + r[has] - 1] + 1.0  # one cost unit past the r-th margin
-            step[has] += sign * np.minimum(pick, limit[has])
-        delta += np.rint(damping * step)
-    return delta.astype(np.int64)
 
 
 def _quantile_step(
