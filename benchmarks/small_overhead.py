@@ -4,9 +4,10 @@ Issue 12: at 10 clients x 8 experts ``method="auto"`` cost about 285 us against 
 52 us for OR-Tools' ``SimpleMinCostFlow`` on the same network, the rest being fixed
 Python overhead (validation, backend choice, network building, verification). This
 times both (and ``auto`` with the problem's cached derived values dropped before each
-call, as on a problem's first solve), interleaved in one process (best and median of ``--repeats`` batches of
-``--number`` calls each; the machine is shared, so the best is the overhead and the
-median shows the noise), and checks that both reach the same optimum.
+call, as on a problem's first solve), interleaved in one process (best and median of
+``--repeats`` batches of ``--number`` calls each; the machine is shared, so the best is
+the overhead and the median shows the noise), and checks that both reach the same
+optimum.
 
 Run::
 
