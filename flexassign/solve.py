@@ -38,10 +38,11 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     certified optimum, :mod:`flexassign.backends.flow_warm`) from
     ``registry.WARM_MIN_PAIRS`` client-expert pairs with hard bounds, or, when ``priced``
     (expert prices from an earlier round come in ``options["prices"]``), from
-    ``WARM_PRICED_MIN_PAIRS`` pairs with at least ``WARM_PRICED_CLIENTS_PER_EXPERT``
-    clients per expert; otherwise ``flow``, which from 20,000 pairs solves on each
-    client's best candidate experts (cold prices estimated) and proves optimality with a
-    reduced-cost certificate (see :mod:`flexassign.backends.flow`).
+    ``WARM_PRICED_ANY_PAIRS`` pairs, or ``WARM_PRICED_MIN_PAIRS`` with at least
+    ``WARM_PRICED_CLIENTS_PER_EXPERT`` clients per expert; otherwise ``flow``, which
+    from 20,000 pairs solves on each client's best candidate experts (cold prices
+    estimated) and proves optimality with a reduced-cost certificate (see
+    :mod:`flexassign.backends.flow`).
     Otherwise the first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
     CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``

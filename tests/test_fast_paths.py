@@ -57,18 +57,22 @@ def test_mid_size_auto_prunes_with_estimated_prices() -> None:
 
 def test_auto_with_prices_keeps_flow_when_experts_have_few_clients() -> None:
     from flexassign.backends.registry import (
+        WARM_PRICED_ANY_PAIRS,
         WARM_PRICED_CLIENTS_PER_EXPERT,
         WARM_PRICED_MIN_PAIRS,
         min_cost_flow_order,
     )
 
-    wide = AssignmentProblem(np.zeros((1_000, 256)), capacity=1)  # 4 clients per expert
-    assert wide.n_clients * wide.n_experts >= WARM_PRICED_MIN_PAIRS
+    wide = AssignmentProblem(np.zeros((600, 128)), capacity=1)  # 4.7 clients per expert
+    assert WARM_PRICED_MIN_PAIRS <= wide.n_clients * wide.n_experts < WARM_PRICED_ANY_PAIRS
     assert wide.n_clients < WARM_PRICED_CLIENTS_PER_EXPERT * wide.n_experts
     assert min_cost_flow_order(wide, priced=True)[0] == "flow"
-    tall = AssignmentProblem(np.zeros((2_000, 64)), capacity=1)  # 31 per expert
+    tall = AssignmentProblem(np.zeros((1_000, 32)), capacity=1)  # 31 per expert
+    assert tall.n_clients * tall.n_experts < WARM_PRICED_ANY_PAIRS
     assert min_cost_flow_order(tall, priced=True)[0] == "flow-warm"
     assert min_cost_flow_order(tall)[0] == "flow"
+    big = AssignmentProblem(np.zeros((1_000, 256)), capacity=1)  # many pairs: always
+    assert min_cost_flow_order(big, priced=True)[0] == "flow-warm"
 
 
 def test_small_problems_are_not_pruned() -> None:

@@ -36,13 +36,17 @@ __all__ = [
 #: (7.4 vs 23 ms), 3,000 x 64 (21 vs 71), 5,000 x 32 (29 vs 32), 1,000 x 256 (31 vs 43)
 #: and 10,000 x 64 (86 vs 96).
 WARM_MIN_PAIRS = 1_000_000
-#: With expert prices handed over (the Planner's rounds) ``flow-warm`` goes first when
-#: there are at least ``WARM_PRICED_MIN_PAIRS`` pairs and ``WARM_PRICED_CLIENTS_PER_EXPERT``
-#: clients per expert: it freezes most clients at their price-induced choice, which
-#: pays when each expert has many. Measured (mean of 3 seeds, best of 3, ms, flow vs
-#: flow-warm): 2,000 x 16 10.8 / 4.8, 1,000 x 32 4.7 / 3.9, 2,000 x 64 10.4 / 6.8,
-#: 3,000 x 64 15.5 / 9.0, 20,000 x 256 255 / 112; but 800 x 32 3.6 / 4.0,
-#: 1,000 x 64 5.8 / 7.7, 1,500 x 128 15.3 / 16.2, 1,000 x 256 22 / 36, 2,000 x 256 31 / 58.
+#: With expert prices handed over (the Planner's rounds) ``flow-warm`` goes first from
+#: ``WARM_PRICED_ANY_PAIRS`` pairs, and from ``WARM_PRICED_MIN_PAIRS`` when there are at
+#: least ``WARM_PRICED_CLIENTS_PER_EXPERT`` clients per expert (it freezes most clients
+#: at their price-induced choice, which pays when each expert has many). Measured
+#: 2026-12-01 18:10 against main's flow-warm of that hour (mean of 3 seeds, best of 3, ms,
+#: flow / flow-warm): flow-warm wins at 1,000 x 32 4.5 / 3.8, 1,600 x 64 8.6 / 6.5,
+#: 2,000 x 64 10.4 / 6.9, 3,000 x 64 15.4 / 9.0, 1,500 x 128 14.6 / 13.0, 1,000 x 256
+#: 21.7 / 20.3, 2,000 x 256 30.2 / 25.9; flow at 800 x 32 3.7 / 4.2, 700 x 64 3.9 / 5.8,
+#: 1,000 x 64 5.7 / 6.4, 1,000 x 96 7.1 / 8.8, 600 x 128 5.7 / 10.0. flow-warm is being
+#: reworked: re-measure when it changes.
+WARM_PRICED_ANY_PAIRS = 100_000
 WARM_PRICED_MIN_PAIRS = 30_000
 WARM_PRICED_CLIENTS_PER_EXPERT = 25
 
@@ -169,7 +173,11 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
     n, e = problem.shape
     pairs = n * e
     warm = pairs >= WARM_MIN_PAIRS or (
-        priced and pairs >= WARM_PRICED_MIN_PAIRS and n >= WARM_PRICED_CLIENTS_PER_EXPERT * e
+        priced
+        and (
+            pairs >= WARM_PRICED_ANY_PAIRS
+            or (pairs >= WARM_PRICED_MIN_PAIRS and n >= WARM_PRICED_CLIENTS_PER_EXPERT * e)
+        )
     )
     return ["flow-warm", "flow"] if warm else ["flow", "flow-warm"]
 
