@@ -287,7 +287,8 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
                 np.maximum(key, low_key, out=key)
             key <<= bits
             key |= cols  # the low bits of a multiple of 2**bits are zero, sign or not
-            best = np.sort(np.partition(key, e - m1, axis=1)[:, e - m1 :], axis=1)[:, ::-1]
+            key.partition(e - m1, axis=1)  # in place: no copy of the block
+            best = np.sort(key[:, e - m1 :], axis=1)[:, ::-1]
             idx[r0:r1] = best & (2**bits - 1)
             v = (best >> bits).astype(np.float64)  # floor division: exactly u again
             v[v <= low_key] = _NEG
