@@ -118,3 +118,24 @@ def test_peer_seeds_checks_and_summarises(tmp_path: Path) -> None:
     argv = ["--size", "128x8", "--seeds", "1", "--repeats", "1", "--json", str(out)]
     assert peer_seeds.main(argv) == 0
     assert json.loads(out.read_text())["size"] == "128x8"
+
+
+def test_greedy_seeds_checks_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks import greedy_seeds
+
+    res = greedy_seeds.measure(400, 16, first_seed=100, seeds=2, repeats=1)
+    assert [r["seed"] for r in res["rows"]] == [100, 101]
+    for r in res["rows"]:
+        for mode in ("cold", "warm"):
+            assert r[mode] > 0
+            assert r[f"{mode}_ratio"] == pytest.approx(r[mode] / r["greedy"])
+    for mode in ("cold", "warm"):
+        s = res["summary"][mode]
+        assert s["worst"] >= s["median"] > 0 and 0 <= s["met"] <= 2
+    assert "worst" in greedy_seeds.report(res)
+    out = tmp_path / "seeds.json"
+    argv = ["--size", "300x8", "--seeds", "1", "--repeats", "1", "--json", str(out)]
+    assert greedy_seeds.main(argv) == 0
+    assert json.loads(out.read_text())["size"] == "300x8"
+    assert greedy_seeds.main(["--size", "big"]) == 2
+    assert "`--size`" in capsys.readouterr().err
