@@ -562,7 +562,9 @@ def _estimate_prices(
     price to halfway between the gaps (to their worst held expert) of the last client
     it needs and the next. All experts move at once, so the moves interact; a second
     round corrects most of that. The prices only choose candidates: any error costs
-    certificate rounds, never correctness. ``None`` for soft bounds or when every client
+    certificate rounds, never correctness. (For prices that are nearly right already,
+    ``flow-warm`` refines on each client's few candidates instead:
+    :mod:`flexassign.backends._price_refine`.) ``None`` for soft bounds or when every client
     holds every free expert (prices cannot matter).
     """
     n, e = net.n, net.e
