@@ -58,6 +58,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._prices import best_sorted, estimate_prices
 from ._residual import min_swap_costs
 from .base import BackendOutput, SolveOptions
 
@@ -517,7 +518,7 @@ def _uncertain_candidates(
     ``cap``-th best (a price error of that size could make the client take them)."""
     n = key.shape[0]
     m = k + _SPREAD_EXTRA
-    top, val = _best_sorted(key, m)
+    top, val = best_sorted(key, m)
     held = val[np.arange(n), np.maximum(cap - 1, 0)]
     pick = np.ones((n, m), dtype=bool)
     pick[:, k:] = val[:, k:] >= (held - tau)[:, None]
@@ -525,127 +526,22 @@ def _uncertain_candidates(
     return rows, top[rows, slots]
 
 
-def _best_sorted(g: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``m`` largest entries, best first: (columns, values), both (N, m).
-
-    ``m <= 2`` takes row maxima (much cheaper than a partition); ``g`` is left as given.
-    """
-    n, e = g.shape
-    if m <= 2:
-        rows = np.arange(n)
-        j1 = g.argmax(axis=1)
-        v1 = g[rows, j1]
-        if m == 1:
-            return j1[:, None], v1[:, None]
-        g[rows, j1] = -np.inf
-        j2 = g.argmax(axis=1)
-        v2 = g[rows, j2]
-        g[rows, j1] = v1
-        return np.stack([j1, j2], axis=1), np.stack([v1, v2], axis=1)
-    top = np.argpartition(g, e - m, axis=1)[:, e - m :]  # the m best, unordered
-    val = np.take_along_axis(g, top, axis=1)
-    order = np.argsort(-val, axis=1)
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(val, order, axis=1)
-
-
 def _estimate_prices(
     problem: AssignmentProblem, net: _Network, rounds: int = 2
 ) -> tuple[np.ndarray, float] | None:
-    """Expert prices (in fitness units) from a few rounds of simultaneous price moves,
-    and the largest move of the last round (how far off they may still be).
-
-    For mid-size problems, where a sample large enough to be worth solving is most of
-    the problem. Each client holds its ``cap_r`` best free experts by fitness plus
-    price. An expert holding more clients than its (hard) upper bound lowers its price
-    to halfway between the advantages (over their best unheld expert) of the last holder
-    it must shed and the first it keeps; one holding fewer than its minimum raises its
-    price to halfway between the gaps (to their worst held expert) of the last client
-    it needs and the next. All experts move at once, so the moves interact; a second
-    round corrects most of that. The prices only choose candidates: any error costs
-    certificate rounds, never correctness. (For prices that are nearly right already,
-    ``flow-warm`` refines on each client's few candidates instead:
-    :mod:`flexassign.backends._price_refine`.) ``None`` for soft bounds or when every client
-    holds every free expert (prices cannot matter).
-    """
-    n, e = net.n, net.e
-    k = net.cap_r
-    kmax = int(k.max()) if n else 0
-    if not net.hard or kmax == 0 or kmax >= e:
+    """Cold expert prices for ``problem`` from :func:`._prices.estimate_prices` (in
+    fitness units) and the largest move of the last round; ``None`` for soft bounds or
+    when prices cannot matter."""
+    if not net.hard:
         return None
-    m = kmax + 1
-    lo = net.exp_floor
-    hi = net.exp_floor + net.exp_cap
-    fit = problem.fitness
-    base = fit if net.all_free else np.where(net.free, fit, -np.inf)
-    span = float(fit.max() - fit.min()) + 1.0  # no price move needs to be larger
-    prices = np.zeros(e)
-    spread = 0.0
-    with np.errstate(invalid="ignore"):  # -inf - -inf (masked pairs): no price signal
-        for _ in range(rounds):
-            moved = _price_round(net, base, prices, k, m, lo, hi, span)
-            if moved is None:
-                spread = 0.0  # nothing moves: the prices fit every bound
-                break
-            spread = float(np.abs(moved - prices).max())
-            prices = moved
-    return prices, spread
-
-
-def _price_round(
-    net: _Network,
-    base: np.ndarray,
-    p: np.ndarray,
-    k: np.ndarray,
-    m: int,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    span: float,
-) -> np.ndarray | None:
-    """One round of :func:`_estimate_prices`: the moved prices, or None if none moves."""
-    n, e = net.n, net.e
-    rows = np.arange(n)
-    cols = np.arange(m)
-    g = base + p
-    top, val = _best_sorted(g, m)
-    held_slot = cols[None, :] < k[:, None]  # held: each row's first k_c
-    if not net.all_free:  # ... that are free (a row may have fewer than k_c)
-        held_slot &= val > -np.inf
-    hc, hs = np.nonzero(held_slot)
-    he = top[hc, hs]
-    load = np.bincount(he, minlength=e)
-    dp = np.zeros(e)
-    excess = load - hi
-    over = np.flatnonzero(excess > 0)
-    if over.size:
-        adv = val[hc, hs] - val[hc, k[hc]]  # what dropping the expert costs the client
-        o = np.lexsort((adv, he))
-        he_s, adv_s = he[o], adv[o]
-        start = np.searchsorted(he_s, over)
-        shed = start + excess[over]  # the first holder kept, when hi > 0
-        a = adv_s[shed - 1]
-        b = np.where(hi[over] > 0, adv_s[np.minimum(shed, adv_s.size - 1)], a)
-        dp[over] = -0.5 * (a + b)
-    short = lo - load
-    under = np.flatnonzero(short > 0)
-    if under.size:
-        worst = val[rows, np.maximum(k - 1, 0)]
-        gaps = worst[:, None] - g[:, under]  # what taking the expert costs the client
-        pos = np.full(e, -1)
-        pos[under] = np.arange(under.size)
-        held = pos[he] >= 0
-        gaps[hc[held], pos[he[held]]] = np.inf  # holders are not takers
-        if not net.all_free:
-            # no capacity, or unheld slots (fewer free experts than capacity): no taker
-            gaps[~np.isfinite(gaps) | (k == 0)[:, None]] = np.inf
-        r = short[under]
-        kth = min(int(r.max()), n - 1)
-        part = np.sort(np.partition(gaps, kth, axis=0)[: kth + 1], axis=0)
-        which = np.arange(under.size)
-        dp[under] = 0.5 * (part[np.minimum(r - 1, kth), which] + part[np.minimum(r, kth), which])
-    dp = np.clip(np.nan_to_num(dp, nan=0.0, posinf=span, neginf=-span), -span, span)
-    if not dp.any():
-        return None
-    return p + dp
+    return estimate_prices(
+        problem.fitness,
+        net.cap_r,
+        net.exp_floor,
+        net.exp_floor + net.exp_cap,
+        free=None if net.all_free else net.free,
+        rounds=rounds,
+    )
 
 
 def _sample_prices(

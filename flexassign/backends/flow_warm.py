@@ -31,7 +31,7 @@ Algorithm
    has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u` (its *candidates*). With prices, three damped tâtonnement
-   steps on the candidates alone refine them (:mod:`._price_refine`: each expert moves
+   steps on the candidates alone refine them (:mod:`._prices`: each expert moves
    its price by the quantile of its holders' exit margins, or its candidates' entry
    margins, that would put its load back inside its bounds). Then each client's
    price-induced choice among its candidates and its *slack* (how far the prices may
@@ -121,7 +121,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._price_refine import refine_prices
+from ._prices import refine_prices
 from ._residual import min_swap_costs
 from .base import BackendOutput, SolveOptions
 
@@ -147,7 +147,7 @@ _BLOCK = 1 << 21
 _OPEN_EXCESS = 5.0
 _OPEN_FIRST = 0.6
 _OPEN_MIN = 0.02
-#: Price refinement before the first exact solve (see ``_price_refine``): damped
+#: Price refinement before the first exact solve (see ``_prices.refine_prices``): damped
 #: steps on every client's candidates (measured at 10,000 x 256: three steps take the
 #: price error from 1.7e-3 to 4.2e-4 rms; more steps stall near 3.5e-4; refining
 #: only the half of the clients with the smallest slack made seed 2 take 5-9 rounds).

@@ -1,5 +1,6 @@
-"""The price refinement that ``flow-warm`` runs before its exact solve (a heuristic: it
-only has to move prices the right way; ``flow-warm``'s certificate decides optimality)."""
+"""Expert price guesses (``backends/_prices.py``): the refinement ``flow-warm`` runs
+before its exact solve and the cold estimate of ``flow``. Heuristics: they only have to
+move prices the right way; each backend's certificate decides optimality."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import doctest
 
 import numpy as np
 
-from flexassign.backends import _price_refine
-from flexassign.backends._price_refine import refine_prices
+from flexassign.backends import _prices
+from flexassign.backends._prices import estimate_prices, refine_prices
 
 
 def _instance(seed: int, n: int = 400, e: int = 12):
@@ -77,4 +78,31 @@ def test_a_price_heading_for_zero_does_not_cross_it() -> None:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(_price_refine).failed == 0
+    assert doctest.testmod(_prices).failed == 0
+
+
+def test_cold_estimate_prices_the_popular_expert_down() -> None:
+    rng = np.random.default_rng(3)
+    n, e = 300, 6
+    popular = np.linspace(1.0, 0.0, e)
+    fit = popular[None, :] + 0.2 * rng.random((n, e))
+    cap = np.ones(n, dtype=np.int64)
+    lo = np.full(e, 40)
+    hi = np.full(e, 60)
+    est = estimate_prices(fit, cap, lo, hi)
+    assert est is not None
+    prices, spread = est
+    assert prices[0] < 0 < prices[-1] and spread >= 0
+
+    # the moved prices leave less load outside the bounds than greedy's choice
+    def excess(p: np.ndarray) -> int:
+        load = np.bincount((fit + p).argmax(axis=1), minlength=e)
+        return int(np.maximum(load - hi, 0).sum() + np.maximum(lo - load, 0).sum())
+
+    assert excess(prices) < excess(np.zeros(e)) / 2
+    # a masked pair is never anyone's choice, and prices cannot matter without capacity
+    free = np.ones((n, e), dtype=bool)
+    free[:, 0] = False
+    masked = estimate_prices(fit, cap, lo, hi, free=free)
+    assert masked is not None and np.isfinite(masked[0]).all()
+    assert estimate_prices(fit, np.zeros(n, dtype=np.int64), lo, hi) is None
