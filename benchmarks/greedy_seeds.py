@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from flexassign import solve_assignment
 
-from .instances import make_instance
+from .instances import make_instance, size_arg
 from .speed import DRIFT, TOLERANCE, next_round
 
 #: The ratios the issue asks for at 10,000 x 256 (cold, warm).
@@ -105,20 +104,15 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.greedy_seeds", description=__doc__)
-    ap.add_argument("--size", default="10000x256", help="NxE (default 10000x256)")
+    ap.add_argument("--size", default="10000x256", type=size_arg, help="NxE (default 10000x256)")
     ap.add_argument("--first-seed", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the result as JSON")
     args = ap.parse_args(argv)
-    try:
-        n, e = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        print(f"`--size` must look like 10000x256; got {args.size!r}", file=sys.stderr)
-        return 2
-    if n < 1 or e < 2 or args.seeds < 1 or args.repeats < 1:
-        print("`--size` needs N >= 1 and E >= 2; `--seeds` and `--repeats` >= 1", file=sys.stderr)
-        return 2
+    n, e = args.size
+    if args.seeds < 1 or args.repeats < 1:
+        ap.error("`--seeds` and `--repeats` must be >= 1")
     result = measure(n, e, first_seed=args.first_seed, seeds=args.seeds, repeats=args.repeats)
     print(report(result))
     if args.json is not None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from flexassign import AssignmentProblem
 
-__all__ = ["VARIANTS", "Instance", "make_fitness", "make_instance"]
+__all__ = ["VARIANTS", "Instance", "make_fitness", "make_instance", "parse_size", "size_arg"]
 
 VARIANTS = ("count", "weighted", "knapsack")
 
@@ -74,3 +74,32 @@ def make_instance(
     )
     name = f"{n}x{e}-{variant}-{'exact' if exact else 'max'}"
     return Instance(name, n, e, variant, exact, seed, problem)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"10000x256"`` (or ``"10_000x256"``) as ``(10000, 256)``.
+
+    Raises ``ValueError`` saying what is expected; the scripts turn it into a one-line
+    usage error naming their flag.
+
+    >>> parse_size("10_000x256")
+    (10000, 256)
+    """
+    try:
+        n, e = (int(v) for v in text.lower().replace("_", "").split("x"))
+    except ValueError:
+        raise ValueError(f"must look like 10000x256; got {text!r}") from None
+    if n < 1 or e < 2:
+        raise ValueError(f"needs at least 1 client and 2 experts; got {text!r}")
+    return n, e
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """:func:`parse_size` as an ``argparse`` type: a bad size becomes a usage error
+    (exit code 2) naming the argument, not a traceback."""
+    import argparse
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

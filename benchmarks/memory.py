@@ -23,7 +23,7 @@ import numpy as np
 
 from flexassign import AssignmentProblem, solve_assignment
 
-from .instances import make_fitness
+from .instances import make_fitness, size_arg
 
 __all__ = ["measure"]
 
@@ -66,14 +66,13 @@ def measure(n: int, e: int, method: str = "auto", seed: int = 0) -> dict[str, ob
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__)
-    ap.add_argument("size", nargs="?", default="1000000x64", help="NxE (default 1000000x64)")
+    ap.add_argument(
+        "size", nargs="?", default="1000000x64", type=size_arg, help="NxE (default 1000000x64)"
+    )
     ap.add_argument("--method", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    try:
-        n, e = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"`size` must look like 1000000x64; got {args.size!r}") from None
+    n, e = args.size
     print(json.dumps(measure(n, e, args.method, args.seed), indent=1))
     return 0
 

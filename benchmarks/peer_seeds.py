@@ -32,7 +32,7 @@ from typing import Any
 from flexassign import AssignmentProblem, solve_assignment
 
 from . import peers
-from .instances import make_instance
+from .instances import make_instance, size_arg
 from .speed import DRIFT, TOLERANCE, _k1_problem, next_round
 
 
@@ -95,12 +95,12 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="1000x64", help="NxE (default 1000x64)")
+    ap.add_argument("--size", default="1000x64", type=size_arg, help="NxE (default 1000x64)")
     ap.add_argument("--seeds", type=int, default=12, help="seeds 0..N-1 (default 12)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per method and seed")
     ap.add_argument("--json", type=Path, help="also write the result as JSON")
     args = ap.parse_args(argv)
-    n, e = (int(v) for v in args.size.lower().split("x"))
+    n, e = args.size
     res = measure(n, e, seeds=args.seeds, repeats=args.repeats)
     for cell, summ in res["summary"].items():
         parts = [

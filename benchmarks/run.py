@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flexassign._files import write_json_atomic, write_text_atomic
 
-from .instances import VARIANTS
+from .instances import VARIANTS, parse_size
 from .report import ROOT, publish, targets, versions, write_docs
 from .runner import run_suite
 from .speed import SPEED_QUICK, SPEED_SIZES, run_speed, speed_markdown, speed_targets
@@ -34,10 +34,9 @@ def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     out = []
     for part in text.split(","):
         try:
-            n, e = part.lower().replace("_", "").split("x")
-            out.append((int(n), int(e)))
-        except ValueError:
-            raise SystemExit(f"`--sizes` must look like 10x8,100x16; got {part!r}") from None
+            out.append(parse_size(part))
+        except ValueError as exc:
+            raise SystemExit(f"`--sizes`: each size {exc}") from None
     return tuple(out)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from flexassign import AssignmentProblem, solve_assignment
 
 from . import peers
+from .instances import size_arg
 
 
 def measure(n: int, e: int, *, number: int, repeats: int, seed: int = 0) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def measure(n: int, e: int, *, number: int, repeats: int, seed: int = 0) -> dict
     raw = peers.ortools_full(problem)
     if not auto.success or abs(auto.objective - raw.objective) > 1e-9 * max(1.0, raw.objective):
         raise RuntimeError(f"auto {auto.objective} and OR-Tools {raw.objective} disagree")
+
     def first_solve() -> Any:
         # what the first solve of a new problem pays (a Planner round builds one):
         # the problem's cached derived values (count bounds, masks) are dropped first
@@ -64,12 +66,12 @@ def measure(n: int, e: int, *, number: int, repeats: int, seed: int = 0) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="10x8", help="NxE (default 10x8)")
+    ap.add_argument("--size", default="10x8", type=size_arg, help="NxE (default 10x8)")
     ap.add_argument("--number", type=int, default=500, help="calls per timed batch")
     ap.add_argument("--repeats", type=int, default=7, help="timed batches per method")
     ap.add_argument("--json", type=Path, help="also write the result as JSON")
     args = ap.parse_args(argv)
-    n, e = (int(v) for v in args.size.lower().split("x"))
+    n, e = args.size
     res = measure(n, e, number=args.number, repeats=args.repeats)
     for name in ("auto", "auto-uncached", "ortools-full"):
         r = res[name]

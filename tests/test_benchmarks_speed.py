@@ -137,5 +137,7 @@ def test_greedy_seeds_checks_and_summarises(tmp_path: Path, capsys: pytest.Captu
     argv = ["--size", "300x8", "--seeds", "1", "--repeats", "1", "--json", str(out)]
     assert greedy_seeds.main(argv) == 0
     assert json.loads(out.read_text())["size"] == "300x8"
-    assert greedy_seeds.main(["--size", "big"]) == 2
-    assert "`--size`" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        greedy_seeds.main(["--size", "big"])
+    assert exc.value.code == 2
+    assert "argument --size: must look like 10000x256" in capsys.readouterr().err

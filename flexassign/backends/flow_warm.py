@@ -584,22 +584,21 @@ def _excess_share(data: _Data, top_idx: np.ndarray, h: np.ndarray) -> float:
     return float(excess.sum()) / max(float(load.sum()), 1.0)
 
 
+def _refine_steps(
+    data: _Data, idx: np.ndarray, val: np.ndarray, p: np.ndarray, steps: int
+) -> np.ndarray:
+    """Price change from ``steps`` refinement steps on the candidates ``idx, val``."""
+    return refine_prices(
+        idx, val, data.cap, data.kmin, data.lo, data.hi, p, steps=steps, damping=_REFINE_DAMPING
+    )
+
+
 def _refine(
     data: _Data, p: np.ndarray, top_idx: np.ndarray, top_val: np.ndarray, stats: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Refined prices, the candidates re-sorted at them, and an upper bound on every
     client's u outside its candidates (``None`` when every expert is a candidate)."""
-    delta = refine_prices(
-        top_idx,
-        top_val,
-        data.cap,
-        data.kmin,
-        data.lo,
-        data.hi,
-        p,
-        steps=_REFINE_STEPS,
-        damping=_REFINE_DAMPING,
-    )
+    delta = _refine_steps(data, top_idx, top_val, p, _REFINE_STEPS)
     stats["refined_price_change"] = math.ldexp(
         float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), -data.scale_exp
     )
@@ -643,17 +642,7 @@ def _solve_data(
         # no prices: a rough guess from refinement on wider candidates picks better
         # candidate arcs for the everyone-open solve (fewer rounds of added arcs)
         wide_idx, wide_val = _top(data, p, None, min(e, m1 + _ZERO_REFINE_EXTRA))
-        p = p + refine_prices(
-            wide_idx,
-            wide_val,
-            data.cap,
-            data.kmin,
-            data.lo,
-            data.hi,
-            p,
-            steps=_ZERO_REFINE_STEPS,
-            damping=_REFINE_DAMPING,
-        )
+        p = p + _refine_steps(data, wide_idx, wide_val, p, _ZERO_REFINE_STEPS)
         del wide_idx, wide_val
     top_idx, top_val = _top(data, p, None, m1)
     bound_out = None
