@@ -136,3 +136,30 @@ def test_method_auto_prices_reach_the_flow_solver() -> None:
     warm = again.result.stats
     assert warm["price_source"] == "options"  # the warm start reused the planner's
     assert warm["price_time"] < first["price_time"]
+
+
+def test_flow_warm_as_the_planner_method_gets_last_rounds_prices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    real = policies.solve_assignment
+
+    def spy(problem: AssignmentProblem, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(problem, **kwargs)
+
+    monkeypatch.setattr(policies, "solve_assignment", spy)
+    rng = np.random.default_rng(2)
+    planner = Planner(8, seed=0, method="flow-warm", default_capacity=2)
+    ids = list(range(300))
+    first = planner.plan_round(ids)
+    assert first.result.method == "flow-warm" and planner.prices is not None
+    carried = planner.prices.copy()
+    for c in ids:
+        planner.report(c, Feedback(first[c], [1, 1], accuracy=rng.random(2).tolist()))
+    again = planner.plan_round(ids)
+    assert again.result.success
+    assert "options" not in calls[0]
+    np.testing.assert_array_equal(calls[1]["options"]["prices"], carried)
+    warm = again.result.stats.get("warm_stats", again.result.stats)  # flow may take over
+    assert warm["price_source"] == "options"

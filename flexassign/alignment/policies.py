@@ -71,7 +71,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 #: Methods that take ``options["prices"]`` (a warm start) for count-based problems.
-PRICED_METHODS = ("auto", "flow")
+PRICED_METHODS = ("auto", "flow", "flow-warm")
 
 
 @dataclass(frozen=True)
