@@ -134,8 +134,9 @@ def test_method_auto_prices_reach_the_flow_solver() -> None:
     assert first["price_source"] in ("sample", "estimate")  # the cold start made prices
     assert first["price_time"] > 0.0
     warm = again.result.stats
-    assert warm["price_source"] == "options"  # the warm start reused the planner's
-    assert warm["price_time"] < first["price_time"]
+    # the planner's prices reached the solver: used, or judged stale (the first
+    # feedback changes fitness a lot) and replaced by a cold start
+    assert warm["price_source"] == "options" or "stale_prices" in warm
 
 
 def test_flow_warm_as_the_planner_method_gets_last_rounds_prices(
@@ -161,5 +162,5 @@ def test_flow_warm_as_the_planner_method_gets_last_rounds_prices(
     assert again.result.success
     assert "options" not in calls[0]
     np.testing.assert_array_equal(calls[1]["options"]["prices"], carried)
-    warm = again.result.stats.get("warm_stats", again.result.stats)  # flow may take over
-    assert warm["price_source"] == "options"
+    stats = again.result.stats
+    assert stats["price_source"] == "options" or "stale_prices" in stats

@@ -159,7 +159,9 @@ def test_masks_fixed_pairs_and_exact_capacity() -> None:
     assert res.x is not None and (res.x[fixed]).all() and not (res.x & ~allowed).any()
 
 
-def test_falls_back_to_flow_when_rounds_run_out() -> None:
+def test_falls_back_to_flow_when_rounds_run_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = importlib.import_module("flexassign.backends.flow_warm")
+    monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))  # keep even hopeless prices
     p = _problem(3000, 16, 5)
     bad = np.linspace(-50, 50, 16)  # prices that point every client the wrong way
     res = solve_assignment(p, method="flow-warm", options={"prices": bad, "max_rounds": 1})
@@ -261,3 +263,17 @@ def test_refined_prices_with_few_candidates_stay_exact() -> None:
         assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
 
 
+
+
+def test_stale_prices_are_dropped_for_a_cold_start() -> None:
+    p = _problem(6000, 12, 6)
+    # prices that make the least popular expert everyone's favourite
+    stale = np.linspace(-2.0, 2.0, 12)
+    res = solve_assignment(p, method="flow-warm", options={"prices": stale})
+    assert "stale_prices" in res.stats and res.stats["price_source"] != "options"
+    assert "fallback" not in res.stats
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+    # good prices are kept
+    good = solve_assignment(p, method="flow-warm").stats["expert_prices"]
+    again = solve_assignment(p, method="flow-warm", options={"prices": good})
+    assert "stale_prices" not in again.stats and again.stats["price_source"] == "options"

@@ -86,7 +86,10 @@ def test_warm_start_from_the_previous_round(drift: float) -> None:
         p1.fitness + drift * rng.standard_normal(p1.shape), capacity=p1.capacity, tolerance=0.1
     )
     stats = _check(p2, {"prices": prices})
-    assert stats["price_source"] == "options"
+    # prices that leave too much load outside the bounds are dropped for a cold start
+    assert stats["price_source"] == "options" or "stale_prices" in stats
+    if drift <= 0.03:
+        assert stats["price_source"] == "options"
 
 
 @pytest.mark.parametrize("exact", [False, True])

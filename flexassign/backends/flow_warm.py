@@ -26,9 +26,11 @@ Algorithm
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
    of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
    scaled to the sample; each level starts from the prices of the one below, the
-   smallest from none). A price is added to fitness (the convention of ``flow``'s
-   ``expert_prices``: a bonus for an expert that needs clients, negative for one that
-   has too many).
+   smallest from none). Handed-over prices that put more than 10 % of the load outside
+   the bounds (prices of a different problem, or of a round long ago) are dropped for
+   this cold start (``stats["stale_prices"]``). A price is added to fitness (the
+   convention of ``flow``'s ``expert_prices``: a bonus for an expert that needs
+   clients, negative for one that has too many).
 2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
    experts by :math:`u` (its *candidates*). With prices, three damped tâtonnement
    steps on the candidates alone refine them (:mod:`._prices`: each expert moves
@@ -89,7 +91,8 @@ Stats
 (per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
 ``levels`` (sample sizes solved, cold start), ``initial_excess`` and
 ``refined_excess`` (share of the load outside the bounds at the starting and the
-refined prices), ``refined_price_change`` (rms, fitness units), ``price_time``,
+refined prices), ``refined_price_change`` (rms, fitness units), ``stale_prices``
+(handed-over prices dropped, and why), ``price_time``,
 ``certificate``, ``solver_status``, ``rounding_error_bound``, ``objective_scale`` and
 ``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
 ``solve_time``; when ``flow`` took over, its own stats plus ``fallback`` and
@@ -155,6 +158,14 @@ _REFINE_STEPS = 3
 _REFINE_DAMPING = 0.8
 _ZERO_REFINE_STEPS = 5
 _ZERO_REFINE_EXTRA = 8
+#: Handed-over prices that leave more than this share of the load outside the bounds
+#: are dropped for a cold start (measured: prices from a different problem left 85-131 %
+#: outside and cost 0.9-2.1 s through two rounds and the fallback to ``flow``, against
+#: 0.11-0.25 s cold, at 20,000 x 64 and 10,000 x 256; at 20,000 x 128 with fitness drift
+#: 0.1-0.3 since the prices' round they left 10-14 % and the warm solve took 162-271 ms
+#: against 144-175 ms cold, with drift 0.03 7 % and 117 against 154 ms; a previous
+#: round's prices at the benchmark's drift 0.01 leave about 1-4 %).
+_STALE_EXCESS = 0.1
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
@@ -164,6 +175,14 @@ _SAMPLE_MIN = 4096
 
 class _Fallback(Exception):
     """The warm path gives up; ``flow`` solves the problem."""
+
+
+class _StalePrices(Exception):
+    """Handed-over prices put so much load outside the bounds that a cold start wins."""
+
+    def __init__(self, share: float) -> None:
+        super().__init__(share)
+        self.share = share
 
 
 @dataclass
@@ -623,9 +642,12 @@ def _solve_data(
     margin: int,
     max_rounds: int,
     stats: dict[str, Any],
+    stale_above: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
     """Certified optimum of ``data`` starting from integer prices ``p0`` (refined first),
-    or, without prices, from zero prices with every client open.
+    or, without prices, from zero prices with every client open. Raises
+    ``_StalePrices`` when ``p0`` puts more than ``stale_above`` of the load outside the
+    bounds.
 
     Returns the final prices (experts then O), per-expert loads, the state (frozen
     clients' choices) and the open clients' flow.
@@ -650,8 +672,10 @@ def _solve_data(
     if p0 is not None:
         h0, _ = _choose(top_val, data.cap, data.kmin)
         share = _excess_share(data, top_idx, h0)
-        frac = min(max(_OPEN_EXCESS * share, _OPEN_MIN), _OPEN_FIRST)
         stats["initial_excess"] = share
+        if stale_above is not None and share > stale_above:
+            raise _StalePrices(share)
+        frac = min(max(_OPEN_EXCESS * share, _OPEN_MIN), _OPEN_FIRST)
         p, top_idx, top_val, bound_out = _refine(data, p, top_idx, top_val, stats)
     h, slack = _choose(top_val, data.cap, data.kmin)
     if bound_out is not None:
@@ -971,17 +995,30 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         limit = 2**49
         t1 = time.perf_counter()
         levels: list[int] = []
+        solved = None
+        kept = dict(stats)  # what a cold restart keeps
         if prices is not None:
             p0 = np.clip(np.rint(np.ldexp(prices, data.scale_exp)), -limit, limit)
             p0 = p0.astype(np.int64)
             stats["price_source"] = "options"
-        else:
-            p0 = _cold_prices(data, margin, max_rounds, np.random.default_rng(options.seed), levels)
+            stats["price_time"] = time.perf_counter() - t1
+            stats["build_time"] = time.perf_counter() - t0
+            try:
+                solved = _solve_data(data, p0, margin, max_rounds, stats, _STALE_EXCESS)
+            except _StalePrices as stale:  # worse than none: start cold instead
+                stats.clear()
+                stats.update(kept)
+                stats["stale_prices"] = f"{stale.share:.0%} of the load outside the bounds"
+                t1 = time.perf_counter()
+        if solved is None:
+            rng = np.random.default_rng(options.seed)
+            p0 = _cold_prices(data, margin, max_rounds, rng, levels)
             stats["price_source"] = "sample" if p0 is not None else "zero"
             stats["levels"] = levels
-        stats["price_time"] = time.perf_counter() - t1
-        stats["build_time"] = time.perf_counter() - t0
-        dist, _, st, sub = _solve_data(data, p0, margin, max_rounds, stats)
+            stats["price_time"] = time.perf_counter() - t1
+            stats["build_time"] = time.perf_counter() - t0
+            solved = _solve_data(data, p0, margin, max_rounds, stats)
+        dist, _, st, sub = solved
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry
 
