@@ -70,6 +70,11 @@ problem instead, through the registry (``stats["fallback"]`` says why). Memory s
 lean: no :math:`N \times E` integer or float temporaries (blocks of at most 2**21
 entries), only the boolean answer and the per-client top candidates.
 
+Code: this module is the driver (prices, rounds, fallback, the answer);
+:mod:`._warm_data` holds the problem in integer cost units and the passes over the
+fitness matrix, :mod:`._warm_network` the open set, its exact solve and the checks,
+:mod:`._prices` the refinement.
+
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
 exact for integral fitness and otherwise within ``stats["rounding_error_bound"]``.
 
@@ -116,7 +121,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -125,20 +129,35 @@ from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
 from ._prices import refine_prices
-from ._residual import min_swap_costs
+from ._warm_data import (
+    _BIG,
+    _NEG,
+    _choose,
+    _Data,
+    _excess_share,
+    _Fallback,
+    _prepare,
+    _sample,
+    _slack,
+    _top,
+)
+from ._warm_network import (
+    _expert_candidates,
+    _held_min,
+    _open_holders,
+    _open_takers,
+    _potentials,
+    _recheck_frozen,
+    _recheck_open,
+    _solve_open,
+    _State,
+    _Sub,
+    _widen,
+)
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
 
-#: Sentinels for "no arc" (kept far from int64 overflow when added or subtracted).
-_NEG = -(2**61)
-_BIG = 2**61
-#: Cost units: max |cost| times flow, nodes and path length stays below this (as in
-#: ``flow``), and every cost plus price stays an integer that float64 holds exactly.
-_MAX_COST_PRODUCT = 2.0**60
-_MAX_EXACT = 2.0**51
-#: Elements per block of rows in the passes over the fitness matrix.
-_BLOCK = 1 << 21
 #: With prices: open this many times the share of load that the handed-over (or
 #: sample) prices put outside the bounds, before refinement (the clients with the
 #: smallest slack after it), at least ``_OPEN_MIN``, at most ``_OPEN_FIRST``.
@@ -173,434 +192,12 @@ _SAMPLE_MIN_PER_EXPERT = 8
 _SAMPLE_MIN = 4096
 
 
-class _Fallback(Exception):
-    """The warm path gives up; ``flow`` solves the problem."""
-
-
 class _StalePrices(Exception):
     """Handed-over prices put so much load outside the bounds that a cold start wins."""
 
     def __init__(self, share: float) -> None:
         super().__init__(share)
         self.share = share
-
-
-@dataclass
-class _Data:
-    """The count-based problem with fixed pairs taken out (possibly a row sample)."""
-
-    fitness: np.ndarray  # (N_full, E) float64, never copied
-    rows: np.ndarray | None  # row sample (indices into fitness) or None for all rows
-    allowed: np.ndarray | None  # full-size masks, indexed through rows
-    fixed: np.ndarray | None
-    cap: np.ndarray  # (n,) int64: capacity left after fixed pairs
-    kmin: np.ndarray  # (n,) int64: minimum left after fixed pairs
-    lo: np.ndarray  # (E,) int64: clients each expert needs beyond its fixed ones
-    hi: np.ndarray  # (E,) int64: clients each expert may take beyond its fixed ones
-    scale_exp: int  # costs are fitness * 2**scale_exp (an exponent: 2**1100 overflows)
-
-    @property
-    def n(self) -> int:
-        return int(self.cap.size)
-
-    @property
-    def e(self) -> int:
-        return int(self.fitness.shape[1])
-
-    def u(self, sel: slice | np.ndarray, p: np.ndarray) -> np.ndarray:
-        """:math:`u = \\mathrm{round}(S \\cdot 2^k) + p` for the selected rows, ``_NEG``
-        on pairs a client may not take. Integers held exactly in float64 (below 2**52)."""
-        idx: slice | np.ndarray = sel
-        if self.rows is not None:
-            idx = self.rows[sel]
-        u = np.ldexp(self.fitness[idx], self.scale_exp)
-        np.rint(u, out=u)
-        u += p.astype(np.float64)[None, :]
-        if self.allowed is not None:
-            u[~self.allowed[idx]] = _NEG
-        if self.fixed is not None:
-            u[self.fixed[idx]] = _NEG
-        u[self.cap[sel] == 0] = _NEG
-        return u
-
-    def cost(self, rows: np.ndarray, experts: np.ndarray) -> np.ndarray:
-        """Integer costs of the given pairs (rows are sample-local)."""
-        r = rows if self.rows is None else self.rows[rows]
-        return np.rint(np.ldexp(self.fitness[r, experts], self.scale_exp)).astype(np.int64)
-
-
-def _scale(problem: AssignmentProblem, total_flow: int) -> tuple[int, bool]:
-    """Exponent ``k`` of the power-of-two cost scale ``2**k`` (as in ``flow``) and
-    whether costs are exact."""
-    n, e = problem.shape
-    fit = problem.fitness
-    peak = 0.0
-    step = max(1, _BLOCK // e)
-    for r0 in range(0, n, step):
-        blk = fit[r0 : r0 + step]
-        peak = max(peak, float(blk.max()), -float(blk.min()))
-    # integral fitness: a few entries usually settle it before a full pass
-    probe = fit[:: max(1, n // 64)][:, :: max(1, e // 16)]
-    integral = bool(np.all(probe == np.round(probe)))
-    for r0 in range(0, n, step) if integral else ():
-        blk = fit[r0 : r0 + step]
-        if not np.all(blk == np.round(blk)):
-            integral = False
-            break
-    limit = _MAX_COST_PRODUCT / (max(total_flow + 1, n + e + 3) * 4 * (e + 2))
-    limit = min(limit, _MAX_EXACT / (4 * (e + 2)))
-    if peak == 0.0 or (integral and peak <= limit):
-        return 0, integral
-    exp = math.floor(math.log2(limit) - math.log2(peak))
-    while math.ldexp(peak, exp) > limit:
-        exp -= 1
-    return exp, False
-
-
-def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
-    """The data without fixed pairs, the fixed load per expert, exactness, total flow."""
-    n, e = problem.shape
-    fixed = problem.fixed
-    if fixed is not None:
-        f_cnt = fixed.sum(axis=1)
-        f_load = fixed.sum(axis=0).astype(np.int64)
-    else:
-        f_cnt = np.zeros(n, dtype=np.int64)
-        f_load = np.zeros(e, dtype=np.int64)
-    cap = np.maximum(problem.capacity - f_cnt, 0).astype(np.int64)
-    kmin = np.maximum(problem.min_experts - f_cnt, 0).astype(np.int64)
-    if problem.allowed is not None:  # a client cannot take more than it may
-        free_cnt = problem.allowed.sum(axis=1) - f_cnt
-        cap = np.minimum(cap, np.maximum(free_cnt, 0))
-        if (kmin > cap).any():
-            raise _Fallback("a client has fewer free experts than its minimum")
-    lo_i, hi_i = problem.count_bounds()
-    lo = np.maximum(lo_i - f_load, 0).astype(np.int64)
-    hi = (hi_i - f_load).astype(np.int64)
-    if (hi < 0).any() or (hi < lo).any():
-        raise _Fallback("fixed pairs exceed an expert's maximum load")
-    total = int(cap.sum())
-    scale_exp, exact = _scale(problem, total)
-    data = _Data(problem.fitness, None, problem.allowed, fixed, cap, kmin, lo, hi, scale_exp)
-    return data, f_load, exact, total
-
-
-# ----------------------------------------------------------------------------- passes
-def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[np.ndarray, ...]:
-    """Each selected client's ``m1`` best experts by u, sorted (indices, values)."""
-    e = data.e
-    rows = np.arange(data.n) if sel is None else sel
-    idx = np.empty((rows.size, m1), dtype=np.int32)
-    val = np.empty((rows.size, m1), dtype=np.float64)
-    step = max(1, _BLOCK // e)
-    # integer u and the expert index packed in one int64 key: one value partition and a
-    # small sort replace an index partition and two gathers (when every |u| fits)
-    bits = max(1, (e - 1).bit_length())
-    low_key = -(2 ** (61 - bits))
-    peak = _MAX_EXACT / (4 * (e + 2)) + float(np.abs(p).max(initial=0))
-    keyed = m1 < e and peak < 2.0 ** (60 - bits)
-    masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
-    cols = np.arange(e, dtype=np.int64)
-    for r0 in range(0, rows.size, step):
-        r1 = min(rows.size, r0 + step)
-        u = data.u(slice(r0, r1) if sel is None else rows[r0:r1], p)
-        if keyed:
-            key = u.astype(np.int64)
-            if masked:
-                np.maximum(key, low_key, out=key)
-            key <<= bits
-            key |= cols  # the low bits of a multiple of 2**bits are zero, sign or not
-            key.partition(e - m1, axis=1)  # in place: no copy of the block
-            best = np.sort(key[:, e - m1 :], axis=1)[:, ::-1]
-            idx[r0:r1] = best & (2**bits - 1)
-            v = (best >> bits).astype(np.float64)  # floor division: exactly u again
-            v[v <= low_key] = _NEG
-            val[r0:r1] = v
-            continue
-        if m1 < e:
-            part = np.argpartition(u, e - m1, axis=1)[:, e - m1 :]
-            pv = np.take_along_axis(u, part, axis=1)
-        else:
-            part = np.broadcast_to(np.arange(e), u.shape)
-            pv = u
-        order = np.argsort(-pv, axis=1, kind="stable")
-        idx[r0:r1] = np.take_along_axis(part, order, axis=1)
-        val[r0:r1] = np.take_along_axis(pv, order, axis=1)
-    return idx, val
-
-
-def _choose(val: np.ndarray, cap: np.ndarray, kmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Price-induced choice (held = a prefix of the sorted candidates) and its slack."""
-    n, m1 = val.shape
-    j = np.arange(m1)[None, :]
-    held = (j < kmin[:, None]) | ((j < cap[:, None]) & (val > 0))
-    h = held.sum(axis=1)
-    if (val[held] <= _NEG // 2).any():
-        raise _Fallback("a client cannot reach its minimum")
-    rows = np.arange(n)
-    low = np.where(h > 0, val[rows, np.maximum(h - 1, 0)], _BIG)
-    high = np.where(h < m1, val[rows, np.minimum(h, m1 - 1)], _NEG)
-    return h, _slack(low, high, h, cap, kmin)
-
-
-def _slack(
-    low: np.ndarray, high: np.ndarray, h: np.ndarray, cap: np.ndarray, kmin: np.ndarray
-) -> np.ndarray:
-    """How far prices may spread before condition 1 can fail (negative: it fails)."""
-    s = np.minimum(low - high, _BIG)
-    s = np.minimum(s, np.where(h < cap, -high, _BIG))
-    return np.minimum(s, np.where(h > kmin, low, _BIG))
-
-
-# ----------------------------------------------------------------------------- state
-@dataclass
-class _State:
-    data: _Data
-    p: np.ndarray  # (E,) int64 prices relative to O
-    top_idx: np.ndarray  # (n, m1) frozen clients' sorted candidates
-    h: np.ndarray  # (n,) frozen clients' choice: top_idx[c, :h[c]]
-    slack: np.ndarray  # (n,) lower bound on a frozen client's slack at prices p
-    is_open: np.ndarray  # (n,) bool
-    m: int  # candidates per open client, at most
-    margin: int  # candidates beyond a client's own capacity
-    # open clients: candidate arcs (client, expert) and a bound on their best pruned u
-    arc_c: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    arc_e: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    outside: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    rechecked: int = 0
-
-    def frozen_load(self) -> np.ndarray:
-        e = self.data.e
-        frozen = ~self.is_open
-        load = np.zeros(e, dtype=np.int64)
-        for t in range(int(self.h.max(initial=0))):
-            r = frozen & (self.h > t)
-            load += np.bincount(self.top_idx[r, t], minlength=e)
-        return load
-
-    def open_rows(self, rows: np.ndarray, top: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Open clients: candidates are their top ``m`` experts at the current prices
-        (``top``: those rows' ``_top`` at the current prices, when already known)."""
-        if rows.size == 0:
-            return
-        e = self.data.e
-        self.is_open[rows] = True
-        m1 = min(e, self.m + 1)
-        idx, val = _top(self.data, self.p, rows, m1) if top is None else top
-        k = self.m if m1 > self.m else m1
-        # each client's own capacity plus the margin (at most k candidates)
-        ki = np.minimum(self.data.cap[rows] + self.margin, k)
-        ok = (np.arange(k)[None, :] < ki[:, None]) & (val[:, :k] > _NEG // 2)
-        self.arc_c = np.concatenate([self.arc_c, np.repeat(rows, ok.sum(axis=1))])
-        self.arc_e = np.concatenate([self.arc_e, idx[:, :k][ok].astype(np.int64)])
-        if m1 > k:
-            out = val[np.arange(rows.size), ki]
-        else:
-            out = np.where(ki < k, val[np.arange(rows.size), np.minimum(ki, k - 1)], float(_NEG))
-        self.outside[rows] = out
-
-
-# ----------------------------------------------------------------------------- network
-@dataclass
-class _Sub:
-    rows: np.ndarray  # open clients (sorted)
-    ac: np.ndarray  # arc client (position in rows)
-    ae: np.ndarray  # arc expert
-    cost: np.ndarray  # arc integer cost C
-    flow: np.ndarray  # 0/1 on the arcs
-    art_expert: np.ndarray  # (E,) artificial units of minimum load
-    art_client: np.ndarray  # (r,) artificial units of client minimum
-
-
-def _solve_open(st: _State, fload: np.ndarray) -> _Sub:
-    """Min-cost flow over the open clients' candidate arcs, against the bounds left."""
-    from ortools.graph.python import min_cost_flow
-
-    d = st.data
-    e = d.e
-    order = np.lexsort((st.arc_e, st.arc_c))
-    st.arc_c, st.arc_e = st.arc_c[order], st.arc_e[order]
-    rows, ac = np.unique(st.arc_c, return_inverse=True)
-    ac = ac.reshape(-1)
-    r = rows.size
-    cap, kmin = d.cap[rows], d.kmin[rows]
-    lo = np.maximum(d.lo - fload, 0)
-    hi = d.hi - fload
-    cost = d.cost(st.arc_c, st.arc_e)
-    peak = int(np.abs(cost).max(initial=0))
-    big_m = 2 * (e + 2) * (peak + 1) + 1
-    src, sink = 0, r + e + 1
-    optional = int((cap - kmin).sum())
-    extra = int(lo.sum())
-    tails = np.concatenate(
-        [
-            np.zeros(r, dtype=np.int64),
-            1 + ac,
-            1 + r + np.arange(e),
-            [src],
-            np.zeros(e, dtype=np.int64),
-            1 + np.arange(r),
-        ]
-    )
-    heads = np.concatenate(
-        [
-            1 + np.arange(r),
-            1 + r + st.arc_e,
-            np.full(e, sink),
-            [sink],
-            1 + r + np.arange(e),
-            np.full(r, sink),
-        ]
-    )
-    caps = np.concatenate(
-        [cap - kmin, np.ones(ac.size, dtype=np.int64), hi - lo, [optional + extra], lo, kmin]
-    )
-    costs = np.concatenate(
-        [
-            np.zeros(r, dtype=np.int64),
-            -cost,
-            np.zeros(e + 1, dtype=np.int64),
-            np.full(e + r, big_m, dtype=np.int64),
-        ]
-    )
-    supplies = np.zeros(r + e + 2, dtype=np.int64)
-    supplies[src] = optional + extra
-    supplies[1 : r + 1] = kmin
-    supplies[1 + r : 1 + r + e] = -lo
-    supplies[sink] = -(optional + extra + int(kmin.sum()) - extra)
-    smcf = min_cost_flow.SimpleMinCostFlow()
-    arcs = smcf.add_arcs_with_capacity_and_unit_cost(
-        tails.astype(np.int64), heads.astype(np.int64), caps.astype(np.int64), costs
-    )
-    smcf.set_nodes_supplies(np.arange(r + e + 2), supplies)
-    status = smcf.solve()
-    if status != smcf.OPTIMAL:
-        raise _Fallback(f"SimpleMinCostFlow returned status {status} on the open clients")
-    flows = smcf.flows(arcs)
-    a = r + ac.size
-    b = a + e + 1
-    return _Sub(
-        rows=rows,
-        ac=ac,
-        ae=st.arc_e,
-        cost=cost,
-        flow=flows[r:a],
-        art_expert=flows[b : b + e],
-        art_client=flows[b + e :],
-    )
-
-
-def _potentials(st: _State, sub: _Sub, loads: np.ndarray) -> np.ndarray:
-    """Greatest potentials (experts, then O) below ``(p, 0)`` in the compressed residual
-    graph of the open clients; raises ``_Fallback`` on a negative cycle."""
-    d = st.data
-    e = d.e
-    hub = e
-    W = np.full((e + 1) * (e + 1), _BIG, dtype=np.int64)
-    held = sub.flow > 0
-    hc, he, ch = sub.ac[held], sub.ae[held], sub.cost[held]
-    oc, oe, co = sub.ac[~held], sub.ae[~held], sub.cost[~held]
-    r = sub.rows.size
-    used = np.bincount(hc, minlength=r)
-    # expert -> expert through a client: held e, open e' (cost C_ce - C_ce')
-    min_swap_costs(W, e + 1, r, (hc, he, ch), (oc, oe, co))
-    # O -> expert: a client with room takes an open candidate (cost -C)
-    room = used < d.cap[sub.rows]
-    ok = room[oc]
-    np.minimum.at(W, hub * (e + 1) + oe[ok], -co[ok])
-    # expert -> O: a client above its minimum drops a held expert (cost C)
-    above = used > d.kmin[sub.rows]
-    ok = above[hc]
-    np.minimum.at(W, he[ok] * (e + 1) + hub, ch[ok])
-    # expert arcs of cost 0: more load (e -> O) below U, less load (O -> e) above L
-    more = np.flatnonzero(loads < d.hi)
-    less = np.flatnonzero(loads > d.lo)
-    W[more * (e + 1) + hub] = np.minimum(W[more * (e + 1) + hub], 0)
-    W[hub * (e + 1) + less] = np.minimum(W[hub * (e + 1) + less], 0)
-    Wm = W.reshape(e + 1, e + 1)
-    np.fill_diagonal(Wm, _BIG)
-    dist = np.concatenate([st.p, [0]]).astype(np.int64)
-    for _ in range(e + 3):
-        new = np.minimum(dist, (dist[:, None] + Wm).min(axis=0))
-        if np.array_equal(new, dist):
-            return dist
-        dist = new
-    raise _Fallback("negative cycle in the open clients' residual graph")
-
-
-def _held_min(st: _State, rows: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Smallest ``delta`` over each frozen client's held experts (0 if it holds none)."""
-    out = np.zeros(rows.size, dtype=np.int64)
-    hk = st.h[rows]
-    for t in range(int(hk.max(initial=0))):
-        has = hk > t
-        d = delta[st.top_idx[rows, t]]
-        out = np.where(has & (d < out), d, out)
-    return out
-
-
-def _recheck_frozen(st: _State, rows: np.ndarray) -> np.ndarray:
-    """Exact slack of frozen clients at the current prices; returns those that fail."""
-    d = st.data
-    if rows.size == 0:
-        return rows
-    st.rechecked += int(rows.size)
-    fails = []
-    step = max(1, _BLOCK // d.e)
-    for r0 in range(0, rows.size, step):
-        rr = rows[r0 : r0 + step]
-        u = d.u(rr, st.p)
-        hk = st.h[rr]
-        kk = int(hk.max(initial=0))
-        held = np.zeros(u.shape, dtype=bool)
-        for t in range(kk):
-            sel = np.flatnonzero(hk > t)
-            held[sel, st.top_idx[rr[sel], t]] = True
-        low = np.where(held, u, _BIG).min(axis=1)
-        high = np.where(held, _NEG, u).max(axis=1)
-        s = _slack(low, high, hk, d.cap[rr], d.kmin[rr])
-        st.slack[rr] = s
-        fails.append(rr[s < 0])
-    return np.concatenate(fails)
-
-
-def _recheck_open(st: _State, sub: _Sub, rows_pos: np.ndarray, tau: np.ndarray) -> int:
-    """Exact check of open clients' pruned arcs; adds the ones that fail. Returns count."""
-    d = st.data
-    rows = sub.rows[rows_pos]
-    st.rechecked += int(rows.size)
-    new_c, new_e = [], []
-    step = max(1, _BLOCK // d.e)
-    for r0 in range(0, rows.size, step):
-        rr = rows[r0 : r0 + step]
-        u = d.u(rr, st.p)
-        # the arcs (sorted by client) of these rows are already candidates
-        a0 = np.searchsorted(st.arc_c, rr[0])
-        a1 = np.searchsorted(st.arc_c, rr[-1], side="right")
-        pos = np.searchsorted(rr, st.arc_c[a0:a1])
-        mine = rr[np.minimum(pos, rr.size - 1)] == st.arc_c[a0:a1]
-        u[pos[mine], st.arc_e[a0:a1][mine]] = _NEG
-        bad = u > tau[r0 : r0 + step, None]
-        bc, be = np.nonzero(bad)
-        new_c.append(rr[bc])
-        new_e.append(be.astype(np.int64))
-        u[bad] = _NEG
-        st.outside[rr] = u.max(axis=1)
-    added = sum(int(c.size) for c in new_c)
-    if added:
-        st.arc_c = np.concatenate([st.arc_c, *new_c])
-        st.arc_e = np.concatenate([st.arc_e, *new_e])
-    return added
-
-
-# ----------------------------------------------------------------------------- refinement
-def _excess_share(data: _Data, top_idx: np.ndarray, h: np.ndarray) -> float:
-    """Share of the load that the choice ``top_idx[c, :h[c]]`` puts outside the bounds."""
-    load = np.zeros(data.e, dtype=np.int64)
-    for t in range(int(h.max(initial=0))):
-        load += np.bincount(top_idx[h > t, t], minlength=data.e)
-    excess = np.maximum(load - data.hi, 0) + np.maximum(data.lo - load, 0)
-    return float(excess.sum()) / max(float(load.sum()), 1.0)
 
 
 def _refine_steps(
@@ -635,7 +232,6 @@ def _refine(
     )
 
 
-# ----------------------------------------------------------------------------- driver
 def _solve_data(
     data: _Data,
     p0: np.ndarray | None,
@@ -758,172 +354,6 @@ def _solve_data(
     raise _Fallback(f"no certificate after {max_rounds} rounds")
 
 
-def _expert_candidates(st: _State, need: int) -> None:
-    """Give every expert its ``need`` best clients by u as arcs (all clients open), so
-    that lower load bounds can be met without artificial units."""
-    d = st.data
-    n, e = d.n, d.e
-    if need <= 0:
-        return
-    if need >= n:
-        _missing_arcs(st, np.arange(n), None)
-        return
-    best_r = np.zeros((0, e), dtype=np.int64)
-    best_v = np.zeros((0, e))
-    step = max(need, _BLOCK // e)
-    for r0 in range(0, n, step):
-        u = np.concatenate([best_v, d.u(slice(r0, r0 + step), st.p)])
-        rows = np.concatenate(
-            [
-                best_r,
-                np.broadcast_to(
-                    np.arange(r0, min(n, r0 + step))[:, None], (u.shape[0] - best_r.shape[0], e)
-                ),
-            ]
-        )
-        if u.shape[0] > need:
-            part = np.argpartition(-u, need - 1, axis=0)[:need]
-            best_v = np.take_along_axis(u, part, axis=0)
-            best_r = np.take_along_axis(rows, part, axis=0)
-        else:
-            best_v, best_r = u, rows
-    ok = best_v > _NEG // 2
-    cols = np.broadcast_to(np.arange(e)[None, :], ok.shape)
-    key = np.unique(np.concatenate([st.arc_c * e + st.arc_e, best_r[ok] * e + cols[ok]]))
-    st.arc_c, st.arc_e = key // e, key % e
-
-
-def _first_per_group(group: np.ndarray, key: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Positions of the ``k[g]`` smallest ``key`` within each ``group`` value ``g``."""
-    order = np.lexsort((key, group))
-    g = group[order]
-    start = np.searchsorted(g, g, side="left")
-    rank = np.arange(g.size) - start
-    return order[rank < k[g]]
-
-
-def _open_holders(st: _State, experts: np.ndarray, excess: np.ndarray) -> None:
-    """Open the frozen holders of overloaded experts with the smallest slack."""
-    want = np.zeros(st.data.e, dtype=np.int64)
-    want[experts] = np.maximum(excess[experts], 0) * 2 + 8
-    rows, exps = [], []
-    frozen = ~st.is_open
-    for t in range(int(st.h.max(initial=0))):
-        r = np.flatnonzero(frozen & (st.h > t))
-        ex = st.top_idx[r, t].astype(np.int64)
-        keep = want[ex] > 0
-        rows.append(r[keep])
-        exps.append(ex[keep])
-    r_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    if r_all.size == 0:
-        raise _Fallback("frozen clients overload an expert")
-    e_all = np.concatenate(exps)
-    pick = _first_per_group(e_all, st.slack[r_all], want)
-    st.open_rows(np.unique(r_all[pick]))
-
-
-def _missing_arcs(st: _State, rows: np.ndarray, experts: np.ndarray | None) -> int:
-    """Add the free arcs of open ``rows`` (to ``experts``, or all) not yet candidates."""
-    d = st.data
-    if rows.size == 0:
-        return 0
-    u = d.u(rows, st.p)
-    free = u > _NEG // 2
-    if experts is not None:
-        keep = np.zeros(d.e, dtype=bool)
-        keep[experts] = True
-        free &= keep[None, :]
-    a0 = np.searchsorted(st.arc_c, rows[0])
-    a1 = np.searchsorted(st.arc_c, rows[-1], side="right")
-    pos = np.searchsorted(rows, st.arc_c[a0:a1])
-    mine = rows[np.minimum(pos, rows.size - 1)] == st.arc_c[a0:a1]
-    free[pos[mine], st.arc_e[a0:a1][mine]] = False
-    bc, be = np.nonzero(free)
-    st.arc_c = np.concatenate([st.arc_c, rows[bc]])
-    st.arc_e = np.concatenate([st.arc_e, be.astype(np.int64)])
-    return int(bc.size)
-
-
-def _widen(st: _State, rows: np.ndarray, loads: np.ndarray) -> None:
-    """Open clients short of their minimum: all their arcs, else room on their experts."""
-    if _missing_arcs(st, rows, None):
-        return
-    full = np.flatnonzero(loads >= st.data.hi)
-    if full.size == 0:
-        raise _Fallback("an open client cannot reach its minimum")
-    _open_holders(st, full, np.ones(st.data.e, dtype=np.int64))
-
-
-def _open_takers(st: _State, experts: np.ndarray, deficit: np.ndarray) -> None:
-    """Open the frozen clients that could move to under-loaded experts most cheaply
-    (and give open clients arcs to them). One pass over the frozen rows."""
-    d = st.data
-    added = _missing_arcs(st, np.flatnonzero(st.is_open), experts)
-    frozen = np.flatnonzero(~st.is_open)
-    want = np.zeros(d.e, dtype=np.int64)
-    want[experts] = deficit[experts] * 2 + 8
-    kk = int(want.max(initial=0))
-    best_r = np.zeros((0, experts.size), dtype=np.int64)
-    best_c = np.zeros((0, experts.size))
-    step = max(1, _BLOCK // d.e)
-    for r0 in range(0, frozen.size, step):
-        rr = frozen[r0 : r0 + step]
-        u = d.u(rr, st.p)
-        hk = st.h[rr]
-        held_min = np.full(rr.size, float(_BIG))
-        takes = np.zeros((rr.size, experts.size), dtype=bool)
-        for t in range(int(hk.max(initial=0))):
-            sel = hk > t
-            ex = st.top_idx[rr, t]
-            held_min = np.where(sel, np.minimum(held_min, u[np.arange(rr.size), ex]), held_min)
-            takes |= sel[:, None] & (ex[:, None] == experts[None, :])
-        room = hk < d.cap[rr]
-        uj = u[:, experts]
-        switch = np.where(room[:, None], -uj, held_min[:, None] - uj)
-        switch[takes | (uj <= _NEG // 2)] = _BIG
-        cost = np.concatenate([best_c, switch])
-        rows = np.concatenate([best_r, np.broadcast_to(rr[:, None], switch.shape)])
-        if cost.shape[0] > kk:
-            part = np.argpartition(cost, kk - 1, axis=0)[:kk]
-            cost = np.take_along_axis(cost, part, axis=0)
-            rows = np.take_along_axis(rows, part, axis=0)
-        best_c, best_r = cost, rows
-    # each expert's want[j] cheapest movers
-    order = np.argsort(best_c, axis=0, kind="stable")
-    best_c = np.take_along_axis(best_c, order, axis=0)
-    best_r = np.take_along_axis(best_r, order, axis=0)
-    ok = (best_c < _BIG) & (np.arange(best_c.shape[0])[:, None] < want[experts][None, :])
-    pick = best_r[ok]
-    if pick.size == 0:
-        if added:
-            return
-        raise _Fallback("no client can move to an under-loaded expert")
-    st.open_rows(np.unique(pick))
-
-
-# ----------------------------------------------------------------------------- cold start
-def _sample(data: _Data, rng: np.random.Generator) -> _Data:
-    """A random quarter of the clients, with the load bounds scaled to their capacity."""
-    n = data.n
-    idx = np.sort(rng.choice(n, size=n // 4, replace=False))
-    cap, kmin = data.cap[idx], data.kmin[idx]
-    frac = float(cap.sum()) / max(float(data.cap.sum()), 1.0)
-    lo = np.floor(data.lo * frac).astype(np.int64)
-    hi = np.where(data.hi >= n, idx.size, np.ceil(data.hi * frac)).astype(np.int64)
-    rows = idx if data.rows is None else data.rows[idx]
-    return _Data(
-        data.fitness,
-        rows,
-        data.allowed,
-        data.fixed,
-        cap,
-        kmin,
-        lo,
-        np.maximum(hi, lo),
-        data.scale_exp,
-    )
-
-
 def _cold_prices(
     data: _Data, margin: int, max_rounds: int, rng: np.random.Generator, levels: list[int]
 ) -> np.ndarray | None:
@@ -943,7 +373,6 @@ def _cold_prices(
     return (dist[:e] - dist[e]).astype(np.int64)
 
 
-# ----------------------------------------------------------------------------- backend
 def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None]:
     """``prune_margin``, ``max_rounds`` and ``prices`` (checked and defaulted by
     :func:`~flexassign.backends.options.validate_options` before any backend runs)."""
