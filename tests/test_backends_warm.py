@@ -67,8 +67,14 @@ def _same(a, b) -> bool:
     return not a.success or abs(a.objective - b.objective) <= 1e-7 * max(1.0, abs(b.objective))
 
 
+@pytest.mark.parametrize("keep_stale", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_matches_full_flow_on_random_small_problems(seed: int) -> None:
+def test_matches_full_flow_on_random_small_problems(
+    seed: int, keep_stale: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if keep_stale:  # every foreign price goes through the refinement, however wrong
+        fw = importlib.import_module("flexassign.backends.flow_warm")
+        monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))
     rng = np.random.default_rng(1000 + seed)
     checked = 0
     while checked < 40:
