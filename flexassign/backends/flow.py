@@ -433,12 +433,12 @@ def _potentials(
         bwd = flow.art_expert > 0
         np.minimum.at(Wf, np.flatnonzero(bwd) * (e + 1) + hub, np.full(int(bwd.sum()), -net.big_m))
     np.fill_diagonal(W, big)
-    # Bellman-Ford, vectorized over the dense (E+1) x (E+1) matrix
-    has = W < big
-    Wm = np.where(has, W, 0)
+    # Bellman-Ford, vectorized over the dense (E+1) x (E+1) matrix. No mask for the
+    # missing arcs: |d| stays far below 2**61 (the cost scale bounds every path), so
+    # d + big neither overflows nor undercuts a real distance.
     d = np.zeros(e + 1, dtype=np.int64)
     for _ in range(e + 3):
-        via = np.where(has, d[:, None] + Wm, big).min(axis=0)
+        via = (d[:, None] + W).min(axis=0)
         new = np.minimum(d, via)
         if np.array_equal(new, d):
             return d
