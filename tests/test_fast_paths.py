@@ -19,7 +19,7 @@ from _problems import mixed_problems
 
 from benchmarks.instances import make_fitness, make_instance
 from flexassign import AssignmentProblem, Status, solve_assignment, verify_assignment
-from flexassign.backends import flow
+from flexassign.backends import _flow_network, flow
 from flexassign.verify import diagnose_infeasibility
 
 
@@ -235,7 +235,7 @@ def test_same_shape_calls_share_only_the_network_skeleton() -> None:
     # small full networks of one shape reuse a cached skeleton of their arc arrays:
     # capacities, bounds, fitness and soft penalties of each call must still be its own
     rng = np.random.default_rng(9)
-    flow._skeleton.cache_clear()
+    _flow_network._skeleton.cache_clear()
     for trial in range(12):
         fit = rng.normal(size=(12, 5))
         cap = rng.integers(1, 4, 12)  # every client has room: the full network
@@ -248,9 +248,9 @@ def test_same_shape_calls_share_only_the_network_skeleton() -> None:
         assert res.status is ref.status, (trial, res.message, ref.message)
         if ref.success:
             assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
-    info = flow._skeleton.cache_info()
+    info = _flow_network._skeleton.cache_info()
     assert info.hits > 0 and info.currsize == 1  # one shape: one skeleton, reused
-    assert not flow._skeleton(12, 5).flags.writeable
+    assert not _flow_network._skeleton(12, 5).flags.writeable
 
 
 # ---------------------------------------------------------------------- slow sweeps
