@@ -226,9 +226,7 @@ def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
 def test_auto_with_prices_in_options_takes_the_warm_path() -> None:
     e = 64
     rng = np.random.default_rng(3)
-    p = AssignmentProblem.balanced(
-        rng.random((_priced_clients(e), e)), capacity=2, tolerance=0.1
-    )
+    p = AssignmentProblem.balanced(rng.random((_priced_clients(e), e)), capacity=2, tolerance=0.1)
     cold = solve_assignment(p)
     assert cold.method == "flow"
     prices = solve_assignment(p, method="flow-warm").stats["expert_prices"]
@@ -263,12 +261,8 @@ def test_refined_prices_with_few_candidates_stay_exact() -> None:
     for seed in range(6):
         p = _problem(3000, 16, 20 + seed)
         far = rng.normal(0, 0.3, 16)
-        res = solve_assignment(
-            p, method="flow-warm", options={"prices": far, "prune_margin": 1}
-        )
+        res = solve_assignment(p, method="flow-warm", options={"prices": far, "prune_margin": 1})
         assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
-
-
 
 
 def test_stale_prices_are_dropped_for_a_cold_start() -> None:
@@ -283,3 +277,25 @@ def test_stale_prices_are_dropped_for_a_cold_start() -> None:
     good = solve_assignment(p, method="flow-warm").stats["expert_prices"]
     again = solve_assignment(p, method="flow-warm", options={"prices": good})
     assert "stale_prices" not in again.stats and again.stats["price_source"] == "options"
+
+
+def test_cold_sample_levels_with_masks_and_fixed_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # large enough for the sample levels, whose smallest one ``flow`` solves: masks and
+    # fixed pairs must carry over to that sample problem
+    fw = importlib.import_module("flexassign.backends.flow_warm")
+    got: list = []
+    real = fw._flow_prices
+    monkeypatch.setattr(fw, "_flow_prices", lambda d: got.append(real(d)) or got[-1])
+    rng = np.random.default_rng(21)
+    n, e = 6000, 12
+    popular = 1.0 / (1.0 + np.arange(e)) ** 0.5
+    fit = popular[None, :] + 0.3 * rng.random((n, e))
+    allowed = rng.random((n, e)) < 0.85
+    fixed = (rng.random((n, e)) < 0.02) & allowed
+    cap = np.maximum(rng.integers(1, 4, n), fixed.sum(axis=1))
+    p = AssignmentProblem.balanced(fit, capacity=cap, tolerance=0.2, allowed=allowed, fixed=fixed)
+    res = solve_assignment(p, method="flow-warm")
+    assert res.stats["price_source"] == "sample" and res.stats["levels"]
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+    assert not res.x[~allowed].any() and res.x[fixed].all()
+    assert got and all(p is not None and p.shape == (e,) for p in got)  # flow solved it
