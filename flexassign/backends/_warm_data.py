@@ -25,6 +25,9 @@ _MAX_COST_PRODUCT = 2.0**60
 _MAX_EXACT = 2.0**51
 #: Elements per block of rows in the passes over the fitness matrix.
 _BLOCK = 1 << 21
+#: A cold start's sample levels take one in this many clients (measured at 10,000 x 256
+#: cold, tuning seeds 1-4: one in 4 gives 6.5x greedy, one in 3 6.7x, one in 2 7.9x).
+_SAMPLE_DIVISOR = 4
 
 
 class _Fallback(Exception):
@@ -209,7 +212,7 @@ def _excess_share(data: _Data, top_idx: np.ndarray, h: np.ndarray) -> float:
 def _sample(data: _Data, rng: np.random.Generator) -> _Data:
     """A random quarter of the clients, with the load bounds scaled to their capacity."""
     n = data.n
-    idx = np.sort(rng.choice(n, size=n // 4, replace=False))
+    idx = np.sort(rng.choice(n, size=n // _SAMPLE_DIVISOR, replace=False))
     cap, kmin = data.cap[idx], data.kmin[idx]
     frac = float(cap.sum()) / max(float(data.cap.sum()), 1.0)
     lo = np.floor(data.lo * frac).astype(np.int64)
