@@ -193,7 +193,8 @@ def _potentials(st: _State, sub: _Sub, loads: np.ndarray) -> np.ndarray:
 
 
 def _held_min(st: _State, rows: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Smallest ``delta`` over each frozen client's held experts (0 if it holds none)."""
+    """The largest fall of ``delta`` over each frozen client's held experts: their
+    smallest ``delta`` if negative, else 0 (also when it holds none)."""
     out = np.zeros(rows.size, dtype=np.int64)
     hk = st.h[rows]
     for t in range(int(hk.max(initial=0))):

@@ -341,7 +341,7 @@ def _solve_data(
         # for them: any expert's rise (an unheld one may overtake) plus the largest
         # fall among the experts they hold
         frozen = np.flatnonzero(~st.is_open)
-        st.slack[frozen] -= max(up, 0) - np.minimum(_held_min(st, frozen, delta), 0)
+        st.slack[frozen] -= max(up, 0) - _held_min(st, frozen, delta)
         fails = _recheck_frozen(st, frozen[st.slack[frozen] < 0])
         # open clients: pruned arcs below the lowest u a client must keep
         held = sub.flow > 0
@@ -404,7 +404,7 @@ def _flow_prices(data: _Data) -> np.ndarray | None:
     from .registry import get_backend  # the reference solver, through the registry
 
     rows = data.rows if data.rows is not None else np.arange(data.n)
-    allowed = None if data.allowed is None else data.allowed[rows].copy()
+    allowed = None if data.allowed is None else data.allowed[rows]
     if data.fixed is not None:  # fixed pairs are accounted for in cap and the bounds
         allowed = ~data.fixed[rows] if allowed is None else allowed & ~data.fixed[rows]
     try:
