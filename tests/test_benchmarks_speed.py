@@ -141,3 +141,25 @@ def test_greedy_seeds_checks_and_summarises(tmp_path: Path, capsys: pytest.Captu
         greedy_seeds.main(["--size", "big"])
     assert exc.value.code == 2
     assert "argument --size: must look like 10000x256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("greedy_seeds", ["--seeds", "0"], "`--seeds` and `--repeats` must be >= 1"),
+        ("greedy_seeds", ["--size", "100x1"], "argument --size: needs at least 1 client"),
+        ("peer_seeds", ["--size", "x"], "argument --size: must look like"),
+        ("small_overhead", ["--size", "10*8"], "argument --size: must look like"),
+        ("memory", ["10x"], "argument size: must look like"),
+    ],
+)
+def test_benchmark_scripts_reject_bad_arguments_in_one_line(
+    module: str, argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib
+
+    mod = importlib.import_module(f"benchmarks.{module}")
+    with pytest.raises(SystemExit) as exc:
+        mod.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
