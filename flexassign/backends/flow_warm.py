@@ -198,6 +198,8 @@ _OPEN_MAX = 0.75
 #: Cold start: solve a random quarter of the clients first while above this many.
 _SAMPLE_MIN_PER_EXPERT = 8
 _SAMPLE_MIN = 4096
+#: Largest |price| in integer cost units (costs plus prices stay below 2**51).
+_PRICE_LIMIT = 2**49
 #: The smallest sample level is solved by ``flow`` (measured on 2,500 x 256 samples of
 #: 10,000 x 256 round-2 instances, tuning seeds 1-3: 44-61 ms CPU against 86-131 ms
 #: for everyone open here).
@@ -423,8 +425,14 @@ def _flow_prices(data: _Data) -> np.ndarray | None:
     prices = out.stats.get("expert_prices")
     if out.status is not Status.OPTIMAL or prices is None:
         return None
-    scaled = np.rint(np.ldexp(np.asarray(prices, dtype=np.float64), data.scale_exp))
-    return np.clip(scaled, -(2**49), 2**49).astype(np.int64)
+    return _integer_prices(np.asarray(prices, dtype=np.float64), data)
+
+
+def _integer_prices(prices: np.ndarray, data: _Data) -> np.ndarray:
+    """Prices in fitness units as integer cost units of ``data`` (bounded so that every
+    cost plus price stays exact in float64)."""
+    scaled = np.rint(np.ldexp(prices, data.scale_exp))
+    return np.clip(scaled, -_PRICE_LIMIT, _PRICE_LIMIT).astype(np.int64)
 
 
 def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None]:
@@ -475,14 +483,12 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             raise _Fallback("no client has a free slot")
         stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
         stats["objective_scale_exponent"] = data.scale_exp
-        limit = 2**49
         t1 = time.perf_counter()
         levels: list[int] = []
         solved = None
         kept = dict(stats)  # what a cold restart keeps
         if prices is not None:
-            p0 = np.clip(np.rint(np.ldexp(prices, data.scale_exp)), -limit, limit)
-            p0 = p0.astype(np.int64)
+            p0: np.ndarray | None = _integer_prices(prices, data)
             stats["price_source"] = "options"
             stats["price_time"] = time.perf_counter() - t1
             stats["build_time"] = time.perf_counter() - t0
