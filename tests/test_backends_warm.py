@@ -61,6 +61,12 @@ def _full(p: AssignmentProblem):  # the reference: every pair an arc
     return solve_assignment(p, method="flow", options={"prune": False})
 
 
+@pytest.fixture(params=["ssp", "ortools"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Both engines of flow-warm: the compiled repair and the OR-Tools open-set solve."""
+    return str(request.param)
+
+
 def _same(a, b) -> bool:
     if a.status is not b.status:
         return False
@@ -70,7 +76,7 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("keep_stale", [False, True])
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_full_flow_on_random_small_problems(
-    seed: int, keep_stale: bool, monkeypatch: pytest.MonkeyPatch
+    seed: int, keep_stale: bool, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if keep_stale:  # every foreign price goes through the refinement, however wrong
         fw = importlib.import_module("flexassign.backends.flow_warm")
@@ -83,11 +89,13 @@ def test_matches_full_flow_on_random_small_problems(
         except InvalidProblemError:  # e.g. a fixed pair beyond a capacity
             continue
         ref = _full(p)
-        options = {}
+        options: dict = {"engine": engine}
         if rng.random() < 0.5:  # foreign prices of any scale: a wrong start costs time only
             options["prices"] = rng.normal(size=p.n_experts) * rng.choice([0.01, 1.0, 100.0])
         res = solve_assignment(p, method="flow-warm", options=options)
         assert _same(res, ref), (seed, checked, p, res.message, ref.objective, res.objective)
+        if res.success and "fallback" not in res.stats:
+            assert res.stats["engine"] == engine or "engine_fallback" in res.stats
         checked += 1
 
 
@@ -99,33 +107,37 @@ def _problem(n: int, e: int, seed: int, **kw) -> AssignmentProblem:
     return AssignmentProblem.balanced(fit, capacity=cap, tolerance=0.1, **kw)
 
 
-def test_prices_from_another_problem_still_give_the_optimum() -> None:
+def test_prices_from_another_problem_still_give_the_optimum(engine: str) -> None:
     p = _problem(3000, 16, 0)
     other = _problem(2000, 16, 1)  # a different federation's prices
     prices = solve_assignment(other, method="flow-warm").stats["expert_prices"]
-    res = solve_assignment(p, method="flow-warm", options={"prices": prices})
+    res = solve_assignment(p, method="flow-warm", options={"prices": prices, "engine": engine})
     assert res.status is Status.OPTIMAL
     assert res.stats.get("fallback") is None
     assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
 
 
-def test_own_prices_settle_the_problem_in_one_round() -> None:
+def test_own_prices_settle_the_problem_in_one_round(engine: str) -> None:
     p = _problem(4000, 16, 2)
-    cold = solve_assignment(p, method="flow-warm")
+    cold = solve_assignment(p, method="flow-warm", options={"engine": engine})
     assert cold.status is Status.OPTIMAL
     prices = cold.stats["expert_prices"]
     assert prices.shape == (16,) and np.isfinite(prices).all()
-    warm = solve_assignment(p, method="flow-warm", options={"prices": prices})
+    warm = solve_assignment(p, method="flow-warm", options={"prices": prices, "engine": engine})
     assert warm.stats["price_source"] == "options"
+    assert warm.stats["engine"] == engine
     assert warm.stats["rounds"] == 1  # the optimal prices leave nothing to repair
-    assert warm.stats["open_clients"] < p.n_clients
+    if engine == "ortools":
+        assert warm.stats["open_clients"] < p.n_clients
+    else:  # only clients on the edge of a tie may have to move
+        assert sum(warm.stats["paths"]) <= warm.stats["start_excess"] <= p.n_clients // 100
     assert warm.objective == pytest.approx(cold.objective, rel=1e-12)
 
 
-def test_returned_prices_certify_the_assignment() -> None:
+def test_returned_prices_certify_the_assignment(engine: str) -> None:
     """Complementary slackness, re-checked here from the arrays alone."""
     p = _problem(2500, 12, 3, min_experts=1)
-    res = solve_assignment(p, method="flow-warm")
+    res = solve_assignment(p, method="flow-warm", options={"engine": engine})
     assert res.status is Status.OPTIMAL
     x = res.x
     u = p.fitness + res.stats["expert_prices"][None, :]
@@ -143,7 +155,7 @@ def test_returned_prices_certify_the_assignment() -> None:
     assert (prices[load > lo] <= tol).all()
 
 
-def test_masks_fixed_pairs_and_exact_capacity() -> None:
+def test_masks_fixed_pairs_and_exact_capacity(engine: str) -> None:
     rng = np.random.default_rng(4)
     n, e = 1500, 10
     allowed = rng.random((n, e)) < 0.7
@@ -160,8 +172,9 @@ def test_masks_fixed_pairs_and_exact_capacity() -> None:
         fixed=fixed,
     )
     ref = _full(p)
-    res = solve_assignment(p, method="flow-warm")
+    res = solve_assignment(p, method="flow-warm", options={"engine": engine})
     assert _same(res, ref)
+    assert res.stats["engine"] == engine
     assert res.x is not None and (res.x[fixed]).all() and not (res.x & ~allowed).any()
 
 
@@ -170,9 +183,27 @@ def test_falls_back_to_flow_when_rounds_run_out(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))  # keep even hopeless prices
     p = _problem(3000, 16, 5)
     bad = np.linspace(-50, 50, 16)  # prices that point every client the wrong way
-    res = solve_assignment(p, method="flow-warm", options={"prices": bad, "max_rounds": 1})
+    res = solve_assignment(
+        p, method="flow-warm", options={"prices": bad, "max_rounds": 1, "engine": "ortools"}
+    )
     assert res.status is Status.OPTIMAL
     assert "fallback" in res.stats and res.stats["fallback"].startswith("flow-warm:")
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+
+
+def test_repair_hands_over_to_ortools_when_its_path_budget_is_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fw = importlib.import_module("flexassign.backends.flow_warm")
+    monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))
+    monkeypatch.setattr(fw, "_SSP_MIN_PATHS", 3)
+    monkeypatch.setattr(fw, "_SSP_PATHS_PER_CLIENT", 0.0)
+    p = _problem(3000, 16, 5)
+    good = solve_assignment(p, method="flow-warm").stats["expert_prices"]
+    off = good + np.random.default_rng(0).normal(0, 0.02, 16)  # a few dozen paths away
+    res = solve_assignment(p, method="flow-warm", options={"prices": off, "engine": "ssp"})
+    assert res.stats["engine_fallback"] == "path budget spent"
+    assert res.stats["engine"] == "ortools" and res.stats["paths"] == [3]
     assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
 
 
@@ -185,6 +216,7 @@ def test_falls_back_to_flow_when_rounds_run_out(monkeypatch: pytest.MonkeyPatch)
         ({"prune_margin": 0}, r"`options\['prune_margin'\]` must be .*>= 1; got 0"),
         ({"max_rounds": True}, r"`options\['max_rounds'\]` must be an integer"),
         ({"margin": 3}, r"unknown option `options\['margin'\]` for method 'flow-warm'"),
+        ({"engine": "fast"}, r"`options\['engine'\]` must be one of \('auto', 'ssp', 'ortools'\)"),
     ],
 )
 def test_bad_options_name_the_option(options: dict, match: str) -> None:
@@ -245,7 +277,7 @@ def test_module_examples_run() -> None:
 def test_handed_over_prices_are_refined_before_the_exact_solve() -> None:
     p = _problem(6000, 12, 6)
     stale = solve_assignment(_problem(6000, 12, 7), method="flow-warm").stats["expert_prices"]
-    res = solve_assignment(p, method="flow-warm", options={"prices": stale})
+    res = solve_assignment(p, method="flow-warm", options={"prices": stale, "engine": "ortools"})
     assert res.stats["price_source"] == "options"
     # the refinement moved the prices and left less load outside the bounds
     assert res.stats["refined_price_change"] > 0
@@ -254,22 +286,24 @@ def test_handed_over_prices_are_refined_before_the_exact_solve() -> None:
     assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
 
 
-def test_refined_prices_with_few_candidates_stay_exact() -> None:
+def test_refined_prices_with_few_candidates_stay_exact(engine: str) -> None:
     # one spare candidate per client: the refined prices often favour an expert outside
     # a client's candidates, which only the bound on the others' u can reveal
     rng = np.random.default_rng(11)
     for seed in range(6):
         p = _problem(3000, 16, 20 + seed)
         far = rng.normal(0, 0.3, 16)
-        res = solve_assignment(p, method="flow-warm", options={"prices": far, "prune_margin": 1})
+        options = {"prices": far, "prune_margin": 1, "engine": engine}
+        res = solve_assignment(p, method="flow-warm", options=options)
         assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
+        assert res.stats["engine"] == engine
 
 
-def test_stale_prices_are_dropped_for_a_cold_start() -> None:
+def test_stale_prices_are_dropped_for_a_cold_start(engine: str) -> None:
     p = _problem(6000, 12, 6)
     # prices that make the least popular expert everyone's favourite
     stale = np.linspace(-2.0, 2.0, 12)
-    res = solve_assignment(p, method="flow-warm", options={"prices": stale})
+    res = solve_assignment(p, method="flow-warm", options={"prices": stale, "engine": engine})
     assert "stale_prices" in res.stats and res.stats["price_source"] != "options"
     assert "fallback" not in res.stats
     assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
@@ -279,7 +313,9 @@ def test_stale_prices_are_dropped_for_a_cold_start() -> None:
     assert "stale_prices" not in again.stats and again.stats["price_source"] == "options"
 
 
-def test_cold_sample_levels_with_masks_and_fixed_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cold_sample_levels_with_masks_and_fixed_pairs(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # large enough for the sample levels, whose smallest one ``flow`` solves: masks and
     # fixed pairs must carry over to that sample problem
     fw = importlib.import_module("flexassign.backends.flow_warm")
@@ -294,7 +330,7 @@ def test_cold_sample_levels_with_masks_and_fixed_pairs(monkeypatch: pytest.Monke
     fixed = (rng.random((n, e)) < 0.02) & allowed
     cap = np.maximum(rng.integers(1, 4, n), fixed.sum(axis=1))
     p = AssignmentProblem.balanced(fit, capacity=cap, tolerance=0.2, allowed=allowed, fixed=fixed)
-    res = solve_assignment(p, method="flow-warm")
+    res = solve_assignment(p, method="flow-warm", options={"engine": engine})
     assert res.stats["price_source"] == "sample" and res.stats["levels"]
     assert res.objective == pytest.approx(_full(p).objective, rel=1e-9)
     assert not res.x[~allowed].any() and res.x[fixed].all()

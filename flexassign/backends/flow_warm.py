@@ -122,6 +122,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
+from . import _warm_ssp
 from ._prices import refine_prices
 from ._warm_data import (
     _BIG,
@@ -157,7 +159,18 @@ from ._warm_network import (
 )
 from .base import BackendOutput, SolveOptions
 
-__all__ = ["solve"]
+__all__ = ["ENGINES", "solve"]
+
+#: ``options["engine"]``: the compiled repair (``"ssp"``, needs numba), the OR-Tools
+#: open-set solve (``"ortools"``), or ``"auto"`` (see :func:`_engine`).
+ENGINES = ("auto", "ssp", "ortools")
+#: ``engine="auto"`` takes the compiled repair up to this many clients per expert.
+_SSP_MAX_PER_EXPERT = 500
+#: Augmenting paths one repair round may take: at least this many, or this many per
+#: client (a warm start at 10,000 x 256 takes about 110, 1 % of the clients).
+_SSP_MIN_PATHS = 2000
+_SSP_PATHS_PER_CLIENT = 0.5
+_CERTIFICATE = "prices satisfy complementary slackness for every client and expert"
 
 #: With prices: open this many times the share of load that the handed-over (or
 #: sample) prices put outside the bounds, before refinement (the clients with the
@@ -246,6 +259,15 @@ def _refine(
     )
 
 
+@dataclass
+class _Solved:
+    """A certified optimum of a ``_Data``: integer prices and the chosen pairs."""
+
+    prices: np.ndarray  # (E,) int64, relative to O
+    rows: np.ndarray  # chosen pairs: data-local client rows ...
+    experts: np.ndarray  # ... and their experts
+
+
 def _solve_data(
     data: _Data,
     p0: np.ndarray | None,
@@ -254,14 +276,16 @@ def _solve_data(
     stats: dict[str, Any],
     stale_above: float | None = None,
     open_factor: float = _OPEN_EXCESS,
-) -> tuple[np.ndarray, np.ndarray, _State, _Sub]:
+    engine: str = "ortools",
+) -> _Solved:
     """Certified optimum of ``data`` starting from integer prices ``p0`` (refined first),
-    or, without prices, from zero prices with every client open. Raises
-    ``_StalePrices`` when ``p0`` puts more than ``stale_above`` of the load outside the
-    bounds.
+    or, without prices, from zero prices (with the OR-Tools engine every client open).
+    Raises ``_StalePrices`` when ``p0`` puts more than ``stale_above`` of the load
+    outside the bounds.
 
-    Returns the final prices (experts then O), per-expert loads, the state (frozen
-    clients' choices) and the open clients' flow.
+    ``engine="ssp"`` repairs the price-induced choice with the compiled kernel
+    (:mod:`._warm_ssp`); if that cannot finish, the OR-Tools engine takes over
+    (``stats["engine_fallback"]``).
     """
     n, e = data.n, data.e
     kmax = int(data.cap.max(initial=0))
@@ -287,6 +311,29 @@ def _solve_data(
         if stale_above is not None and share > stale_above:
             raise _StalePrices(share)
         frac = min(max(open_factor * share, _OPEN_MIN), _OPEN_FIRST)
+    if engine == "ssp":
+        start = p if p0 is None else p + _refine_steps(data, top_idx, top_val, p, _REFINE_STEPS)
+        try:
+            prices, cand, held = _warm_ssp.solve_candidates(
+                data,
+                top_idx,
+                top_val,
+                p,
+                start,
+                max_rounds=max_rounds,
+                max_paths=max(_SSP_MIN_PATHS, int(_SSP_PATHS_PER_CLIENT * n)),
+                stats=stats,
+            )
+        except _warm_ssp._EngineFailed as exc:
+            stats["engine_fallback"] = str(exc)
+        else:
+            stats["engine"] = "ssp"
+            stats["rounds"] = len(stats["paths"])
+            stats["certificate"] = _CERTIFICATE
+            held_rows, held_slots = np.nonzero(held)
+            return _Solved(prices, held_rows, cand[held_rows, held_slots])
+    stats["engine"] = "ortools"
+    if p0 is not None:
         p, top_idx, top_val, bound_out = _refine(data, p, top_idx, top_val, stats)
     h, slack = _choose(top_val, data.cap, data.kmin)
     if bound_out is not None:
@@ -359,10 +406,12 @@ def _solve_data(
         check = np.flatnonzero(st.outside[sub.rows] > tau)
         added = _recheck_open(st, sub, check, tau[check]) if check.size else 0
         if fails.size == 0 and added == 0:
-            stats["certificate"] = (
-                "prices satisfy complementary slackness for every client and expert"
-            )
-            return dist, loads, st, sub
+            stats["certificate"] = _CERTIFICATE
+            stats["open_clients"] = int(sub.rows.size)
+            stats["open_arcs"] = int(sub.ac.size)
+            stats["rechecked_rows"] = st.rechecked
+            rows, experts = _pairs(st, sub)
+            return _Solved(dist[:e] - dist[e], rows, experts)
         stats.setdefault("reopened", []).append(int(fails.size))
         stats.setdefault("added_arcs", []).append(added)
         st.open_rows(fails)
@@ -376,7 +425,12 @@ def _sample_factor(data: _Data) -> float:
 
 
 def _cold_prices(
-    data: _Data, margin: int, max_rounds: int, rng: np.random.Generator, levels: list[int]
+    data: _Data,
+    margin: int,
+    max_rounds: int,
+    rng: np.random.Generator,
+    levels: list[int],
+    engine: str,
 ) -> np.ndarray | None:
     """Integer prices from solving nested random samples, smallest first (each level
     starts from the prices of the one below); ``None`` when ``data`` is small enough to
@@ -385,18 +439,20 @@ def _cold_prices(
     if data.n <= max(_SAMPLE_MIN_PER_EXPERT * e, _SAMPLE_MIN):
         return None
     sub = _sample(data, rng)
-    p = _cold_prices(sub, margin, max_rounds, rng, levels)
+    p = _cold_prices(sub, margin, max_rounds, rng, levels, engine)
     if p is None and _FLOW_SAMPLE:  # the smallest level, from nothing: ``flow`` is faster
         p = _flow_prices(sub)
         if p is not None:
             levels.append(sub.n)
             return p
     try:
-        dist, *_ = _solve_data(sub, p, margin, max_rounds, {}, open_factor=_sample_factor(sub))
+        solved = _solve_data(
+            sub, p, margin, max_rounds, {}, open_factor=_sample_factor(sub), engine=engine
+        )
     except _Fallback:  # an unlucky sample: its prices are only a hint
         return p
     levels.append(sub.n)
-    return (dist[:e] - dist[e]).astype(np.int64)
+    return solved.prices.astype(np.int64)
 
 
 def _flow_prices(data: _Data) -> np.ndarray | None:
@@ -435,9 +491,10 @@ def _integer_prices(prices: np.ndarray, data: _Data) -> np.ndarray:
     return np.clip(scaled, -_PRICE_LIMIT, _PRICE_LIMIT).astype(np.int64)
 
 
-def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None]:
-    """``prune_margin``, ``max_rounds`` and ``prices`` (checked and defaulted by
-    :func:`~flexassign.backends.options.validate_options` before any backend runs)."""
+def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None, str]:
+    """``prune_margin``, ``max_rounds``, ``prices`` and ``engine`` (checked and
+    defaulted by :func:`~flexassign.backends.options.validate_options` before any
+    backend runs)."""
     margin = int(extra.get("prune_margin", 4))
     rounds = int(extra.get("max_rounds", 12))
     if margin < 1 or rounds < 1:  # only reachable when solve() is called directly
@@ -451,36 +508,58 @@ def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarr
             raise InvalidProblemError(
                 f"`options['prices']` must be {problem.n_experts} finite expert prices"
             )
-    return margin, rounds, prices
+    engine = extra.get("engine", "auto")
+    if engine not in ENGINES:
+        raise InvalidProblemError(f"`options['engine']` must be one of {ENGINES}; got {engine!r}")
+    return margin, rounds, prices, engine
 
 
-def _assemble(problem: AssignmentProblem, st: _State, sub: _Sub) -> tuple[np.ndarray, float]:
+def _engine(requested: str, data: _Data) -> str:
+    """The engine for ``data``: ``"auto"`` takes the compiled repair while experts have
+    at most ``_SSP_MAX_PER_EXPERT`` clients each (above, a path's row updates cost more
+    than the OR-Tools engine's solve) and numba is installed."""
+    if requested == "ssp" and not _warm_ssp.available():
+        raise InvalidProblemError("`options['engine']='ssp'` needs numba (pip install numba)")
+    if requested != "auto":
+        return requested
+    few = data.n <= _SSP_MAX_PER_EXPERT * data.e
+    return "ssp" if few and _warm_ssp.available() else "ortools"
+
+
+def _pairs(st: _State, sub: _Sub) -> tuple[np.ndarray, np.ndarray]:
+    """The OR-Tools engine's chosen pairs: frozen clients' prefixes and the open flow."""
+    frozen = ~st.is_open
+    rows, experts = [], []
+    for t in range(int(st.h.max(initial=0))):
+        r = np.flatnonzero(frozen & (st.h > t))
+        rows.append(r)
+        experts.append(st.top_idx[r, t].astype(np.int64))
+    held = sub.flow > 0
+    rows.append(sub.rows[sub.ac[held]])
+    experts.append(sub.ae[held].astype(np.int64))
+    return np.concatenate(rows), np.concatenate(experts)
+
+
+def _assemble(problem: AssignmentProblem, solved: _Solved) -> tuple[np.ndarray, float]:
     """The assignment and its objective (summed over the chosen pairs only)."""
     n, e = problem.shape
     fit = problem.fitness
     x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
     value = 0.0 if problem.fixed is None else float(fit[problem.fixed].sum())
-    frozen = ~st.is_open
-    for t in range(int(st.h.max(initial=0))):
-        r = np.flatnonzero(frozen & (st.h > t))
-        c = st.top_idx[r, t]
-        x[r, c] = True
-        value += float(fit[r, c].sum())
-    held = sub.flow > 0
-    r, c = sub.rows[sub.ac[held]], sub.ae[held]
-    x[r, c] = True
-    value += float(fit[r, c].sum())
+    x[solved.rows, solved.experts] = True
+    value += float(fit[solved.rows, solved.experts].sum())
     return x, value
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
-    margin, max_rounds, prices = _options(problem, options.extra)
+    margin, max_rounds, prices, engine = _options(problem, options.extra)
     stats: dict[str, Any] = {}
     try:
         data, _, exact, total = _prepare(problem)
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
+        engine = _engine(engine, data)
         stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
         stats["objective_scale_exponent"] = data.scale_exp
         t1 = time.perf_counter()
@@ -493,7 +572,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats["price_time"] = time.perf_counter() - t1
             stats["build_time"] = time.perf_counter() - t0
             try:
-                solved = _solve_data(data, p0, margin, max_rounds, stats, _STALE_EXCESS)
+                solved = _solve_data(
+                    data, p0, margin, max_rounds, stats, _STALE_EXCESS, engine=engine
+                )
             except _StalePrices as stale:  # worse than none: start cold instead
                 stats.clear()
                 stats.update(kept)
@@ -501,15 +582,20 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 t1 = time.perf_counter()
         if solved is None:
             rng = np.random.default_rng(options.seed)
-            p0 = _cold_prices(data, margin, max_rounds, rng, levels)
+            p0 = _cold_prices(data, margin, max_rounds, rng, levels, engine)
             stats["price_source"] = "sample" if p0 is not None else "zero"
             stats["levels"] = levels
             stats["price_time"] = time.perf_counter() - t1
             stats["build_time"] = time.perf_counter() - t0
             solved = _solve_data(
-                data, p0, margin, max_rounds, stats, open_factor=_sample_factor(data)
+                data,
+                p0,
+                margin,
+                max_rounds,
+                stats,
+                open_factor=_sample_factor(data),
+                engine=engine,
             )
-        dist, _, st, sub = solved
     except _Fallback as exc:
         from .registry import get_backend  # the reference solver, through the registry
 
@@ -517,14 +603,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         out.stats["fallback"] = f"flow-warm: {exc}; solved by flow"
         out.stats["warm_stats"] = {k: v for k, v in stats.items() if k != "expert_prices"}
         return out
-    x, value = _assemble(problem, st, sub)
-    e = problem.n_experts
+    x, value = _assemble(problem, solved)
     stats.update(
         solver_status="optimal",
-        expert_prices=np.ldexp((dist[:e] - dist[e]).astype(np.float64), -data.scale_exp),
-        open_clients=int(sub.rows.size),
-        open_arcs=int(sub.ac.size),
-        rechecked_rows=st.rechecked,
+        expert_prices=np.ldexp(solved.prices.astype(np.float64), -data.scale_exp),
         solve_time=time.perf_counter() - t0 - stats["build_time"],
     )
     # each unit carries at most half a cost step of rounding, in ours and in the optimum

@@ -149,6 +149,13 @@ def _prune(label: str, value: Any, problem: AssignmentProblem) -> str | bool:
     raise InvalidProblemError(f"`{label}` must be 'auto', True or False; got {value!r}")
 
 
+def _engine(label: str, value: Any, problem: AssignmentProblem) -> str:
+    engines = ("auto", "ssp", "ortools")
+    if not isinstance(value, str) or value not in engines:
+        raise InvalidProblemError(f"`{label}` must be one of {engines}; got {value!r}")
+    return value
+
+
 def _assignment(label: str, value: Any, problem: AssignmentProblem) -> np.ndarray:
     try:
         arr = np.asarray(value)
@@ -285,6 +292,14 @@ FLOW_WARM = (
         _int_at_least(1),
     ),
     PRICES,
+    OptionSpec(
+        "engine",
+        "'auto', 'ssp' or 'ortools'",
+        "auto",
+        "repair by compiled shortest paths (numba) or solve the open clients with "
+        "OR-Tools ('auto': the compiled repair while experts have few clients each)",
+        _engine,
+    ),
 )
 HIGHS = (
     WARM_START,

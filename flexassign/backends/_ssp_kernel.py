@@ -1,0 +1,499 @@
+r"""Compiled kernels of ``flow-warm``'s repair engine (numba): candidate pass and
+successive shortest paths on the compressed residual graph.
+
+The count-based problem is a min-cost flow; with the client nodes eliminated its
+residual graph has only :math:`E + 1` nodes: the experts and one hub ``O`` (the merged
+source and sink, i.e. a client's unused capacity and the experts' load arcs). A client
+``i`` holding expert ``a`` and not ``b`` (``b`` among its candidates) offers the arc
+``a -> b`` at cost :math:`g_{ia} - g_{ib}` (it swaps ``a`` for ``b``; :math:`g` is the
+integer gain, fitness times :math:`2^k`), a client above its minimum offers ``a -> O``
+at :math:`g_{ia}` (it drops ``a``), one below its capacity ``O -> b`` at :math:`-g_{ib}`
+(it takes ``b``); expert ``a``'s load arc gives ``a -> O`` at cost 0 while its counted
+load :math:`t_a` is below :math:`U_a` and ``O -> a`` while it is above :math:`L_a`. The
+dense matrix ``w`` keeps, for each ordered pair, the cheapest client's cost and
+``arg`` that client; a client's change only touches the rows of the experts it holds.
+
+Potentials :math:`\pi` are the expert prices (:math:`\pi_O = 0` up to a shift): the
+reduced cost of a client's swap is :math:`u_{ia} - u_{ib}` with :math:`u = g + p`, so a
+price-induced choice has non-negative reduced costs everywhere, and the load arcs are
+set at the bound their price's sign calls for (complementary slackness). What remains
+is each expert's *excess* (load minus counted load). Successive shortest paths
+(Dijkstra on the dense matrix, :math:`O(E^2)` per path) move it, one unit per path,
+from experts with too much to experts with too little, and the potentials stay dual
+feasible throughout; when no excess is left the assignment is optimal over the
+candidate arcs and the potentials are its prices.
+
+Every function here is plain loops over NumPy arrays, compiled on first use and
+cached on disk (``cache=True``; the first compile takes a few seconds, a cached load
+about 0.3 s per process). :mod:`flexassign.backends._warm_ssp` drives them and checks
+what they return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: "No arc" in ``w`` (far from int64 overflow when potentials are added).
+_INF = np.int64(2**60)
+#: A gain at or below this marks a pair the client may not take.
+_NEG_VALID = np.int64(-(2**59))
+
+#: Status codes of :func:`ssp`.
+OPTIMAL = 0
+NO_PATH = 1
+BUDGET = 2
+
+
+@njit(cache=True)
+def top_candidates(
+    fitness: np.ndarray,
+    rows: np.ndarray,
+    scale: float,
+    p: np.ndarray,
+    out_idx: np.ndarray,
+    out_val: np.ndarray,
+) -> None:
+    """Each selected row's ``m`` best experts by :math:`u = \\mathrm{rint}(f \\cdot
+    scale) + p`, best first, into ``out_idx`` / ``out_val`` (``m`` = their width).
+
+    ``scale`` is a power of two (exact multiplication); ``p`` holds integer-valued
+    floats. Unmasked problems only (every pair may be taken).
+    """
+    e = fitness.shape[1]
+    m = out_idx.shape[1]
+    for r in range(rows.size):
+        i = rows[r]
+        cnt = 0
+        for j in range(e):
+            u = np.rint(fitness[i, j] * scale) + p[j]
+            if cnt < m:
+                k = cnt
+                cnt += 1
+            elif u > out_val[r, m - 1]:
+                k = m - 1
+            else:
+                continue
+            while k > 0 and out_val[r, k - 1] < u:
+                out_val[r, k] = out_val[r, k - 1]
+                out_idx[r, k] = out_idx[r, k - 1]
+                k -= 1
+            out_val[r, k] = u
+            out_idx[r, k] = j
+
+
+@njit(cache=True)
+def _csr(cand: np.ndarray, gain: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each expert, the (client, slot) pairs that have it as a valid candidate."""
+    n, m = cand.shape
+    ptr = np.zeros(e + 1, np.int64)
+    for i in range(n):
+        for s in range(m):
+            if gain[i, s] > _NEG_VALID:
+                ptr[cand[i, s] + 1] += 1
+    for a in range(e):
+        ptr[a + 1] += ptr[a]
+    fill = ptr[:e].copy()
+    ci = np.empty(ptr[e], np.int64)
+    cs = np.empty(ptr[e], np.int64)
+    for i in range(n):
+        for s in range(m):
+            if gain[i, s] > _NEG_VALID:
+                a = cand[i, s]
+                ci[fill[a]] = i
+                cs[fill[a]] = s
+                fill[a] += 1
+    return ptr, ci, cs
+
+
+@njit(cache=True)
+def _row(
+    a: int,
+    hub: int,
+    w: np.ndarray,
+    arg: np.ndarray,
+    ptr: np.ndarray,
+    ci: np.ndarray,
+    cs: np.ndarray,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    held: np.ndarray,
+    h: np.ndarray,
+    kmin: np.ndarray,
+) -> None:
+    """Arcs out of expert ``a``: the cheapest swap to each other expert and the
+    cheapest drop (to the hub), over the clients holding ``a``."""
+    m = cand.shape[1]
+    for b in range(hub + 1):
+        w[a, b] = _INF
+        arg[a, b] = -1
+    for j in range(ptr[a], ptr[a + 1]):
+        i = ci[j]
+        s = cs[j]
+        if not held[i, s]:
+            continue
+        gi = gain[i, s]
+        for s2 in range(m):
+            if held[i, s2] or gain[i, s2] <= _NEG_VALID:
+                continue
+            b = cand[i, s2]
+            v = gi - gain[i, s2]
+            if v < w[a, b]:
+                w[a, b] = v
+                arg[a, b] = i
+        if h[i] > kmin[i] and gi < w[a, hub]:
+            w[a, hub] = gi
+            arg[a, hub] = i
+
+
+@njit(cache=True)
+def _take(
+    b: int,
+    hub: int,
+    w: np.ndarray,
+    arg: np.ndarray,
+    ptr: np.ndarray,
+    ci: np.ndarray,
+    cs: np.ndarray,
+    gain: np.ndarray,
+    held: np.ndarray,
+    h: np.ndarray,
+    cap: np.ndarray,
+) -> None:
+    """The arc from the hub to expert ``b``: the cheapest client with room taking it."""
+    w[hub, b] = _INF
+    arg[hub, b] = -1
+    for j in range(ptr[b], ptr[b + 1]):
+        i = ci[j]
+        s = cs[j]
+        if held[i, s] or h[i] >= cap[i]:
+            continue
+        v = -gain[i, s]
+        if v < w[hub, b]:
+            w[hub, b] = v
+            arg[hub, b] = i
+
+
+@njit(cache=True)
+def _mark(
+    i: int,
+    hub: int,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    held: np.ndarray,
+    arg: np.ndarray,
+    dirty: np.ndarray,
+    dirty_take: np.ndarray,
+) -> None:
+    """Before client ``i`` changes: mark the arcs it is the cheapest client of (they
+    need recomputing from all clients); its other arcs only ever get cheaper."""
+    for s in range(cand.shape[1]):
+        a = cand[i, s]
+        if held[i, s]:
+            if not dirty[a]:
+                for b in range(hub + 1):
+                    if arg[a, b] == i:
+                        dirty[a] = True
+                        break
+        elif gain[i, s] > _NEG_VALID and arg[hub, a] == i:
+            dirty_take[a] = True
+
+
+@njit(cache=True)
+def _push(
+    i: int,
+    hub: int,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    held: np.ndarray,
+    h: np.ndarray,
+    kmin: np.ndarray,
+    cap: np.ndarray,
+    w: np.ndarray,
+    arg: np.ndarray,
+) -> None:
+    """After client ``i`` changed: lower the arcs it now offers to its own costs."""
+    m = cand.shape[1]
+    for s in range(m):
+        if gain[i, s] <= _NEG_VALID:
+            continue
+        a = cand[i, s]
+        if held[i, s]:
+            gi = gain[i, s]
+            for s2 in range(m):
+                if held[i, s2] or gain[i, s2] <= _NEG_VALID:
+                    continue
+                b = cand[i, s2]
+                v = gi - gain[i, s2]
+                if v < w[a, b]:
+                    w[a, b] = v
+                    arg[a, b] = i
+            if h[i] > kmin[i] and gi < w[a, hub]:
+                w[a, hub] = gi
+                arg[a, hub] = i
+        elif h[i] < cap[i] and -gain[i, s] < w[hub, a]:
+            w[hub, a] = -gain[i, s]
+            arg[hub, a] = i
+
+
+@njit(cache=True)
+def _choose_rows(
+    rows: np.ndarray,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    p: np.ndarray,
+    held: np.ndarray,
+    h: np.ndarray,
+    kmin: np.ndarray,
+    cap: np.ndarray,
+) -> None:
+    """Price-induced choice of the given clients among their candidates: the
+    ``kmin`` best by :math:`u = g + p`, then more, up to ``cap``, while :math:`u > 0`."""
+    m = cand.shape[1]
+    u = np.empty(m, np.int64)
+    for i in rows:
+        for s in range(m):
+            held[i, s] = False
+            u[s] = gain[i, s] + p[cand[i, s]] if gain[i, s] > _NEG_VALID else -_INF
+        cnt = 0
+        while cnt < cap[i]:
+            best = -1
+            for s in range(m):
+                if not held[i, s] and u[s] > -_INF and (best < 0 or u[s] > u[best]):
+                    best = s
+            if best < 0 or (cnt >= kmin[i] and u[best] <= 0):
+                break
+            held[i, best] = True
+            cnt += 1
+        h[i] = cnt
+
+
+@njit(cache=True)
+def _is_load_arc(
+    u: int, v: int, hub: int, w: np.ndarray, t: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> bool:
+    """Whether the cheapest arc ``u -> v`` is the expert's load arc (free, cost 0)."""
+    c = w[u, v]
+    if u != hub and v == hub:
+        return t[u] < hi[u] and c > 0
+    if u == hub and v != hub:
+        return t[v] > lo[v] and c > 0
+    return False
+
+
+@njit(cache=True)
+def _dijkstra(
+    hub: int,
+    w: np.ndarray,
+    pi: np.ndarray,
+    t: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    excess: np.ndarray,
+    dist: np.ndarray,
+    done: np.ndarray,
+    pred: np.ndarray,
+) -> int:
+    """Shortest reduced-cost path from any node with excess to the nearest one with a
+    deficit (dense, :math:`O(V^2)`); returns that node, or -1 if none is reachable."""
+    v_n = hub + 1
+    for v in range(v_n):
+        dist[v] = 0 if excess[v] > 0 else _INF
+        done[v] = False
+        pred[v] = -1
+    while True:
+        u = -1
+        du = _INF
+        for v in range(v_n):
+            if not done[v] and dist[v] < du:
+                du = dist[v]
+                u = v
+        if u < 0:
+            return -1
+        done[u] = True
+        if excess[u] < 0:
+            return u
+        base = du + pi[u]
+        # done nodes never improve: reduced costs are non-negative
+        if u != hub:
+            for v in range(hub):
+                c = w[u, v]
+                nd = base + c - pi[v]
+                if c < _INF and nd < dist[v]:
+                    dist[v] = nd
+                    pred[v] = u
+            c = w[u, hub]
+            if t[u] < hi[u] and c > 0:
+                c = 0
+            nd = base + c - pi[hub]
+            if c < _INF and nd < dist[hub]:
+                dist[hub] = nd
+                pred[hub] = u
+        else:
+            for v in range(hub):
+                c = w[hub, v]
+                if t[v] > lo[v] and c > 0:
+                    c = 0
+                nd = base + c - pi[v]
+                if c < _INF and nd < dist[v]:
+                    dist[v] = nd
+                    pred[v] = u
+
+
+@njit(cache=True)
+def ssp(
+    cand: np.ndarray,
+    gain: np.ndarray,
+    kmin: np.ndarray,
+    cap: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    p_in: np.ndarray,
+    held: np.ndarray,
+    init_rows: np.ndarray,
+    max_aug: int,
+) -> tuple[int, np.ndarray, int, int]:
+    """Repair a price-induced assignment to an optimum over the candidate arcs.
+
+    Parameters
+    ----------
+    cand, gain : int64 arrays, shape (n, m)
+        Each client's candidate experts and their integer gains (at or below
+        ``_NEG_VALID``: the client may not take that one).
+    kmin, cap : int64 arrays, shape (n,)
+        Each client's minimum and maximum number of experts.
+    lo, hi : int64 arrays, shape (E,)
+        Load bounds.
+    p_in : int64 array, shape (E,)
+        Starting prices (``u = gain + p``).
+    held : bool array, shape (n, m)
+        The assignment, updated in place; rows not in ``init_rows`` must already be a
+        price-induced choice at ``p_in`` (e.g. the answer of an earlier call).
+    init_rows : int64 array
+        Clients whose choice is recomputed at ``p_in`` first.
+    max_aug : int
+        Augmenting paths allowed before giving up.
+
+    Returns
+    -------
+    status, prices, paths, excess : int, int64 array (E,), int, int
+        ``OPTIMAL``, ``NO_PATH`` (some excess cannot reach a deficit over the candidate
+        arcs) or ``BUDGET``; the final prices (relative to the hub); augmenting paths
+        used; the total excess at the start.
+    """
+    n, m = cand.shape
+    e = lo.size
+    hub = e
+    v_n = e + 1
+    pi = np.zeros(v_n, np.int64)
+    pi[:e] = p_in
+    h = np.zeros(n, np.int64)
+    for i in range(n):
+        for s in range(m):
+            if held[i, s]:
+                h[i] += 1
+    _choose_rows(init_rows, cand, gain, pi, held, h, kmin, cap)
+    load = np.zeros(e, np.int64)
+    for i in range(n):
+        for s in range(m):
+            if held[i, s]:
+                load[cand[i, s]] += 1
+    # counted loads at the bound each price's sign calls for; the rest is excess
+    t = np.empty(e, np.int64)
+    excess = np.zeros(v_n, np.int64)
+    for a in range(e):
+        if pi[a] > 0:
+            t[a] = lo[a]
+        elif pi[a] < 0:
+            t[a] = hi[a]
+        else:
+            t[a] = min(max(load[a], lo[a]), hi[a])
+        excess[a] = load[a] - t[a]
+        excess[hub] -= excess[a]
+    total = 0
+    for v in range(v_n):
+        total += max(excess[v], 0)
+    ptr, ci, cs = _csr(cand, gain, e)
+    w = np.empty((v_n, v_n), np.int64)
+    arg = np.empty((v_n, v_n), np.int64)
+    for b in range(v_n):
+        w[hub, b] = _INF
+        arg[hub, b] = -1
+    for a in range(e):
+        _row(a, hub, w, arg, ptr, ci, cs, cand, gain, held, h, kmin)
+        _take(a, hub, w, arg, ptr, ci, cs, gain, held, h, cap)
+    dist = np.empty(v_n, np.int64)
+    done = np.empty(v_n, np.bool_)
+    pred = np.empty(v_n, np.int64)
+    changed = np.empty(v_n, np.int64)
+    dirty = np.zeros(v_n, np.bool_)
+    dirty_take = np.zeros(v_n, np.bool_)
+    paths = 0
+    while True:
+        if excess.max() <= 0:
+            return OPTIMAL, pi[:e] - pi[hub], paths, total
+        if paths >= max_aug:
+            return BUDGET, pi[:e] - pi[hub], paths, total
+        target = _dijkstra(hub, w, pi, t, lo, hi, excess, dist, done, pred)
+        if target < 0:
+            return NO_PATH, pi[:e] - pi[hub], paths, total
+        dt = dist[target]
+        for v in range(v_n):
+            pi[v] += dist[v] if done[v] else dt
+        # the path's bottleneck: a client's arc carries one unit, a load arc its room
+        delta = -excess[target]
+        v = target
+        while pred[v] >= 0:
+            u = pred[v]
+            if not _is_load_arc(u, v, hub, w, t, lo, hi):
+                delta = min(delta, 1)
+            elif v == hub:
+                delta = min(delta, hi[u] - t[u])
+            else:
+                delta = min(delta, t[v] - lo[v])
+            v = u
+        src = v
+        delta = min(delta, excess[src])
+        n_changed = 0
+        v = target
+        while pred[v] >= 0:
+            u = pred[v]
+            if _is_load_arc(u, v, hub, w, t, lo, hi):
+                if v == hub:
+                    t[u] += delta
+                else:
+                    t[v] -= delta
+            else:
+                i = arg[u, v]
+                _mark(i, hub, cand, gain, held, arg, dirty, dirty_take)
+                if u != hub:  # i gives up u
+                    for s in range(m):
+                        if held[i, s] and cand[i, s] == u:
+                            held[i, s] = False
+                            break
+                    load[u] -= 1
+                else:
+                    h[i] += 1
+                if v != hub:  # i takes v
+                    for s in range(m):
+                        if not held[i, s] and cand[i, s] == v and gain[i, s] > _NEG_VALID:
+                            held[i, s] = True
+                            break
+                    load[v] += 1
+                else:
+                    h[i] -= 1
+                changed[n_changed] = i
+                n_changed += 1
+            v = u
+        excess[src] -= delta
+        excess[target] += delta
+        paths += 1
+        for a in range(e):
+            if dirty[a]:
+                _row(a, hub, w, arg, ptr, ci, cs, cand, gain, held, h, kmin)
+                dirty[a] = False
+            if dirty_take[a]:
+                _take(a, hub, w, arg, ptr, ci, cs, gain, held, h, cap)
+                dirty_take[a] = False
+        for j in range(n_changed):
+            _push(changed[j], hub, cand, gain, held, h, kmin, cap, w, arg)
