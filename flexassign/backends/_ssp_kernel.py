@@ -65,14 +65,18 @@ def top_candidates(
     for r in range(rows.size):
         i = rows[r]
         cnt = 0
+        worst = -np.inf
         for j in range(e):
-            u = np.rint(fitness[i, j] * scale) + p[j]
+            a = fitness[i, j] * scale
             if cnt < m:
                 k = cnt
                 cnt += 1
-            elif u > out_val[r, m - 1]:
+            elif a + p[j] > worst - 2.0:  # |rint(a) + p - (a + p)| <= 1 (|u| < 2**52)
                 k = m - 1
             else:
+                continue
+            u = np.rint(a) + p[j]
+            if cnt == m and k == m - 1 and u <= worst:
                 continue
             while k > 0 and out_val[r, k - 1] < u:
                 out_val[r, k] = out_val[r, k - 1]
@@ -80,6 +84,8 @@ def top_candidates(
                 k -= 1
             out_val[r, k] = u
             out_idx[r, k] = j
+            if cnt == m:
+                worst = out_val[r, m - 1]
 
 
 @njit(cache=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,14 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     rows = np.arange(data.n) if sel is None else sel
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
+    masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
+    if not masked and m1 < e and abs(data.scale_exp) < 1000 and _kernel() is not None:
+        kernel = _kernel()
+        assert kernel is not None
+        where = rows if data.rows is None else data.rows[rows]
+        scale = math.ldexp(1.0, data.scale_exp)  # multiplying by it is exact
+        kernel(data.fitness, where.astype(np.int64), scale, p.astype(np.float64), idx, val)
+        return idx, val
     step = max(1, _BLOCK // e)
     # integer u and the expert index packed in one int64 key: one value partition and a
     # small sort replace an index partition and two gathers (when every |u| fits)
@@ -147,7 +156,6 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     low_key = -(2 ** (61 - bits))
     peak = _MAX_EXACT / (4 * (e + 2)) + float(np.abs(p).max(initial=0))
     keyed = m1 < e and peak < 2.0 ** (60 - bits)
-    masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
     cols = np.arange(e, dtype=np.int64)
     for r0 in range(0, rows.size, step):
         r1 = min(rows.size, r0 + step)
@@ -175,6 +183,16 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
         idx[r0:r1] = np.take_along_axis(part, order, axis=1)
         val[r0:r1] = np.take_along_axis(pv, order, axis=1)
     return idx, val
+
+
+def _kernel() -> Any:
+    """The compiled candidate pass (:func:`._ssp_kernel.top_candidates`), or ``None``
+    without numba (the NumPy pass below gives the same values)."""
+    try:
+        from ._ssp_kernel import top_candidates
+    except ImportError:
+        return None
+    return top_candidates
 
 
 def _choose(val: np.ndarray, cap: np.ndarray, kmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

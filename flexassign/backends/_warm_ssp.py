@@ -97,7 +97,7 @@ def solve_candidates(
         range, a failed check on the candidates, or no certificate within
         ``max_rounds``.
     """
-    from ._ssp_kernel import OPTIMAL, ssp
+    from ._ssp_kernel import NO_PATH, OPTIMAL, ssp
 
     n, m = val.shape
     e = data.e
@@ -120,12 +120,19 @@ def solve_candidates(
         )
         stats["paths"].append(int(paths))
         stats.setdefault("start_excess", int(excess))
-        if status != OPTIMAL:
-            reason = "path budget spent" if status == 2 else "no augmenting path on candidates"
-            raise _EngineFailed(reason)
         p = np.asarray(p_new, dtype=np.int64)
         if np.abs(p).max(initial=0) >= _P_LIMIT:
             raise _EngineFailed("prices out of range")
+        if status == NO_PATH:
+            # an expert short of clients that no candidate arc reaches: give it the
+            # clients that would take it most cheaply, and go on from here
+            cand, gain, held, init = _add_takers(data, cand, gain, held, p)
+            if init.size == 0:
+                raise _EngineFailed("no augmenting path on candidates")
+            stats["added_takers"] = stats.get("added_takers", 0) + int(init.size)
+            continue
+        if status != OPTIMAL:
+            raise _EngineFailed("path budget spent")
         low, h = _check_candidates(data, cand, gain, held, p)
         if last is None:
             break
@@ -134,13 +141,14 @@ def solve_candidates(
         suspect = (bound > low) | ((h < data.cap) & (bound > 0))
         rows = np.flatnonzero(suspect)
         rechecked += int(rows.size)
-        bad = _recheck(data, cand, rows, low[rows], h[rows], p) if rows.size else rows
+        bad = _recheck(data, cand, gain, rows, low[rows], h[rows], p) if rows.size else rows
         stats["recandidated"].append(int(bad.size))
         if bad.size == 0:
             break
         new_idx, new_val = _top(data, p.astype(np.float64), bad, m)
-        cand[bad] = new_idx
-        gain[bad] = gains(new_idx.astype(np.int64), new_val, p)
+        cand[bad, :m] = new_idx
+        gain[bad, :m] = gains(new_idx.astype(np.int64), new_val, p)
+        gain[bad, m:] = _G_INVALID  # taker slots: the fresh candidates cover them
         last[bad] = new_val[:, -1]
         group[bad] = len(bases)
         bases.append(p.copy())
@@ -179,7 +187,13 @@ def _check_candidates(
 
 
 def _recheck(
-    data: _Data, cand: np.ndarray, rows: np.ndarray, low: np.ndarray, h: np.ndarray, p: np.ndarray
+    data: _Data,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    rows: np.ndarray,
+    low: np.ndarray,
+    h: np.ndarray,
+    p: np.ndarray,
 ) -> np.ndarray:
     """The clients among ``rows`` that prefer an expert off their candidates (exact,
     on full rows, block-wise)."""
@@ -190,9 +204,66 @@ def _recheck(
     for r0 in range(0, rows.size, step):
         sel = rows[r0 : r0 + step]
         u = data.u(sel, pf)
-        u[np.arange(sel.size)[:, None], cand[sel]] = _NEG
+        vr, vs = np.nonzero(gain[sel] > _G_INVALID // 2)
+        u[vr, cand[sel][vr, vs]] = _NEG  # the candidates themselves are checked already
         best = u.max(axis=1)
         lo_r, h_r = low[r0 : r0 + step], h[r0 : r0 + step]
         fail = (best > lo_r) | ((h_r < data.cap[sel]) & (best > 0))
         bad.append(sel[fail])
     return np.concatenate(bad) if bad else rows[:0]
+
+
+def _column_u(data: _Data, experts: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """u of every client for the given experts, shape (n, len(experts)) (``_NEG``
+    where a client may not take one)."""
+    rows = np.arange(data.n) if data.rows is None else data.rows
+    u = np.rint(np.ldexp(data.fitness[rows][:, experts], data.scale_exp))
+    u += p[experts].astype(np.float64)[None, :]
+    if data.allowed is not None:
+        u[~data.allowed[rows][:, experts]] = _NEG
+    if data.fixed is not None:
+        u[data.fixed[rows][:, experts]] = _NEG
+    u[data.cap == 0] = _NEG
+    return u
+
+
+def _add_takers(
+    data: _Data, cand: np.ndarray, gain: np.ndarray, held: np.ndarray, p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate arcs for the experts below their required load: for each, the
+    clients (without it as a candidate) that would take it at the least loss, twice
+    its shortfall plus eight. Returns the widened arrays and the clients changed."""
+    load = np.bincount(cand[held], minlength=data.e)
+    need_more = (load < data.lo) | ((p < 0) & (load < data.hi))
+    short = np.flatnonzero(need_more)
+    if short.size == 0:
+        return cand, gain, held, np.zeros(0, dtype=np.int64)
+    valid = gain > _G_INVALID // 2
+    h = held.sum(axis=1)
+    u_held = np.where(held, gain + p[cand], np.iinfo(np.int64).max)
+    low = np.where(h >= data.cap, u_held.min(axis=1), 0).astype(np.float64)
+    u_col = _column_u(data, short, p)
+    rows_add, exp_add = [], []
+    for j, d in enumerate(short):
+        has = (valid & (cand == d)).any(axis=1)
+        loss = np.where(has | (u_col[:, j] <= _NEG // 2), np.inf, low - u_col[:, j])
+        want = int(2 * max(data.lo[d] - load[d], 1) + 8)
+        pick = np.argsort(loss, kind="stable")[:want]
+        pick = pick[np.isfinite(loss[pick])]
+        rows_add.append(pick)
+        exp_add.append(np.full(pick.size, d, dtype=np.int64))
+    r = np.concatenate(rows_add)
+    if r.size == 0:
+        return cand, gain, held, r.astype(np.int64)
+    d_all = np.concatenate(exp_add)
+    order = np.argsort(r, kind="stable")
+    r, d_all = r[order], d_all[order]
+    slot = np.arange(r.size) - np.searchsorted(r, r)  # 0, 1, ... within each client
+    extra = int(slot.max()) + 1
+    n, m = cand.shape
+    cand = np.hstack([cand, np.zeros((n, extra), dtype=np.int64)])
+    gain = np.hstack([gain, np.full((n, extra), _G_INVALID, dtype=np.int64)])
+    held = np.hstack([held, np.zeros((n, extra), dtype=np.bool_)])
+    cand[r, m + slot] = d_all
+    gain[r, m + slot] = data.cost(r, d_all)
+    return cand, gain, held, np.unique(r).astype(np.int64)

@@ -1,0 +1,108 @@
+"""flow-warm's compiled repair engine (:mod:`flexassign.backends._warm_ssp`).
+
+The kernels against the NumPy passes they replace, the repair's own certificate, and
+the cases where the repair must widen its candidates or hand over to OR-Tools. The
+end-to-end comparisons with the full min-cost flow are in ``test_backends_warm.py``
+(both engines) and ``test_backends_warm_slow.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from flexassign import AssignmentProblem, Status, solve_assignment
+from flexassign.backends import _warm_data as wd
+from flexassign.backends import _warm_ssp
+
+pytestmark = pytest.mark.skipif(not _warm_ssp.available(), reason="numba is not installed")
+
+
+def _full(p: AssignmentProblem) -> float:
+    return solve_assignment(p, method="flow", options={"prune": False}).objective
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "negative"])
+@pytest.mark.parametrize("m1", [1, 3, 9])
+def test_compiled_candidate_pass_matches_numpy(
+    kind: str, m1: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(m1)
+    n, e = 700, 24
+    fit = {
+        "random": rng.random((n, e)),
+        "ties": rng.integers(0, 3, (n, e)).astype(float),
+        "negative": rng.normal(size=(n, e)) * 1e3,
+    }[kind]
+    p = AssignmentProblem.balanced(fit, capacity=rng.integers(1, 4, n), tolerance=0.2)
+    data, *_ = wd._prepare(p)
+    prices = np.rint(rng.normal(0, 2.0 ** (data.scale_exp - 3), e))
+    sel = np.sort(rng.choice(n, 300, replace=False))
+    compiled = wd._top(data, prices, sel, m1)
+    monkeypatch.setattr(wd, "_kernel", lambda: None)
+    plain = wd._top(data, prices, sel, m1)
+    np.testing.assert_array_equal(compiled[1], plain[1])  # the same values, best first
+    u = data.u(sel, prices)  # and the chosen experts carry them
+    np.testing.assert_array_equal(np.take_along_axis(u, compiled[0].astype(int), 1), compiled[1])
+
+
+def test_repair_moves_exactly_the_excess_from_optimal_prices_nudged() -> None:
+    rng = np.random.default_rng(3)
+    n, e = 2000, 20
+    fit = 1.0 / (1.0 + np.arange(e)) ** 0.5 + 0.3 * rng.random((n, e))
+    p = AssignmentProblem.balanced(fit, capacity=rng.integers(1, 4, n), tolerance=0.05)
+    good = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    nudged = good.stats["expert_prices"] + rng.normal(0, 0.01, e)
+    res = solve_assignment(p, method="flow-warm", options={"prices": nudged, "engine": "ssp"})
+    assert res.stats["engine"] == "ssp"
+    # each augmenting path of the first round moves at least one unit of its excess
+    assert 0 < res.stats["paths"][0] <= res.stats["start_excess"]
+    assert res.objective == pytest.approx(_full(p), rel=1e-12)
+    assert res.objective == pytest.approx(good.objective, rel=1e-12)
+
+
+def test_experts_nobody_lists_get_takers_instead_of_a_handover() -> None:
+    # exact loads, one expert per client: at rough prices some experts are among too
+    # few clients' candidates to reach their load; the repair adds takers for them
+    rng = np.random.default_rng(0)
+    n, e = 1024, 64
+    popular = 3.0 / (1.0 + np.arange(e)) ** 0.7
+    fit = popular[None, :] + rng.random((n, e))
+    p = AssignmentProblem.balanced(fit, capacity=1, tolerance=0.0, exact_capacity=True)
+    res = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    assert res.stats["engine"] == "ssp" and res.stats.get("added_takers", 0) > 0
+    assert res.objective == pytest.approx(_full(p), rel=1e-12)
+
+
+def test_a_broken_repair_is_caught_by_the_numpy_certificate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kernel = importlib.import_module("flexassign.backends._ssp_kernel")
+    real = kernel.ssp
+
+    def wrong(*args):  # type: ignore[no-untyped-def]
+        status, prices, paths, excess = real(*args)
+        held = args[7]
+        r = int(np.flatnonzero(held.any(axis=1))[0])
+        held[r] = False  # drop one client's experts: load and capacity break
+        return status, prices, paths, excess
+
+    monkeypatch.setattr(kernel, "ssp", wrong)
+    rng = np.random.default_rng(1)
+    p = AssignmentProblem.balanced(rng.random((500, 8)), capacity=2, min_experts=2, tolerance=0.1)
+    res = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    assert res.status is Status.OPTIMAL
+    assert "engine_fallback" in res.stats and res.stats["engine"] == "ortools"
+    assert res.objective == pytest.approx(_full(p), rel=1e-12)
+
+
+def test_auto_engine_follows_clients_per_expert() -> None:
+    fw = importlib.import_module("flexassign.backends.flow_warm")
+    rng = np.random.default_rng(2)
+    few = AssignmentProblem.balanced(rng.random((400, 8)), capacity=1, tolerance=0.2)
+    many_n = fw._SSP_MAX_PER_EXPERT * 4 + 1
+    many = AssignmentProblem.balanced(rng.random((many_n, 4)), capacity=1, tolerance=0.2)
+    assert solve_assignment(few, method="flow-warm").stats["engine"] == "ssp"
+    assert solve_assignment(many, method="flow-warm").stats["engine"] == "ortools"
