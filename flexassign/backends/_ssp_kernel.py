@@ -299,14 +299,17 @@ def _dijkstra(
     dist: np.ndarray,
     done: np.ndarray,
     pred: np.ndarray,
+    full: bool,
 ) -> int:
-    """Shortest reduced-cost path from any node with excess to the nearest one with a
-    deficit (dense, :math:`O(V^2)`); returns that node, or -1 if none is reachable."""
+    """Shortest reduced-cost paths from the nodes with excess (dense, :math:`O(V^2)`),
+    up to the nearest node with a deficit (``full``: to every node); returns that
+    nearest one, or -1 if none is reachable."""
     v_n = hub + 1
     for v in range(v_n):
         dist[v] = 0 if excess[v] > 0 else _INF
         done[v] = False
         pred[v] = -1
+    nearest = -1
     while True:
         u = -1
         du = _INF
@@ -315,19 +318,22 @@ def _dijkstra(
                 du = dist[v]
                 u = v
         if u < 0:
-            return -1
+            return nearest
         done[u] = True
         if excess[u] < 0:
-            return u
+            if nearest < 0:
+                nearest = u
+            if not full:
+                return u
         base = du + pi[u]
         # done nodes never improve: reduced costs are non-negative
         if u != hub:
-            for v in range(hub):
+            for v in range(hub):  # branch-free: the compiler vectorises it
                 c = w[u, v]
                 nd = base + c - pi[v]
-                if c < _INF and nd < dist[v]:
-                    dist[v] = nd
-                    pred[v] = u
+                upd = (c < _INF) & (nd < dist[v])
+                dist[v] = nd if upd else dist[v]
+                pred[v] = u if upd else pred[v]
             c = w[u, hub]
             if t[u] < hi[u] and c > 0:
                 c = 0
@@ -358,6 +364,7 @@ def ssp(
     held: np.ndarray,
     init_rows: np.ndarray,
     max_aug: int,
+    full: bool = True,
 ) -> tuple[int, np.ndarray, int, int]:
     """Repair a price-induced assignment to an optimum over the candidate arcs.
 
@@ -435,71 +442,192 @@ def ssp(
     dirty = np.zeros(v_n, np.bool_)
     dirty_take = np.zeros(v_n, np.bool_)
     paths = 0
+    order = np.empty(v_n, np.int64)
     while True:
         if excess.max() <= 0:
             return OPTIMAL, pi[:e] - pi[hub], paths, total
         if paths >= max_aug:
             return BUDGET, pi[:e] - pi[hub], paths, total
-        target = _dijkstra(hub, w, pi, t, lo, hi, excess, dist, done, pred)
+        target = _dijkstra(hub, w, pi, t, lo, hi, excess, dist, done, pred, full)
         if target < 0:
             return NO_PATH, pi[:e] - pi[hub], paths, total
-        dt = dist[target]
+        reach = dist[target]
+        if full:
+            for v in range(v_n):
+                if done[v] and dist[v] > reach:
+                    reach = dist[v]
         for v in range(v_n):
-            pi[v] += dist[v] if done[v] else dt
-        # the path's bottleneck: a client's arc carries one unit, a load arc its room
-        delta = -excess[target]
-        v = target
-        while pred[v] >= 0:
-            u = pred[v]
-            if not _is_load_arc(u, v, hub, w, t, lo, hi):
-                delta = min(delta, 1)
-            elif v == hub:
-                delta = min(delta, hi[u] - t[u])
+            pi[v] += dist[v] if done[v] else reach
+        if not full:
+            _augment(
+                target,
+                hub,
+                cand,
+                gain,
+                held,
+                h,
+                kmin,
+                cap,
+                lo,
+                hi,
+                t,
+                excess,
+                w,
+                arg,
+                pred,
+                ptr,
+                ci,
+                cs,
+                dirty,
+                dirty_take,
+                changed,
+            )
+            paths += 1
+            continue
+        # every reached node now has a zero-cost path from a node with excess: augment
+        # to each deficit in turn while its path is still intact
+        n_sinks = 0
+        for v in range(v_n):
+            if done[v] and excess[v] < 0:
+                order[n_sinks] = v
+                n_sinks += 1
+        by_dist = np.argsort(dist[order[:n_sinks]])
+        for j in range(n_sinks):
+            v = order[by_dist[j]]
+            if paths >= max_aug:
+                break
+            if excess[v] < 0 and _path_ok(v, hub, w, pi, t, lo, hi, excess, pred):
+                _augment(
+                    v,
+                    hub,
+                    cand,
+                    gain,
+                    held,
+                    h,
+                    kmin,
+                    cap,
+                    lo,
+                    hi,
+                    t,
+                    excess,
+                    w,
+                    arg,
+                    pred,
+                    ptr,
+                    ci,
+                    cs,
+                    dirty,
+                    dirty_take,
+                    changed,
+                )
+                paths += 1
+
+
+@njit(cache=True)
+def _path_ok(
+    target: int,
+    hub: int,
+    w: np.ndarray,
+    pi: np.ndarray,
+    t: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    excess: np.ndarray,
+    pred: np.ndarray,
+) -> bool:
+    """Whether the tree path to ``target`` still has zero reduced cost everywhere and
+    starts at a node with excess (an earlier augmentation may have used it up)."""
+    v = target
+    while pred[v] >= 0:
+        u = pred[v]
+        c = w[u, v]
+        if _is_load_arc(u, v, hub, w, t, lo, hi):
+            c = 0
+        if c >= _INF or c + pi[u] - pi[v] != 0:
+            return False
+        v = u
+    return excess[v] > 0
+
+
+@njit(cache=True)
+def _augment(
+    target: int,
+    hub: int,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    held: np.ndarray,
+    h: np.ndarray,
+    kmin: np.ndarray,
+    cap: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    t: np.ndarray,
+    excess: np.ndarray,
+    w: np.ndarray,
+    arg: np.ndarray,
+    pred: np.ndarray,
+    ptr: np.ndarray,
+    ci: np.ndarray,
+    cs: np.ndarray,
+    dirty: np.ndarray,
+    dirty_take: np.ndarray,
+    changed: np.ndarray,
+) -> None:
+    """Send the path's bottleneck from its root to ``target`` (a client's arc carries
+    one unit, a load arc its room), then bring the arcs of the clients that moved up
+    to date."""
+    m = cand.shape[1]
+    e = hub
+    delta = -excess[target]
+    v = target
+    while pred[v] >= 0:
+        u = pred[v]
+        if not _is_load_arc(u, v, hub, w, t, lo, hi):
+            delta = min(delta, 1)
+        elif v == hub:
+            delta = min(delta, hi[u] - t[u])
+        else:
+            delta = min(delta, t[v] - lo[v])
+        v = u
+    src = v
+    delta = min(delta, excess[src])
+    n_changed = 0
+    v = target
+    while pred[v] >= 0:
+        u = pred[v]
+        if _is_load_arc(u, v, hub, w, t, lo, hi):
+            if v == hub:
+                t[u] += delta
             else:
-                delta = min(delta, t[v] - lo[v])
-            v = u
-        src = v
-        delta = min(delta, excess[src])
-        n_changed = 0
-        v = target
-        while pred[v] >= 0:
-            u = pred[v]
-            if _is_load_arc(u, v, hub, w, t, lo, hi):
-                if v == hub:
-                    t[u] += delta
-                else:
-                    t[v] -= delta
+                t[v] -= delta
+        else:
+            i = arg[u, v]
+            _mark(i, hub, cand, gain, held, arg, dirty, dirty_take)
+            if u != hub:  # i gives up u
+                for s in range(m):
+                    if held[i, s] and cand[i, s] == u:
+                        held[i, s] = False
+                        break
             else:
-                i = arg[u, v]
-                _mark(i, hub, cand, gain, held, arg, dirty, dirty_take)
-                if u != hub:  # i gives up u
-                    for s in range(m):
-                        if held[i, s] and cand[i, s] == u:
-                            held[i, s] = False
-                            break
-                    load[u] -= 1
-                else:
-                    h[i] += 1
-                if v != hub:  # i takes v
-                    for s in range(m):
-                        if not held[i, s] and cand[i, s] == v and gain[i, s] > _NEG_VALID:
-                            held[i, s] = True
-                            break
-                    load[v] += 1
-                else:
-                    h[i] -= 1
-                changed[n_changed] = i
-                n_changed += 1
-            v = u
-        excess[src] -= delta
-        excess[target] += delta
-        paths += 1
-        for a in range(e):
-            if dirty[a]:
-                _row(a, hub, w, arg, ptr, ci, cs, cand, gain, held, h, kmin)
-                dirty[a] = False
-            if dirty_take[a]:
-                _take(a, hub, w, arg, ptr, ci, cs, gain, held, h, cap)
-                dirty_take[a] = False
-        for j in range(n_changed):
-            _push(changed[j], hub, cand, gain, held, h, kmin, cap, w, arg)
+                h[i] += 1
+            if v != hub:  # i takes v
+                for s in range(m):
+                    if not held[i, s] and cand[i, s] == v and gain[i, s] > _NEG_VALID:
+                        held[i, s] = True
+                        break
+            else:
+                h[i] -= 1
+            changed[n_changed] = i
+            n_changed += 1
+        v = u
+    excess[src] -= delta
+    excess[target] += delta
+    for a in range(e):
+        if dirty[a]:
+            _row(a, hub, w, arg, ptr, ci, cs, cand, gain, held, h, kmin)
+            dirty[a] = False
+        if dirty_take[a]:
+            _take(a, hub, w, arg, ptr, ci, cs, gain, held, h, cap)
+            dirty_take[a] = False
+    for j in range(n_changed):
+        _push(changed[j], hub, cand, gain, held, h, kmin, cap, w, arg)
