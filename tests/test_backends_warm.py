@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 from flexassign import AssignmentProblem, Status, solve_assignment
+from flexassign.backends import registry
 from flexassign.backends.registry import (
+    WARM_COMPILED_CLIENTS_PER_EXPERT,
+    WARM_COMPILED_MIN_PAIRS,
     WARM_MIN_PAIRS,
     WARM_PRICED_CLIENTS_PER_EXPERT,
     WARM_PRICED_MIN_PAIRS,
@@ -234,11 +237,18 @@ def test_soft_bounds_are_declared_unsupported_and_auto_uses_flow() -> None:
 
 
 def _priced_clients(e: int) -> int:
-    """The fewest clients for which ``auto`` with prices takes the warm path."""
+    """The fewest clients for which ``auto`` with prices takes the warm path (without
+    the compiled engine)."""
     return max(-(-WARM_PRICED_MIN_PAIRS // e), WARM_PRICED_CLIENTS_PER_EXPERT * e)
 
 
-def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
+@pytest.fixture
+def no_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` as it decides where numba is not installed."""
+    monkeypatch.setattr(registry, "compiled_engine_installed", lambda: False)
+
+
+def test_auto_uses_the_warm_path_on_large_count_problems(no_numba: None) -> None:
     e = 64
     n = -(-WARM_MIN_PAIRS // e)  # the first size at or above the threshold
     big = AssignmentProblem(np.zeros((n, e)), capacity=1)
@@ -255,7 +265,24 @@ def test_auto_uses_the_warm_path_on_large_count_problems() -> None:
     assert auto_method(small, priced=True) == "flow"
 
 
-def test_auto_with_prices_in_options_takes_the_warm_path() -> None:
+@pytest.mark.skipif(not registry.compiled_engine_installed(), reason="numba is not installed")
+def test_auto_takes_the_compiled_warm_path_from_a_few_clients_per_expert() -> None:
+    e = 64
+    n = WARM_COMPILED_CLIENTS_PER_EXPERT * e  # 256 x 64: past the pair threshold too
+    assert n * e >= WARM_COMPILED_MIN_PAIRS
+    enough = AssignmentProblem(np.zeros((n, e)), capacity=1)
+    few = AssignmentProblem(np.zeros((n - 1, e)), capacity=1)  # under 4 per expert
+    tiny = AssignmentProblem(np.zeros((40, 8)), capacity=1)  # 5 per expert, 320 pairs
+    assert auto_method(enough) == "flow-warm" == auto_method(enough, priced=True)
+    assert auto_method(few) == "flow" == auto_method(tiny)
+    rng = np.random.default_rng(3)
+    p = AssignmentProblem.balanced(rng.random((800, 16)), capacity=2, tolerance=0.1)
+    res = solve_assignment(p)
+    assert res.method == "flow-warm" and res.stats["engine"] == "ssp"
+    assert res.objective == pytest.approx(_full(p).objective, rel=1e-12)
+
+
+def test_auto_with_prices_in_options_takes_the_warm_path(no_numba: None) -> None:
     e = 64
     rng = np.random.default_rng(3)
     p = AssignmentProblem.balanced(rng.random((_priced_clients(e), e)), capacity=2, tolerance=0.1)

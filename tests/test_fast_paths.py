@@ -24,8 +24,10 @@ from flexassign.verify import diagnose_infeasibility
 
 
 def _assert_exact(p: AssignmentProblem, **kw: object) -> dict:
-    """Solve with ``auto`` (or ``kw``), compare with the full network; return stats."""
+    """Solve with ``flow`` (its fast paths are what this file tests; or ``kw``), compare
+    with the full network; return stats."""
     full = solve_assignment(p, method="flow", options={"prune": False})
+    kw.setdefault("method", "flow")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. -inf - -inf in the price estimate
         res = solve_assignment(p, **kw)  # type: ignore[arg-type]
@@ -55,7 +57,10 @@ def test_mid_size_auto_prunes_with_estimated_prices() -> None:
     assert again["rounds"] == 1 and again["price_source"] == "options"
 
 
-def test_auto_with_prices_keeps_flow_when_experts_have_few_clients() -> None:
+def test_auto_with_prices_keeps_flow_when_experts_have_few_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flexassign.backends import registry
     from flexassign.backends.registry import (
         WARM_PRICED_ANY_PAIRS,
         WARM_PRICED_CLIENTS_PER_EXPERT,
@@ -63,6 +68,7 @@ def test_auto_with_prices_keeps_flow_when_experts_have_few_clients() -> None:
         min_cost_flow_order,
     )
 
+    monkeypatch.setattr(registry, "compiled_engine_installed", lambda: False)  # rules without numba
     wide = AssignmentProblem(np.zeros((600, 128)), capacity=1)  # 4.7 clients per expert
     assert WARM_PRICED_MIN_PAIRS <= wide.n_clients * wide.n_experts < WARM_PRICED_ANY_PAIRS
     assert wide.n_clients < WARM_PRICED_CLIENTS_PER_EXPERT * wide.n_experts
@@ -261,6 +267,7 @@ def test_mid_size_clustered_instances(n: int, e: int, exact: bool) -> None:
     for seed in range(6):
         p = make_instance(n, e, "count", exact=exact, seed=seed, tolerance=0.1).problem
         _assert_exact(p)
+        _assert_exact(p, method="auto")  # flow-warm where it is faster
 
 
 @pytest.mark.slow
@@ -268,6 +275,7 @@ def test_mid_size_clustered_instances(n: int, e: int, exact: bool) -> None:
 def test_mid_size_k1_sweep(n: int, e: int) -> None:
     for seed in range(8):
         _assert_exact(_k1(n, e, seed))
+        _assert_exact(_k1(n, e, seed), method="auto")
 
 
 @pytest.mark.slow
@@ -276,11 +284,10 @@ def test_mid_size_tied_and_skewed_sweep(levels: int) -> None:
     rng = np.random.default_rng(levels)
     for n, e in ((1_500, 32), (800, 64)):
         fit = rng.integers(0, levels, (n, e)).astype(float)
-        _assert_exact(
-            AssignmentProblem.balanced(fit, capacity=rng.integers(1, 4, n), tolerance=0.05)
-        )
+        tied = AssignmentProblem.balanced(fit, capacity=rng.integers(1, 4, n), tolerance=0.05)
         skew = rng.random((n, e)) ** 12 * 100 - 5
         skew[:, :3] += 3.0  # three experts everyone wants
-        _assert_exact(
-            AssignmentProblem.balanced(skew, capacity=2, tolerance=0.02, exact_capacity=True)
-        )
+        skewed = AssignmentProblem.balanced(skew, capacity=2, tolerance=0.02, exact_capacity=True)
+        for p in (tied, skewed):
+            _assert_exact(p)
+            _assert_exact(p, method="auto")

@@ -41,12 +41,11 @@ class _EngineFailed(Exception):
 
 
 def available() -> bool:
-    """Whether the compiled kernels can be imported (numba installed)."""
-    try:
-        from . import _ssp_kernel  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the compiled kernels can run: numba is installed (looked up without
+    importing it; a broken install shows at first use and hands over to OR-Tools)."""
+    from .registry import compiled_engine_installed
+
+    return compiled_engine_installed()
 
 
 def gains(idx: np.ndarray, val: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -100,7 +99,10 @@ def solve_candidates(
         range, a failed check on the candidates, or no certificate within
         ``max_rounds``.
     """
-    from ._ssp_kernel import NO_PATH, OPTIMAL, ssp
+    try:
+        from ._ssp_kernel import NO_PATH, OPTIMAL, ssp
+    except ImportError as exc:  # numba present but broken
+        raise _EngineFailed(f"the compiled kernels failed to import: {exc}") from None
 
     n, m = val.shape
     e = data.e

@@ -24,56 +24,76 @@ Algorithm
 ---------
 1. Start from prices: ``options["prices"]`` (e.g. the previous round's
    ``stats["expert_prices"]``), or, cold, from the same solver run on a random quarter
-   of the clients (recursively, down to ``max(8 E, 4096)`` clients, with load bounds
-   scaled to the sample; each level starts from the prices of the one below, the
-   smallest from none). Handed-over prices that put more than 10 % of the load outside
-   the bounds (prices of a different problem, or of a round long ago) are dropped for
+   of the clients (recursively, down to about 1,000 clients with the compiled engine or
+   ``max(8 E, 4096)`` with the OR-Tools one, with load bounds scaled to the sample;
+   each level starts from the prices of the one below, the smallest is solved by
+   ``flow``). Handed-over prices that put more than 10 % of the load outside the
+   bounds (prices of a different problem, or of a round long ago) are dropped for
    this cold start (``stats["stale_prices"]``). A price is added to fitness (the
    convention of ``flow``'s ``expert_prices``: a bonus for an expert that needs
-   clients, negative for one that has too many).
-2. One block-wise pass over the fitness matrix: each client's top ``k_max + margin + 1``
-   experts by :math:`u` (its *candidates*). With prices, three damped tâtonnement
-   steps on the candidates alone refine them (:mod:`._prices`: each expert moves
-   its price by the quantile of its holders' exit margins, or its candidates' entry
-   margins, that would put its load back inside its bounds). Then each client's
-   price-induced choice among its candidates and its *slack* (how far the prices may
-   move before condition 1 can break; a bound on the other experts' :math:`u` enters
-   it, so a client that might prefer a non-candidate has negative slack).
-3. Clients with small slack are *open* (with prices: the smallest slacks, 5 times the
-   share of load the prices left outside the bounds before refinement, 7 times for a
-   sample's prices while experts have fewer than 1,000 clients each, 2-60 % of the
-   clients; with no prices: everyone, plus each expert's best clients as arcs, the
-   candidates then chosen at a rough price guess from five refinement steps on wider
-   candidates, which saves a round of added arcs on most instances); the
-   others are *frozen* at their choice. The open clients, restricted to their own
-   capacity plus ``margin`` best candidates, are solved exactly with OR-Tools
-   ``SimpleMinCostFlow`` against the load bounds left by the frozen clients
-   (artificial arcs of large cost keep that network feasible; if they carry flow,
-   clients that can move to or from those experts are opened).
-4. New prices: the greatest potentials below the old prices in the residual graph of
-   the open clients compressed onto the :math:`E + 1` expert and ``O`` nodes
-   (Bellman-Ford on a dense matrix). They satisfy conditions 1-2 for every open
-   client's candidate arcs and every expert by construction.
-5. Certificate: a frozen client whose slack exceeds the spread of the price change
-   provably still satisfies condition 1; the few others are re-checked exactly on
-   their full row, as are open clients' pruned arcs (against a stored bound on their
-   best pruned :math:`u`). Failures reopen clients or add arcs, and steps 3-5 repeat.
-   (Re-freezing everyone at the new prices and drawing a small open set around the
-   failures instead was tried: with refined prices it cost more rounds, e.g. 6 rounds
-   and 133 ms against 2 rounds and 92 ms at 10,000 x 256, tuning seed 8. So was
-   freezing only the open clients whose slack exceeds 2-8 times the last price change
-   over their own candidates: 3 rounds and 105-112 ms on the same instance.)
+   clients, negative for one that has too many). Without prices (small problems) a
+   few refinement steps from zero give a rough guess.
+2. One block-wise pass over the fitness matrix (compiled when numba is installed):
+   each client's top ``k_max + margin + 1`` experts by :math:`u` (its *candidates*;
+   the last one bounds the :math:`u` of every other expert). With prices, three damped
+   tâtonnement steps on the candidates alone refine them (:mod:`._prices`: each
+   expert moves its price by the quantile of its holders' exit margins, or its
+   candidates' entry margins, that would put its load back inside its bounds).
+3. An *engine* turns the price-induced choice into a certified optimum
+   (``options["engine"]``, ``stats["engine"]``):
+
+   ``"ssp"`` (compiled, numba; :mod:`._warm_ssp`, :mod:`._ssp_kernel`)
+       Successive shortest paths on the residual graph compressed onto the
+       :math:`E + 1` expert and ``O`` nodes: each arc is the cheapest client swap,
+       drop or take between two nodes, kept up to date as clients move, and Dijkstra
+       on the dense matrix moves the load the prices left outside the bounds, one
+       unit per path, keeping the potentials (the prices) dual feasible. An expert
+       that no candidate arc can reach gets its cheapest takers as extra arcs. Then
+       NumPy re-checks complementary slackness on every candidate and expert, and
+       off the candidates by the bound of step 2 plus the largest price rise, with
+       an exact full-row re-check where that bound is not enough; clients that fail
+       get fresh candidates at the new prices and the repair goes on. The cost
+       grows with the load to move (about 110 paths at 10,000 x 256 from the
+       previous round's prices) and, per path, with :math:`E^2` and the clients per
+       expert, so ``"auto"`` takes it up to 500 clients per expert.
+   ``"ortools"``
+       Clients with small *slack* (how far the prices may move before their choice
+       can change) are *open* (the smallest slacks, 5 times the share of load the
+       prices left outside the bounds before refinement, 7 times for a sample's
+       prices while experts have fewer than 1,000 clients each, 2-60 % of the
+       clients; with no prices: everyone, plus each expert's best clients as arcs);
+       the others are *frozen* at their choice. The open clients, restricted to
+       their own capacity plus ``margin`` best candidates, are solved exactly with
+       OR-Tools ``SimpleMinCostFlow`` against the load bounds left by the frozen
+       clients (artificial arcs of large cost keep that network feasible; if they
+       carry flow, clients that can move to or from those experts are opened). New
+       prices are the greatest potentials below the old ones in the open clients'
+       compressed residual graph (Bellman-Ford on a dense matrix). Certificate: a
+       frozen client whose slack exceeds the spread of the price change provably
+       keeps its choice; the few others are re-checked exactly on their full row,
+       as are open clients' pruned arcs. Failures reopen clients or add arcs, and
+       the round repeats. (Re-freezing everyone at the new prices and drawing a
+       small open set around the failures instead was tried: with refined prices it
+       cost more rounds, e.g. 6 rounds and 133 ms against 2 rounds and 92 ms at
+       10,000 x 256, tuning seed 8. So was freezing only the open clients whose
+       slack exceeds 2-8 times the last price change over their own candidates: 3
+       rounds and 105-112 ms on the same instance.)
+
+   If the compiled repair cannot finish (its path budget spent, no path even with
+   takers, or its answer failing the NumPy checks) the OR-Tools engine takes over
+   (``stats["engine_fallback"]``).
 
 When every check passes, the prices prove the assignment optimal for the full problem.
-If the open set grows past 75 % of the clients, a frozen client's load cannot be
-placed, or no certificate comes within ``max_rounds``, the ``flow`` backend solves the
-problem instead, through the registry (``stats["fallback"]`` says why). Memory stays
-lean: no :math:`N \times E` integer or float temporaries (blocks of at most 2**21
-entries), only the boolean answer and the per-client top candidates.
+If the OR-Tools engine's open set grows past 75 % of the clients, a frozen client's
+load cannot be placed, or no certificate comes within ``max_rounds``, the ``flow``
+backend solves the problem instead, through the registry (``stats["fallback"]`` says
+why). Memory stays lean: no :math:`N \times E` integer or float temporaries (blocks of
+at most 2**21 entries), only the boolean answer and the per-client top candidates.
 
-Code: this module is the driver (prices, rounds, fallback, the answer);
+Code: this module is the driver (prices, engines, fallback, the answer);
 :mod:`._warm_data` holds the problem in integer cost units and the passes over the
-fitness matrix, :mod:`._warm_network` the open set, its exact solve and the checks,
+fitness matrix, :mod:`._warm_ssp` and :mod:`._ssp_kernel` the compiled engine,
+:mod:`._warm_network` the OR-Tools engine (open set, exact solve, checks),
 :mod:`._prices` the refinement.
 
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
@@ -89,15 +109,22 @@ Options
     Extra candidate experts per client beyond its capacity (default 4, >= 1).
 ``max_rounds``
     Certificate rounds before falling back to ``flow`` (default 12, >= 1).
+``engine``
+    ``"auto"`` (default: ``"ssp"`` up to 500 clients per expert when numba is
+    installed, else ``"ortools"``), ``"ssp"`` or ``"ortools"``.
 
 Stats
 -----
-``expert_prices`` (the certified prices: pass them back next round), ``rounds``,
-``open_clients``, ``open_arcs``, ``rechecked_rows``, ``reopened`` and ``added_arcs``
-(per failed round), ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
-``levels`` (sample sizes solved, cold start), ``initial_excess`` and
-``refined_excess`` (share of the load outside the bounds at the starting and the
-refined prices), ``refined_price_change`` (rms, fitness units), ``stale_prices``
+``expert_prices`` (the certified prices: pass them back next round), ``engine``,
+``engine_fallback`` (why the compiled repair handed over), ``rounds``,
+``rechecked_rows``; the compiled engine: ``paths`` (augmenting paths per round),
+``start_excess`` (units of load its first round had to move), ``recandidated`` (per
+round, clients given fresh candidates), ``added_takers``; the OR-Tools engine:
+``open_clients``, ``open_arcs``, ``reopened`` and ``added_arcs`` (per failed round),
+``refined_excess``; both: ``price_source`` (``"options"``, ``"sample"`` or ``"zero"``),
+``levels`` (sample sizes solved, cold start), ``initial_excess`` (share of the load
+outside the bounds at the starting prices; ``refined_excess`` the same after the
+refinement), ``refined_price_change`` (rms, fitness units), ``stale_prices``
 (handed-over prices dropped, and why), ``price_time``,
 ``certificate``, ``solver_status``, ``rounding_error_bound``, ``objective_scale`` and
 ``objective_scale_exponent`` (costs are fitness times ``2**exponent``), ``build_time``,
@@ -131,7 +158,7 @@ from ..errors import InvalidProblemError
 from ..problem import AssignmentProblem
 from ..result import Status
 from . import _warm_ssp
-from ._prices import refine_prices
+from ._prices import estimate_prices, refine_prices
 from ._warm_data import (
     _BIG,
     _NEG,
@@ -205,6 +232,7 @@ _ZERO_REFINE_EXTRA = 8
 #: no guess 6.8 / 16.5 ms).
 _SSP_ZERO_REFINE_STEPS = 2
 _SSP_ZERO_REFINE_EXTRA = 2
+_SSP_ESTIMATE = True
 #: Handed-over prices that leave more than this share of the load outside the bounds
 #: are dropped for a cold start (measured: prices from a different problem left 85-131 %
 #: outside and cost 0.9-2.1 s through two rounds and the fallback to ``flow``, against
@@ -250,15 +278,18 @@ def _refine_steps(
     )
 
 
+def _rms(delta: np.ndarray, data: _Data) -> float:
+    """Root mean square of a price change, in fitness units."""
+    return math.ldexp(float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), -data.scale_exp)
+
+
 def _refine(
     data: _Data, p: np.ndarray, top_idx: np.ndarray, top_val: np.ndarray, stats: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Refined prices, the candidates re-sorted at them, and an upper bound on every
     client's u outside its candidates (``None`` when every expert is a candidate)."""
     delta = _refine_steps(data, top_idx, top_val, p, _REFINE_STEPS)
-    stats["refined_price_change"] = math.ldexp(
-        float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), -data.scale_exp
-    )
+    stats["refined_price_change"] = _rms(delta, data)
     bound_out = None
     if top_val.shape[1] < data.e:  # other experts: at most the last candidate + the largest rise
         last = top_val[:, -1]
@@ -314,7 +345,12 @@ def _solve_data(
         if engine == "ssp"
         else (_ZERO_REFINE_STEPS, _ZERO_REFINE_EXTRA)
     )
-    if p0 is None and m1 < e and steps:
+    if p0 is None and engine == "ssp" and _SSP_ESTIMATE:
+        # no prices: ``flow``'s cold estimate on full rows (these problems are small)
+        guess = _estimate(data)
+        if guess is not None:
+            p = guess
+    elif p0 is None and m1 < e and steps:
         # no prices: a rough guess from refinement on wider candidates picks better
         # candidate arcs (fewer rounds of added arcs or fresh candidates)
         wide_idx, wide_val = _top(data, p, None, min(e, m1 + extra))
@@ -331,7 +367,11 @@ def _solve_data(
             raise _StalePrices(share)
         frac = min(max(open_factor * share, _OPEN_MIN), _OPEN_FIRST)
     if engine == "ssp":
-        start = p if p0 is None else p + _refine_steps(data, top_idx, top_val, p, _REFINE_STEPS)
+        start = p
+        if p0 is not None:  # refined prices to start from; the candidates stay as picked
+            delta = _refine_steps(data, top_idx, top_val, p, _REFINE_STEPS)
+            stats["refined_price_change"] = _rms(delta, data)
+            start = p + delta
         try:
             prices, cand, held = _warm_ssp.solve_candidates(
                 data,
@@ -435,6 +475,22 @@ def _solve_data(
         stats.setdefault("added_arcs", []).append(added)
         st.open_rows(fails)
     raise _Fallback(f"no certificate after {max_rounds} rounds")
+
+
+def _estimate(data: _Data) -> np.ndarray | None:
+    """Integer prices from ``flow``'s cold estimate (two rounds of simultaneous moves on
+    full rows, :func:`._prices.estimate_prices`), or ``None`` when prices cannot matter."""
+    rows = np.arange(data.n) if data.rows is None else data.rows
+    free = None
+    if data.allowed is not None or data.fixed is not None:
+        free = np.ones((data.n, data.e), dtype=bool)
+        if data.allowed is not None:
+            free &= data.allowed[rows]
+        if data.fixed is not None:
+            free &= ~data.fixed[rows]
+    fit = data.fitness if data.rows is None else data.fitness[rows]
+    est = estimate_prices(fit, data.cap, data.lo, data.hi, free=free)
+    return None if est is None else _integer_prices(est[0], data)
 
 
 def _sample_factor(data: _Data) -> float:

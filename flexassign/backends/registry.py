@@ -23,6 +23,7 @@ from .options import OptionSpec
 __all__ = [
     "Backend",
     "available_backends",
+    "compiled_engine_installed",
     "get_backend",
     "list_backends",
     "min_cost_flow_order",
@@ -49,6 +50,19 @@ WARM_MIN_PAIRS = 1_000_000
 WARM_PRICED_ANY_PAIRS = 100_000
 WARM_PRICED_MIN_PAIRS = 30_000
 WARM_PRICED_CLIENTS_PER_EXPERT = 25
+#: With its compiled repair (numba installed) ``flow-warm`` goes first, cold or priced,
+#: from ``WARM_COMPILED_MIN_PAIRS`` pairs with at least
+#: ``WARM_COMPILED_CLIENTS_PER_EXPERT`` clients per expert (the rules above apply
+#: without numba). Measured 2026-12-01 20:10-20:20 (round-2 drift of
+#: ``benchmarks.speed``, seeds 40-42 or 60-61, mean of best of 3-5, ms, ``flow`` /
+#: ``flow-warm``): cold 300 x 16 1.53 / 1.22, 1,000 x 64 7.97 / 5.77, 1,000 x 128
+#: 11.43 / 8.54, 3,000 x 128 31.6 / 24.1, 10,000 x 64 88.0 / 44.2; priced 1,000 x 64
+#: 5.4 / 3.1, 3,000 x 256 41.7 / 14.1; k = 1 exact loads 1,000 x 64 5.27 / 2.92;
+#: about even at 500 x 8 (1.59 / 1.64) and 1,000 x 256 cold (3.9 clients per expert,
+#: 18.1 / 17.7); ``flow`` ahead at 200 x 8 (0.77 / 1.03) and with 2 clients per expert
+#: (500 x 256, k = 1: 13.5 / 41).
+WARM_COMPILED_MIN_PAIRS = 4_000
+WARM_COMPILED_CLIENTS_PER_EXPERT = 4
 
 
 @dataclass(frozen=True)
@@ -172,14 +186,29 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
     (``priced``: expert prices from an earlier round come with the call)."""
     n, e = problem.shape
     pairs = n * e
-    warm = pairs >= WARM_MIN_PAIRS or (
-        priced
-        and (
-            pairs >= WARM_PRICED_ANY_PAIRS
-            or (pairs >= WARM_PRICED_MIN_PAIRS and n >= WARM_PRICED_CLIENTS_PER_EXPERT * e)
+    compiled = (
+        pairs >= WARM_COMPILED_MIN_PAIRS
+        and n >= WARM_COMPILED_CLIENTS_PER_EXPERT * e
+        and compiled_engine_installed()
+    )
+    warm = (
+        pairs >= WARM_MIN_PAIRS
+        or compiled
+        or (
+            priced
+            and (
+                pairs >= WARM_PRICED_ANY_PAIRS
+                or (pairs >= WARM_PRICED_MIN_PAIRS and n >= WARM_PRICED_CLIENTS_PER_EXPERT * e)
+            )
         )
     )
     return ["flow-warm", "flow"] if warm else ["flow", "flow-warm"]
+
+
+def compiled_engine_installed() -> bool:
+    """Whether ``flow-warm``'s compiled repair can run (numba is installed; looked up
+    without importing it, which takes a quarter of a second)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
