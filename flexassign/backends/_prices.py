@@ -55,6 +55,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -206,6 +208,7 @@ def refine_prices(
     *,
     steps: int,
     damping: float,
+    compiled: bool = True,
 ) -> NDArray[np.int64]:
     r"""Integer price changes that bring the candidate-restricted loads into bounds.
 
@@ -227,6 +230,9 @@ def refine_prices(
         Number of steps (fewer when the loads fit and slackness holds).
     damping : float
         Share of each expert's wanted change taken per step, in (0, 1].
+    compiled : bool
+        Run the steps compiled (:func:`._ssp_kernel.refine_steps`, the same result)
+        when numba is installed.
 
     Returns
     -------
@@ -238,6 +244,23 @@ def refine_prices(
     delta = np.zeros(e, dtype=np.float64)
     if n == 0 or m < 2:
         return delta.astype(np.int64)
+    kernel = _kernel() if compiled else None
+    if kernel is not None:  # the same steps, compiled (numba)
+        out = kernel(
+            np.ascontiguousarray(idx, dtype=np.int64),
+            np.ascontiguousarray(val, dtype=np.float64),
+            cap.astype(np.int64),
+            kmin.astype(np.int64),
+            lo.astype(np.int64),
+            hi.astype(np.int64),
+            prices.astype(np.float64),
+            int(steps),
+            float(damping),
+            _ENTRY_SLOTS,
+            float(_NEG),
+            _MARGIN_CAP,
+        )
+        return np.asarray(out).astype(np.int64)
     rows = np.arange(n)
     slot = np.arange(m)[None, :]
     must = slot < kmin[:, None]  # fixed per slot: held whatever the prices
@@ -285,6 +308,15 @@ def refine_prices(
             step += _quantile_step(ids[r, c], margins, up, np.where(under > 0, np.inf, -p))
         delta += np.rint(damping * step)
     return delta.astype(np.int64)
+
+
+def _kernel() -> Any:
+    """The compiled steps, or ``None`` without numba."""
+    try:
+        from ._ssp_kernel import refine_steps
+    except ImportError:
+        return None
+    return refine_steps
 
 
 def _quantile_step(

@@ -1,5 +1,6 @@
-r"""Compiled kernels of ``flow-warm``'s repair engine (numba): candidate pass and
-successive shortest paths on the compressed residual graph.
+r"""Compiled kernels of ``flow-warm`` (numba): the candidate pass, the price
+refinement's steps and the repair engine, successive shortest paths on the compressed
+residual graph.
 
 The count-based problem is a min-cost flow; with the client nodes eliminated its
 residual graph has only :math:`E + 1` nodes: the experts and one hub ``O`` (the merged
@@ -23,8 +24,10 @@ from experts with too much to experts with too little, and the potentials stay d
 feasible throughout; when no excess is left the assignment is optimal over the
 candidate arcs and the potentials are its prices.
 
-Every function here is plain loops over NumPy arrays, compiled on first use and
-cached on disk (``cache=True``; the first compile takes a few seconds, a cached load
+:func:`top_candidates` and :func:`refine_steps` compute exactly what the NumPy passes
+they stand in for compute (:func:`._warm_data._top`, :func:`._prices.refine_prices`),
+only faster. Every function here is plain loops over NumPy arrays, compiled on first
+use and cached on disk (``cache=True``; the first compile takes a few seconds, a cached load
 about 0.3 s per process). :mod:`flexassign.backends._warm_ssp` drives them and checks
 what they return.
 """
@@ -310,15 +313,19 @@ def _dijkstra(
         done[v] = False
         pred[v] = -1
     nearest = -1
+    key = np.empty(v_n, np.int64)  # dist, or _INF once done: the next node is its argmin
+    for v in range(v_n):
+        key[v] = dist[v]
     while True:
-        u = -1
         du = _INF
-        for v in range(v_n):
-            if not done[v] and dist[v] < du:
-                du = dist[v]
-                u = v
-        if u < 0:
+        for v in range(v_n):  # two simple passes (the minimum, then where it is)
+            du = min(du, key[v])
+        if du >= _INF:
             return nearest
+        u = 0
+        while key[u] != du:
+            u += 1
+        key[u] = _INF
         done[u] = True
         if excess[u] < 0:
             if nearest < 0:
@@ -328,18 +335,20 @@ def _dijkstra(
         base = du + pi[u]
         # done nodes never improve: reduced costs are non-negative
         if u != hub:
-            for v in range(hub):  # branch-free: the compiler vectorises it
+            for v in range(hub):
                 c = w[u, v]
                 nd = base + c - pi[v]
-                upd = (c < _INF) & (nd < dist[v])
-                dist[v] = nd if upd else dist[v]
-                pred[v] = u if upd else pred[v]
+                if c < _INF and nd < dist[v]:
+                    dist[v] = nd
+                    key[v] = nd
+                    pred[v] = u
             c = w[u, hub]
             if t[u] < hi[u] and c > 0:
                 c = 0
             nd = base + c - pi[hub]
             if c < _INF and nd < dist[hub]:
                 dist[hub] = nd
+                key[hub] = nd
                 pred[hub] = u
         else:
             for v in range(hub):
@@ -349,6 +358,7 @@ def _dijkstra(
                 nd = base + c - pi[v]
                 if c < _INF and nd < dist[v]:
                     dist[v] = nd
+                    key[v] = nd
                     pred[v] = u
 
 
@@ -631,3 +641,142 @@ def _augment(
             dirty_take[a] = False
     for j in range(n_changed):
         _push(changed[j], hub, cand, gain, held, h, kmin, cap, w, arg)
+
+
+@njit(cache=True)
+def _quantile_step(
+    key_e: np.ndarray,
+    key_m: np.ndarray,
+    count: int,
+    need: np.ndarray,
+    limit: np.ndarray,
+    margin_cap: int,
+    out: np.ndarray,
+    sign: float,
+) -> None:
+    """Per expert with ``need > 0``: one unit past the ``need``-th smallest of its
+    margins (clipped to ``[0, margin_cap]``; all of them when it has fewer), at most
+    ``limit``, added to ``out`` times ``sign``."""
+    e = need.size
+    start = np.zeros(e + 1, np.int64)
+    for j in range(count):
+        start[key_e[j] + 1] += 1
+    for a in range(e):
+        start[a + 1] += start[a]
+    fill = start[:e].copy()
+    grouped = np.empty(count, np.int64)
+    for j in range(count):
+        a = key_e[j]
+        x = key_m[j]
+        grouped[fill[a]] = 0 if x < 0 else (margin_cap if x > margin_cap else np.int64(x))
+        fill[a] += 1
+    for a in range(e):
+        size = start[a + 1] - start[a]
+        if need[a] <= 0 or size == 0:
+            continue
+        r = min(need[a], size)
+        part = np.sort(grouped[start[a] : start[a + 1]])
+        pick = float(part[r - 1]) + 1.0
+        out[a] += sign * min(pick, limit[a])
+
+
+@njit(cache=True)
+def refine_steps(
+    idx: np.ndarray,
+    val: np.ndarray,
+    cap: np.ndarray,
+    kmin: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    prices: np.ndarray,
+    steps: int,
+    damping: float,
+    entry_slots: int,
+    neg: float,
+    margin_cap: int,
+) -> np.ndarray:
+    """The loops of :func:`flexassign.backends._prices.refine_prices` (same arguments
+    and the same float64 price change, before rounding to integers; see there)."""
+    n, m = val.shape
+    e = lo.size
+    delta = np.zeros(e)
+    us = np.empty((n, m))
+    ids = np.empty((n, m), np.int64)
+    held = np.empty((n, m), np.bool_)
+    h = np.empty(n, np.int64)
+    load = np.empty(e, np.int64)
+    key_e = np.empty(n * m, np.int64)
+    key_m = np.empty(n * m)
+    half = neg / 2
+    for _ in range(steps):
+        for i in range(n):  # each row's u at the current change, sorted (stable)
+            for s in range(m):
+                x = val[i, s] + delta[idx[i, s]] if val[i, s] > half else neg
+                k = s
+                while k > 0 and us[i, k - 1] < x:
+                    us[i, k] = us[i, k - 1]
+                    ids[i, k] = ids[i, k - 1]
+                    k -= 1
+                us[i, k] = x
+                ids[i, k] = idx[i, s]
+        load[:] = 0
+        for i in range(n):
+            c = 0
+            for s in range(m):
+                ok = us[i, s] > half
+                hd = ok and (s < kmin[i] or (s < cap[i] and us[i, s] > 0))
+                held[i, s] = hd
+                if hd:
+                    c += 1
+                    load[ids[i, s]] += 1
+            h[i] = c
+        down = np.zeros(e, np.int64)
+        up = np.zeros(e, np.int64)
+        p = prices + delta
+        lim_down = np.empty(e)
+        lim_up = np.empty(e)
+        any_down = False
+        any_up = False
+        for a in range(e):
+            over = max(load[a] - hi[a], 0)
+            under = max(lo[a] - load[a], 0)
+            if over > 0:
+                down[a] = over
+            elif p[a] > 0 and load[a] > lo[a]:
+                down[a] = load[a] - lo[a]
+            if under > 0:
+                up[a] = under
+            elif p[a] < 0 and load[a] < hi[a]:
+                up[a] = hi[a] - load[a]
+            lim_down[a] = np.inf if over > 0 else p[a]
+            lim_up[a] = np.inf if under > 0 else -p[a]
+            any_down = any_down or down[a] > 0
+            any_up = any_up or up[a] > 0
+        if not (any_down or any_up):
+            break
+        step = np.zeros(e)
+        if any_down:
+            cnt = 0
+            for i in range(n):
+                nxt = us[i, h[i]] if h[i] < m else neg
+                alt = max(nxt, 0.0) if h[i] > kmin[i] else nxt
+                for s in range(m):
+                    if held[i, s] and down[ids[i, s]] > 0:
+                        key_e[cnt] = ids[i, s]
+                        key_m[cnt] = us[i, s] - alt
+                        cnt += 1
+            _quantile_step(key_e, key_m, cnt, down, lim_down, margin_cap, step, -1.0)
+        if any_up:
+            cnt = 0
+            for i in range(n):
+                low = us[i, max(h[i] - 1, 0)]
+                bar = min(low, 0.0) if h[i] < cap[i] else low
+                for s in range(min(m, h[i] + entry_slots)):
+                    if us[i, s] > half and not held[i, s] and up[ids[i, s]] > 0:
+                        key_e[cnt] = ids[i, s]
+                        key_m[cnt] = bar - us[i, s]
+                        cnt += 1
+            _quantile_step(key_e, key_m, cnt, up, lim_up, margin_cap, step, 1.0)
+        for a in range(e):
+            delta[a] += np.rint(damping * step[a])
+    return delta

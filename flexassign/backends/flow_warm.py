@@ -250,15 +250,18 @@ _SAMPLE_MIN = 4096
 #: (measured cold at 10,000 x 256, tuning seeds 11-13, ratio to greedy: levels 625
 #: (by ``flow``) and 2,500 gave 2.56-2.72x, one level of 2,500 2.80-3.10x, three
 #: levels down to 156 2.91x, no sample 9.1x, the smallest level by the repair from
-#: zero prices instead of ``flow`` 3.66x).
+#: two refinement steps instead of ``flow`` 3.66x).
 _SSP_SAMPLE_MIN_PER_EXPERT = 1
 _SSP_SAMPLE_MIN = 1000
 #: Largest |price| in integer cost units (costs plus prices stay below 2**51).
 _PRICE_LIMIT = 2**49
 #: The smallest sample level is solved by ``flow`` (measured on 2,500 x 256 samples of
 #: 10,000 x 256 round-2 instances, tuning seeds 1-3: 44-61 ms CPU against 86-131 ms
-#: for everyone open here).
+#: for everyone open here). The compiled repair solves its smallest level itself,
+#: from ``flow``'s cold estimate (tuning seeds 11-14 at 10,000 x 256: 2.91x greedy
+#: against 3.02x with ``flow``; with a third level down to 156 clients 3.47x).
 _FLOW_SAMPLE = True
+_SSP_FLOW_SAMPLE = False
 
 
 class _StalePrices(Exception):
@@ -520,7 +523,7 @@ def _cold_prices(
         return None
     sub = _sample(data, rng)
     p = _cold_prices(sub, margin, max_rounds, rng, levels, engine)
-    if p is None and _FLOW_SAMPLE:  # the smallest level, from nothing: ``flow`` is faster
+    if p is None and _FLOW_SAMPLE and (engine != "ssp" or _SSP_FLOW_SAMPLE):  # the smallest level
         p = _flow_prices(sub)
         if p is not None:
             levels.append(sub.n)
