@@ -31,9 +31,6 @@ __all__ = ["available", "solve_candidates"]
 #: Largest |price| (integer cost units) the checks accept: every u stays exact.
 _P_LIMIT = 2**51
 _G_INVALID = -(2**61)
-#: Augment to every deficit the shortest-path tree reaches while its path is intact
-#: (one Dijkstra serves several paths), not only to the nearest.
-_FULL_TREE = True
 
 
 class _EngineFailed(Exception):
@@ -121,7 +118,7 @@ def solve_candidates(
     rechecked = 0
     for _ in range(max_rounds):
         status, p_new, paths, excess = ssp(
-            cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, max_paths, _FULL_TREE
+            cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, max_paths
         )
         stats["paths"].append(int(paths))
         stats.setdefault("start_excess", int(excess))
