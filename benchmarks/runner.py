@@ -176,6 +176,24 @@ def _preload() -> None:
             importlib.import_module(mod)
         except ImportError:  # an optional solver is missing: its cells report it
             pass
+    _load_compiled_kernels()
+
+
+def _load_compiled_kernels() -> None:
+    """Load ``flow-warm``'s compiled kernels once in the parent (their first use in a
+    process costs about 0.5 s, the first after installing a compile of about 9 s):
+    cells measure solves, as they do with the solver packages imported. The first-use
+    cost is reported apart, in docs/benchmarks.md."""
+    from flexassign import AssignmentProblem
+    from flexassign.backends.registry import compiled_engine_installed
+
+    if not compiled_engine_installed():
+        return
+    rng = np.random.default_rng(0)
+    p = AssignmentProblem.balanced(rng.random((400, 16)), capacity=2, tolerance=0.1)
+    cold = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    prices = cold.stats["expert_prices"]
+    solve_assignment(p, method="flow-warm", options={"engine": "ssp", "prices": prices})
 
 
 def run_suite(

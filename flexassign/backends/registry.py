@@ -250,8 +250,9 @@ _BUILTINS: tuple[tuple[str, tuple[str, ...], str, str, tuple[OptionSpec, ...], s
         "",
         _opts.FLOW_WARM,
         "exact min-cost flow warm-started from expert prices (options['prices'] or a "
-        "sampled estimate): clients settled by the prices stay frozen, the rest are "
-        "solved exactly and a complementary-slackness certificate proves the optimum",
+        "sampled estimate): each client's choice at the prices is repaired by compiled "
+        "shortest paths (numba) or an OR-Tools solve of the uncertain clients, and a "
+        "complementary-slackness certificate proves the optimum",
     ),
     (
         "highs",
