@@ -35,9 +35,11 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
     weights, no binding knapsack): ``flow-warm`` (price-induced choices repaired to a
-    certified optimum, :mod:`flexassign.backends.flow_warm`) from
-    ``registry.WARM_MIN_PAIRS`` client-expert pairs with hard bounds, or, when ``priced``
-    (expert prices from an earlier round come in ``options["prices"]``), from
+    certified optimum, :mod:`flexassign.backends.flow_warm`) for hard bounds, when numba
+    is installed from ``registry.WARM_COMPILED_MIN_PAIRS`` client-expert pairs with at
+    least ``WARM_COMPILED_MIN_EXPERTS`` experts and as many clients as experts (its
+    compiled engine); without numba from ``registry.WARM_MIN_PAIRS`` pairs, or, when
+    ``priced`` (expert prices from an earlier round come in ``options["prices"]``), from
     ``WARM_PRICED_ANY_PAIRS`` pairs, or ``WARM_PRICED_MIN_PAIRS`` with at least
     ``WARM_PRICED_CLIENTS_PER_EXPERT`` clients per expert; otherwise ``flow``, which
     from 20,000 pairs solves on each client's best candidate experts (cold prices

@@ -19,6 +19,7 @@ from flexassign import AssignmentProblem, Status, solve_assignment
 from flexassign.backends import registry
 from flexassign.backends.registry import (
     WARM_COMPILED_CLIENTS_PER_EXPERT,
+    WARM_COMPILED_MIN_EXPERTS,
     WARM_COMPILED_MIN_PAIRS,
     WARM_MIN_PAIRS,
     WARM_PRICED_CLIENTS_PER_EXPERT,
@@ -266,15 +267,15 @@ def test_auto_uses_the_warm_path_on_large_count_problems(no_numba: None) -> None
 
 
 @pytest.mark.skipif(not registry.compiled_engine_installed(), reason="numba is not installed")
-def test_auto_takes_the_compiled_warm_path_from_a_few_clients_per_expert() -> None:
+def test_auto_takes_the_compiled_warm_path_from_a_few_thousand_pairs() -> None:
     e = 64
-    n = WARM_COMPILED_CLIENTS_PER_EXPERT * e  # 256 x 64: past the pair threshold too
-    assert n * e >= WARM_COMPILED_MIN_PAIRS
+    n = max(WARM_COMPILED_CLIENTS_PER_EXPERT * e, -(-WARM_COMPILED_MIN_PAIRS // e))
     enough = AssignmentProblem(np.zeros((n, e)), capacity=1)
-    few = AssignmentProblem(np.zeros((n - 1, e)), capacity=1)  # under 4 per expert
-    tiny = AssignmentProblem(np.zeros((40, 8)), capacity=1)  # 5 per expert, 320 pairs
+    few = AssignmentProblem(np.zeros((e - 1, e)), capacity=1)  # fewer clients than experts
+    tiny = AssignmentProblem(np.zeros((40, 8)), capacity=1)  # 320 pairs
+    narrow = AssignmentProblem(np.zeros((2000, WARM_COMPILED_MIN_EXPERTS - 1)), capacity=1)
     assert auto_method(enough) == "flow-warm" == auto_method(enough, priced=True)
-    assert auto_method(few) == "flow" == auto_method(tiny)
+    assert auto_method(few) == "flow" == auto_method(tiny) == auto_method(narrow)
     rng = np.random.default_rng(3)
     p = AssignmentProblem.balanced(rng.random((800, 16)), capacity=2, tolerance=0.1)
     res = solve_assignment(p)

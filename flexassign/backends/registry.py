@@ -51,18 +51,20 @@ WARM_PRICED_ANY_PAIRS = 100_000
 WARM_PRICED_MIN_PAIRS = 30_000
 WARM_PRICED_CLIENTS_PER_EXPERT = 25
 #: With its compiled repair (numba installed) ``flow-warm`` goes first, cold or priced,
-#: from ``WARM_COMPILED_MIN_PAIRS`` pairs with at least
-#: ``WARM_COMPILED_CLIENTS_PER_EXPERT`` clients per expert (the rules above apply
-#: without numba). Measured 2026-12-01 20:10-20:20 (round-2 drift of
-#: ``benchmarks.speed``, seeds 40-42 or 60-61, mean of best of 3-5, ms, ``flow`` /
-#: ``flow-warm``): cold 300 x 16 1.53 / 1.22, 1,000 x 64 7.97 / 5.77, 1,000 x 128
-#: 11.43 / 8.54, 3,000 x 128 31.6 / 24.1, 10,000 x 64 88.0 / 44.2; priced 1,000 x 64
-#: 5.4 / 3.1, 3,000 x 256 41.7 / 14.1; k = 1 exact loads 1,000 x 64 5.27 / 2.92;
-#: about even at 500 x 8 (1.59 / 1.64) and 1,000 x 256 cold (3.9 clients per expert,
-#: 18.1 / 17.7); ``flow`` ahead at 200 x 8 (0.77 / 1.03) and with 2 clients per expert
-#: (500 x 256, k = 1: 13.5 / 41).
+#: from ``WARM_COMPILED_MIN_PAIRS`` pairs with at least ``WARM_COMPILED_MIN_EXPERTS``
+#: experts and ``WARM_COMPILED_CLIENTS_PER_EXPERT`` clients per expert (the rules above
+#: apply without numba). Measured 2026-12-01 20:10-21:25 (round-2 drift of
+#: ``benchmarks.speed`` and its k = 1 exact-load cell, seeds 40-42 or 60-61, mean or
+#: each of best of 3-5, ms, ``flow`` / ``flow-warm``): cold 300 x 16 1.53 / 1.22,
+#: 1,000 x 64 7.97 / 5.77, 3,000 x 128 31.6 / 24.1, 10,000 x 64 88.0 / 44.2, 2,000 x 8
+#: 7.7 / 5.2; priced 1,000 x 64 5.4 / 3.1, 3,000 x 256 41.7 / 14.1; k = 1 1,000 x 64
+#: 5.27 / 2.92; with 1-2 clients per expert 256 x 256 11.7 / 5.5, 500 x 256 13.5 /
+#: 10.3 (k = 1: 13.0 / 5.2), 200 x 128 6.2 / 2.6; about even at 500 x 8 (1.59 / 1.64),
+#: 130 x 32 and 64 x 128 (0.5 per expert, 1.8 / 1.9); ``flow`` ahead with 4 experts
+#: (1,000 x 4: 2.1 / 6.2) and with fewer clients than experts (100 x 256: 13.1 / 81).
 WARM_COMPILED_MIN_PAIRS = 4_000
-WARM_COMPILED_CLIENTS_PER_EXPERT = 4
+WARM_COMPILED_MIN_EXPERTS = 8
+WARM_COMPILED_CLIENTS_PER_EXPERT = 1
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
     pairs = n * e
     compiled = (
         pairs >= WARM_COMPILED_MIN_PAIRS
+        and e >= WARM_COMPILED_MIN_EXPERTS
         and n >= WARM_COMPILED_CLIENTS_PER_EXPERT * e
         and compiled_engine_installed()
     )
