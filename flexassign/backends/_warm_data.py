@@ -142,9 +142,8 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
     masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
-    if not masked and m1 < e and abs(data.scale_exp) < 1000 and _kernel() is not None:
-        kernel = _kernel()
-        assert kernel is not None
+    kernel = _kernel() if not masked and m1 < e and abs(data.scale_exp) < 1000 else None
+    if kernel is not None:
         where = rows if data.rows is None else data.rows[rows]
         scale = math.ldexp(1.0, data.scale_exp)  # multiplying by it is exact
         kernel(data.fitness, where.astype(np.int64), scale, p.astype(np.float64), idx, val)
