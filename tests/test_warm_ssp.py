@@ -138,3 +138,17 @@ def test_auto_engine_follows_clients_per_expert() -> None:
     many = AssignmentProblem.balanced(rng.random((many_n, 4)), capacity=1, tolerance=0.2)
     assert solve_assignment(few, method="flow-warm").stats["engine"] == "ssp"
     assert solve_assignment(many, method="flow-warm").stats["engine"] == "ortools"
+
+
+def test_asking_for_the_compiled_engine_without_numba_names_the_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flexassign.errors import InvalidProblemError
+
+    monkeypatch.setattr(_warm_ssp, "available", lambda: False)
+    p = AssignmentProblem.balanced(np.random.default_rng(0).random((60, 6)), capacity=1)
+    with pytest.raises(InvalidProblemError, match=r"`options\['engine'\]='ssp'` needs numba"):
+        solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    res = solve_assignment(p, method="flow-warm")  # "auto" takes the OR-Tools engine
+    assert res.stats["engine"] == "ortools"
+    assert res.objective == pytest.approx(_full(p), rel=1e-12)
