@@ -41,7 +41,7 @@ def test_compiled_candidate_pass_matches_numpy(
     prices = np.rint(rng.normal(0, 2.0 ** (data.scale_exp - 3), e))
     sel = np.sort(rng.choice(n, 300, replace=False))
     compiled = wd._top(data, prices, sel, m1)
-    monkeypatch.setattr(wd, "_kernel", lambda: None)
+    monkeypatch.setattr(wd, "compiled_kernel", lambda name: None)  # the NumPy pass
     plain = wd._top(data, prices, sel, m1)
     np.testing.assert_array_equal(compiled[1], plain[1])  # the same values, best first
     u = data.u(sel, prices)  # and the chosen experts carry them

@@ -55,10 +55,10 @@ True
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import NDArray
+
+from .registry import compiled_kernel
 
 __all__ = ["best_sorted", "estimate_prices", "refine_prices"]
 
@@ -244,7 +244,7 @@ def refine_prices(
     delta = np.zeros(e, dtype=np.float64)
     if n == 0 or m < 2:
         return delta.astype(np.int64)
-    kernel = _kernel() if compiled else None
+    kernel = compiled_kernel("refine_steps") if compiled else None
     if kernel is not None:  # the same steps, compiled (numba)
         out = kernel(
             np.ascontiguousarray(idx, dtype=np.int64),
@@ -308,15 +308,6 @@ def refine_prices(
             step += _quantile_step(ids[r, c], margins, up, np.where(under > 0, np.inf, -p))
         delta += np.rint(damping * step)
     return delta.astype(np.int64)
-
-
-def _kernel() -> Any:
-    """The compiled steps, or ``None`` without numba."""
-    try:
-        from ._ssp_kernel import refine_steps
-    except ImportError:
-        return None
-    return refine_steps
 
 
 def _quantile_step(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..problem import AssignmentProblem
+from .registry import compiled_kernel
 
 #: Sentinels for "no arc" (kept far from int64 overflow when added or subtracted).
 _NEG = -(2**61)
@@ -142,7 +142,8 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
     masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
-    kernel = _kernel() if not masked and m1 < e and abs(data.scale_exp) < 1000 else None
+    compiled = not masked and m1 < e and abs(data.scale_exp) < 1000
+    kernel = compiled_kernel("top_candidates") if compiled else None
     if kernel is not None:
         where = rows if data.rows is None else data.rows[rows]
         scale = math.ldexp(1.0, data.scale_exp)  # multiplying by it is exact
@@ -182,16 +183,6 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
         idx[r0:r1] = np.take_along_axis(part, order, axis=1)
         val[r0:r1] = np.take_along_axis(pv, order, axis=1)
     return idx, val
-
-
-def _kernel() -> Any:
-    """The compiled candidate pass (:func:`._ssp_kernel.top_candidates`), or ``None``
-    without numba (the NumPy pass below gives the same values)."""
-    try:
-        from ._ssp_kernel import top_candidates
-    except ImportError:
-        return None
-    return top_candidates
 
 
 def _choose(val: np.ndarray, cap: np.ndarray, kmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

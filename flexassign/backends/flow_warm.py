@@ -185,12 +185,12 @@ from ._warm_network import (
     _widen,
 )
 from .base import BackendOutput, SolveOptions
+from .options import WARM_ENGINES
 
 __all__ = ["ENGINES", "solve"]
 
-#: ``options["engine"]``: the compiled repair (``"ssp"``, needs numba), the OR-Tools
-#: open-set solve (``"ortools"``), or ``"auto"`` (see :func:`_engine`).
-ENGINES = ("auto", "ssp", "ortools")
+#: ``options["engine"]`` (declared with the other options; ``"auto"``: see :func:`_engine`).
+ENGINES = WARM_ENGINES
 #: ``engine="auto"`` takes the compiled repair up to this many clients per expert.
 _SSP_MAX_PER_EXPERT = 500
 #: Augmenting paths one repair round may take: at least this many, or this many per

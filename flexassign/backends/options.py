@@ -149,10 +149,14 @@ def _prune(label: str, value: Any, problem: AssignmentProblem) -> str | bool:
     raise InvalidProblemError(f"`{label}` must be 'auto', True or False; got {value!r}")
 
 
+#: ``flow-warm``'s ``options["engine"]``: its compiled repair (``"ssp"``, needs numba),
+#: its OR-Tools open-set solve (``"ortools"``), or ``"auto"`` (the backend decides).
+WARM_ENGINES = ("auto", "ssp", "ortools")
+
+
 def _engine(label: str, value: Any, problem: AssignmentProblem) -> str:
-    engines = ("auto", "ssp", "ortools")
-    if not isinstance(value, str) or value not in engines:
-        raise InvalidProblemError(f"`{label}` must be one of {engines}; got {value!r}")
+    if not isinstance(value, str) or value not in WARM_ENGINES:
+        raise InvalidProblemError(f"`{label}` must be one of {WARM_ENGINES}; got {value!r}")
     return value
 
 

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from ..errors import BackendNotInstalledError, UnknownMethodError, UnsupportedProblemError
 from ..problem import AssignmentProblem
@@ -24,6 +24,7 @@ __all__ = [
     "Backend",
     "available_backends",
     "compiled_engine_installed",
+    "compiled_kernel",
     "get_backend",
     "list_backends",
     "min_cost_flow_order",
@@ -206,6 +207,17 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
         )
     )
     return ["flow-warm", "flow"] if warm else ["flow", "flow-warm"]
+
+
+def compiled_kernel(name: str) -> Any:
+    """The compiled function ``name`` of :mod:`flexassign.backends._ssp_kernel`, or
+    ``None`` when numba is missing or broken (callers then run their NumPy code, which
+    computes the same)."""
+    try:
+        kernels = importlib.import_module("flexassign.backends._ssp_kernel")
+    except ImportError:
+        return None
+    return getattr(kernels, name)
 
 
 def compiled_engine_installed() -> bool:
