@@ -143,6 +143,24 @@ def test_greedy_seeds_checks_and_summarises(tmp_path: Path, capsys: pytest.Captu
     assert "argument --size: must look like 10000x256" in capsys.readouterr().err
 
 
+def test_crossover_times_both_and_names_autos_pick(tmp_path: Path) -> None:
+    from benchmarks import crossover
+
+    rows = crossover.measure([(120, 8), (300, 16)], first_seed=40, seeds=1, repeats=1)
+    assert [(r["size"], r["case"]) for r in rows] == [
+        (size, case) for size in ("120x8", "300x16") for case in ("cold", "priced", "k1")
+    ]
+    for r in rows:
+        assert r["flow_ms"] > 0 and r["flow_warm_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["flow_warm_ms"] / r["flow_ms"])
+    # 960 pairs: below every threshold; 300 x 16 passes the compiled engine's (numba)
+    assert {r["auto"] for r in rows if r["size"] == "120x8"} == {"flow"}
+    out = tmp_path / "grid.json"
+    argv = ["--sizes", "120x8", "--seeds", "1", "--repeats", "1", "--json", str(out)]
+    assert crossover.main(argv) == 0
+    assert len(json.loads(out.read_text())) == 3
+
+
 @pytest.mark.parametrize(
     ("module", "argv", "message"),
     [
@@ -151,6 +169,8 @@ def test_greedy_seeds_checks_and_summarises(tmp_path: Path, capsys: pytest.Captu
         ("peer_seeds", ["--size", "x"], "argument --size: must look like"),
         ("small_overhead", ["--size", "10*8"], "argument --size: must look like"),
         ("memory", ["10x"], "argument size: must look like"),
+        ("crossover", ["--sizes", "300x16,10y8"], "`--sizes`: must look like"),
+        ("crossover", ["--repeats", "0"], "`--seeds` and `--repeats` must be >= 1"),
     ],
 )
 def test_benchmark_scripts_reject_bad_arguments_in_one_line(
