@@ -54,15 +54,13 @@ WARM_PRICED_CLIENTS_PER_EXPERT = 25
 #: With its compiled repair (numba installed) ``flow-warm`` goes first, cold or priced,
 #: from ``WARM_COMPILED_MIN_PAIRS`` pairs with at least ``WARM_COMPILED_MIN_EXPERTS``
 #: experts and ``WARM_COMPILED_CLIENTS_PER_EXPERT`` clients per expert (the rules above
-#: apply without numba). Measured 2026-12-01 20:10-21:25 (round-2 drift of
-#: ``benchmarks.speed`` and its k = 1 exact-load cell, seeds 40-42 or 60-61, mean or
-#: each of best of 3-5, ms, ``flow`` / ``flow-warm``): cold 300 x 16 1.53 / 1.22,
-#: 1,000 x 64 7.97 / 5.77, 3,000 x 128 31.6 / 24.1, 10,000 x 64 88.0 / 44.2, 2,000 x 8
-#: 7.7 / 5.2; priced 1,000 x 64 5.4 / 3.1, 3,000 x 256 41.7 / 14.1; k = 1 1,000 x 64
-#: 5.27 / 2.92; with 1-2 clients per expert 256 x 256 11.7 / 5.5, 500 x 256 13.5 /
-#: 10.3 (k = 1: 13.0 / 5.2), 200 x 128 6.2 / 2.6; about even at 500 x 8 (1.59 / 1.64),
-#: 130 x 32 and 64 x 128 (0.5 per expert, 1.8 / 1.9); ``flow`` ahead with 4 experts
-#: (1,000 x 4: 2.1 / 6.2) and with fewer clients than experts (100 x 256: 13.1 / 81).
+#: apply without numba). Measured with ``python -m benchmarks.crossover`` (2026-12-01
+#: 21:40 UTC, seeds 40-42, mean of best of 3, ``flow-warm`` / ``flow`` time, cold /
+#: priced / k = 1): 300 x 16 0.84 / 0.60 / 0.89, 1,000 x 64 0.61 / 0.43 / 0.56,
+#: 10,000 x 64 0.39 / 0.31 / 0.34, 2,000 x 8 0.68 / 0.42 / 0.60, 256 x 256 0.48 / 0.57 /
+#: 0.50, 500 x 256 0.55 / 0.53 / 0.49, 130 x 32 0.96 / 0.60 / 0.95, 500 x 8 1.05 / 0.62;
+#: ``flow`` ahead cold at 200 x 8 (1.37), with 4 experts (1,000 x 4: 1.45) and with
+#: fewer clients than experts (64 x 128: 1.13; 100 x 256: 5.9, a handover to OR-Tools).
 WARM_COMPILED_MIN_PAIRS = 4_000
 WARM_COMPILED_MIN_EXPERTS = 8
 WARM_COMPILED_CLIENTS_PER_EXPERT = 1
