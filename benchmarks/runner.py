@@ -165,7 +165,7 @@ def _preload() -> None:
         "ortools.sat.python.cp_model",
         "pyomo.environ",
         "pyomo.contrib.appsi.solvers",
-        "flexassign.backends.flow",
+        "flexassign.backends.flow.cold",
         "flexassign.backends.highs",
         "flexassign.backends.cpsat",
         "flexassign.backends.lp_round",

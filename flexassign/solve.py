@@ -35,7 +35,7 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
     weights, no binding knapsack): ``flow-warm`` (price-induced choices repaired to a
-    certified optimum, :mod:`flexassign.backends.flow_warm`) for hard bounds, when numba
+    certified optimum, :mod:`flexassign.backends.flow.warm`) for hard bounds, when numba
     is installed from ``registry.WARM_COMPILED_MIN_PAIRS`` client-expert pairs with at
     least ``WARM_COMPILED_MIN_EXPERTS`` experts and as many clients as experts (its
     compiled engine); without numba from ``registry.WARM_MIN_PAIRS`` pairs, or, when
@@ -44,7 +44,7 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     ``WARM_PRICED_CLIENTS_PER_EXPERT`` clients per expert; otherwise ``flow``, which
     from 20,000 pairs solves on each client's best candidate experts (cold prices
     estimated) and proves optimality with a reduced-cost certificate (see
-    :mod:`flexassign.backends.flow`).
+    :mod:`flexassign.backends.flow.cold`).
     Otherwise the first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
     CP-SAT, then any other exact one.
     For large weighted or knapsack problems where a proof is too slow, ``lp-round``

@@ -83,7 +83,7 @@ def test_matches_full_flow_on_random_small_problems(
     seed: int, keep_stale: bool, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if keep_stale:  # every foreign price goes through the refinement, however wrong
-        fw = importlib.import_module("flexassign.backends.flow_warm")
+        fw = importlib.import_module("flexassign.backends.flow.warm")
         monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))
     rng = np.random.default_rng(1000 + seed)
     checked = 0
@@ -183,7 +183,7 @@ def test_masks_fixed_pairs_and_exact_capacity(engine: str) -> None:
 
 
 def test_falls_back_to_flow_when_rounds_run_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    fw = importlib.import_module("flexassign.backends.flow_warm")
+    fw = importlib.import_module("flexassign.backends.flow.warm")
     monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))  # keep even hopeless prices
     p = _problem(3000, 16, 5)
     bad = np.linspace(-50, 50, 16)  # prices that point every client the wrong way
@@ -198,7 +198,7 @@ def test_falls_back_to_flow_when_rounds_run_out(monkeypatch: pytest.MonkeyPatch)
 def test_repair_hands_over_to_ortools_when_its_path_budget_is_spent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fw = importlib.import_module("flexassign.backends.flow_warm")
+    fw = importlib.import_module("flexassign.backends.flow.warm")
     monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))
     monkeypatch.setattr(fw, "_SSP_MIN_PATHS", 3)
     monkeypatch.setattr(fw, "_SSP_PATHS_PER_CLIENT", 0.0)
@@ -297,7 +297,7 @@ def test_auto_with_prices_in_options_takes_the_warm_path(no_numba: None) -> None
 
 
 def test_module_examples_run() -> None:
-    mod = importlib.import_module("flexassign.backends.flow_warm")
+    mod = importlib.import_module("flexassign.backends.flow.warm")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
@@ -346,7 +346,7 @@ def test_cold_sample_levels_with_masks_and_fixed_pairs(
 ) -> None:
     # large enough for the sample levels (the smallest solved by ``flow`` for the
     # OR-Tools engine): masks and fixed pairs must carry over to the sample problems
-    fw = importlib.import_module("flexassign.backends.flow_warm")
+    fw = importlib.import_module("flexassign.backends.flow.warm")
     got: list = []
     real = fw._flow_prices
     monkeypatch.setattr(fw, "_flow_prices", lambda d: got.append(real(d)) or got[-1])

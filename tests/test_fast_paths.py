@@ -19,7 +19,8 @@ from _problems import mixed_problems
 
 from benchmarks.instances import make_fitness, make_instance
 from flexassign import AssignmentProblem, Status, solve_assignment, verify_assignment
-from flexassign.backends import _flow_network, flow
+from flexassign.backends.flow import cold as flow
+from flexassign.backends.flow import network as _flow_network
 from flexassign.verify import diagnose_infeasibility
 
 

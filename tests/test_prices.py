@@ -8,8 +8,8 @@ import doctest
 
 import numpy as np
 
-from flexassign.backends import _prices
-from flexassign.backends._prices import estimate_prices, refine_prices
+from flexassign.backends.flow import prices as _prices
+from flexassign.backends.flow.prices import estimate_prices, refine_prices
 
 
 def _instance(seed: int, n: int = 400, e: int = 12):

@@ -1,4 +1,4 @@
-"""flow-warm's compiled repair engine (:mod:`flexassign.backends._warm_ssp`).
+"""flow-warm's compiled repair engine (:mod:`flexassign.backends.flow.warm_ssp`).
 
 The kernels against the NumPy passes they replace, the repair's own certificate, and
 the cases where the repair must widen its candidates or hand over to OR-Tools. The
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from flexassign import AssignmentProblem, Status, solve_assignment
-from flexassign.backends import _warm_data as wd
-from flexassign.backends import _warm_ssp
+from flexassign.backends.flow import warm_data as wd
+from flexassign.backends.flow import warm_ssp as _warm_ssp
 
 pytestmark = pytest.mark.skipif(not _warm_ssp.available(), reason="numba is not installed")
 
@@ -50,7 +50,7 @@ def test_compiled_candidate_pass_matches_numpy(
 
 @pytest.mark.parametrize("seed", range(8))
 def test_compiled_refinement_matches_numpy(seed: int) -> None:
-    from flexassign.backends._prices import refine_prices
+    from flexassign.backends.flow.prices import refine_prices
 
     rng = np.random.default_rng(seed)
     n, e = int(rng.integers(20, 300)), int(rng.integers(3, 24))
@@ -96,7 +96,7 @@ def test_experts_nobody_lists_get_takers_instead_of_a_handover(
     # exact loads, one expert per client: at rough prices (two refinement steps from
     # zero, not the cold estimate) some experts are among too few clients' candidates
     # to reach their load; the repair adds takers for them
-    fw = importlib.import_module("flexassign.backends.flow_warm")
+    fw = importlib.import_module("flexassign.backends.flow.warm")
     monkeypatch.setattr(fw, "_SSP_ESTIMATE", False)
     rng = np.random.default_rng(0)
     n, e = 960, 64  # below the size where a cold start samples
@@ -111,7 +111,7 @@ def test_experts_nobody_lists_get_takers_instead_of_a_handover(
 def test_a_broken_repair_is_caught_by_the_numpy_certificate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    kernel = importlib.import_module("flexassign.backends._ssp_kernel")
+    kernel = importlib.import_module("flexassign.backends.flow.ssp_kernel")
     real = kernel.ssp
 
     def wrong(*args):  # type: ignore[no-untyped-def]
@@ -131,7 +131,7 @@ def test_a_broken_repair_is_caught_by_the_numpy_certificate(
 
 
 def test_auto_engine_follows_clients_per_expert() -> None:
-    fw = importlib.import_module("flexassign.backends.flow_warm")
+    fw = importlib.import_module("flexassign.backends.flow.warm")
     rng = np.random.default_rng(2)
     few = AssignmentProblem.balanced(rng.random((400, 8)), capacity=1, tolerance=0.2)
     many_n = fw._SSP_MAX_PER_EXPERT * 4 + 1

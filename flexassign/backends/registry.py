@@ -208,11 +208,11 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
 
 
 def compiled_kernel(name: str) -> Any:
-    """The compiled function ``name`` of :mod:`flexassign.backends._ssp_kernel`, or
+    """The compiled function ``name`` of :mod:`flexassign.backends.flow.ssp_kernel`, or
     ``None`` when numba is missing or broken (callers then run their NumPy code, which
     computes the same)."""
     try:
-        kernels = importlib.import_module("flexassign.backends._ssp_kernel")
+        kernels = importlib.import_module("flexassign.backends.flow.ssp_kernel")
     except ImportError:
         return None
     return getattr(kernels, name)
@@ -237,6 +237,8 @@ def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
 
 #: Where a built-in backend's module is when it is not ``flexassign.backends.<name>``.
 _MODULES = {
+    "flow": "flexassign.backends.flow.cold",
+    "flow-warm": "flexassign.backends.flow.warm",
     "pyomo": "flexassign.backends.pyomo_model",
     "scipy": "flexassign.backends.scipy_milp",
 }

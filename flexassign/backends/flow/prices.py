@@ -58,7 +58,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .registry import compiled_kernel
+from ..registry import compiled_kernel
 
 __all__ = ["best_sorted", "estimate_prices", "refine_prices"]
 
@@ -231,7 +231,7 @@ def refine_prices(
     damping : float
         Share of each expert's wanted change taken per step, in (0, 1].
     compiled : bool
-        Run the steps compiled (:func:`._ssp_kernel.refine_steps`, the same result)
+        Run the steps compiled (:func:`.ssp_kernel.refine_steps`, the same result)
         when numba is installed.
 
     Returns

@@ -45,7 +45,7 @@ cost rounding above); ``stats`` report ``rounds``, ``added_arcs``, ``arcs``,
 ``price_source`` and ``price_time``.
 
 Code: this module solves (full network, or candidates with the certificate);
-:mod:`._flow_network` builds the network and runs OR-Tools; :mod:`._prices` holds the
+:mod:`.network` builds the network and runs OR-Tools; :mod:`.prices` holds the
 price estimate.
 """
 
@@ -56,10 +56,11 @@ import time
 
 import numpy as np
 
-from ..errors import InvalidProblemError
-from ..problem import AssignmentProblem
-from ..result import Status
-from ._flow_network import (
+from ...errors import InvalidProblemError
+from ...problem import AssignmentProblem
+from ...result import Status
+from ..base import BackendOutput, SolveOptions
+from .network import (
     _Flow,
     _int_costs,
     _Network,
@@ -67,9 +68,8 @@ from ._flow_network import (
     _run,
     _to_fitness,
 )
-from ._prices import best_sorted, estimate_prices
-from ._residual import min_swap_costs
-from .base import BackendOutput, SolveOptions
+from .prices import best_sorted, estimate_prices
+from .residual import min_swap_costs
 
 __all__ = ["solve"]
 
@@ -248,7 +248,7 @@ def _uncertain_candidates(
 def _estimate_prices(
     problem: AssignmentProblem, net: _Network, rounds: int = 2
 ) -> tuple[np.ndarray, float] | None:
-    """Cold expert prices for ``problem`` from :func:`._prices.estimate_prices` (in
+    """Cold expert prices for ``problem`` from :func:`.prices.estimate_prices` (in
     fitness units) and the largest move of the last round; ``None`` for soft bounds or
     when prices cannot matter."""
     if not net.hard:

@@ -5,7 +5,7 @@ The state (:class:`_State`) holds every client's candidates and price-induced ch
 (:func:`_solve_open`), new prices come from the compressed residual graph
 (:func:`_potentials`), and the re-checks decide which clients the certificate still
 needs; the remaining functions open more clients or arcs when a round cannot be placed
-or certified. See :mod:`flexassign.backends.flow_warm` for the algorithm.
+or certified. See :mod:`flexassign.backends.flow.warm` for the algorithm.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._residual import min_swap_costs
-from ._warm_data import _BIG, _BLOCK, _NEG, _Data, _Fallback, _slack, _top
+from .residual import min_swap_costs
+from .warm_data import _BIG, _BLOCK, _NEG, _Data, _Fallback, _slack, _top
 
 
 @dataclass

@@ -25,10 +25,10 @@ feasible throughout; when no excess is left the assignment is optimal over the
 candidate arcs and the potentials are its prices.
 
 :func:`top_candidates` and :func:`refine_steps` compute exactly what the NumPy passes
-they stand in for compute (:func:`._warm_data._top`, :func:`._prices.refine_prices`),
+they stand in for compute (:func:`.warm_data._top`, :func:`.prices.refine_prices`),
 only faster. Every function here is plain loops over NumPy arrays, compiled on first
 use and cached on disk (``cache=True``; the first compile takes a few seconds, a cached load
-about 0.3 s per process). :mod:`flexassign.backends._warm_ssp` drives them and checks
+about 0.3 s per process). :mod:`flexassign.backends.flow.warm_ssp` drives them and checks
 what they return.
 """
 
@@ -668,7 +668,7 @@ def refine_steps(
     neg: float,
     margin_cap: int,
 ) -> np.ndarray:
-    """The loops of :func:`flexassign.backends._prices.refine_prices` (same arguments
+    """The loops of :func:`flexassign.backends.flow.prices.refine_prices` (same arguments
     and the same float64 price change, before rounding to integers; see there)."""
     n, m = val.shape
     e = lo.size

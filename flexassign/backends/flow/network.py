@@ -4,7 +4,7 @@
 capacities, expert arcs with hard bounds or a convex penalty chain, supplies, the cost
 scale); :func:`_run` adds the arcs a caller chooses (every pair, or candidates), solves
 with OR-Tools ``SimpleMinCostFlow`` and reads the flows back. See
-:mod:`flexassign.backends.flow` for the full and the pruned solve built on it.
+:mod:`flexassign.backends.flow.cold` for the full and the pruned solve built on it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..problem import AssignmentProblem
+from ...problem import AssignmentProblem
 
 #: Largest N x E whose full-network arc skeleton :func:`_skeleton` keeps (a few MiB).
 _SKELETON_MAX_PAIRS = 16_384

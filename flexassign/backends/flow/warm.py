@@ -16,7 +16,7 @@ some prices satisfy
    and :math:`p_e \le 0` if :math:`\ell_e > L_e`;
 
 (complementary slackness; these are the reduced costs of the flow network in
-:mod:`flexassign.backends.flow`, with the client nodes eliminated), plus primal
+:mod:`flexassign.backends.flow.cold`, with the client nodes eliminated), plus primal
 feasibility. Because :math:`E \ll N`, prices are cheap to carry and most clients'
 choices are settled by them.
 
@@ -36,13 +36,13 @@ Algorithm
 2. One block-wise pass over the fitness matrix (compiled when numba is installed):
    each client's top ``k_max + margin + 1`` experts by :math:`u` (its *candidates*;
    the last one bounds the :math:`u` of every other expert). With prices, three damped
-   tâtonnement steps on the candidates alone refine them (:mod:`._prices`: each
+   tâtonnement steps on the candidates alone refine them (:mod:`.prices`: each
    expert moves its price by the quantile of its holders' exit margins, or its
    candidates' entry margins, that would put its load back inside its bounds).
 3. An *engine* turns the price-induced choice into a certified optimum
    (``options["engine"]``, ``stats["engine"]``):
 
-   ``"ssp"`` (compiled, numba; :mod:`._warm_ssp`, :mod:`._ssp_kernel`)
+   ``"ssp"`` (compiled, numba; :mod:`.warm_ssp`, :mod:`.ssp_kernel`)
        Successive shortest paths on the residual graph compressed onto the
        :math:`E + 1` expert and ``O`` nodes: each arc is the cheapest client swap,
        drop or take between two nodes, kept up to date as clients move, and Dijkstra
@@ -91,10 +91,10 @@ why). Memory stays lean: no :math:`N \times E` integer or float temporaries (blo
 at most 2**21 entries), only the boolean answer and the per-client top candidates.
 
 Code: this module is the driver (prices, engines, fallback, the answer);
-:mod:`._warm_data` holds the problem in integer cost units and the passes over the
-fitness matrix, :mod:`._warm_ssp` and :mod:`._ssp_kernel` the compiled engine,
-:mod:`._warm_network` the OR-Tools engine (open set, exact solve, checks),
-:mod:`._prices` the refinement.
+:mod:`.warm_data` holds the problem in integer cost units and the passes over the
+fitness matrix, :mod:`.warm_ssp` and :mod:`.ssp_kernel` the compiled engine,
+:mod:`.warm_network` the OR-Tools engine (open set, exact solve, checks),
+:mod:`.prices` the refinement.
 
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
 exact for integral fitness and otherwise within ``stats["rounding_error_bound"]``.
@@ -154,12 +154,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidProblemError
-from ..problem import AssignmentProblem
-from ..result import Status
-from . import _warm_ssp
-from ._prices import estimate_prices, refine_prices
-from ._warm_data import (
+from ...errors import InvalidProblemError
+from ...problem import AssignmentProblem
+from ...result import Status
+from ..base import BackendOutput, SolveOptions
+from ..options import WARM_ENGINES
+from . import warm_ssp as _warm_ssp
+from .prices import estimate_prices, refine_prices
+from .warm_data import (
     _BIG,
     _NEG,
     _choose,
@@ -171,7 +173,7 @@ from ._warm_data import (
     _slack,
     _top,
 )
-from ._warm_network import (
+from .warm_network import (
     _expert_candidates,
     _held_min,
     _open_holders,
@@ -184,8 +186,6 @@ from ._warm_network import (
     _Sub,
     _widen,
 )
-from .base import BackendOutput, SolveOptions
-from .options import WARM_ENGINES
 
 __all__ = ["ENGINES", "solve"]
 
@@ -217,7 +217,7 @@ _OPEN_EXCESS_SAMPLE = 7.0
 _SAMPLE_FEW_PER_EXPERT = 1000
 _OPEN_FIRST = 0.6
 _OPEN_MIN = 0.02
-#: Price refinement before the first exact solve (see ``_prices.refine_prices``): damped
+#: Price refinement before the first exact solve (see ``prices.refine_prices``): damped
 #: steps on every client's candidates (measured at 10,000 x 256: three steps take the
 #: price error from 1.7e-3 to 4.2e-4 rms; more steps stall near 3.5e-4; refining
 #: only the half of the clients with the smallest slack made seed 2 take 5-9 rounds).
@@ -332,7 +332,7 @@ def _solve_data(
     outside the bounds.
 
     ``engine="ssp"`` repairs the price-induced choice with the compiled kernel
-    (:mod:`._warm_ssp`); if that cannot finish, the OR-Tools engine takes over
+    (:mod:`.warm_ssp`); if that cannot finish, the OR-Tools engine takes over
     (``stats["engine_fallback"]``).
     """
     n, e = data.n, data.e
@@ -482,7 +482,7 @@ def _solve_data(
 
 def _estimate(data: _Data) -> np.ndarray | None:
     """Integer prices from ``flow``'s cold estimate (two rounds of simultaneous moves on
-    full rows, :func:`._prices.estimate_prices`), or ``None`` when prices cannot matter."""
+    full rows, :func:`.prices.estimate_prices`), or ``None`` when prices cannot matter."""
     rows = np.arange(data.n) if data.rows is None else data.rows
     free = None
     if data.allowed is not None or data.fixed is not None:
@@ -542,7 +542,7 @@ def _flow_prices(data: _Data) -> np.ndarray | None:
     """Integer prices of the row sample ``data`` from solving it with ``flow`` (its cheap
     cold estimate and candidate arcs beat everyone-open here), or ``None`` if that
     fails (e.g. the scaled bounds leave the sample infeasible)."""
-    from .registry import get_backend  # the reference solver, through the registry
+    from ..registry import get_backend  # the reference solver, through the registry
 
     rows = data.rows if data.rows is not None else np.arange(data.n)
     allowed = None if data.allowed is None else data.allowed[rows]
@@ -680,7 +680,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 engine=engine,
             )
     except _Fallback as exc:
-        from .registry import get_backend  # the reference solver, through the registry
+        from ..registry import get_backend  # the reference solver, through the registry
 
         out = get_backend("flow").load()(problem, options)
         out.stats["fallback"] = f"flow-warm: {exc}; solved by flow"

@@ -1,7 +1,7 @@
 """``flow-warm``'s compiled engine: repair the price-induced choice by successive
 shortest paths, then certify it on every client's full row.
 
-:mod:`._ssp_kernel` does the repair on the candidate arcs (compiled with numba; see
+:mod:`.ssp_kernel` does the repair on the candidate arcs (compiled with numba; see
 its docstring for the compressed residual graph). This module runs it and checks its
 answer independently, in NumPy:
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._warm_data import _BLOCK, _NEG, _Data, _top
+from .warm_data import _BLOCK, _NEG, _Data, _top
 
 __all__ = ["available", "solve_candidates"]
 
@@ -44,7 +44,7 @@ class _EngineFailed(Exception):
 def available() -> bool:
     """Whether the compiled kernels can run: numba is installed (looked up without
     importing it; a broken install shows at first use and hands over to OR-Tools)."""
-    from .registry import compiled_engine_installed
+    from ..registry import compiled_engine_installed
 
     return compiled_engine_installed()
 
@@ -101,7 +101,7 @@ def solve_candidates(
         ``max_rounds``.
     """
     try:
-        from ._ssp_kernel import NO_PATH, OPTIMAL, ssp
+        from .ssp_kernel import NO_PATH, OPTIMAL, ssp
     except ImportError as exc:  # numba present but broken
         raise _EngineFailed(f"the compiled kernels failed to import: {exc}") from None
 

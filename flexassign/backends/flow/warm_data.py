@@ -1,6 +1,6 @@
 """The count-based problem as ``flow-warm`` sees it: integer costs, candidate passes.
 
-``flow-warm`` (:mod:`flexassign.backends.flow_warm`) works on the problem with fixed
+``flow-warm`` (:mod:`flexassign.backends.flow.warm`) works on the problem with fixed
 pairs taken out (:class:`_Data`, possibly a random row sample), in integer cost units
 (fitness times a power of two, as in ``flow``). This module holds that view and the
 block-wise passes over the fitness matrix: each client's best candidates at given
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..problem import AssignmentProblem
-from .registry import compiled_kernel
+from ...problem import AssignmentProblem
+from ..registry import compiled_kernel
 
 #: Sentinels for "no arc" (kept far from int64 overflow when added or subtracted).
 _NEG = -(2**61)
