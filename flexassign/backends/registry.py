@@ -192,6 +192,7 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
         and e >= WARM_COMPILED_MIN_EXPERTS
         and n >= WARM_COMPILED_CLIENTS_PER_EXPERT * e
         and compiled_engine_installed()
+        and _kernel_state().pays_off(n, e)  # their load or compile cost this process
     )
     warm = (
         pairs >= WARM_MIN_PAIRS
@@ -216,6 +217,11 @@ def compiled_kernel(name: str) -> Any:
     except ImportError:
         return None
     return getattr(kernels, name)
+
+
+def _kernel_state() -> Any:
+    """:mod:`flexassign.backends.flow.kernel_state` (imported on first use)."""
+    return importlib.import_module("flexassign.backends.flow.kernel_state")
 
 
 def compiled_engine_installed() -> bool:

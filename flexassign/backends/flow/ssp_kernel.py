@@ -27,15 +27,15 @@ candidate arcs and the potentials are its prices.
 :func:`top_candidates` and :func:`refine_steps` compute exactly what the NumPy passes
 they stand in for compute (:func:`.warm_data._top`, :func:`.prices.refine_prices`),
 only faster. Every function here is plain loops over NumPy arrays, compiled on first
-use and cached on disk (``cache=True``; the first compile takes a few seconds, a cached load
-about 0.3 s per process). :mod:`flexassign.backends.flow.warm_ssp` drives them and checks
+use and cached on disk (``cache=True``; where, and the log line before a compile:
+:mod:`.kernel_state`; ``flexassign warmup`` compiles them ahead). :mod:`flexassign.backends.flow.warm_ssp` drives them and checks
 what they return.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .kernel_state import njit
 
 #: "No arc" in ``w`` (far from int64 overflow when potentials are added).
 _INF = np.int64(2**60)
