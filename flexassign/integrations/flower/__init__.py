@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .client import LOCAL_STATE_KEY, load_local_state, node_partition, save_local_state
-from .layout import ExpertLayout, LayoutError
+from ..layout import ExpertLayout, LayoutError
 from .messages import (
     MessageFormatError,
     TrainInstruction,

@@ -31,7 +31,7 @@ from ..aggregation import (
     check_arrays,
     weighted_average,
 )
-from .layout import ExpertLayout, LayoutError
+from ..layout import ExpertLayout, LayoutError
 from .messages import (
     MessageFormatError,
     TrainReply,
@@ -64,9 +64,11 @@ def check_reply(
 ) -> list[int]:
     """Check one decoded reply against the global arrays and the node's plan.
 
-    The reply must carry every shared parameter and, for each expert it returns, all
-    of that expert's parameters, for assigned experts only, with the global names,
-    shapes and dtypes and finite values; its feedback may name assigned experts only;
+    The reply's arrays must pass :meth:`ExpertLayout.check_update
+    <flexassign.integrations.layout.ExpertLayout.check_update>` (every shared
+    parameter and, for each expert it returns, all of that expert's parameters and
+    stacked blocks, for assigned experts only, with the global names, shapes and
+    dtypes and finite values); its feedback may name assigned experts only;
     its ``expert_weights``, when sent, must name exactly the experts it returns.
 
     Returns
@@ -76,22 +78,11 @@ def check_reply(
 
     Raises
     ------
-    AggregationError or MessageFormatError
+    AggregationError, LayoutError or MessageFormatError
         Saying what is wrong.
     """
-    allowed = set(assigned)
-    shared, experts = layout.split(global_arrays)
-    returned = layout.expert_ids(reply.arrays)
-    for name in reply.arrays:
-        if layout.is_local(name):
-            raise MessageFormatError(f"reply carries local parameter `{name}`")
-    extra = [e for e in returned if e not in allowed]
-    if extra:
-        raise MessageFormatError(f"reply carries experts {extra} the node was not assigned")
-    reference: dict[str, np.ndarray] = dict(shared)
-    for e in returned:
-        reference.update(experts[e])
-    check_arrays(reply.arrays, reference, name="arrays")
+    allowed = {int(e) for e in assigned}
+    returned = layout.check_update(reply.arrays, global_arrays, allowed)
     fb_extra = [e for e in reply.feedback.experts if e not in allowed]
     if fb_extra:
         raise MessageFormatError(f"feedback names experts {fb_extra} the node was not assigned")
@@ -201,10 +192,11 @@ def aggregate_replies(
         usage = expert_weights(r)
         updates.append((sent, {e: float(usage.get(e, 0.0)) for e in sent}))
     new_experts = aggregate_experts(experts, updates, method=method, trim=trim)
-    merged = {**new_shared}
+    merged: StateDict = {**new_shared}
     for params in new_experts.values():
         merged.update(params)
-    return {k: merged[k] for k in global_arrays if k in merged}
+    # named arrays are replaced, stacked blocks written back into their tensors
+    return layout.merge(global_arrays, merged)
 
 
 def accept_replies(

@@ -68,7 +68,7 @@ from ..aggregation import (
     AggregationError,
 )
 from .checkpoint import load_checkpoint, save_checkpoint
-from .layout import ExpertLayout, LayoutError
+from ..layout import ExpertLayout, LayoutError
 from .loop import run_strategy
 from .messages import (
     arrayrecord_to_numpy,
