@@ -48,17 +48,20 @@ def test_signal_field_required() -> None:
     assert "c" not in t
 
 
-def test_zero_count_signal_and_skip() -> None:
+def test_zero_count_is_unknown_by_default_and_zero_only_when_asked() -> None:
     fb = Feedback(experts=[0, 1], counts=[0, 4], accuracy=[math.nan, 0.5])
+    # default: an expert with no routed samples stays unknown (no observation, prior)
     t = FitnessTracker(2, FitnessConfig(beta=0.5, prior="constant", prior_value=0.5))
     t.update("c", fb)
-    assert t.fitness(["c"])[0].tolist() == [0.25, 0.5]
-    skip = FitnessTracker(
-        2, FitnessConfig(beta=0.5, prior="constant", prior_value=0.5, zero_count_signal=None)
+    assert t.observations(["c"]).tolist() == [[0, 1]]
+    assert t.fitness(["c"])[0].tolist() == [0.5, 0.5]
+    # the pre-v3 behaviour, on request: a 0 observation
+    zero = FitnessTracker(
+        2, FitnessConfig(beta=0.5, prior="constant", prior_value=0.5, zero_count_signal=0.0)
     )
-    skip.update("c", fb)
-    assert skip.observations(["c"]).tolist() == [[0, 1]]
-    assert skip.fitness(["c"])[0].tolist() == [0.5, 0.5]
+    zero.update("c", fb)
+    assert zero.observations(["c"]).tolist() == [[1, 1]]
+    assert zero.fitness(["c"])[0].tolist() == [0.25, 0.5]
 
 
 def test_population_prior_shrinks_expert_mean() -> None:

@@ -63,7 +63,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("nan fitness", _set("clients.0.fitness.0", math.nan), r"`state.clients\['a'\].fitness`"),
     ("fitness above 1", _set("clients.0.fitness.1", 1.5), r"`state.clients\['a'\].fitness`"),
     ("negative observation", _set("clients.0.observations.0", -1), r"observations"),
-    ("observations above reports", _set("clients.0.reports", 1), r"`state.clients\['a'\].reports`"),
+    ("negative reports", _set("clients.0.reports", -1), r"`state.clients\['a'\].reports`"),
     ("fractional reports", _set("clients.0.reports", 2.5), r"reports"),
     ("capacity -3", _set("capacities.0.1", -3), r"`state.capacities\['a'\]` must be >= 0"),
     ("capacity bool", _set("capacities.0.1", True), r"`state.capacities\['a'\]`"),
@@ -123,13 +123,30 @@ def test_missing_fields_are_named() -> None:
 def test_version_1_files_load_with_defaults() -> None:
     state = _state()
     state["version"] = 1
-    del state["prices"]
+    del state["prices"], state["stability"]
     for key in ("time_limit", "mip_gap"):
         del state["config"][key]
     restored = Planner.from_state(state)
     assert restored.config.time_limit is None and restored.prices is None
     with pytest.raises(InvalidProblemError, match=r"unknown field\(s\) \['prices'\]"):
         Planner.from_state({**state, "prices": None})
+
+
+def test_version_2_files_load_with_defaults() -> None:
+    state = _state()
+    state["version"] = 2
+    del state["stability"]
+    for key in ("stickiness", "balance_window"):
+        del state["config"][key]
+    for key in ("prior_rank", "train_signal"):
+        del state["config"]["fitness"][key]
+    state["config"]["fitness"]["zero_count_signal"] = 0.0  # what version 2 wrote
+    restored = Planner.from_state(state)
+    assert restored.config.stickiness == 0.0 and restored.config.balance_window == 1
+    assert restored.config.fitness.zero_count_signal == 0.0  # kept as written
+    assert restored.churn() != restored.churn()  # no history: NaN
+    with pytest.raises(InvalidProblemError, match=r"unknown field\(s\) \['stability'\]"):
+        Planner.from_state({**state, "stability": None})
 
 
 _VALUES = [-3, -1, 0, 1, 2.7, 5, 99, 1e308, math.nan, True, None, "x", [], {}, [0, 99]]

@@ -3,7 +3,7 @@ profiling and per-round planning (FLEX-MoE and its companion system design).
 
 ::
 
-    from flexassign.alignment import Planner, ClientProfile, Feedback
+    from flexassign.alignment import Planner, ClientProfile, Feedback, ProbeFeedback
 
     planner = Planner(num_experts=8, strategy="flex", tolerance=0.1, seed=0)
     planner.set_capacity("client-7", 2)       # or register(..., profile=ClientProfile(...))
@@ -11,7 +11,8 @@ profiling and per-round planning (FLEX-MoE and its companion system design).
     plan["client-7"]                          # tuple of expert ids; plan.result: AssignmentResult
     planner.report("client-7", Feedback(experts=plan["client-7"], counts=[120, 40],
                                         accuracy=[0.8, 0.6], loss=[0.5, 1.1]))
-    planner.utilization_cv()
+    planner.report_probe("client-7", ProbeFeedback(experts=range(8), loss=[...], count=64))
+    planner.utilization_cv(); planner.churn()
     planner.save("state.json"); Planner.load("state.json")
 
 See ``docs/alignment.md`` for the update rules and design choices.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from .capacity import CapacityLimits, ClientProfile, ModelCost, capacity_limits
 from .config import PlannerConfig, default_model_cost
-from .feedback import Feedback
+from .feedback import Feedback, ProbeFeedback
 from .fitness import FitnessConfig, FitnessTracker, ema_update, exploration_bonus
 from .plan import Plan
 from .planner import Planner
@@ -47,6 +48,7 @@ __all__ = [
     "Planner",
     "PlannerConfig",
     "Policy",
+    "ProbeFeedback",
     "SyntheticPopulation",
     "UsageMonitor",
     "UtilizationStats",

@@ -25,6 +25,9 @@ from .presets import DEFAULT_DEADLINE, DEFAULT_MODEL_COST
 
 __all__ = ["PlannerConfig", "default_model_cost", "planner_options", "planner_signature"]
 
+#: Largest ``balance_window`` (rounds); longer windows only slow the load sums down.
+MAX_BALANCE_WINDOW = 10_000
+
 
 def default_model_cost(num_experts: int) -> ModelCost:
     """:data:`~.presets.DEFAULT_MODEL_COST`'s per-expert costs for ``num_experts`` experts."""
@@ -86,6 +89,14 @@ class PlannerConfig:
         so a federated round can bound its planning time.
     mip_gap : float, optional
         Relative gap (>= 0) at which a MIP backend may stop.
+    stickiness : float
+        :math:`\sigma \ge 0`, a bonus added to the score of each expert a client trained
+        at its last participation (a switching cost in the objective of every scored
+        policy; default 0: off). Fitness lies in [0, 1], so 0.05-0.3 is the useful range.
+    balance_window : int
+        :math:`W \ge 1`: flex enforces balance on the load of the last :math:`W`
+        rounds, the deficit carried, so a single round may be looser
+        (:func:`~.policies.flex_bounds`; default 1: per-round bounds).
 
     Examples
     --------
@@ -110,6 +121,8 @@ class PlannerConfig:
     method: str = "auto"
     time_limit: float | None = None
     mip_gap: float | None = None
+    stickiness: float = 0.0
+    balance_window: int = 1
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -144,6 +157,8 @@ class PlannerConfig:
                 )
         check_field(self, "time_limit", check_optional_real, lo=0.0, lo_open=True)
         check_field(self, "mip_gap", check_optional_real, lo=0.0)
+        check_field(self, "stickiness", check_real, lo=0.0)
+        check_field(self, "balance_window", check_int, lo=1, hi=MAX_BALANCE_WINDOW)
 
     def _check_cost(self, cost: Any) -> ModelCost | None:
         if cost is None:

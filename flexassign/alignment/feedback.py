@@ -6,6 +6,11 @@ After training its assigned experts :math:`A_c`, client :math:`c` reports for ea
 on those samples. :class:`Feedback` checks everything that can be checked without the
 planner's state at construction; :meth:`Planner.report <flexassign.alignment.Planner.report>`
 checks the rest (known expert ids, experts actually assigned) before changing anything.
+
+:class:`ProbeFeedback` is its sibling for the dense, unbiased signal: the loss (and
+accuracy) of each *probed* expert on the client's local validation slice, measured
+with the global model *before* local training, for experts the client did not train
+too (:meth:`Planner.report_probe <flexassign.alignment.Planner.report_probe>`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from .._files import jsonable
 from .._validation import is_int, is_real
 from ..errors import InvalidFeedbackError
 
-__all__ = ["Feedback"]
+__all__ = ["MAX_PROBE_LOSS", "Feedback", "ProbeFeedback"]
+
+#: Largest probe loss accepted (nats). A cross-entropy beyond it carries no ranking
+#: information the loss signal could use (:math:`e^{-50}` underflows every signal),
+#: so a larger value is treated as a malformed row.
+MAX_PROBE_LOSS = 1e4
 
 
 def _number(name: str, value: Any, i: int) -> float:
@@ -96,19 +106,7 @@ class Feedback:
         round_time: float | None = None,
         train_samples: int | None = None,
     ) -> None:
-        ex_raw = _seq("experts", experts)
-        ex: list[int] = []
-        for i, v in enumerate(ex_raw):
-            if not is_int(v):
-                raise InvalidFeedbackError(
-                    f"`experts` must hold integer expert ids; entry {i} is {v!r}"
-                )
-            if v < 0:
-                raise InvalidFeedbackError(f"`experts` must be >= 0; entry {i} is {v}")
-            ex.append(int(v))
-        if len(set(ex)) != len(ex):
-            dup = next(e for e in ex if ex.count(e) > 1)
-            raise InvalidFeedbackError(f"`experts` lists expert {dup} more than once")
+        ex = _expert_ids(experts)
         n = len(ex)
         cnt_raw = _seq("counts", counts)
         if len(cnt_raw) != n:
@@ -192,6 +190,125 @@ class Feedback:
                 "loss": self.loss,
                 "round_time": self.round_time,
                 "train_samples": self.train_samples,
+            }
+        )
+        return out
+
+
+def _expert_ids(value: Any) -> list[int]:
+    """Distinct non-negative integer expert ids (errors name ``experts``)."""
+    ex: list[int] = []
+    for i, v in enumerate(_seq("experts", value)):
+        if not is_int(v):
+            raise InvalidFeedbackError(
+                f"`experts` must hold integer expert ids; entry {i} is {v!r}"
+            )
+        if v < 0:
+            raise InvalidFeedbackError(f"`experts` must be >= 0; entry {i} is {v}")
+        ex.append(int(v))
+    if len(set(ex)) != len(ex):
+        dup = next(e for e in ex if ex.count(e) > 1)
+        raise InvalidFeedbackError(f"`experts` lists expert {dup} more than once")
+    return ex
+
+
+@dataclass(frozen=True, init=False)
+class ProbeFeedback:
+    r"""A probe row: each probed expert's fit to one client's data, before training.
+
+    The client runs the global model (shared parts, its own router or none, and one
+    expert at a time) forward on a local validation slice it does not train on, and
+    reports per probed expert :math:`e` the mean loss :math:`l^{p}_{ce}` and, optionally,
+    the accuracy :math:`a^{p}_{ce}`. Unlike :class:`Feedback` it covers experts the client
+    was *not* assigned, and it is measured on held-out data, so it says "does :math:`e`
+    fit my data", not "did my router use :math:`e`".
+
+    Parameters
+    ----------
+    experts : sequence of int
+        Probed expert ids (distinct, >= 0; at least one).
+    loss : sequence of float
+        Mean loss of each probed expert on the slice: finite, in
+        :math:`[0,` :data:`MAX_PROBE_LOSS` :math:`]`.
+    accuracy : sequence of float, optional
+        Accuracy of each probed expert on the slice, in :math:`[0, 1]`.
+    count : int
+        Validation samples the row was measured on (>= 1).
+
+    Raises
+    ------
+    InvalidFeedbackError
+        No experts, mismatched lengths, repeated or negative expert ids, NaN, infinite,
+        negative or too large losses, accuracies outside :math:`[0, 1]`, a count that is
+        not an integer >= 1. Every probed expert was measured, so NaN is never accepted.
+
+    Examples
+    --------
+    >>> p = ProbeFeedback(experts=[0, 1, 2], loss=[0.4, 2.3, 1.1], count=32)
+    >>> p.experts, p.count, p.best(2)
+    ((0, 1, 2), 32, (0, 2))
+    """
+
+    experts: tuple[int, ...]
+    loss: tuple[float, ...]
+    accuracy: tuple[float, ...] | None
+    count: int
+
+    def __init__(
+        self,
+        experts: Sequence[int],
+        loss: Sequence[float],
+        accuracy: Sequence[float] | None = None,
+        *,
+        count: int,
+    ) -> None:
+        ex = _expert_ids(experts)
+        if not ex:
+            raise InvalidFeedbackError("`experts` of a probe row must name at least one expert")
+        n = len(ex)
+
+        def values(name: str, raw: Any, hi: float) -> tuple[float, ...]:
+            seq = _seq(name, raw)
+            if len(seq) != n:
+                raise InvalidFeedbackError(
+                    f"`{name}` has {len(seq)} entries but `experts` has {n}"
+                )
+            out: list[float] = []
+            for i, v in enumerate(seq):
+                f = _number(name, v, i)
+                if not (math.isfinite(f) and 0.0 <= f <= hi):
+                    raise InvalidFeedbackError(
+                        f"`{name}` must be finite and in [0, {hi:g}]; entry {i} "
+                        f"(expert {ex[i]}) is {f}"
+                    )
+                out.append(f)
+            return tuple(out)
+
+        los = values("loss", loss, MAX_PROBE_LOSS)
+        acc = None if accuracy is None else values("accuracy", accuracy, 1.0)
+        f = _number("count", count, 0)
+        if not math.isfinite(f) or f < 1 or f != round(f) or f > 2**53:
+            raise InvalidFeedbackError(f"`count` must be an integer >= 1; got {count!r}")
+        object.__setattr__(self, "experts", tuple(ex))
+        object.__setattr__(self, "loss", los)
+        object.__setattr__(self, "accuracy", acc)
+        object.__setattr__(self, "count", int(f))
+
+    def best(self, k: int) -> tuple[int, ...]:
+        """The ``k`` probed experts of lowest loss (ties: lower id first), sorted by id."""
+        if not is_int(k) or k < 0:
+            raise InvalidFeedbackError(f"`k` must be an integer >= 0; got {k!r}")
+        order = sorted(range(len(self.experts)), key=lambda i: (self.loss[i], self.experts[i]))
+        return tuple(sorted(self.experts[i] for i in order[: int(k)]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable view."""
+        out: dict[str, Any] = jsonable(
+            {
+                "experts": self.experts,
+                "loss": self.loss,
+                "accuracy": self.accuracy,
+                "count": self.count,
             }
         )
         return out

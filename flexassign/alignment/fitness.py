@@ -21,6 +21,23 @@ Our choices where the paper is silent (see ``docs/alignment.md``):
   with ``prior="constant"`` it is :math:`q_0`. The prior is evaluated lazily, so it
   keeps learning until the pair's first observation, which is then the EMA above
   with :math:`Q_{t-1} = \pi_e`.
+* **Shared low-rank prior** (``prior="lowrank"``). The per-expert mean ignores that
+  clients with similar data like similar experts. With ``"lowrank"`` the prior of an
+  unobserved pair is :math:`\pi_{ce} = \mathrm{clip}(\pi_e + u_c^\top v_e, 0, 1)`,
+  where :math:`U V^\top` (rank :math:`r` = ``prior_rank``) fits the residuals
+  :math:`Q_{ce} - \pi_e` on the observed pairs by a few steps of ridge-regularised
+  alternating least squares (penalty :math:`\kappa` = ``prior_strength`` on
+  :math:`\|u_c\|^2` and :math:`\|v_e\|^2`, started from the residual's truncated SVD).
+  A client with one or two observations gets a row shaped like those of the clients
+  whose observed entries resemble its own; a client never seen gets :math:`\pi_e`.
+  The fit is refreshed lazily (once after any change, when fitness is next read);
+  a pair's first observation still starts its EMA from :math:`\pi_e`.
+* **Probe rows.** :meth:`FitnessTracker.update_probe` applies the same EMA to the
+  experts of a :class:`~.feedback.ProbeFeedback` (signal from its loss or accuracy),
+  so the dense, held-out probe and the training feedback share one :math:`Q`; with
+  ``train_signal=False`` only probes update :math:`Q`.
+* **Unknown is not zero.** An assigned expert that received no routed samples has no
+  measurement; by default (``zero_count_signal=None``) it leaves :math:`Q` unchanged.
 * **Exploration.** Planning uses the optimistic score
   :math:`\hat Q_{ce} + b_{ce}` with the UCB1-style bonus
   :math:`b_{ce} = c_x \sqrt{\ln(1 + T_c) / (1 + n_{ce})}`, where :math:`T_c` counts
@@ -42,14 +59,15 @@ from numpy.typing import NDArray
 
 from .._validation import (
     check_field,
+    check_int,
     check_optional_real,
     check_real,
     has_keys,
     is_int,
     is_real,
 )
-from ..errors import InvalidFeedbackError, InvalidProblemError
-from .feedback import Feedback
+from ..errors import InvalidFeedbackError, InvalidProblemError, ProblemTypeError
+from .feedback import Feedback, ProbeFeedback
 
 __all__ = [
     "FitnessConfig",
@@ -58,12 +76,16 @@ __all__ = [
     "ema_update",
     "exploration_bonus",
     "loss_signal",
+    "lowrank_prior",
 ]
 
 FloatArray = NDArray[np.float64]
 
 SIGNALS = ("accuracy", "loss")
-PRIORS = ("population", "constant")
+PRIORS = ("population", "constant", "lowrank")
+
+#: ALS sweeps of the low-rank prior (each solves every client row, then every expert).
+LOWRANK_SWEEPS = 4
 
 
 def accuracy_signal(accuracy: float | FloatArray) -> float | FloatArray:
@@ -112,17 +134,26 @@ class FitnessConfig:
         Which FLEX-MoE signal drives the update.
     alpha_loss : float
         :math:`\\alpha_L > 0` of the loss signal (default 1.0).
-    prior : {"population", "constant"}
+    prior : {"population", "constant", "lowrank"}
         Prior of unobserved pairs (see the module docstring).
     prior_value : float
         :math:`q_0 \\in [0, 1]` (default 0.5, the middle of the signal range).
     prior_strength : float
-        :math:`\\kappa > 0` pseudo-observations of :math:`q_0` in the population prior.
+        :math:`\\kappa > 0` pseudo-observations of :math:`q_0` in the population prior
+        (and the ridge penalty of the low-rank prior's factors).
+    prior_rank : int
+        Rank :math:`r \\ge 1` of the low-rank prior (default 3; used by ``"lowrank"``).
     exploration : float
         Bonus scale :math:`c_x \\ge 0` (default 0.3; 0 disables exploration).
     zero_count_signal : float or None
-        Signal recorded for an assigned expert the client's router sent no samples to
-        (default 0.0: "this client's data does not use it"); ``None`` skips the update.
+        Signal recorded for an assigned expert the client's router sent no samples to.
+        Default ``None``: nothing was measured, the pair stays unknown (no update, no
+        observation). A number (e.g. 0.0, the behaviour before version 3 of the state
+        file) records it as an observation, which biases :math:`Q` toward "did my
+        router use it".
+    train_signal : bool
+        Whether training feedback updates :math:`Q` (default ``True``). ``False``: only
+        probe rows do (:meth:`FitnessTracker.update_probe`); reports still count.
     """
 
     beta: float = 0.3
@@ -132,7 +163,9 @@ class FitnessConfig:
     prior_value: float = 0.5
     prior_strength: float = 1.0
     exploration: float = 0.3
-    zero_count_signal: float | None = 0.0
+    zero_count_signal: float | None = None
+    prior_rank: int = 3
+    train_signal: bool = True
 
     def __post_init__(self) -> None:
         check_field(self, "beta", check_real, lo=0.0, hi=1.0, lo_open=True)
@@ -145,6 +178,12 @@ class FitnessConfig:
         check_field(self, "prior_strength", check_real, lo=0.0, lo_open=True)
         check_field(self, "exploration", check_real, lo=0.0)
         check_field(self, "zero_count_signal", check_optional_real, lo=0.0, hi=1.0)
+        check_field(self, "prior_rank", check_int, lo=1, hi=64)
+        if not isinstance(self.train_signal, bool | np.bool_):
+            raise ProblemTypeError(
+                f"`train_signal` must be a bool; got {type(self.train_signal).__name__}"
+            )
+        object.__setattr__(self, "train_signal", bool(self.train_signal))
 
 
 class FitnessTracker:
@@ -175,6 +214,8 @@ class FitnessTracker:
         self._q = np.zeros((8, self.num_experts))
         self._n = np.zeros((8, self.num_experts), dtype=np.int64)
         self._t = np.zeros(8, dtype=np.int64)
+        self._version = 0  # bumped on every change; keys the low-rank prior's cache
+        self._cache: tuple[int, FloatArray] | None = None
 
     # ----------------------------------------------------------------- queries
     def clients(self) -> list[Hashable]:
@@ -200,6 +241,32 @@ class FitnessTracker:
         total = cfg.prior_strength * cfg.prior_value + np.where(seen, self._q[:m], 0.0).sum(axis=0)
         return total / (cfg.prior_strength + seen.sum(axis=0))
 
+    def _prior_matrix(self) -> FloatArray:
+        """The prior of every stored row plus one unknown-client row, shape (m + 1, E)."""
+        m = len(self._index)
+        if self._cache is not None and self._cache[0] == self._version:
+            return self._cache[1]
+        pi = self.prior()
+        if self.config.prior != "lowrank" or m == 0:
+            out = np.broadcast_to(pi, (m + 1, self.num_experts))
+        else:
+            out = np.empty((m + 1, self.num_experts))
+            out[:m] = lowrank_prior(
+                self._q[:m], self._n[:m] > 0, pi,
+                rank=self.config.prior_rank, reg=self.config.prior_strength,
+            )
+            out[m] = pi
+        self._cache = (self._version, out)
+        return out
+
+    def prior_rows(self, client_ids: Iterable[Hashable]) -> FloatArray:
+        r"""The prior :math:`\pi_{ce}` of each client's pairs, shape (len(ids), E).
+
+        :meth:`prior` broadcast to every client, except with ``prior="lowrank"``,
+        where known clients get their low-rank row (see the module docstring).
+        """
+        return np.array(self._prior_matrix()[self._rows(client_ids)])
+
     def observations(self, client_ids: Iterable[Hashable]) -> NDArray[np.int64]:
         """:math:`n_{ce}`, the number of observations per pair, shape (len(ids), E)."""
         return self._n[self._rows(client_ids)]
@@ -212,7 +279,7 @@ class FitnessTracker:
     def fitness(self, client_ids: Iterable[Hashable]) -> FloatArray:
         r""":math:`\hat Q`, observed values with the prior where unobserved, shape (len, E)."""
         rows = self._rows(client_ids)
-        return np.where(self._n[rows] > 0, self._q[rows], self.prior()[None, :])
+        return np.where(self._n[rows] > 0, self._q[rows], self._prior_matrix()[rows])
 
     def bonus(self, client_ids: Iterable[Hashable]) -> FloatArray:
         r"""Exploration bonus :math:`b_{ce}`, shape (len(ids), E)."""
@@ -227,7 +294,7 @@ class FitnessTracker:
     def optimistic(self, client_ids: Iterable[Hashable]) -> FloatArray:
         r""":math:`\hat Q + b`, the score planning uses."""
         rows = self._rows(client_ids)
-        q = np.where(self._n[rows] > 0, self._q[rows], self.prior()[None, :])
+        q = np.where(self._n[rows] > 0, self._q[rows], self._prior_matrix()[rows])
         return q + self._bonus(rows)
 
     # ----------------------------------------------------------------- updates
@@ -246,6 +313,8 @@ class FitnessTracker:
         cfg = self.config
         if not feedback.experts:
             return []
+        if not cfg.train_signal:
+            return [math.nan] * len(feedback.experts)
         values = feedback.accuracy if cfg.signal == "accuracy" else feedback.loss
         if values is None:
             raise InvalidFeedbackError(
@@ -274,27 +343,61 @@ class FitnessTracker:
             raise InvalidFeedbackError(
                 f"`experts` holds unknown expert id {bad[0]} (valid: 0..{e - 1})"
             )
+        r = self._apply(client_id, feedback.experts, s)
+        self._t[r] += 1
+
+    def probe_signal_values(self, probe: ProbeFeedback) -> list[float]:
+        """Per probed expert, the signal :math:`s_{ce}` of a probe row.
+
+        The configured signal: :math:`\\exp(-\\alpha_L l^p_{ce})` (``"loss"``) or the
+        probe's accuracy (``"accuracy"``; a probe row without accuracy then falls back
+        to the loss signal, which ranks experts the same way).
+        """
+        cfg = self.config
+        if cfg.signal == "accuracy" and probe.accuracy is not None:
+            return list(probe.accuracy)
+        a = cfg.alpha_loss
+        return [math.exp(-a * v) for v in probe.loss]
+
+    def update_probe(self, client_id: Hashable, probe: ProbeFeedback) -> None:
+        """Apply the EMA rule to the probed experts (one observation each).
+
+        A probe is not a report: :math:`T_c` is unchanged.
+
+        Raises
+        ------
+        InvalidFeedbackError
+            An expert id is not below ``num_experts`` (nothing is changed).
+        """
+        e = self.num_experts
+        bad = [j for j in probe.experts if j >= e]
+        if bad:
+            raise InvalidFeedbackError(
+                f"`experts` holds unknown expert id {bad[0]} (valid: 0..{e - 1})"
+            )
+        self._apply(client_id, probe.experts, self.probe_signal_values(probe))
+
+    def _apply(self, client_id: Hashable, experts: tuple[int, ...], s: list[float]) -> int:
+        """EMA step on ``experts`` with signals ``s`` (NaN: skipped); returns the row."""
         r = self._index.get(client_id)
-        q_row = None if r is None else self._q[r]
-        n_row = None if r is None else self._n[r]
-        first = [
-            j
-            for j, sj in zip(feedback.experts, s, strict=True)
-            if sj == sj and (n_row is None or n_row[j] == 0)
-        ]
+        first = r is None or any(
+            sj == sj and self._n[r, j] == 0 for j, sj in zip(experts, s, strict=True)
+        )
+        # the EMA of a first observation starts from the per-expert prior (also under
+        # "lowrank": its fit is refreshed for planning, not once per report)
         prior = self.prior() if first else None
         if r is None:
             r = self._append(client_id)
-            q_row, n_row = self._q[r], self._n[r]
-        assert q_row is not None and n_row is not None
+        q_row, n_row = self._q[r], self._n[r]
         beta = self.config.beta
-        for j, sj in zip(feedback.experts, s, strict=True):
+        for j, sj in zip(experts, s, strict=True):
             if sj != sj:  # NaN: no update
                 continue
             prev = float(q_row[j]) if n_row[j] > 0 else float(prior[j])  # type: ignore[index]
             q_row[j] = (1.0 - beta) * prev + beta * sj
             n_row[j] += 1
-        self._t[r] += 1
+        self._version += 1
+        return r
 
     def _append(self, client_id: Hashable) -> int:
         m = len(self._index)
@@ -304,6 +407,7 @@ class FitnessTracker:
             self._n = np.vstack([self._n, np.zeros((grow, self.num_experts), dtype=np.int64)])
             self._t = np.concatenate([self._t, np.zeros(grow, dtype=np.int64)])
         self._index[client_id] = m
+        self._version += 1
         return m
 
     def forget(self, client_id: Hashable) -> None:
@@ -319,6 +423,7 @@ class FitnessTracker:
         for c, i in self._index.items():
             if i > r:
                 self._index[c] = i - 1
+        self._version += 1
 
     # ----------------------------------------------------------------- state
     def rows(self) -> list[tuple[Hashable, FloatArray, NDArray[np.int64], int]]:
@@ -329,7 +434,7 @@ class FitnessTracker:
         """Restore one client's row, checking it (errors name ``state.clients[id]``).
 
         ``q`` must be finite, in [0, 1], and 0 where unobserved; ``n`` non-negative
-        integers; ``reports`` an integer at least ``max(n)``.
+        integers; ``reports`` a non-negative integer.
         """
         where = f"state.clients[{client_id!r}]"
         e = self.num_experts
@@ -351,15 +456,16 @@ class FitnessTracker:
             raise InvalidProblemError(
                 f"`{where}.fitness` must be 0 where `observations` is 0 (unobserved pairs)"
             )
-        if not is_int(reports) or not max(int(na.max()), 1) <= reports <= 2**53:
+        if not is_int(reports) or not 0 <= reports <= 2**53:
             raise InvalidProblemError(
-                f"`{where}.reports` must be an integer >= 1 and >= every observation count; "
-                f"got {reports!r}"
+                f"`{where}.reports` must be an integer in 0..2**53 (probe rows add "
+                f"observations without reports); got {reports!r}"
             )
         r = self._index.get(client_id)
         if r is None:
             r = self._append(client_id)
         self._q[r], self._n[r], self._t[r] = qa, na, int(reports)
+        self._version += 1
 
     def to_list(self, id_out: Any) -> list[dict[str, Any]]:
         """Rows as JSON objects (``id_out`` converts client ids)."""
@@ -382,6 +488,55 @@ class FitnessTracker:
             if cid in self._index:
                 raise InvalidProblemError(f"`state.clients` lists client {cid!r} twice")
             self.set_row(cid, row["fitness"], row["observations"], row["reports"])
+
+
+def lowrank_prior(
+    q: FloatArray, seen: NDArray[np.bool_], base: FloatArray, *, rank: int, reg: float
+) -> FloatArray:
+    r"""Low-rank completion of a fitness matrix: :math:`\mathrm{clip}(\pi + U V^\top, 0, 1)`.
+
+    Fits the residual :math:`R = Q - \pi` on the observed entries (``seen``) with
+    :math:`\min_{U,V} \sum_{(c,e)\ \mathrm{seen}} (R_{ce} - u_c^\top v_e)^2
+    + \kappa (\|U\|^2 + \|V\|^2)` by :data:`LOWRANK_SWEEPS` sweeps of alternating
+    ridge regression, started from the truncated SVD of the zero-filled residual.
+    Deterministic; a row or column with no observation gets a zero factor, i.e. the
+    base value :math:`\pi_e`.
+
+    Parameters
+    ----------
+    q : ndarray, shape (m, E)
+        Observed values (anything where unobserved).
+    seen : ndarray of bool, shape (m, E)
+    base : ndarray, shape (E,)
+        :math:`\pi_e`, the per-expert prior the residuals are taken against.
+    rank : int
+        :math:`r`; capped at ``min(m, E)``.
+    reg : float
+        :math:`\kappa > 0`.
+
+    Examples
+    --------
+    >>> q = np.array([[0.9, 0.1], [0.9, 0.0], [0.8, 0.2]])
+    >>> seen = np.array([[True, True], [True, True], [True, False]])
+    >>> p = lowrank_prior(q, seen, np.array([0.5, 0.5]), rank=1, reg=0.1)
+    >>> bool(p[2, 1] < 0.5)  # client 2 resembles clients 0 and 1, who dislike expert 1
+    True
+    """
+    m, e = q.shape
+    r = int(min(rank, m, e))
+    mask = seen.astype(np.float64)
+    res = np.where(seen, q - base[None, :], 0.0)
+    _, sv, vt = np.linalg.svd(res, full_matrices=False)
+    v = vt[:r].T * np.sqrt(sv[:r])[None, :]
+    eye = reg * np.eye(r)
+    u = np.zeros((m, r))
+    for _ in range(LOWRANK_SWEEPS):
+        a = np.einsum("ce,ei,ej->cij", mask, v, v) + eye
+        u = np.linalg.solve(a, (res @ v)[:, :, None])[:, :, 0]
+        a = np.einsum("ce,ci,cj->eij", mask, u, u) + eye
+        v = np.linalg.solve(a, (res.T @ u)[:, :, None])[:, :, 0]
+    out: FloatArray = np.clip(base[None, :] + u @ v.T, 0.0, 1.0)
+    return out
 
 
 def _numbers(value: Any, size: int, *, integer: bool) -> bool:

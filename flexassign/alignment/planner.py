@@ -12,6 +12,7 @@ round, hands the participants to a policy from :data:`~.policies.POLICIES`
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -19,23 +20,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validation import check_int
 from ..errors import (
     FlexAssignError,
     InvalidFeedbackError,
     InvalidProblemError,
     ProblemTypeError,
 )
+from ..metrics import spearman
 from ..problem import AssignmentProblem
 from ..solve import evaluate_assignment
 from . import state as state_file
 from .capacity import CapacityLimits, ClientProfile
 from .config import PlannerConfig, planner_options, planner_signature
-from .feedback import Feedback
+from .feedback import Feedback, ProbeFeedback
 from .fitness import FitnessTracker
 from .plan import Plan, empty_result, expert_lists
 from .policies import POLICIES, Decision, RoundInput, check_strategy, flex_bounds
 from .registry import ClientRegistry, check_ids, id_from_json, id_to_json
 from .rounds import OpenRound, imposed_matrix
+from .stability import StabilityTracker
 from .usage import UsageMonitor, UtilizationStats, windowed_stats
 
 __all__ = ["Planner"]
@@ -43,6 +47,15 @@ __all__ = ["Planner"]
 _TIE_BREAK = 1e-6
 
 FloatArray = NDArray[np.float64]
+
+
+def _check_id(client_id: Any) -> None:
+    try:
+        hash(client_id)
+    except TypeError:
+        raise ProblemTypeError(
+            f"`client_id` must be hashable; got {type(client_id).__name__}"
+        ) from None
 
 
 class Planner:
@@ -58,8 +71,9 @@ class Planner:
         Any :class:`~.config.PlannerConfig` field: ``strategy``, ``tolerance``,
         ``seed``, ``fitness``, ``usage_penalty``, ``usage_decay``, ``deficit_shift``,
         ``soft_penalty``, ``default_capacity``, ``model_cost``, ``deadline``,
-        ``throughput_rate``, ``method``, ``time_limit``, ``mip_gap`` (see there for
-        meanings and defaults). Unknown names raise an error listing the valid ones.
+        ``throughput_rate``, ``method``, ``time_limit``, ``mip_gap``, ``stickiness``,
+        ``balance_window`` (see there for meanings and defaults). Unknown names raise an
+        error listing the valid ones.
 
     Examples
     --------
@@ -87,6 +101,7 @@ class Planner:
         self.fitness = FitnessTracker(config.num_experts, config.fitness)
         self.usage = UsageMonitor(config.num_experts, decay=config.usage_decay)
         self.clients = ClientRegistry()
+        self.stability = StabilityTracker()
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         self.round = 0  # index of the next plan
         self._open: OpenRound | None = None
@@ -125,6 +140,7 @@ class Planner:
         """Remove everything known about a client (it left the federation)."""
         self.fitness.forget(client_id)
         self.clients.forget(client_id)
+        self.stability.forget(client_id)
         if self._open is not None:
             self._open.drop(client_id)
 
@@ -146,7 +162,22 @@ class Planner:
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Flex's load bounds ``(L, U, targets)`` for the next round
         (:func:`~.policies.flex_bounds` with this planner's usage history)."""
-        return flex_bounds(capacities, self.usage.cumulative("clients"), self.config, upper)
+        return flex_bounds(
+            capacities, self.usage.cumulative("clients"), self.config, upper, self._recent()
+        )
+
+    def _recent(self) -> FloatArray | None:
+        """Client-trainings of the last ``balance_window - 1`` closed rounds (or None)."""
+        w = self.config.balance_window
+        if w <= 1 or self.usage.rounds == 0:
+            return None
+        out: FloatArray = self.usage.history("clients")[-(w - 1) :].sum(axis=0)
+        return out
+
+    def stickiness_bonus(self, client_ids: Sequence[Hashable]) -> FloatArray:
+        r""":math:`\sigma\,[e \in A_c]`: ``stickiness`` on the experts each client trained
+        at its last participation, shape (len(ids), E) (zeros when ``stickiness`` is 0)."""
+        return self.stability.bonus(list(client_ids), self.num_experts, self.config.stickiness)
 
     def plan_round(self, client_ids: Iterable[Hashable], *, strategy: str | None = None) -> Plan:
         """Close the open round and plan the next one for the participating clients.
@@ -202,6 +233,8 @@ class Planner:
         scores = None
         if policy.scored:
             scores = self.scores(ids, strat) + self.rng.uniform(0.0, _TIE_BREAK, size=(n, e))
+            if cfg.stickiness:
+                scores = scores + self.stickiness_bonus(ids)
         decision: Decision = policy.decide(
             RoundInput(
                 config=cfg,
@@ -211,6 +244,7 @@ class Planner:
                 rng=self.rng,
                 cumulative=self.usage.cumulative("clients"),
                 prices=self.prices,
+                recent=self._recent(),
             )
         )
         result = decision.result
@@ -324,8 +358,146 @@ class Planner:
         # ---- no exception past this line: mutate
         self.fitness.update(client_id, feedback, signals)
         open_.record(client_id, feedback.experts, feedback.counts)
+        self.stability.record(client_id, feedback.experts, round_=self.round - 1)
         if new_prof is not None:
             self.clients.profiles[client_id] = new_prof
+
+    def report_probe(self, client_id: Hashable, probe: ProbeFeedback) -> None:
+        """Record a client's probe row (:class:`~.feedback.ProbeFeedback`).
+
+        Each probed expert's signal (from the probe's loss, or its accuracy under the
+        accuracy signal) updates the client's fitness by the same EMA as training
+        feedback, one observation per expert, for assigned and unassigned experts
+        alike. A probe is accepted from any client at any time, also one never planned
+        (a newcomer probing before its first round gets its own row); it changes
+        neither loads nor reports. It is evidence about the client's own row only,
+        plus, through that row, the shared prior (``fitness.prior``).
+
+        Raises
+        ------
+        InvalidFeedbackError
+            An expert id is not below ``num_experts``; the state is left unchanged.
+        ProblemTypeError
+            ``probe`` is not a :class:`~.feedback.ProbeFeedback`, or ``client_id`` is
+            not hashable.
+        """
+        if not isinstance(probe, ProbeFeedback):
+            raise ProblemTypeError(f"`probe` must be a ProbeFeedback; got {type(probe).__name__}")
+        _check_id(client_id)
+        self.fitness.update_probe(client_id, probe)
+
+    def probe_candidates(self, client_id: Hashable, k: int | None = None) -> tuple[int, ...]:
+        """The experts the planner asks a client to probe this round (sorted ids).
+
+        ``k=None``: every expert. Otherwise a candidate set of
+        :math:`\\min(E, \\max(k, 2 k_c))` experts: the client's experts in the open round
+        (it downloads them anyway), then, of the rest, half by its optimistic score
+        :math:`\\hat Q + b` (the best alternatives) and half uniformly at random
+        (exploration). The random half is drawn from a generator seeded by the
+        planner's seed, the round and the client id, so it is reproducible and leaves
+        the planning generator untouched.
+
+        Parameters
+        ----------
+        client_id : hashable
+        k : int, optional
+            Candidate set size (>= 1); never fewer than :math:`2 k_c` are returned.
+
+        Raises
+        ------
+        InvalidProblemError, ProblemTypeError
+            ``k`` not an integer >= 1; ``client_id`` not hashable.
+        """
+        e = self.num_experts
+        _check_id(client_id)
+        if k is None:
+            return tuple(range(e))
+        size = check_int("k", k, lo=1)
+        assigned = () if self._open is None else self._open.assignments.get(client_id, ())
+        k_c = len(assigned) or self.clients.limits(client_id, self.config).max_experts
+        size = min(e, max(size, 2 * k_c))
+        chosen = list(dict.fromkeys(int(j) for j in assigned))[:size]
+        rest = [j for j in range(e) if j not in set(chosen)]
+        free = size - len(chosen)
+        if free > 0 and rest:
+            score = self.fitness.optimistic([client_id])[0]
+            by_score = sorted(rest, key=lambda j: (-score[j], j))
+            top = by_score[: (free + 1) // 2]
+            chosen += top
+            others = [j for j in rest if j not in set(top)]
+            rng = np.random.default_rng(
+                [self.config.seed, self.round, zlib.crc32(repr(client_id).encode())]
+            )
+            pick = rng.choice(len(others), size=min(free - len(top), len(others)), replace=False)
+            chosen += [others[int(i)] for i in pick]
+        return tuple(sorted(chosen))
+
+    def fitness_rank_corr(
+        self, probes: Mapping[Hashable, ProbeFeedback], *, by: str = "loss"
+    ) -> float:
+        """How well the planner's fitness ranks experts: the mean over clients of the
+        Spearman correlation between its fitness row :math:`\\hat Q_c` (no exploration
+        bonus) and the probe's fit on the probed experts.
+
+        The fit is the negated probe loss (``by="loss"``) or its accuracy
+        (``by="accuracy"``). Pass probes the planner has not yet been given (measure
+        first, then :meth:`report_probe`), or the correlation only echoes them.
+        Clients whose correlation is undefined (fewer than two probed experts, a
+        constant row) are skipped; NaN when none is left. Unknown clients are scored
+        by the prior.
+
+        Raises
+        ------
+        InvalidProblemError
+            ``by`` is not ``"loss"`` or ``"accuracy"``, a probe lacks the accuracy
+            asked for, or names an expert not below ``num_experts``.
+        ProblemTypeError
+            ``probes`` is not a mapping of client id to :class:`~.feedback.ProbeFeedback`.
+        """
+        if by not in ("loss", "accuracy"):
+            raise InvalidProblemError(f"`by` must be 'loss' or 'accuracy'; got {by!r}")
+        if not isinstance(probes, Mapping):
+            raise ProblemTypeError(
+                f"`probes` must be a mapping of client id to ProbeFeedback; "
+                f"got {type(probes).__name__}"
+            )
+        ids = list(probes)
+        for c in ids:
+            p = probes[c]
+            if not isinstance(p, ProbeFeedback):
+                raise ProblemTypeError(
+                    f"`probes[{c!r}]` must be a ProbeFeedback; got {type(p).__name__}"
+                )
+            if max(p.experts) >= self.num_experts:
+                raise InvalidProblemError(
+                    f"`probes[{c!r}]` names expert {max(p.experts)} "
+                    f"(valid: 0..{self.num_experts - 1})"
+                )
+            if by == "accuracy" and p.accuracy is None:
+                raise InvalidProblemError(f"`probes[{c!r}]` has no accuracy (by='accuracy')")
+        if not ids:
+            return math.nan
+        q = self.fitness.fitness(ids)
+        values = []
+        for i, c in enumerate(ids):
+            p = probes[c]
+            fit = [-v for v in p.loss] if by == "loss" else list(p.accuracy or ())
+            rho = spearman(q[i, list(p.experts)], fit)
+            if not math.isnan(rho):
+                values.append(rho)
+        return float(np.mean(values)) if values else math.nan
+
+    def churn(self, round: int | None = None) -> float:
+        """Mean share of a client's experts that changed between its consecutive
+        participations (:mod:`.stability`): over all of them, or over those reported
+        in planner round ``round``. NaN when there is none."""
+        if round is not None:
+            check_int("round", round, lo=0)
+        return self.stability.churn(round)
+
+    def churn_by_round(self) -> dict[int, float]:
+        """``{round: churn}`` for every planner round with a repeat participation."""
+        return self.stability.churn_by_round()
 
     def end_round(self) -> None:
         """Close the open round (``plan_round`` does it too); silent clients are dropouts."""
@@ -388,6 +560,7 @@ class Planner:
             "usage": self.usage.to_dict(),
             "open_round": None if self._open is None else self._open.to_dict(),
             "prices": None if self.prices is None else self.prices.tolist(),
+            "stability": self.stability.to_dict(id_to_json),
         }
         return state_file.wrap(body)
 
@@ -432,6 +605,13 @@ class Planner:
                 f"closed rounds (expected round - 1 if a round is open, else round)"
             )
         self.prices = state_file.check_prices("state.prices", body.get("prices"), e)
+        if body.get("stability") is not None:
+            self.stability = StabilityTracker.from_dict(
+                body["stability"],
+                id_in=lambda v: id_from_json("state.stability", v),
+                num_experts=e,
+                rounds=self.round,
+            )
         return self
 
     def save(self, path: Any) -> None:

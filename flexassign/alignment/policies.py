@@ -93,6 +93,9 @@ class RoundInput:
         Cumulative client-trainings per expert (flex's deficit targets).
     prices : ndarray, shape (E,), or None
         The previous flex solve's expert prices, a warm start for the flow solver.
+    recent : ndarray, shape (E,), or None
+        Client-trainings per expert over the last ``balance_window - 1`` closed rounds
+        (flex's window bounds); ``None`` (or zeros) for per-round bounds.
     """
 
     config: PlannerConfig
@@ -102,6 +105,7 @@ class RoundInput:
     rng: np.random.Generator
     cumulative: FloatArray
     prices: FloatArray | None = None
+    recent: FloatArray | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ def flex_bounds(
     cumulative: ArrayLike,
     config: PlannerConfig,
     upper: ArrayLike | None = None,
+    recent: ArrayLike | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     r"""Flex's load bounds for a round: ``(L, U, targets)``.
 
@@ -147,13 +152,29 @@ def flex_bounds(
     every expert). :math:`[L_e, U_e]` is :func:`~flexassign.problem.balance_bounds`
     of :math:`t` (loads count clients: unit 1), raised to :math:`m_e` and capped at
     :math:`h_e`.
+
+    **Balance window** (``config.balance_window`` :math:`W`, ``recent`` :math:`P_e`,
+    the client-trainings of the last :math:`W - 1` closed rounds): the tolerance
+    applies to the window's load :math:`P_e + x_e` around its target :math:`P_e + t_e`,
+
+    .. math::
+
+        L_e = \lfloor (1-\varepsilon)(P_e + t_e) \rfloor - P_e, \qquad
+        U_e = \lceil (1+\varepsilon)(P_e + t_e) \rceil - P_e,
+
+    so one round may deviate from :math:`t_e` by up to :math:`\varepsilon (P_e + t_e)`
+    as long as the window stays balanced, and the deficit-shifted targets carry what
+    it left over into the next rounds. With :math:`W = 1` (:math:`P = 0`) these are
+    the per-round bounds above. The window bounds always contain :math:`t_e`.
     """
     k = np.asarray(capacity, dtype=np.float64)
     e = config.num_experts
     h = np.full(e, float((k > 0).sum())) if upper is None else np.asarray(upper, float)
     m = np.minimum(np.full(e, float((k >= e).sum())), h)
     t = deficit_targets(cumulative, float(k.sum()), h, config.deficit_shift, lower=m)
-    lo, hi = balance_bounds(t, config.tolerance, unit=1.0)
+    p = np.zeros(e) if recent is None else np.asarray(recent, dtype=np.float64)
+    lo, hi = balance_bounds(p + t, config.tolerance, unit=1.0)
+    lo, hi = np.maximum(lo - p, 0.0), hi - p
     lo = np.maximum(lo, m)
     return lo, np.minimum(np.maximum(hi, lo), h), t
 
@@ -204,7 +225,7 @@ def flex(inp: RoundInput) -> Decision:
         budget = np.asarray(knap["client_budget"], dtype=np.float64)
         fits = cfg.cost.param_bytes[None, :] <= budget[:, None] * (1 + BUDGET_RTOL)
         upper = ((k[:, None] > 0) & fits).sum(axis=0).astype(np.float64)
-    lo, hi, _ = flex_bounds(k, inp.cumulative, cfg, upper)
+    lo, hi, _ = flex_bounds(k, inp.cumulative, cfg, upper, inp.recent)
     problem = AssignmentProblem(
         inp.scores, capacity=k, min_experts=k, expert_min_load=lo, expert_max_load=hi, **knap
     )

@@ -18,13 +18,18 @@ every field on the way back. The file is one JSON object, readable and diffable:
                "usage_score": [...]},
      "open_round": null | {"assignments": [["client-7", [0, 3]], ...],
                            "reported": [...], "client_loads": [...], "sample_loads": [...]},
-     "prices": null | [...]}          # last flex solve's expert prices (warm start)
+     "prices": null | [...],          # last flex solve's expert prices (warm start)
+     "stability": {"last": [["client-7", [0, 3]], ...],   # last participation's experts
+                   "churn": [[round, sum, transitions], ...]}}
 
-Version 1 files (no ``prices``, no ``time_limit``/``mip_gap`` in ``config``) are
-read with the defaults. Floats are written with Python's shortest round-trip
-``repr``, so a restored planner holds bit-identical state and makes exactly the same
-next plan. Client ids must be ``str`` or ``int`` to be saved (JSON keeps the two
-apart). Writes are atomic and honour the umask (:func:`flexassign._files.atomic_write`).
+Version 1 files (no ``prices``, no ``time_limit``/``mip_gap`` in ``config``) and
+version 2 files (no ``stability``; no ``stickiness``, ``balance_window``,
+``fitness.prior_rank`` or ``fitness.train_signal`` in ``config``) are read with the
+defaults; a version 2 file keeps the ``zero_count_signal`` it was written with.
+Floats are written with Python's shortest round-trip ``repr``, so a restored
+planner holds bit-identical state and makes exactly the same next plan. Client ids
+must be ``str`` or ``int`` to be saved (JSON keeps the two apart). Writes are atomic
+and honour the umask (:func:`flexassign._files.atomic_write`).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from ..errors import FlexAssignError, InvalidProblemError, ProblemTypeError
 __all__ = ["FORMAT", "VERSION", "load_state", "save_state", "unwrap", "wrap"]
 
 FORMAT = "flexassign.alignment.planner"
-VERSION = 2
+VERSION = 3
 
 _FIELDS = frozenset(
     {
@@ -59,7 +64,7 @@ _FIELDS = frozenset(
         "open_round",
     }
 )
-_OPTIONAL = {2: frozenset({"prices"})}
+_OPTIONAL = {2: frozenset({"prices"}), 3: frozenset({"prices", "stability"})}
 
 T = TypeVar("T")
 

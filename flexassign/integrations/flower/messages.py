@@ -27,6 +27,11 @@ Train reply, node -> server::
                              (finite, >= 0, one per trained expert); absent, each
                              expert is weighted by its feedback "counts"
     "profile"  ConfigRecord  optional: an updated profile
+    "probe"    MetricRecord  optional: a probe row measured before local training on a
+                             local validation slice: parallel lists "experts", "loss",
+                             optional "accuracy", and scalar "count" (validation
+                             samples); any experts, not only the trained ones. A
+                             malformed row is dropped and logged; the reply stands
 
 Query reply (profile), node -> server::
 
@@ -56,14 +61,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from logging import WARNING
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.common import log
 from numpy.typing import NDArray
 
 from ..._validation import is_real
-from ...alignment import Feedback
+from ...alignment import Feedback, ProbeFeedback
 from ...errors import FlexAssignError, InvalidFeedbackError
 
 __all__ = [
@@ -72,6 +79,7 @@ __all__ = [
     "EXPERT_WEIGHTS_KEY",
     "FEEDBACK_KEY",
     "METRICS_KEY",
+    "PROBE_KEY",
     "PROFILE_KEY",
     "MessageFormatError",
     "TrainInstruction",
@@ -96,6 +104,7 @@ METRICS_KEY = "metrics"
 FEEDBACK_KEY = "feedback"
 PROFILE_KEY = "profile"
 EXPERT_WEIGHTS_KEY = "expert-weights"
+PROBE_KEY = "probe"
 _RESERVED = ("server-round", "expert-ids")
 
 StateDict = dict[str, NDArray[Any]]
@@ -269,6 +278,9 @@ class TrainReply:
         strategy checks that it names exactly the experts the reply trains and bounds
         it like the counts); ``None``: experts are weighted by ``feedback.counts``.
         See :func:`expert_weights`.
+    probe : flexassign.alignment.ProbeFeedback or None
+        The node's probe row, when it sent a valid one (a malformed row is dropped
+        with a warning and leaves ``None``).
     """
 
     arrays: StateDict
@@ -277,6 +289,39 @@ class TrainReply:
     feedback: Feedback
     profile: dict[str, Any] | None = None
     expert_weights: dict[int, float] | None = None
+    probe: ProbeFeedback | None = None
+
+
+def _probe_record(probe: Any) -> MetricRecord:
+    rec = MetricRecord({
+        "experts": [int(e) for e in probe.experts],
+        "loss": [float(v) for v in probe.loss],
+        "count": int(probe.count),
+    })
+    if getattr(probe, "accuracy", None) is not None:
+        rec["accuracy"] = [float(v) for v in probe.accuracy]
+    return rec
+
+
+def _decode_probe(rec: Mapping[str, Any]) -> ProbeFeedback | None:
+    """The probe row in ``rec``, or ``None`` (logged) when it is malformed."""
+
+    def seq(v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
+    try:
+        if "experts" not in rec or "loss" not in rec or "count" not in rec:
+            raise MessageFormatError("it lacks `experts`, `loss` or `count`")
+        return ProbeFeedback(
+            seq(rec["experts"]),
+            seq(rec["loss"]),
+            accuracy=None if rec.get("accuracy") is None else seq(rec["accuracy"]),
+            count=rec["count"],
+        )
+    except (MessageFormatError, InvalidFeedbackError, TypeError, ValueError,
+            OverflowError) as exc:
+        log(WARNING, "train reply `probe` row dropped: %s", exc)
+        return None
 
 
 def _feedback_record(feedback: Any) -> MetricRecord:
@@ -306,6 +351,7 @@ def encode_train_reply(
     profile: Mapping[str, Any] | None = None,
     keys: Iterable[str] | None = None,
     expert_weights: Mapping[int, float] | None = None,
+    probe: Any = None,
 ) -> RecordDict:
     """Content of a node's train reply.
 
@@ -331,6 +377,10 @@ def encode_train_reply(
         per trained expert), e.g. its top-k routed-sample count when the feedback
         ``counts`` measure something else. Without it the server weights each expert
         by its feedback count. Sent as the ``expert-weights`` MetricRecord.
+    probe : ProbeFeedback-like, optional
+        A probe row (:class:`flexassign.alignment.ProbeFeedback`: ``experts``,
+        ``loss``, optional ``accuracy``, ``count``) measured before local training on
+        a validation slice; sent as the ``probe`` MetricRecord.
 
     Raises
     ------
@@ -366,6 +416,8 @@ def encode_train_reply(
         checked = _expert_weights(ids, [expert_weights[e] for e in ids])
         content[EXPERT_WEIGHTS_KEY] = MetricRecord(
             {"experts": list(checked), "weights": list(checked.values())})
+    if probe is not None:
+        content[PROBE_KEY] = _probe_record(probe)
     return content
 
 
@@ -388,7 +440,9 @@ def decode_train_reply(content: RecordDict) -> TrainReply:
     the feedback (:class:`~flexassign.alignment.Feedback`'s checks) and the optional
     ``expert-weights`` (distinct expert ids, finite weights >= 0). Whether the arrays
     fit the global model, and the weights name exactly the experts trained, is the
-    strategy's check.
+    strategy's check. An optional ``probe`` row is untrusted too: checked by
+    :class:`~flexassign.alignment.ProbeFeedback`, and dropped with a warning (never an
+    error) when malformed.
 
     Raises
     ------
@@ -437,6 +491,8 @@ def decode_train_reply(content: RecordDict) -> TrainReply:
         feedback=feedback,
         profile=profile,
         expert_weights=weights,
+        probe=(_decode_probe(content.metric_records[PROBE_KEY])
+               if PROBE_KEY in content.metric_records else None),
     )
 
 

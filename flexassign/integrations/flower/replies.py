@@ -274,13 +274,21 @@ def report_replies(
     planner: Any,
     nodes: NodeDirectory,
 ) -> None:
-    """Report each accepted reply's feedback to ``planner``; register updated profiles.
+    """Report each accepted reply's feedback (and probe row) to ``planner``; register
+    updated profiles.
 
-    ``record.feedback`` gets the feedback the planner took. Feedback the planner
-    rejects, or a profile it cannot use, is logged and skipped; the other replies
-    are unaffected.
+    ``record.feedback`` gets the feedback the planner took. Feedback or a probe row
+    the planner rejects, or a profile it cannot use, is logged and skipped; the other
+    replies are unaffected.
     """
+    report_probe = getattr(planner, "report_probe", None)  # a duck-typed planner may lack it
     for c, reply in replies.items():
+        if reply.probe is not None and report_probe is not None:
+            try:
+                report_probe(c, reply.probe)
+            except (ValueError, TypeError) as exc:
+                log(WARNING, "Round %d: planner rejected the probe row of client %s: %s",
+                    record.server_round, c, exc)
         try:
             planner.report(c, reply.feedback)
             record.feedback[c] = reply.feedback
