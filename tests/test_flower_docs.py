@@ -26,7 +26,7 @@ def test_hand_written_loop_in_docs_runs(tmp_path: Path, monkeypatch: pytest.Monk
     "module",
     [
         "flexassign.integrations.aggregation",
-        "flexassign.integrations.flower.layout",
+        "flexassign.integrations.layout",
         "flexassign.integrations.flower.messages",
         "flexassign.integrations.flower.nodes",
         "flexassign.integrations.flower.records",
