@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
