@@ -204,3 +204,27 @@ def test_bad_replies_are_dropped_logged_and_counted(
     want = _expected(record.plan, record.replied)  # the round went on without c2
     for k in got:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+
+
+def test_rejected_feedback_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Loss-only feedback under the default accuracy signal: arrays aggregated, feedback
+    rejected, counted in ``num-feedback-rejected`` and logged with node and client."""
+    planner = Planner(num_experts=E, strategy="flex", tolerance=0.1, seed=0)  # accuracy signal
+    strategy = FlexMoEStrategy(planner=planner, layout=LAYOUT, min_available_nodes=3,
+                               fraction_evaluate=0.0, settle_time=0.0)
+    with caplog.at_level("WARNING", logger="flwr"):
+        result = strategy.start(Grid(), numpy_to_arrayrecord(initial_state()), num_rounds=1)
+    record = strategy.history[1]
+    metrics = result.train_metrics_clientapp[1]
+    assert metrics["num-feedback-rejected"] == 3 and metrics["num-failures"] == 0
+    assert record.replied == ["c0", "c1", "c2"] and not record.feedback
+    assert all("`accuracy` is required" in r for r in record.feedback_rejected.values())
+    assert record.to_json()["feedback_rejected"][0][0] == "c0"
+    logged = [r.getMessage() for r in caplog.records]
+    for i in CAPACITY:
+        assert any(f"feedback of node {NODE_IDS[i]} (client c{i})" in m
+                   and "`accuracy` is required" in m for m in logged)
+    # under the loss signal the same replies are taken
+    strategy, result = run(Grid())
+    assert result.train_metrics_clientapp[1]["num-feedback-rejected"] == 0
+    assert sorted(strategy.history[1].feedback) == ["c0", "c1", "c2"]
