@@ -34,9 +34,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "flexassign.integrations.flower needs Flower: pip install 'flexassign[flower]'"
     ) from exc
 
+from ..layout import ExpertLayout, LayoutError
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .client import LOCAL_STATE_KEY, load_local_state, node_partition, save_local_state
-from ..layout import ExpertLayout, LayoutError
 from .messages import (
     MessageFormatError,
     TrainInstruction,

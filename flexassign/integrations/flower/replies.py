@@ -28,7 +28,6 @@ from ..aggregation import (
     AggregationError,
     aggregate_experts,
     bound_weights,
-    check_arrays,
     weighted_average,
 )
 from ..layout import ExpertLayout, LayoutError
