@@ -525,7 +525,9 @@ class ExpertLayout:
         returned = self.expert_ids(arrays)
         extra = [e for e in returned if e not in allowed]
         if extra:
-            raise LayoutError(f"reply carries experts {extra} the node was not assigned")
+            names = [n for n in arrays if self.role(n) in extra]
+            raise LayoutError(f"reply carries experts {extra} the node was not assigned "
+                              f"(`{names[0]}`{', ...' if len(names) > 1 else ''})")
         shared, experts = self.split(global_arrays)
         reference: dict[str, Any] = dict(shared)
         for e in returned:

@@ -276,9 +276,10 @@ def report_replies(
     """Report each accepted reply's feedback (and probe row) to ``planner``; register
     updated profiles.
 
-    ``record.feedback`` gets the feedback the planner took. Feedback or a probe row
-    the planner rejects, or a profile it cannot use, is logged and skipped; the other
-    replies are unaffected.
+    ``record.feedback`` gets the feedback the planner took; feedback it rejects goes to
+    ``record.feedback_rejected`` (counted as ``num-feedback-rejected``) and is logged
+    with node, client and reason. A probe row the planner rejects, or a profile it
+    cannot use, is logged and skipped; the other replies are unaffected.
     """
     report_probe = getattr(planner, "report_probe", None)  # a duck-typed planner may lack it
     for c, reply in replies.items():
@@ -286,14 +287,13 @@ def report_replies(
             try:
                 report_probe(c, reply.probe)
             except (ValueError, TypeError) as exc:
-                log(WARNING, "Round %d: planner rejected the probe row of client %s: %s",
-                    record.server_round, c, exc)
+                log(WARNING, "Round %d: planner rejected the probe row of node %d (client %s): "
+                    "%s", record.server_round, record.node_of[c], c, exc)
         try:
             planner.report(c, reply.feedback)
             record.feedback[c] = reply.feedback
         except (ValueError, TypeError) as exc:
-            log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
-                record.server_round, record.node_of[c], c, exc)
+            record.reject_feedback(c, str(exc))
         if reply.profile is not None:
             try:
                 nodes.register(record.node_of[c], {"client-id": c, **reply.profile}, planner)
