@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -271,8 +272,9 @@ def objective_error(problem: AssignmentProblem, x: ArrayLike) -> float:
         mag += float(problem.load_penalty) * float(
             np.sum(np.abs(loads)) + np.sum(np.abs(problem.expert_min_load))
         ) + float(problem.load_penalty) * float(
-            np.sum(np.abs(np.where(np.isfinite(problem.expert_max_load),
-                                   problem.expert_max_load, 0.0)))
+            np.sum(
+                np.abs(np.where(np.isfinite(problem.expert_max_load), problem.expert_max_load, 0.0))
+            )
         )
         n_terms += problem.n_clients + 2 * problem.n_experts + 4
     return 1.05 * _U * n_terms * mag
@@ -418,16 +420,19 @@ def certify(
     *,
     solver: str,
     t0: float | None = None,
+    row_dual: NDArray[np.float64] | None = None,
 ) -> BackendOutput:
-    """Check a MIP backend's claim independently; downgrade what cannot be proven.
+    """Check a MIP or LP backend's claim independently; downgrade what cannot be proven.
 
     When :func:`solver_resolution` of ``solver_c`` is at least :data:`MIN_RESOLUTION`
     the solver's proof stands (``stats["bound_check"] = "solver"``). Otherwise the
     bound is replaced by the price bound at the LP relaxation's duals
-    (``"price bound"``), and ``OPTIMAL`` stays only when that bound proves it
-    (:func:`proves_optimal`); else the result is ``FEASIBLE`` with the price bound and
-    the message says why. ``stats["resolution"]`` reports the ratio,
-    ``stats["price_bound_error"]`` the rounding error of the price bound.
+    (``"price bound"``; ``row_dual``, HiGHS's row duals of ``min -solver_c @ v`` on
+    ``model``, when the backend has them, else the LP is solved here), and ``OPTIMAL``
+    stays only when that bound proves it (:func:`proves_optimal`); else the result is
+    ``FEASIBLE`` with the price bound and the message says why.
+    ``stats["resolution"]`` reports the ratio, ``stats["price_bound_error"]`` the
+    rounding error of the price bound.
     """
     res = solver_resolution(problem, model, solver_c)
     out.stats["resolution"] = res
@@ -438,10 +443,14 @@ def certify(
     ):
         out.stats.setdefault("bound_check", "solver")
         return out
-    left = None
-    if options.time_limit is not None and t0 is not None:
-        left = max(float(options.time_limit) - (time.perf_counter() - t0), 1e-3)
-    got = lp_prices(problem, model, solver_c, scale_exponent, options, time_limit=left)
+    got: tuple[NDArray[np.float64], NDArray[np.float64] | None] | None
+    if row_dual is not None:
+        got = duals_to_prices(model, row_dual, scale_exponent)
+    else:
+        left = None
+        if options.time_limit is not None and t0 is not None:
+            left = max(float(options.time_limit) - (time.perf_counter() - t0), 1e-3)
+        got = lp_prices(problem, model, solver_c, scale_exponent, options, time_limit=left)
     prices, mem = got if got is not None else (None, None)
     pb = price_bound(problem, prices, budget_prices=mem)
     out.stats["bound_check"] = "price bound" + ("" if got is not None else " (zero prices)")
