@@ -105,8 +105,8 @@ class PriceBound:
     @property
     def upper(self) -> float:
         """``value + error``, rounded up: a rigorous upper bound on the optimum."""
-        if not math.isfinite(self.value):
-            return self.value
+        if not math.isfinite(self.value) or self.error == 0.0:
+            return self.value  # error 0: every term was 0, the value is exact
         return math.nextafter(self.value + self.error, math.inf)
 
 
@@ -249,6 +249,7 @@ def price_bound(
         + np.where(allowed, mag, 0.0).sum(axis=1) * (1.0 + 6.0 * _U)
         + np.abs(fixed_sum)
     )
+    per_client = np.where(cap > 0, per_client, 0.0)  # a client that takes nothing adds 0
     big = float(np.sum(per_client)) + float(np.sum(np.abs(expert_terms)))
     if len(terms) > 2:
         big += float(np.sum(np.abs(terms[2])))
