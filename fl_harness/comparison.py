@@ -156,7 +156,7 @@ def compare(
     CompareResult
     """
     data = load_dataset(base.dataset, seed=base.data_seed, num_samples=base.num_samples,
-                        path=base.dataset_path)
+                        path=base.dataset_path, domains=base.num_domains)
     runs: dict[tuple[str, int], ExperimentResult] = {}
     jobs = [(s, int(seed)) for seed in seeds for s in strategies]
     bar = None

@@ -136,7 +136,8 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
          planner_factory: Callable[[ExperimentConfig], Any] | None) -> ExperimentResult:
     t_start = time.perf_counter()
     data = dataset or load_dataset(cfg.dataset, seed=cfg.data_seed,
-                                   num_samples=cfg.num_samples, path=cfg.dataset_path)
+                                   num_samples=cfg.num_samples, path=cfg.dataset_path,
+                                   domains=cfg.num_domains)
     seeds = SeedStreams.from_seed(cfg.seed)
     clients = setup_clients(cfg, data, seeds)
     planner: Any = make_planner(cfg, clients)           # sets every client's capacity

@@ -182,8 +182,10 @@ def setup_clients(cfg: ExperimentConfig, data: Dataset,
         for s in (seeds.partition, seeds.local_split, seeds.capacity, seeds.holdout,
                   seeds.probe)
     )
+    domains = data.domains_of(data.y_train) if cfg.partition == "domains" else None
     parts = partition(data.y_train, cfg.num_clients, scheme=cfg.partition, rng=part_rng,
-                      alpha=cfg.alpha, classes_per_client=cfg.classes_per_client)
+                      alpha=cfg.alpha, classes_per_client=cfg.classes_per_client,
+                      domains=domains, domains_per_client=cfg.domains_per_client)
     devices = _devices(cfg, cap_rng)
     held_out = set(hold_rng.choice(cfg.num_clients, cfg.num_holdout, replace=False).tolist())
     clients = []

@@ -148,7 +148,7 @@ def _federation(frozen: str, num_clients: int) -> HarnessFederation:
 
     cfg = experiment_config(json.loads(frozen), num_clients=num_clients)
     data = load_dataset(cfg.dataset, seed=cfg.data_seed, num_samples=cfg.num_samples,
-                        path=cfg.dataset_path)
+                        path=cfg.dataset_path, domains=cfg.num_domains)
     from fl_harness.experiment import SeedStreams
 
     init_seed = SeedStreams.from_seed(cfg.seed).init_seed()
