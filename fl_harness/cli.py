@@ -110,6 +110,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "'{\"fitness\": {\"exploration\": 0}, \"usage_penalty\": 0.2}'")
     g.add_argument("--target", type=float, help="accuracy for rounds-to-target")
     _add_experiment_flags(g)
+    _add_deploy_flags(g)
     g.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -138,6 +139,21 @@ def _add_experiment_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--grad-clip", type=float, help="clip local gradient norms (default 5)")
     g.add_argument("--no-grad-clip", dest="grad_clip", action="store_const", const=0.0,
                    help="turn gradient clipping off")
+
+
+def _add_deploy_flags(g: argparse._ArgumentGroup) -> None:
+    """Issue 19's flags: deployment, training-time probes, the rounds-to-target metric."""
+    g.add_argument("--deploy", choices=["plan", "probe"],
+                   help="experts a client uses at evaluation: the best k_c by a probe of "
+                        "its own data, router fine-tuned (probe), or its last training "
+                        "plan (plan)")
+    g.add_argument("--probe-fraction", type=float,
+                   help="share of each client's training split kept to probe experts on "
+                        "before training (reported to the planner); 0: no probes")
+    g.add_argument("--probe-experts", type=int,
+                   help="experts probed per client and round (at least 2 k_c); 0: all")
+    g.add_argument("--target-metric", choices=["global_accuracy", "personal_accuracy"],
+                   help="metric of rounds-to-target")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,9 +370,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(json.dumps(jsonable({k: s[k] for k in (
             "strategy", "dataset", "partition", "seed", "final_accuracy",
             "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
-            "expert_accuracy_mean", "expert_accuracy_min", "utilization_cv",
-            "rounds_to_target", "never_trained", "diverged_updates", "utilization",
-            "wall_time_s")})))
+            "personal_accuracy_plan", "newcomer_accuracy_plan",
+            "expert_accuracy_mean", "expert_accuracy_min", "utilization_cv", "churn",
+            "fitness_rank_corr", "rounds_to_target", "never_trained", "diverged_updates",
+            "utilization", "wall_time_s")})))
         if args.out:
             r.save(args.out)
             print(f"wrote {args.out / 'result.json'} and {args.out / 'rounds.csv'}")

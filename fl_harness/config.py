@@ -92,6 +92,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adam"),
     "eval_experts": ("held", "all"),
     "feedback": FEEDBACK_KINDS,
+    "deploy": ("plan", "probe"),
+    "target_metric": ("global_accuracy", "personal_accuracy"),
 }
 
 
@@ -133,6 +135,19 @@ class ExperimentConfig:
         Gradient-norm clipping in local training (5.0 by default; ``None`` turns it off).
     feedback : {"mixture", "expert"}
         Per-expert feedback signal (see :mod:`fl_harness.client`).
+    deploy : {"probe", "plan"}
+        Which experts a client uses at evaluation (:mod:`fl_harness.deploy`): the
+        :math:`k_c` best by a forward-only probe on its own training data, router then
+        fine-tuned (``"probe"``, the default), or those of its last training plan
+        (``"plan"``; a newcomer: a plan from the planner's prior).
+    probe_fraction : float
+        Share of each training client's training split kept as its validation slice
+        (never trained on). Each round every participating client probes experts on it
+        before local training and reports the row to the planner
+        (``Planner.report_probe``); 0 turns training-time probes off.
+    probe_experts : int
+        Candidate set size of the training-time probe
+        (``Planner.probe_candidates``; at least :math:`2 k_c`); 0 probes every expert.
     device_mix : tuple of (str, float)
         Device classes (capacity-profile presets) and their shares of clients.
     capacity_choices : tuple of int, optional
@@ -143,7 +158,9 @@ class ExperimentConfig:
         Extra keyword arguments for :class:`~flexassign.alignment.Planner` (JSON
         values; ``("fitness", {...})`` is turned into a ``FitnessConfig``).
     target_accuracy : float, optional
-        Global accuracy for "rounds to target"; a per-dataset default if None.
+        Accuracy for "rounds to target"; a per-dataset default if None.
+    target_metric : {"global_accuracy", "personal_accuracy"}
+        The metric ``rounds_to_target`` follows (default: global).
     eval_every : int
         Evaluate every this many rounds (always the last round).
     eval_experts : {"held", "all"}
@@ -187,11 +204,15 @@ class ExperimentConfig:
     optimizer: str = "sgd"
     grad_clip: float | None = 5.0
     feedback: str = "mixture"
+    deploy: str = "probe"
+    probe_fraction: float = 0.2
+    probe_experts: int = 0
     device_mix: tuple[tuple[str, float], ...] = DEFAULT_DEVICE_MIX
     capacity_choices: tuple[int, ...] | None = None
     tolerance: float = 0.1
     planner_options: tuple[tuple[str, Any], ...] = ()
     target_accuracy: float | None = None
+    target_metric: str = "global_accuracy"
     eval_every: int = 1
     eval_experts: str = "held"
     finetune_steps: int = 30
@@ -211,7 +232,7 @@ class ExperimentConfig:
                          ("hidden", 1), ("expert_hidden", 1), ("local_epochs", 1),
                          ("batch_size", 1), ("classes_per_client", 1), ("eval_every", 1),
                          ("domains_per_client", 1),
-                         ("finetune_steps", 0), ("num_threads", 1)):
+                         ("finetune_steps", 0), ("num_threads", 1), ("probe_experts", 0)):
             check_field(self, name, check_int, lo=lo)
         if self.num_samples is not None:
             check_field(self, "num_samples", check_int, lo=10)
@@ -222,6 +243,7 @@ class ExperimentConfig:
         check_field(self, "alpha", check_real, lo=0.0, lo_open=True)
         check_field(self, "local_test_fraction", check_real, lo=0.0, hi=1.0, hi_open=True)
         check_field(self, "holdout_fraction", check_real, lo=0.0, hi=1.0, hi_open=True)
+        check_field(self, "probe_fraction", check_real, lo=0.0, hi=0.5)
         check_field(self, "client_fraction", check_real, lo=0.0, hi=1.0, lo_open=True)
         # top_k's range depends on num_experts: the CLI and MoEModel check it
         check_field(self, "top_k", check_int)

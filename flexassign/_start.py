@@ -34,6 +34,9 @@ class Start:
     objective: float
     bound: float | None
     method: str
+    #: the heuristic whose bound ``bound`` is (lp-round's LP bound, say, while ``x``
+    #: is greedy-balanced's assignment)
+    bound_method: str | None = None
 
 
 def heuristic_start(
@@ -69,13 +72,14 @@ def heuristic_start(
         if out.x is not None and verify_assignment(problem, out.x).ok:
             x = np.asarray(out.x, dtype=bool)
             objective = problem.objective(x)
-            bound = out.bound if start is None or start.bound is None else start.bound
-            if out.bound is not None and bound is not None:
-                bound = min(bound, out.bound)
+            bound = None if start is None else start.bound
+            bound_method = None if start is None else start.bound_method
+            if out.bound is not None and (bound is None or out.bound < bound):
+                bound, bound_method = out.bound, method
             if start is None or objective > start.objective:
-                start = Start(x, objective, bound, method)
+                start = Start(x, objective, bound, method, bound_method)
             else:
-                start = dataclasses.replace(start, bound=bound)
+                start = dataclasses.replace(start, bound=bound, bound_method=bound_method)
     if start is None:
         return None, opts
     extra = dict(opts.extra)
@@ -92,7 +96,7 @@ def keep_better(problem: AssignmentProblem, out: BackendOutput, start: Start) ->
         return out
     if start.bound is not None and (out.bound is None or start.bound < out.bound):
         out.bound = start.bound
-        out.stats["bound_from"] = start.method
+        out.stats["bound_from"] = start.bound_method or start.method
     if out.x is not None and verify_assignment(problem, out.x).ok:
         if problem.objective(out.x) >= start.objective:
             return out

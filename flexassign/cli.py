@@ -24,7 +24,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -37,6 +36,7 @@ from ._cli import (
     describe,
     json_object,
     one_line,
+    read_text_file,
     run_cli,
 )
 from ._files import jsonable
@@ -85,7 +85,7 @@ def _weights(text: str, n: int) -> list[float]:
     """``--weights``: N numbers separated by commas, or ``@FILE`` holding them."""
     source = text
     if text.startswith("@"):
-        source = Path(text[1:]).read_text(encoding="utf-8")
+        source = read_text_file(text[1:], "--weights")
     cells = source.replace(",", " ").split()
     try:
         values = [float(c) for c in cells]

@@ -51,9 +51,10 @@ def test_large_common_offset_does_not_fake_optimality(method: str, offset: float
     ref = reference_solve(shifted)
     assert res.status is Status.OPTIMAL, res.message
     assert shifted.objective(res.x) == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
-    # the bound is valid and tight on the part that can vary
+    # the bound is valid and tight on the part that can vary (up to the float64
+    # rounding of the 6e9 offset, which the bound carries)
     assert res.bound is not None and res.bound >= res.objective
-    assert res.bound - res.objective <= 1e-6 * 60 * offset * 1e-9 + 1e-6
+    assert res.bound - res.objective <= 1e-6 + 1e-13 * abs(res.objective)
 
 
 @pytest.fixture(scope="module")

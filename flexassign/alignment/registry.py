@@ -19,14 +19,19 @@ from .config import PlannerConfig
 __all__ = ["ClientRegistry", "check_id", "check_ids", "id_from_json", "id_to_json"]
 
 
-def check_id(client_id: Any) -> Hashable:
-    """``client_id`` if it is hashable, else an error naming `client_id`."""
-    try:
-        hash(client_id)
-    except TypeError:
+def _saveable(value: Any) -> bool:
+    """A ``str`` or an integer: the ids a state file stores (:func:`id_to_json`)."""
+    return isinstance(value, str) or is_int(value)
+
+
+def check_id(client_id: Any, name: str = "client_id") -> Hashable:
+    """``client_id`` if it is a ``str`` or an integer (what a state file stores), else an
+    error naming ``name``."""
+    if not _saveable(client_id):
         raise ProblemTypeError(
-            f"`client_id` must be hashable; got {type(client_id).__name__}"
-        ) from None
+            f"`{name}` must be a str or an integer (what a planner state file stores); "
+            f"got {type(client_id).__name__} {client_id!r}"
+        )
     return client_id
 
 
@@ -37,13 +42,13 @@ def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
             f"`client_ids` must be an iterable of client ids; got {type(client_ids).__name__}"
         )
     ids = list(client_ids)
-    try:
-        distinct = len(set(ids)) == len(ids)
-    except TypeError:
-        bad = next(c for c in ids if not _hashable(c))
+    bad = [c for c in ids if not _saveable(c)]
+    if bad:
         raise ProblemTypeError(
-            f"`client_ids` must hold hashable ids; got {type(bad).__name__}"
-        ) from None
+            "`client_ids` must hold str or integer ids (what a planner state file "
+            f"stores); got {type(bad[0]).__name__} {bad[0]!r}"
+        )
+    distinct = len(set(ids)) == len(ids)
     if not distinct:
         seen: set[Hashable] = set()
         for c in ids:
@@ -51,14 +56,6 @@ def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
                 raise InvalidProblemError(f"`client_ids` lists {c!r} more than once")
             seen.add(c)
     return ids
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def id_to_json(client_id: Hashable) -> str | int:

@@ -36,7 +36,7 @@ as stored in float64. :func:`objective_error` bounds the rounding of
 
 **The check** (:func:`certify`). A backend's ``OPTIMAL`` (and its ``bound``) stands
 when the solver could resolve the objective it was handed
-(:func:`solver_resolution`, the ratio of the smallest decisive coefficient difference
+(:func:`solver_resolution`, the ratio of the typical decisive coefficient difference
 to the largest coefficient, at least :data:`MIN_RESOLUTION`) or when the price bound
 from the LP duals closes the gap (:func:`proves_optimal`). Otherwise the answer becomes
 ``FEASIBLE`` with the price bound, and ``stats["bound_check"]`` says which held.
@@ -57,6 +57,7 @@ from .base import BackendOutput, SolveOptions
 from .linear import LinearModel
 
 __all__ = [
+    "DECISIVE_QUANTILE",
     "MIN_RESOLUTION",
     "OPTIMAL_RTOL",
     "PriceBound",
@@ -75,7 +76,11 @@ _U = 2.0**-53
 
 #: Smallest ratio of the decisive coefficient differences to the largest coefficient a
 #: MIP/LP solver is trusted to resolve (its tolerances are ~1e-7 on coefficients ~1).
-MIN_RESOLUTION = 2.0**-20
+MIN_RESOLUTION = 2.0**-17
+
+#: The quantile of the clients' fitness spreads that :func:`solver_resolution` takes as
+#: the differences the optimum turns on.
+DECISIVE_QUANTILE = 0.1
 
 #: ``OPTIMAL`` means: within this fraction of the objective's varying scale of the
 #: optimum (:func:`optimality_tolerance`), the same 1e-9 as the MIP gap.
@@ -105,8 +110,8 @@ class PriceBound:
     @property
     def upper(self) -> float:
         """``value + error``, rounded up: a rigorous upper bound on the optimum."""
-        if not math.isfinite(self.value):
-            return self.value
+        if not math.isfinite(self.value) or self.error == 0.0:
+            return self.value  # error 0: every term was 0, the value is exact
         return math.nextafter(self.value + self.error, math.inf)
 
 
@@ -249,6 +254,7 @@ def price_bound(
         + np.where(allowed, mag, 0.0).sum(axis=1) * (1.0 + 6.0 * _U)
         + np.abs(fixed_sum)
     )
+    per_client = np.where(cap > 0, per_client, 0.0)  # a client that takes nothing adds 0
     big = float(np.sum(per_client)) + float(np.sum(np.abs(expert_terms)))
     if len(terms) > 2:
         big += float(np.sum(np.abs(terms[2])))
@@ -272,8 +278,9 @@ def objective_error(problem: AssignmentProblem, x: ArrayLike) -> float:
         mag += float(problem.load_penalty) * float(
             np.sum(np.abs(loads)) + np.sum(np.abs(problem.expert_min_load))
         ) + float(problem.load_penalty) * float(
-            np.sum(np.abs(np.where(np.isfinite(problem.expert_max_load),
-                                   problem.expert_max_load, 0.0)))
+            np.sum(
+                np.abs(np.where(np.isfinite(problem.expert_max_load), problem.expert_max_load, 0.0))
+            )
         )
         n_terms += problem.n_clients + 2 * problem.n_experts + 4
     return 1.05 * _U * n_terms * mag
@@ -320,9 +327,12 @@ def solver_resolution(
 
     ``solver_c`` are the model's objective coefficients as the solver sees them
     (normalised). The decisive differences are, in the same units, the spread of each
-    client's free choosable coefficients and the spread of the clients' midpoints (which
-    client gets a contested slot); the result is their largest value over the largest
-    coefficient the solver sees (slack columns included). 1 when nothing varies.
+    client's free choosable coefficients (their :data:`DECISIVE_QUANTILE` quantile over
+    the clients), or, when every client has a single choosable value, the spread of
+    the clients' values (which client gets a slot); the result is that over the
+    largest coefficient the solver sees (slack columns included: a large offset on some
+    clients, or a penalty far above the fitness, makes it small). 1 when nothing
+    varies.
     A solver with tolerances :math:`\tau` relative to its largest coefficient cannot be
     trusted to resolve differences below :math:`\tau`: a result below
     :data:`MIN_RESOLUTION` needs an independent proof.
@@ -335,7 +345,7 @@ def solver_resolution(
     if peak == 0.0:
         return 1.0
     pc = model.pair_client
-    free = model.col_lo[:m] < 1
+    free = (model.col_lo[:m] < 1) & (model.col_hi[:m] > 0)  # choosable pairs only
     n = problem.n_clients
     cp = c[:m]
     hi = np.full(n, -np.inf)
@@ -345,10 +355,15 @@ def solver_resolution(
     has = np.isfinite(hi)
     if not has.any():
         return 1.0
-    within = float(np.max(0.5 * hi[has] - 0.5 * lo[has])) * 2.0
-    mid = 0.5 * hi[has] + 0.5 * lo[has]
-    across = (float(mid.max()) * 0.5 - float(mid.min()) * 0.5) * 2.0
-    decisive = max(within, across)
+    spread = (0.5 * hi[has] - 0.5 * lo[has]) * 2.0
+    spread = spread[spread > 0]
+    if spread.size:
+        # what a typical client's choice turns on (a low quantile: a few clients with
+        # wide spreads must not hide many whose choices lie below the tolerances)
+        decisive = float(np.quantile(spread, DECISIVE_QUANTILE))
+    else:  # each client has one choosable value: which clients take a slot
+        mid = 0.5 * hi[has] + 0.5 * lo[has]
+        decisive = (float(mid.max()) * 0.5 - float(mid.min()) * 0.5) * 2.0
     if decisive == 0.0:
         return 1.0
     return decisive / peak
@@ -419,16 +434,19 @@ def certify(
     *,
     solver: str,
     t0: float | None = None,
+    row_dual: NDArray[np.float64] | None = None,
 ) -> BackendOutput:
-    """Check a MIP backend's claim independently; downgrade what cannot be proven.
+    """Check a MIP or LP backend's claim independently; downgrade what cannot be proven.
 
     When :func:`solver_resolution` of ``solver_c`` is at least :data:`MIN_RESOLUTION`
     the solver's proof stands (``stats["bound_check"] = "solver"``). Otherwise the
     bound is replaced by the price bound at the LP relaxation's duals
-    (``"price bound"``), and ``OPTIMAL`` stays only when that bound proves it
-    (:func:`proves_optimal`); else the result is ``FEASIBLE`` with the price bound and
-    the message says why. ``stats["resolution"]`` reports the ratio,
-    ``stats["price_bound_error"]`` the rounding error of the price bound.
+    (``"price bound"``; ``row_dual``, HiGHS's row duals of ``min -solver_c @ v`` on
+    ``model``, when the backend has them, else the LP is solved here), and ``OPTIMAL``
+    stays only when that bound proves it (:func:`proves_optimal`); else the result is
+    ``FEASIBLE`` with the price bound and the message says why.
+    ``stats["resolution"]`` reports the ratio, ``stats["price_bound_error"]`` the
+    rounding error of the price bound.
     """
     res = solver_resolution(problem, model, solver_c)
     out.stats["resolution"] = res
@@ -439,10 +457,14 @@ def certify(
     ):
         out.stats.setdefault("bound_check", "solver")
         return out
-    left = None
-    if options.time_limit is not None and t0 is not None:
-        left = max(float(options.time_limit) - (time.perf_counter() - t0), 1e-3)
-    got = lp_prices(problem, model, solver_c, scale_exponent, options, time_limit=left)
+    got: tuple[NDArray[np.float64], NDArray[np.float64] | None] | None
+    if row_dual is not None:
+        got = duals_to_prices(model, row_dual, scale_exponent)
+    else:
+        left = None
+        if options.time_limit is not None and t0 is not None:
+            left = max(float(options.time_limit) - (time.perf_counter() - t0), 1e-3)
+        got = lp_prices(problem, model, solver_c, scale_exponent, options, time_limit=left)
     prices, mem = got if got is not None else (None, None)
     pb = price_bound(problem, prices, budget_prices=mem)
     out.stats["bound_check"] = "price bound" + ("" if got is not None else " (zero prices)")
