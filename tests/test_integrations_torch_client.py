@@ -131,27 +131,39 @@ def test_linear_gate_is_masked_and_counted() -> None:
     assert torch.isfinite(model.mlp.gate(x)).all()  # hooks removed
 
 
-def _route(model: Any, ids: Any) -> Any:
-    return model(input_ids=ids).logits
+ROUTED = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx"]
 
 
-def test_all_experts_held_leaves_mixtral_unchanged() -> None:
-    model = tiny_mixtral()
+def family(name: str, *, train: bool = False) -> tuple[Any, ExpertLayout, str, int | None]:
+    pytest.importorskip("transformers")
+    from _moe_families import BUILDERS, LAYOUTS, ROUTERS
+
+    torch.manual_seed(0)
+    model = BUILDERS[name]()
+    model.train(train)
+    return model, LAYOUTS[name], *ROUTERS[name]
+
+
+@pytest.mark.parametrize("name", ROUTED)
+def test_all_experts_held_leaves_the_model_unchanged(name: str) -> None:
+    model, _, routers, top_k = family(name)
     ids = torch.randint(0, 32, (2, 6))
     with torch.no_grad():
-        want = _route(model, ids)
-        with restrict_routers(model, range(E), num_experts=E) as r:
-            got = _route(model, ids)
+        want = model(input_ids=ids).logits
+        with restrict_routers(model, range(E), num_experts=E, routers=routers,
+                              top_k=top_k) as r:
+            got = model(input_ids=ids).logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert len(r.modules) == 2
     assert int(r.counts.sum()) == 2 * 6 * 2 * 2  # tokens x layers x top-k
 
 
 @pytest.mark.parametrize("held", [[1], [0, 3]])
-def test_mixtral_routes_and_trains_only_held_experts(held: list[int]) -> None:
-    model = tiny_mixtral().train()
+@pytest.mark.parametrize("name", ROUTED)
+def test_only_held_experts_route_and_train(name: str, held: list[int]) -> None:
+    model, layout, routers, top_k = family(name, train=True)
     ids = torch.randint(0, 32, (3, 5))
-    with restrict_routers(model, held, num_experts=E) as r:
+    with restrict_routers(model, held, num_experts=E, routers=routers, top_k=top_k) as r:
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         routing = r.routing()
@@ -161,11 +173,14 @@ def test_mixtral_routes_and_trains_only_held_experts(held: list[int]) -> None:
     assert int(routing[:, other].sum()) == 0 and r.counts[other].sum() == 0
     # each token reaches min(k, held) held experts in each of the 2 layers
     assert int(r.counts.sum()) == tokens * 2 * min(2, len(held))
-    for name, p in model.named_parameters():
-        if MIXTRAL.role(name) == "stacked":
-            assert p.grad is not None
-            assert float(p.grad[other].abs().sum()) == 0.0, name
-            assert float(p.grad[held].abs().sum()) > 0.0, name
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    _, blocks = layout.split(grads)
+    for e in range(E):
+        for k, g in blocks[e].items():
+            assert g is not None, k
+            if e in other:
+                assert float(g.abs().sum()) == 0.0, k
+    assert any(float(g.abs().sum()) > 0 for e in held for g in blocks[e].values())
     assert math.isfinite(float(out.loss.detach()))
 
 

@@ -8,12 +8,15 @@ never imports Flower.
   :class:`flexassign.alignment.Planner`, sends each node only its experts, checks and
   bounds every reply, aggregates shared parameters by sample count and experts by
   usage (mean, trimmed mean or median), feeds feedback back, checkpoints and resumes.
-* :class:`ExpertLayout` -- which of your model's parameters are experts (the id is a
-  regex group, so an expert may span layers) and which stay on the client.
+* :class:`ExpertLayout` -- which of your model's parameters are experts (named: the id
+  is a regex group, so an expert may span layers; or stacked tensors cut per expert)
+  and which stay on the client; re-exported from the framework-neutral
+  :mod:`flexassign.integrations.layout`.
 * :mod:`~flexassign.integrations.flower.messages` -- the wire format: plain state
   dicts under the model's own names (:func:`decode_train_instruction`,
   :func:`encode_train_reply`, :func:`encode_profile`).
-* :mod:`~flexassign.integrations.flower.client` -- helpers for your ClientApp.
+* :mod:`~flexassign.integrations.flower.client` -- helpers for your ClientApp (and
+  :mod:`flexassign.integrations.torch_client` for a PyTorch model).
 
 The strategy's jobs live in one module each: ``strategy`` (the Flower hooks),
 ``nodes`` (waiting for, profiling and sampling nodes; matching replies),

@@ -26,11 +26,10 @@ from ..aggregation import (
     DEFAULT_MAX_WEIGHT_RATIO,
     DEFAULT_TRIM,
     AggregationError,
-    aggregate_experts,
     bound_weights,
-    weighted_average,
 )
 from ..layout import ExpertLayout, LayoutError
+from ..updates import aggregate_updates
 from .messages import (
     MessageFormatError,
     TrainReply,
@@ -162,6 +161,8 @@ def aggregate_replies(
     in its feedback (:func:`~.messages.expert_weights`). Experts no reply carries,
     or with zero total weight, keep their current value; with no replies or zero
     total samples the shared parameters are kept too. Inputs are not modified.
+    The arithmetic is :func:`flexassign.integrations.updates.aggregate_updates`,
+    which other frameworks call directly.
 
     Parameters
     ----------
@@ -178,24 +179,9 @@ def aggregate_replies(
     dict of str to ndarray
         Same names (and order), shapes and dtypes as ``global_arrays``.
     """
-    layout = layout or ExpertLayout()
-    shared, experts = layout.split(global_arrays)
-    new_shared: StateDict = {k: np.array(v, copy=True) for k, v in shared.items()}
-    if replies and sum(r.num_examples for r in replies) > 0 and shared:
-        states = [{k: r.arrays[k] for k in shared} for r in replies]
-        new_shared = weighted_average(states, [r.num_examples for r in replies],
-                                      method=method, trim=trim)
-    updates = []
-    for r in replies:
-        _, sent = layout.split(r.arrays)
-        usage = expert_weights(r)
-        updates.append((sent, {e: float(usage.get(e, 0.0)) for e in sent}))
-    new_experts = aggregate_experts(experts, updates, method=method, trim=trim)
-    merged: StateDict = {**new_shared}
-    for params in new_experts.values():
-        merged.update(params)
-    # named arrays are replaced, stacked blocks written back into their tensors
-    return layout.merge(global_arrays, merged)
+    updates = [(r.arrays, r.num_examples, expert_weights(r)) for r in replies]
+    return aggregate_updates(global_arrays, updates, layout=layout or ExpertLayout(),
+                             method=method, trim=trim)
 
 
 def accept_replies(
