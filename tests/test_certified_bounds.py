@@ -114,6 +114,24 @@ def test_per_client_offsets_lower_the_resolution() -> None:
         _check_only(p, method)
 
 
+def test_a_penalty_far_below_constant_fitness_is_not_trusted_to_the_solver() -> None:
+    # every client's fitness is the same for every expert (1e6 per unit), so only the
+    # 0.1 load penalty decides; it lies below the solver's tolerances at this scale
+    p = AssignmentProblem(
+        np.array([[2e6, 2e6], [0.0, 0.0], [3e6, 3e6], [1e6, 1e6]]),
+        capacity=[2, 1, 2, 1],
+        min_experts=[1, 1, 1, 0],
+        expert_min_load=2,
+        expert_max_load=8,
+        client_weight=[2.0, 4.0, 2.0, 4.0],
+        load_penalty=0.1,
+    )
+    model, norm = prepare_model(p)  # type: ignore[misc]
+    assert solver_resolution(p, model, norm.c) < 2**-17
+    for method in ("highs", "scipy", "lp-round"):
+        _check_only(p, method)
+
+
 def _check_only(p: AssignmentProblem, method: str) -> None:
     best, x_best = brute_force(p)
     res = solve_assignment(p, method=method)

@@ -27,6 +27,12 @@ def _saveable(value: Any) -> bool:
 def check_id(client_id: Any, name: str = "client_id") -> Hashable:
     """``client_id`` if it is a ``str`` or an integer (what a state file stores), else an
     error naming ``name``."""
+    try:
+        hash(client_id)
+    except TypeError:
+        raise ProblemTypeError(
+            f"`{name}` must be hashable; got {type(client_id).__name__}"
+        ) from None
     if not _saveable(client_id):
         raise ProblemTypeError(
             f"`{name}` must be a str or an integer (what a planner state file stores); "
@@ -36,19 +42,25 @@ def check_id(client_id: Any, name: str = "client_id") -> Hashable:
 
 
 def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
-    """Distinct, hashable client ids as a list."""
+    """Distinct client ids (each a ``str`` or an integer, what a state file stores) as a list."""
     if isinstance(client_ids, str | bytes) or not isinstance(client_ids, Iterable):
         raise ProblemTypeError(
             f"`client_ids` must be an iterable of client ids; got {type(client_ids).__name__}"
         )
     ids = list(client_ids)
+    try:
+        distinct = len(set(ids)) == len(ids)
+    except TypeError:
+        bad = next(c for c in ids if not _hashable(c))
+        raise ProblemTypeError(
+            f"`client_ids` must hold hashable ids; got {type(bad).__name__}"
+        ) from None
     bad = [c for c in ids if not _saveable(c)]
     if bad:
         raise ProblemTypeError(
             "`client_ids` must hold str or integer ids (what a planner state file "
             f"stores); got {type(bad[0]).__name__} {bad[0]!r}"
         )
-    distinct = len(set(ids)) == len(ids)
     if not distinct:
         seen: set[Hashable] = set()
         for c in ids:
@@ -56,6 +68,14 @@ def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
                 raise InvalidProblemError(f"`client_ids` lists {c!r} more than once")
             seen.add(c)
     return ids
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def id_to_json(client_id: Hashable) -> str | int:

@@ -329,7 +329,8 @@ def solver_resolution(
     (normalised). The decisive differences are, in the same units, the spread of each
     client's free choosable coefficients (their :data:`DECISIVE_QUANTILE` quantile over
     the clients), or, when every client has a single choosable value, the spread of
-    the clients' values (which client gets a slot); the result is that over the
+    the clients' values (which client gets a slot); with soft bounds, also the penalty
+    of one client's weight of load excess (whichever is smaller); the result is that over the
     largest coefficient the solver sees (slack columns included: a large offset on some
     clients, or a penalty far above the fitness, makes it small). 1 when nothing
     varies.
@@ -364,6 +365,13 @@ def solver_resolution(
     else:  # each client has one choosable value: which clients take a slot
         mid = 0.5 * hi[has] + 0.5 * lo[has]
         decisive = (float(mid.max()) * 0.5 - float(mid.min()) * 0.5) * 2.0
+    if c.size > m and problem.load_penalty is not None:
+        # a unit of load excess (a client's weight) changes the objective by the
+        # penalty: differences the solver must resolve as well
+        pen = float(np.min(np.abs(c[m:])))
+        unit = pen * float(np.min(problem.weights))
+        if unit > 0.0:
+            decisive = unit if decisive == 0.0 else min(decisive, unit)
     if decisive == 0.0:
         return 1.0
     return decisive / peak

@@ -189,9 +189,9 @@ def fix_unchoosable(problem: AssignmentProblem, model: LinearModel) -> LinearMod
 def _client_spans(
     fit: NDArray[np.float64], mask: NDArray[np.bool_]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    any_ = mask.any(axis=1)
-    hi = np.where(any_, np.where(mask, fit, -np.inf).max(axis=1), 0.0)
-    lo = np.where(any_, np.where(mask, fit, np.inf).min(axis=1), 0.0)
+    any_ = np.asarray(mask.any(axis=1), dtype=bool)
+    hi = np.where(any_, np.where(mask, fit, -np.inf).max(axis=1), 0.0).astype(np.float64)
+    lo = np.where(any_, np.where(mask, fit, np.inf).min(axis=1), 0.0).astype(np.float64)
     return hi, lo, any_
 
 
