@@ -184,12 +184,15 @@ def _prices(label: str, value: Any, problem: AssignmentProblem) -> np.ndarray:
         )
     try:
         raw = np.asarray(value)
-        if raw.dtype.kind not in "iuf" and not (
-            raw.dtype == object and all(_is_number(v) for v in raw.reshape(-1).tolist())
-        ):
-            raise ProblemTypeError(
-                f"`{label}` must be {e} finite expert prices (numbers); got dtype {raw.dtype}"
-            )
+    except (TypeError, ValueError, OverflowError):
+        raw = np.full(0, np.nan)
+    if raw.dtype.kind not in "iuf" and not (
+        raw.dtype == object and all(_is_number(v) for v in raw.reshape(-1).tolist())
+    ):
+        raise ProblemTypeError(
+            f"`{label}` must be {e} finite expert prices (numbers); got dtype {raw.dtype}"
+        )
+    try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         arr = np.full(0, np.nan)
