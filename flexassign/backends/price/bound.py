@@ -25,7 +25,7 @@ __all__ = ["BLOCK_PAIRS", "clip_prices", "upper_bound"]
 FloatArray = NDArray[np.float64]
 
 #: Problems with more client-expert pairs than this are bounded block by block.
-BLOCK_PAIRS = 1 << 22
+BLOCK_PAIRS = 1 << 23
 _U = 2.0**-53
 
 

@@ -152,10 +152,10 @@ def _assemble(
     view = run.view
     r, c = np.nonzero(run.held & ~run.core[:, None])
     x[view.index(r), run.cand.idx[r, c]] = True
-    model = run.model
-    assert model is not None
+    lp = run.lp_sol
+    assert lp is not None
     take = np.flatnonzero(pairs)
-    x[view.index(model.clients[model.pair_client[take]]), model.pair_expert[take]] = True
+    x[view.index(lp.clients[lp.pair_client[take]]), lp.pair_expert[take]] = True
     return x
 
 
@@ -235,13 +235,17 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         while rounds < max_rounds:
             rounds += 1
             run.lp(deadline)
-            assert run.prices is not None and run.model is not None
-            assert run.x_lp is not None and run.lp_frozen is not None
+            assert run.prices is not None and run.lp_sol is not None
+            assert run.lp_frozen is not None
             gain, new = run.refresh(run.prices, m)
             scale = max(abs(run.frozen_value()), 1.0)
             budget = target * scale
             bad = np.flatnonzero(gain > 1e-12 * scale)
             if bad.size and float(gain.sum()) > _GAIN_SHARE * budget and rounds < max_rounds:
+                # open the largest gains until what stays frozen would cost little
+                order = bad[np.argsort(-gain[bad], kind="stable")]
+                rest = float(gain.sum()) - np.cumsum(gain[order])
+                bad = order[: int(np.searchsorted(-rest, -_GAIN_SHARE * budget * 0.5)) + 1]
                 run.adopt(new, np.flatnonzero(run.core))
                 run.core[bad] = True
                 run.adopt(new, bad)
@@ -249,7 +253,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 continue
             t = time.perf_counter()
             pairs = relax_and_fix(
-                view, run.model, run.x_lp, run.lp_frozen, options,
+                view, run.lp_sol, run.lp_frozen, options,
                 abs_gap=_MIP_SHARE * budget, time_limit=_left(deadline), stats=stats,
             )
             stats["mip_time"] = stats.get("mip_time", 0.0) + time.perf_counter() - t

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..base import SolveOptions
-from .core import CoreModel, build_core, solve_core
+from .lp import CoreLP, LPSolution
 from .dual import loads
 from .view import Candidates, View, candidates, candidates_of, choose, slack
 
@@ -71,8 +71,8 @@ class CoreSet:
         self.extra: dict[int, set[int]] = {}  # more pairs for core clients
         self.prices: FloatArray | None = None
         self.mem: FloatArray | None = None
-        self.model: CoreModel | None = None  # the last core LP ...
-        self.x_lp: FloatArray | None = None  # ... its pair values
+        self.core_lp: CoreLP | None = None  # the core LP, grown in place
+        self.lp_sol: LPSolution | None = None  # its last solution ...
         self.lp_frozen: FloatArray | None = None  # ... and the frozen load it had
 
     # ---------------------------------------------------------------- core set
@@ -157,36 +157,34 @@ class CoreSet:
         return clients, pc.astype(np.int64), pe.astype(np.int64)
 
     def lp(self, deadline: float | None) -> bool:
-        """Solve the core LP by column generation: after each solve, core clients get
-        the pairs of their best choice at the new prices they lack, and while an
-        elastic slack is in use clients around its expert open. True when neither
-        changes anything (no slack in use). Sets the prices, the memory prices and the
-        LP solution; raises :class:`Infeasible` when nothing can relieve a slack."""
+        """Solve the core LP by column generation (one :class:`.lp.CoreLP`, grown in
+        place): after each solve, core clients get the pairs of their best choice at
+        the new prices they lack, and while an elastic slack is in use clients around
+        its expert open. True when neither changes anything (no slack in use). Sets
+        the prices, the memory prices and the LP solution; raises :class:`Infeasible`
+        when nothing can relieve a slack."""
         view = self.view
+        if self.core_lp is None:
+            self.core_lp = CoreLP(view, self.options)
+        lp = self.core_lp
         for _ in range(_LP_ROUNDS):
             clients, pc, pe = self.pairs()
             frozen = self.frozen_load()
-            model = build_core(view, clients, pc, pe, frozen)
+            lp.add_clients(clients)
+            lp.add_pairs(clients[pc], pe)
+            lp.set_frozen(frozen)
             t = time.perf_counter()
-            sol = solve_core(model, view.e, self.options, integer=False,
-                             time_limit=_left(deadline))
+            sol = lp.solve(_left(deadline))
             self.stats["lp_time"] = self.stats.get("lp_time", 0.0) + time.perf_counter() - t
             self.stats["lp_solves"] = self.stats.get("lp_solves", 0) + 1
-            if sol.status != "optimal" or sol.prices is None or sol.slack is None or sol.x is None:
+            if sol.status != "optimal":
                 raise RuntimeError(f"the core LP was not solved ({sol.status})")
-            self.prices = sol.prices
-            self.mem = None
-            if model.n_mem:
-                mem = np.zeros(view.n)
-                assert view.budget is not None and sol.mem_prices is not None
-                mem[clients[np.isfinite(view.budget[clients])]] = sol.mem_prices
-                self.mem = mem
-            self.model, self.x_lp, self.lp_frozen = model, sol.x, frozen
+            self.prices, self.mem = sol.prices, sol.mem
+            self.lp_sol, self.lp_frozen = sol, frozen
             used = np.flatnonzero(sol.slack > _SLACK_TOL * float(np.max(view.w)))
-            added = self.price_out(clients, pc, pe)
-            if sol.deficit is not None and sol.deficit.size:
-                short = model.deficit[sol.deficit > 1e-9]
-                added += self.give_all(clients[short])
+            added = self.price_out(clients)
+            if sol.short.size:
+                added += self.give_all(sol.short)
             if used.size == 0 and added == 0:
                 return True
             if used.size and self.open_around(used, sol.slack[used]) == 0 and added == 0:
@@ -209,7 +207,7 @@ class CoreSet:
             added += len(have) - before
         return added
 
-    def price_out(self, clients: IntArray, pc: IntArray, pe: IntArray) -> int:
+    def price_out(self, clients: IntArray) -> int:
         """Give core clients the pairs of their best choice at the current prices that
         the LP lacked; returns how many."""
         view, prices = self.view, self.prices
@@ -224,12 +222,13 @@ class CoreSet:
         top = candidates_of(a, min(kmax, e))
         held, _ = choose(top.val, view.cap[clients], view.kmin[clients])
         r, c = np.nonzero(held)
-        key = r.astype(np.int64) * e + top.idx[r, c]
-        have = pc.astype(np.int64) * e + pe
-        new = key[~np.isin(key, have)]
-        for cp, ex in zip((new // e).tolist(), (new % e).tolist(), strict=True):
-            self.extra.setdefault(int(clients[cp]), set()).add(int(ex))
-        return int(new.size)
+        key = clients[r].astype(np.int64) * e + top.idx[r, c]
+        assert self.core_lp is not None
+        known = self.core_lp.known
+        new = [k for k in key.tolist() if k not in known]
+        for k in new:
+            self.extra.setdefault(k // e, set()).add(k % e)
+        return len(new)
 
     def frozen_value(self) -> float:
         """Fitness of every client's current choice (the objective's scale)."""
