@@ -86,11 +86,18 @@ SAMPLE_MIN = 2000
 STALE_SHARE = 0.25
 #: Tâtonnement steps on the candidates before the first core.
 _STEPS = 12
+#: The same on a sample level (its core LP follows at once).
+_LEVEL_STEPS = 6
+#: Each sample level keeps this share of the clients of the one above.
+_SAMPLE_SHARE = 0.125
 #: First core: this many times the share of load outside the bounds, of the clients,
 #: and at least ``_CORE_MIN_PER_EXPERT`` per expert plus ``_CORE_MIN``.
 _CORE_EXCESS = 4.0
 _CORE_MIN = 200
 _CORE_MIN_PER_EXPERT = 4
+#: ... and at most this many times that minimum (a large first core costs a slow LP;
+#: a small one grows by warm re-solves).
+_CORE_MAX_FACTOR = 4
 #: Frozen clients' total Lagrangian gain at the new prices below this share of the gap
 #: budget: no further LP round, the rounding runs.
 _GAIN_SHARE = 0.25
@@ -107,7 +114,8 @@ def _left(deadline: float | None) -> float | None:
 def _first_core(run: CoreSet) -> None:
     view = run.view
     share = excess_share(view, loads(view, run.cand.idx, run.held))
-    k = max(_CORE_MIN + _CORE_MIN_PER_EXPERT * view.e, math.ceil(_CORE_EXCESS * share * view.n))
+    least = _CORE_MIN + _CORE_MIN_PER_EXPERT * view.e
+    k = max(least, min(math.ceil(_CORE_EXCESS * share * view.n), _CORE_MAX_FACTOR * least))
     run.core |= budget_breakers(view, run.cand, run.held)
     run.open_smallest(min(k, view.n))
 
@@ -117,7 +125,7 @@ def _level_prices(
 ) -> FloatArray:
     """Prices for a sample level: candidates, steps, one core LP (no rounding)."""
     cand = candidates(view, prices, m)
-    p = price_steps(view, cand, prices, steps=_STEPS)
+    p = price_steps(view, cand, prices, steps=_LEVEL_STEPS)
     cand = reprice(cand, view.w, p - prices)
     run = CoreSet(view, cand, options, {})
     if view.n <= max(SAMPLE_MIN, 16 * view.e):
@@ -137,7 +145,7 @@ def _cold_prices(
     """Prices from nested random samples, smallest first (zero for a small view)."""
     if view.n <= max(SAMPLE_MIN, 16 * view.e):
         return np.zeros(view.e)
-    sub = view.sample(rng, 0.25)
+    sub = view.sample(rng, _SAMPLE_SHARE)
     p = _cold_prices(sub, m, rng, options, levels)
     levels.append(sub.n)
     return _level_prices(sub, p, m, options)
