@@ -14,12 +14,12 @@ from numpy.typing import ArrayLike
 from ._start import heuristic_start, keep_better
 from ._validation import SEED_MAX, check_real, is_int, is_real
 from .backends.base import MIN_SOLVER_TIME, BackendOutput, SolveOptions
-from .backends.options import validate_options
+from .backends.options import AUTO, options_for, validate_options
 from .backends.registry import (
+    auto_order,
     check_supported,
     get_backend,
     list_backends,
-    min_cost_flow_order,
 )
 from .errors import InvalidProblemError, ProblemTypeError, UnsupportedProblemError
 from .labels import Labels, attach, split_labels
@@ -30,7 +30,7 @@ from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
 __all__ = ["auto_method", "evaluate_assignment", "solve_assignment"]
 
 
-def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
+def auto_method(problem: AssignmentProblem, *, priced: bool = False, proof: bool = False) -> str:
     """The fastest installed exact method for the problem's structure.
 
     Min-cost flow when the constraint matrix is totally unimodular (equal client
@@ -47,13 +47,12 @@ def auto_method(problem: AssignmentProblem, *, priced: bool = False) -> str:
     :mod:`flexassign.backends.flow.cold`).
     Otherwise the first installed exact MIP backend, in the order HiGHS, ``scipy.optimize.milp``,
     CP-SAT, then any other exact one.
-    For large weighted or knapsack problems where a proof is too slow, ``lp-round``
-    gives a feasible assignment with an LP bound (see ``docs/benchmarks.md``).
+    Weighted loads or a binding memory knapsack (hard bounds): the ``price`` method
+    (:mod:`flexassign.backends.price.method`), a feasible assignment with a true bound
+    at a gap of at most ``mip_gap`` (default 1e-4) at about greedy's pace; ``proof``
+    (``mip_gap=0``) takes the MIP order instead (``registry.auto_order``).
     """
-    mip = ["highs", "scipy", "cpsat"]
-    candidates = (
-        [*min_cost_flow_order(problem, priced=priced), *mip] if problem.is_unimodular else mip
-    )
+    candidates = auto_order(problem, priced=priced, proof=proof)
     for name in candidates:
         backend = get_backend(name)
         if backend.installed() and backend.unsupported_reason(problem) is None:
@@ -210,13 +209,19 @@ def solve_assignment(
     limit, gap, seed_, threads_, tol = _check_settings(
         time_limit, mip_gap, seed, threads, verify_tol
     )
+    ignored: list[str] = []
     if method == "auto":
-        name = auto_method(prob, priced=isinstance(options, Mapping) and "prices" in options)
+        # one list of options at every size: checked against all that auto may pick
+        checked = validate_options("auto", AUTO, options, prob)
+        priced = checked.get("prices") is not None
+        name = auto_method(prob, priced=priced, proof=gap == 0)
+        backend = get_backend(name)
+        extra, ignored = options_for(name, backend.options, checked, prob)
     else:
         name = method
-    backend = get_backend(name)
-    check_supported(backend, prob)
-    extra = validate_options(backend.name, backend.options, options, prob)
+        backend = get_backend(name)
+        check_supported(backend, prob)
+        extra = validate_options(backend.name, backend.options, options, prob)
     solve_fn = backend.load()
     opts = SolveOptions(
         time_limit=limit,
@@ -261,6 +266,8 @@ def solve_assignment(
             out = BackendOutput(Status.ERROR, message=f"{name} raised {type(exc).__name__}: {exc}")
     if start is not None:
         out = keep_better(prob, out, start)
+    if ignored:
+        out.stats["ignored_options"] = ignored
     if timed:
         out.stats["start_time"] = t_start
         assert limit is not None and opts.time_limit is not None

@@ -70,8 +70,9 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-#: Methods that take ``options["prices"]`` (a warm start) for count-based problems.
-PRICED_METHODS = ("auto", "flow", "flow-warm")
+#: Methods that take ``options["prices"]`` (a warm start): ``auto`` (every problem),
+#: the min-cost flow pair (count-based problems) and ``price`` (weighted or knapsack).
+PRICED_METHODS = ("auto", "flow", "flow-warm", "price")
 
 
 @dataclass(frozen=True)
@@ -196,11 +197,15 @@ def solve(
 ) -> AssignmentResult:
     """Solve with the configured method and limits; unsupported methods fall back to auto.
 
-    ``prices`` go to the solver as ``options["prices"]`` when the method is the
-    flow/auto path and the problem is count-based (a min-cost flow).
+    ``prices`` go to the solver as ``options["prices"]`` when the method takes them
+    for this problem: ``auto`` always (it hands them to ``flow-warm`` or ``price``),
+    ``flow``/``flow-warm`` on count-based problems, ``price`` on the others.
     """
     settings = config.solver_settings()
-    if prices is not None and config.method in PRICED_METHODS and problem.is_unimodular:
+    takes = config.method == "auto" or (
+        config.method in PRICED_METHODS and (config.method == "price") != problem.is_unimodular
+    )
+    if prices is not None and takes and prices.shape == (problem.n_experts,):
         settings["options"] = {"prices": prices}
     try:
         return solve_assignment(problem, **settings)

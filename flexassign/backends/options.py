@@ -24,7 +24,7 @@ from .._validation import check_int, check_real
 from ..errors import InvalidProblemError, ProblemTypeError
 from ..problem import AssignmentProblem
 
-__all__ = ["OptionSpec", "describe_options", "validate_options"]
+__all__ = ["AUTO", "OptionSpec", "describe_options", "options_for", "validate_options"]
 
 Checker = Callable[[str, Any, AssignmentProblem], Any]
 
@@ -178,9 +178,23 @@ def _assignment(label: str, value: Any, problem: AssignmentProblem) -> np.ndarra
 
 def _prices(label: str, value: Any, problem: AssignmentProblem) -> np.ndarray:
     e = problem.n_experts
+    if isinstance(value, str | bytes | bool | np.bool_ | Mapping):
+        raise ProblemTypeError(
+            f"`{label}` must be {e} finite expert prices (numbers); got {type(value).__name__}"
+        )
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        raw = np.full(0, np.nan)
+    if raw.dtype.kind not in "iuf" and not (
+        raw.dtype == object and all(_is_number(v) for v in raw.reshape(-1).tolist())
+    ):
+        raise ProblemTypeError(
+            f"`{label}` must be {e} finite expert prices (numbers); got dtype {raw.dtype}"
+        )
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         arr = np.full(0, np.nan)
     if arr.shape != (e,) or not np.isfinite(arr).all():
         raise InvalidProblemError(
@@ -188,6 +202,12 @@ def _prices(label: str, value: Any, problem: AssignmentProblem) -> np.ndarray:
             "result.stats['expert_prices'] of an earlier round)"
         )
     return arr
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
 
 
 def _str_mapping(label: str, value: Any) -> dict[str, Any]:
@@ -369,3 +389,91 @@ LP_ROUND = (
     ),
 )
 GREEDY: tuple[OptionSpec, ...] = ()
+PRICE = (
+    OptionSpec(
+        "prune_margin",
+        "int >= 1",
+        3,
+        "candidate experts per client beyond its capacity",
+        _int_at_least(1),
+    ),
+    OptionSpec(
+        "max_rounds",
+        "int >= 1",
+        8,
+        "rounds of core LP, MIP and bound before returning the best assignment with its gap",
+        _int_at_least(1),
+    ),
+    OptionSpec(
+        "prices",
+        "E finite floats",
+        None,
+        "expert prices from an earlier round (result.stats['expert_prices']): a warm start",
+        _prices,
+    ),
+)
+
+
+def _auto_engine(label: str, value: Any, problem: AssignmentProblem) -> str:
+    engine = _engine(label, value, problem)
+    if engine == "ssp":
+        import importlib.util
+
+        if importlib.util.find_spec("numba") is None:
+            raise InvalidProblemError(f"`{label}`='ssp' needs numba (pip install numba)")
+    return engine
+
+
+def _union(*groups: tuple[OptionSpec, ...]) -> tuple[OptionSpec, ...]:
+    """The options of several backends, each name once (the first declaration's
+    checker; every backend checks the same name the same way), defaults left unset:
+    the backend ``auto`` picks fills in its own."""
+    seen: dict[str, OptionSpec] = {}
+    for group in groups:
+        for spec in group:
+            if spec.name not in seen:
+                seen[spec.name] = OptionSpec(spec.name, spec.kind, None, spec.help, spec.check)
+    return tuple(seen.values())
+
+
+#: What ``method="auto"`` accepts, whatever backend it picks: every option of the
+#: backends it may pick (the min-cost flow family, the price method, HiGHS), so that
+#: a call never starts failing when the problem grows by one client. The chosen
+#: backend gets the ones it declares (:func:`options_for`); the others are ignored.
+AUTO = _union(
+    FLOW,
+    tuple(
+        OptionSpec(s.name, s.kind, s.default, s.help, _auto_engine if s.name == "engine" else s.check)
+        for s in FLOW_WARM
+    ),
+    PRICE,
+    HIGHS,
+)
+
+
+def options_for(
+    backend: str,
+    specs: tuple[OptionSpec, ...] | None,
+    checked: Mapping[str, Any],
+    problem: AssignmentProblem,
+) -> tuple[dict[str, Any], list[str]]:
+    """Options checked against :data:`AUTO` handed to the backend ``auto`` picked: the
+    ones it declares (its defaults for the rest) and the names it ignores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexassign import AssignmentProblem
+    >>> from flexassign.backends.registry import get_backend
+    >>> p = AssignmentProblem(np.ones((2, 2)))
+    >>> got = validate_options("auto", AUTO, {"prune": False, "engine": "ortools"}, p)
+    >>> options_for("flow", get_backend("flow").options, got, p)[1]
+    ['engine']
+    """
+    given = {k: v for k, v in checked.items() if v is not None}
+    if specs is None:
+        return given, []
+    names = {s.name for s in specs}
+    ignored = sorted(k for k in given if k not in names)
+    out = {s.name: given.get(s.name, s.default) for s in specs}
+    return out, ignored

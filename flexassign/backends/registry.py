@@ -22,6 +22,7 @@ from .options import OptionSpec
 
 __all__ = [
     "Backend",
+    "auto_order",
     "available_backends",
     "compiled_engine_installed",
     "compiled_kernel",
@@ -208,6 +209,29 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
     return ["flow-warm", "flow"] if warm else ["flow", "flow-warm"]
 
 
+#: MIP backends ``auto`` tries, in order, when no faster method applies.
+AUTO_MIP = ("highs", "scipy", "cpsat")
+
+
+def auto_order(
+    problem: AssignmentProblem, *, priced: bool = False, proof: bool = False
+) -> list[str]:
+    """The backends ``auto`` tries for ``problem``, in order (the first installed one
+    that supports it runs).
+
+    Totally unimodular problems: the min-cost flow family
+    (:func:`min_cost_flow_order`), exact. Weighted loads or a binding memory knapsack
+    with hard load bounds: the ``price`` method (a feasible assignment with a true
+    bound, stopped at ``mip_gap``, default 1e-4), unless ``proof`` (``mip_gap=0``)
+    asks for a proven optimum, which takes the MIP backends. Soft bounds: MIP.
+    """
+    if problem.is_unimodular:
+        return [*min_cost_flow_order(problem, priced=priced), *AUTO_MIP]
+    if proof or problem.is_soft:
+        return list(AUTO_MIP)
+    return ["price", *AUTO_MIP]
+
+
 def compiled_kernel(name: str) -> Any:
     """The compiled function ``name`` of :mod:`flexassign.backends.flow.ssp_kernel`, or
     ``None`` when numba is missing or broken (callers then run their NumPy code, which
@@ -245,6 +269,7 @@ def check_supported(backend: Backend, problem: AssignmentProblem) -> None:
 _MODULES = {
     "flow": "flexassign.backends.flow.cold",
     "flow-warm": "flexassign.backends.flow.warm",
+    "price": "flexassign.backends.price.method",
     "pyomo": "flexassign.backends.pyomo_model",
     "scipy": "flexassign.backends.scipy_milp",
 }
@@ -322,6 +347,17 @@ _BUILTINS: tuple[tuple[str, tuple[str, ...], str, str, tuple[OptionSpec, ...], s
         "weighted knapsack soft time_limit",
         _opts.SCIPY,
         "MIP through scipy.optimize.milp (no extra dependency)",
+    ),
+    (
+        "price",
+        ("highspy",),
+        "heuristic",
+        "weighted knapsack",
+        _opts.PRICE,
+        "expert prices (Lagrangian dual, warm-started from options['prices']), each "
+        "client's choice at them, the uncertain core solved by HiGHS; a true price "
+        "bound and gap (default 1e-4, mip_gap); auto's choice for weighted and knapsack "
+        "problems",
     ),
     (
         "lp-round",

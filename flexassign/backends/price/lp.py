@@ -1,0 +1,241 @@
+r"""The core LP, kept in one HiGHS object and grown in place (warm-started re-solves).
+
+The core LP (the model of :mod:`.core`, without integrality) changes between solves
+only by growing: clients join the core (a count row, a memory row, their pairs),
+pairs join by column generation, and the frozen load moves the load rows' bounds.
+HiGHS keeps its basis across such changes, so a re-solve after a few new columns
+takes a few simplex iterations where a fresh solve takes thousands.
+
+Layout: rows are the :math:`E` load rows first, then one count row (and one memory
+row, with a knapsack) per core client in the order they joined; columns are the
+:math:`2E` elastic slacks first, then pairs and deficit columns as they come. Costs
+(minimised) are minus the fitness, shifted by the midpoint of the client's free
+fitness where its count is forced, times a power of two fixed at construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import _highs
+from ..base import SolveOptions
+from .view import View
+
+__all__ = ["CoreLP", "LPSolution"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+@dataclass
+class LPSolution:
+    """One solve of the core LP, in view terms."""
+
+    status: str
+    clients: IntArray  # the core clients (view-local rows), sorted
+    pair_client: IntArray  # position in ``clients`` of each pair
+    pair_expert: IntArray
+    x: FloatArray  # pair values
+    prices: FloatArray  # per unit of load
+    mem: FloatArray | None  # per view client (0 outside the core), with a knapsack
+    slack: FloatArray  # s^- + s^+ per expert
+    short: IntArray  # core clients (view-local) whose deficit column is in use
+
+
+def _row_extremes(view: View, rows: IntArray) -> tuple[FloatArray, FloatArray]:
+    """Largest and smallest free fitness per client (0 where it has none)."""
+    a = view.adjusted(rows, np.zeros(view.e))
+    has = np.isfinite(a).any(axis=1)
+    hi = np.where(has, np.where(np.isfinite(a), a, -np.inf).max(axis=1), 0.0)
+    lo = np.where(has, np.where(np.isfinite(a), a, np.inf).min(axis=1), 0.0)
+    return hi, lo
+
+
+class CoreLP:
+    """The growing core LP of one view."""
+
+    def __init__(self, view: View, options: SolveOptions) -> None:
+        import highspy
+
+        self.view = view
+        e = view.e
+        self.inf = highspy.kHighsInf
+        fit = view.fitness
+        rows = view.rows
+        sample = fit if rows is None else fit[rows]
+        peak = float(max(np.abs(sample.max()), np.abs(sample.min())))
+        span = float(sample.max() - sample.min())
+        self.scale_exp = 0 if peak == 0.0 else -math.frexp(peak)[1] + 1
+        w_min = float(np.min(view.w)) if view.n else 1.0
+        self.penalty = 4.0 * math.ldexp(span, self.scale_exp) / w_min + 4.0
+        h = _highs.new_highs(options)
+        h.setOptionValue("presolve", "off")
+        self.h = h
+        self.threads = _highs.threads_of(options)
+        nz = np.zeros(0, dtype=np.int32)
+        h.addRows(e, np.full(e, -self.inf), np.full(e, self.inf), 0, nz, nz, np.zeros(0))
+        ex = np.arange(e, dtype=np.int32)
+        starts = np.arange(2 * e, dtype=np.int32)
+        h.addCols(
+            2 * e,
+            np.full(2 * e, self.penalty),
+            np.zeros(2 * e),
+            np.full(2 * e, self.inf),
+            2 * e,
+            starts,
+            np.concatenate([ex, ex]),
+            np.concatenate([np.ones(e), -np.ones(e)]),
+        )
+        self.n_rows = e
+        self.n_cols = 2 * e
+        self.count_row = np.full(view.n, -1, dtype=np.int64)
+        self.mem_row = np.full(view.n, -1, dtype=np.int64)
+        self.alpha = np.zeros(view.n)
+        self.pair_keys: list[IntArray] = []  # key = client * E + expert, per pair column
+        self.known: set[int] = set()
+        self.deficit_of: list[int] = []  # client of each deficit column, in order
+        self.deficit_cols: list[int] = []
+
+    # ------------------------------------------------------------------ growth
+    def add_clients(self, rows: IntArray) -> None:
+        """Count (and memory) rows for the clients ``rows`` not yet in the LP."""
+        view = self.view
+        rows = rows[self.count_row[rows] < 0]
+        if rows.size == 0:
+            return
+        hi, lo = _row_extremes(view, rows)
+        forced = view.kmin[rows] >= view.cap[rows]
+        self.alpha[rows] = np.where(forced, 0.5 * hi + 0.5 * lo, 0.0)
+        k = rows.size
+        nz = np.zeros(0, dtype=np.int32)
+        self.h.addRows(
+            k,
+            view.kmin[rows].astype(np.float64),
+            view.cap[rows].astype(np.float64),
+            0,
+            nz,
+            nz,
+            np.zeros(0),
+        )
+        self.count_row[rows] = self.n_rows + np.arange(k)
+        self.n_rows += k
+        if view.size is not None and view.budget is not None:
+            has = rows[np.isfinite(view.budget[rows])]
+            if has.size:
+                self.h.addRows(
+                    has.size,
+                    np.full(has.size, -self.inf),
+                    view.budget[has],
+                    0,
+                    nz,
+                    nz,
+                    np.zeros(0),
+                )
+                self.mem_row[has] = self.n_rows + np.arange(has.size)
+                self.n_rows += has.size
+            need = rows[view.kmin[rows] > 0]
+            if need.size:  # a deficit column keeps a forced count feasible
+                self.h.addCols(
+                    need.size,
+                    np.full(need.size, self.penalty),
+                    np.zeros(need.size),
+                    np.full(need.size, self.inf),
+                    need.size,
+                    np.arange(need.size, dtype=np.int32),
+                    self.count_row[need].astype(np.int32),
+                    np.ones(need.size),
+                )
+                self.deficit_of.extend(need.tolist())
+                self.deficit_cols.extend(range(self.n_cols, self.n_cols + need.size))
+                self.n_cols += need.size
+
+    def add_pairs(self, rows: IntArray, experts: IntArray) -> int:
+        """Columns for the pairs (view-local rows) not yet in the LP; how many new."""
+        view = self.view
+        e = view.e
+        keys = rows.astype(np.int64) * e + experts
+        keys = np.unique(keys)
+        if self.known:
+            keys = keys[[int(k) not in self.known for k in keys.tolist()]]
+        if keys.size == 0:
+            return 0
+        r = keys // e
+        x = keys % e
+        self.add_clients(np.unique(r))
+        score = view.scores(r, x)
+        cost = -np.ldexp(score - self.alpha[r], self.scale_exp)
+        q = keys.size
+        mem = self.mem_row[r]
+        has_mem = mem >= 0
+        per = 2 + has_mem.astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(per)[:-1]]).astype(np.int32)
+        nnz = int(per.sum())
+        idx = np.empty(nnz, dtype=np.int32)
+        val = np.empty(nnz)
+        idx[starts] = self.count_row[r]
+        val[starts] = 1.0
+        idx[starts + 1] = x
+        val[starts + 1] = view.w[r]
+        if has_mem.any():
+            assert view.size is not None
+            at = starts[has_mem] + 2
+            idx[at] = mem[has_mem]
+            val[at] = view.size[x[has_mem]]
+        self.h.addCols(q, cost, np.zeros(q), np.ones(q), nnz, starts, idx, val)
+        self.pair_keys.append(keys)
+        self.known.update(keys.tolist())
+        self.n_cols += q
+        return q
+
+    def set_frozen(self, frozen_load: FloatArray) -> None:
+        """Load rows' bounds: what the frozen clients leave."""
+        view = self.view
+        lo = view.lo - frozen_load
+        hi = np.where(np.isfinite(view.hi), view.hi - frozen_load, self.inf)
+        e = view.e
+        self.h.changeRowsBounds(e, np.arange(e, dtype=np.int32), lo, hi)
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, time_limit: float | None) -> LPSolution:
+        view = self.view
+        e = view.e
+        h = self.h
+        if time_limit is not None:
+            h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
+        _highs.run(h, self.threads)
+        status = _highs.outcome(h)
+        keys = np.concatenate(self.pair_keys) if self.pair_keys else np.zeros(0, np.int64)
+        r, pe = keys // e, keys % e
+        clients = np.flatnonzero(self.count_row >= 0)
+        pos = np.full(view.n, -1)
+        pos[clients] = np.arange(clients.size)
+        sol: Any = h.getSolution()
+        empty = np.zeros(0)
+        if status != "optimal" or not sol.value_valid or not sol.dual_valid:
+            return LPSolution(
+                status, clients, pos[r], pe, empty, empty, None, empty, empty.astype(np.int64)
+            )
+        v = np.asarray(sol.col_value, dtype=np.float64)
+        y = -np.asarray(sol.row_dual, dtype=np.float64)
+        prices = np.ldexp(y[:e], -self.scale_exp)
+        mem = None
+        if view.size is not None:
+            mem = np.zeros(view.n)
+            has = self.mem_row >= 0
+            mem[has] = np.maximum(np.ldexp(y[self.mem_row[has]], -self.scale_exp), 0.0)
+        slack = v[:e] + v[e : 2 * e]
+        x = np.empty(keys.size)
+        first = 2 * e
+        deficit_set = set(self.deficit_cols)
+        pair_cols = [c for c in range(first, self.n_cols) if c not in deficit_set]
+        x[:] = v[np.asarray(pair_cols, dtype=np.int64)] if pair_cols else empty
+        short = np.zeros(0, dtype=np.int64)
+        if self.deficit_cols:
+            dv = v[np.asarray(self.deficit_cols)]
+            short = np.asarray(self.deficit_of, dtype=np.int64)[dv > 1e-9]
+        return LPSolution(status, clients, pos[r], pe, x, prices, mem, slack, short)

@@ -1,0 +1,163 @@
+"""The price method (``method="price"``) and ``auto`` on weighted and knapsack problems.
+
+Every bound the method reports must be true: on small problems HiGHS proves the
+optimum and the bound must not lie below it (nor the objective above it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flexassign import AssignmentProblem, Status, solve_assignment
+from flexassign.alignment.config import PlannerConfig
+from flexassign.alignment.policies import solve as policy_solve
+from flexassign.errors import InvalidProblemError, ProblemTypeError
+
+pytest.importorskip("highspy")
+
+
+def _weighted(n: int, e: int, seed: int, *, exact: bool = False) -> AssignmentProblem:
+    rng = np.random.default_rng(seed)
+    w = np.round(rng.lognormal(3.0, 0.8, size=n)) + 1
+    cap = rng.choice([1, 2, 3], size=n)
+    return AssignmentProblem.balanced(
+        rng.random((n, e)), capacity=cap, tolerance=0.15, client_weight=w, exact_capacity=exact
+    )
+
+
+def _knapsack(n: int, e: int, seed: int) -> AssignmentProblem:
+    rng = np.random.default_rng(seed)
+    cap = rng.choice([1, 2, 3], size=n)
+    size = 1.0 + (np.arange(e) % 2)  # sizes 1 and 2: the budgets bind
+    return AssignmentProblem.balanced(
+        rng.random((n, e)),
+        capacity=cap,
+        tolerance=0.2,
+        expert_size=size,
+        client_budget=np.ceil(cap * rng.uniform(1.2, 1.8, size=n)),
+    )
+
+
+def _tol(value: float) -> float:
+    return 1e-7 * max(1.0, abs(value))
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("kind", ["weighted", "weighted-exact", "knapsack"])
+def test_bound_is_true_against_the_highs_optimum(kind: str, seed: int) -> None:
+    n, e = (14 + 3 * seed, 3 + seed % 4)
+    if kind == "knapsack":
+        p = _knapsack(n, e, seed)
+    else:
+        p = _weighted(n, e, seed, exact=kind.endswith("exact"))
+    ref = solve_assignment(p, method="highs", mip_gap=0.0)
+    res = solve_assignment(p, method="price")
+    if ref.status is Status.INFEASIBLE:
+        assert not res.success
+        return
+    assert ref.status is Status.OPTIMAL
+    assert res.success, res.message
+    assert res.objective <= ref.objective + _tol(ref.objective)
+    assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)
+    assert res.gap is not None and res.gap >= 0.0
+    if res.status is Status.OPTIMAL:
+        assert abs(res.objective - ref.objective) <= _tol(ref.objective)
+
+
+def test_default_gap_and_prices_on_a_larger_weighted_problem() -> None:
+    p = _weighted(6000, 16, 3)
+    res = solve_assignment(p, method="price")
+    assert res.success and res.status in (Status.FEASIBLE, Status.OPTIMAL)
+    assert res.gap is not None and res.gap <= 1e-4
+    prices = res.stats["expert_prices"]
+    assert prices.shape == (16,) and np.isfinite(prices).all()
+    # warm start: the next round's fitness drifts a little
+    rng = np.random.default_rng(9)
+    p2 = p.replace(fitness=np.clip(p.fitness + 0.01 * rng.standard_normal(p.shape), 0, 1))
+    warm = solve_assignment(p2, method="price", options={"prices": prices})
+    assert warm.success and warm.stats["price_source"] == "options"
+    assert "stale_prices" not in warm.stats
+    assert warm.gap is not None and warm.gap <= 1e-4
+
+
+def test_auto_takes_the_price_method_for_weighted_and_knapsack_problems() -> None:
+    for p in (_weighted(200, 6, 1), _knapsack(200, 6, 2)):
+        res = solve_assignment(p)
+        assert res.method == "price" and res.success
+        assert res.bound is not None and res.gap is not None
+        assert res.status in (Status.FEASIBLE, Status.OPTIMAL)
+        # a proof is asked for with mip_gap=0: a MIP backend
+        assert solve_assignment(p, mip_gap=0.0).method in ("highs", "scipy", "cpsat")
+
+
+def test_auto_passes_prices_to_the_price_method() -> None:
+    p = _weighted(300, 6, 4)
+    first = solve_assignment(p)
+    again = solve_assignment(p, options={"prices": first.stats["expert_prices"]})
+    assert again.method == "price" and again.stats["price_source"] == "options"
+    assert again.success
+
+
+def test_prices_of_another_problem_start_cold_or_stay_true() -> None:
+    p = _weighted(400, 8, 5)
+    wild = np.random.default_rng(1).normal(0.0, 0.05, 8)  # far off: loads go anywhere
+    res = solve_assignment(p, method="price", options={"prices": wild})
+    assert res.success
+    assert "stale_prices" in res.stats
+    ref = solve_assignment(p, method="price")
+    assert res.bound is not None and ref.bound is not None
+    assert res.objective <= min(res.bound, ref.bound) + _tol(res.bound)
+
+
+@pytest.mark.parametrize("method", ["price", "auto", "flow", "flow-warm"])
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ("1,2,3", ProblemTypeError),
+        (True, ProblemTypeError),
+        ([True, False, True], ProblemTypeError),
+        (["a", "b", "c"], ProblemTypeError),
+        ([1.0, 2.0], InvalidProblemError),
+        ([1.0, np.nan, 2.0], InvalidProblemError),
+    ],
+)
+def test_bad_prices_raise_naming_prices(method: str, bad: object, error: type) -> None:
+    p = AssignmentProblem.balanced(np.random.default_rng(0).random((12, 3)), capacity=1)
+    if method == "price":
+        p = p.replace(client_weight=np.arange(1.0, 13.0))
+    with pytest.raises(error, match=r"`options\['prices'\]`"):
+        solve_assignment(p, method=method, options={"prices": bad})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"prune": False}, {"engine": "ortools"}, {"prune_margin": 2, "max_rounds": 5}],
+)
+def test_autos_options_do_not_change_with_size(options: dict) -> None:
+    """Issue 21 item 5: the same call works on both sides of auto's switch."""
+    rng = np.random.default_rng(1)
+    for n in (499, 500, 501, 2000):
+        p = AssignmentProblem.balanced(rng.random((n, 8)), capacity=2, tolerance=0.1)
+        res = solve_assignment(p, options=options)
+        assert res.status is Status.OPTIMAL, (n, res.message)
+    w = _weighted(499, 8, 2)
+    assert solve_assignment(w, options=options).success
+
+
+def test_auto_rejects_unknown_options_at_every_size() -> None:
+    rng = np.random.default_rng(2)
+    for n in (10, 499, 500, 5000):
+        p = AssignmentProblem.balanced(rng.random((n, 8)), capacity=2, tolerance=0.1)
+        with pytest.raises(InvalidProblemError, match=r"`options\['bogus'\]` for method 'auto'"):
+            solve_assignment(p, options={"bogus": 1})
+
+
+def test_planner_policy_hands_prices_to_weighted_problems() -> None:
+    p = _knapsack(300, 6, 7)
+    assert not p.is_unimodular
+    cfg = PlannerConfig(num_experts=6)
+    first = policy_solve(p, cfg)
+    assert first.method == "price"
+    again = policy_solve(p, cfg, first.stats["expert_prices"])
+    assert again.stats["price_source"] == "options" and again.success
