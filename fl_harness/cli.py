@@ -259,7 +259,7 @@ def _missing_extra(exc: ImportError) -> int | None:
     if name not in _TORCH_EXTRA:
         return None
     print(f"fl-harness: error: needs the torch extra (module {name!r} is missing): "
-          'pip install "flexassign[torch]"', file=sys.stderr)
+          'pip install -e ".[torch]" -c constraints.txt (from a clone)', file=sys.stderr)
     return 2
 
 
