@@ -94,3 +94,16 @@ def test_torch_hints_carry_the_cpu_constraint() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if re.search(r"pip install[^\n]*\.\[[\w,-]*(torch|all)", line):
                 assert "-c constraints.txt" in line, f"{path.relative_to(ROOT)}: {line.strip()}"
+
+
+def test_flower_pin_is_in_the_tested_range_and_checked_in_ci() -> None:
+    specifiers = pytest.importorskip("packaging.specifiers")
+    constraints = (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    pinned = re.search(r"^flwr==([\d.]+)$", constraints, re.M)
+    assert pinned, "constraints.txt pins the Flower version CI tests"
+    (flower,) = PROJECT["optional-dependencies"]["flower"]
+    allowed = specifiers.SpecifierSet(flower.split("]", 1)[1])
+    assert pinned.group(1) in allowed, (pinned.group(1), str(allowed))
+    assert "1.42.0" in allowed  # issue 23: 1.42 resolves and passes the Flower tests
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "constraints.txt" in ci and 'm.version("flwr")' in ci
