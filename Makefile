@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[all]"
+	$(BIN)/python -m flexassign warmup   # compile flow-warm's kernels once, now (numba)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "--peers",
         action="store_true",
         help="with --speed: add OR-Tools on the full graph and POT (pip install "
-        "'flexassign[bench]') as peers",
+        "-e '.[bench]' -c constraints.txt) as peers",
     )
     ap.add_argument("--sizes", help="comma-separated NxE list (default: the suite's)")
     ap.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from flexassign import __version__
 from flexassign._cli import ArgumentParser, UsageError, json_object, run_cli
 from flexassign._files import jsonable
+from flexassign._logging import configure as configure_logging
 
 from .config import DEFAULT_LR, FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
 from .data import BUILTIN_DATASETS
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fl-harness",
         description="Federated MoE simulation driven by the flexassign planner.")
     parser.add_argument("--version", action="version", version=f"fl-harness {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log the planner and solver (-vv: more)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one experiment")
     _add_common(run)
@@ -330,7 +334,7 @@ def _missing_extra(exc: ImportError) -> int | None:
     if name not in _TORCH_EXTRA:
         return None
     print(f"fl-harness: error: needs the torch extra (module {name!r} is missing): "
-          'pip install "flexassign[torch]"', file=sys.stderr)
+          'pip install -e ".[torch]" -c constraints.txt (from a clone)', file=sys.stderr)
     return 2
 
 
@@ -360,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        configure_logging(args.verbose)
     cfg = config_from_args(args)
     _check_out(args.out)
     if args.command == "run":

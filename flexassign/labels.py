@@ -20,7 +20,7 @@ Arrays in work exactly as before; the labels are then the positions ``0..N-1``
 and ``0..E-1``. pandas is imported only by
 :meth:`~flexassign.AssignmentResult.to_frame` and friends, and only inspected when
 the caller has already imported it, so ``import flexassign`` never loads it (install
-it with the ``labels`` extra: ``pip install "flexassign[labels]"``).
+it with the ``labels`` extra: ``pip install -e ".[labels]" -c constraints.txt`` from a clone).
 
 Examples
 --------
@@ -65,7 +65,7 @@ CLIENT_ARGS = ("capacity", "min_experts", "client_weight", "client_budget")
 EXPERT_ARGS = ("expert_min_load", "expert_max_load", "expert_size")
 PAIR_ARGS = ("allowed", "fixed")
 
-_PANDAS_HINT = 'this needs pandas: pip install "flexassign[labels]"'
+_PANDAS_HINT = 'this needs pandas: pip install -e ".[labels]" -c constraints.txt'
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ else the configured ``default_capacity``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from .capacity import CapacityLimits, ClientProfile, capacity_limits
 from .config import PlannerConfig
 
 __all__ = ["ClientRegistry", "check_id", "check_ids", "id_from_json", "id_to_json"]
+
+_LOG = logging.getLogger(__name__)
 
 
 def _saveable(value: Any) -> bool:
@@ -162,6 +165,7 @@ class ClientRegistry:
     def count_dropouts(self, client_ids: Iterable[Hashable]) -> None:
         for c in client_ids:
             self.dropouts[c] = self.dropouts.get(c, 0) + 1
+            _LOG.info("client %r sent no feedback this round (dropout %d)", c, self.dropouts[c])
 
     # ----------------------------------------------------------------- state
     def to_dict(self) -> dict[str, Any]:

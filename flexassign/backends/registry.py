@@ -80,7 +80,7 @@ class Backend:
     requires : tuple of str
         Import names of the packages it needs.
     extra : str or None
-        The pip extra that installs them (``pip install flexassign[extra]``).
+        The pip extra that installs them (``pip install -e ".[<extra>]"`` from a clone).
     kind : str
         ``"exact"`` (proves optimality), ``"heuristic"`` (feasible, no proof) or
         ``"baseline"`` (may break constraints on purpose, like greedy top-k).
@@ -129,7 +129,7 @@ class Backend:
         if not self.installed():
             missing = [m for m in self.requires if not _has_module(m)]
             hint = (
-                f"pip install 'flexassign[{self.extra}]'"
+                f'pip install -e ".[{self.extra}]" -c constraints.txt (from a clone)'
                 if self.extra
                 else "pip install " + (" ".join(missing))
             )

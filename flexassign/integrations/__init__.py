@@ -13,9 +13,9 @@ Framework-neutral (numpy and flexassign only; no Flower, no torch):
 Framework-specific, each the only place that imports its framework, so ``import
 flexassign`` never pulls in Flower, torch or Ray:
 
-* :mod:`flexassign.integrations.flower` -- a Flower (``flwr>=1.41,<1.42``) server
+* :mod:`flexassign.integrations.flower` -- a Flower (``flwr>=1.41,<1.43``) server
   strategy and client helpers built on Flower's Message API (install the ``flower``
-  extra: ``pip install "flexassign[flower,torch]"``);
+  extra: ``pip install -e ".[flower,torch]" -c constraints.txt`` from a clone);
 * :mod:`flexassign.integrations.torch_client` -- client-side PyTorch helpers (strict
   loading, routers restricted to held experts, per-expert feedback); torch is
   imported lazily, and the server never imports it.

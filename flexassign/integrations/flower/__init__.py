@@ -1,8 +1,8 @@
-"""FLEX-MoE for Flower (``flwr>=1.41,<1.42``, Message API), for any MoE model.
+"""FLEX-MoE for Flower (``flwr>=1.41,<1.43``, Message API), for any MoE model.
 
-Install with ``pip install "flexassign[flower]"``. This package imports only numpy,
-Flower and flexassign (never torch, never :mod:`fl_harness`); the rest of flexassign
-never imports Flower.
+Install with ``pip install -e ".[flower]" -c constraints.txt`` (from a clone). This
+package imports only numpy, Flower and flexassign (never torch, never
+:mod:`fl_harness`); the rest of flexassign never imports Flower.
 
 * :class:`FlexMoEStrategy` -- server strategy: profiles nodes, samples, plans with
   :class:`flexassign.alignment.Planner`, sends each node only its experts, checks and
@@ -34,7 +34,8 @@ try:
     import flwr  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "flexassign.integrations.flower needs Flower: pip install 'flexassign[flower]'"
+        "flexassign.integrations.flower needs Flower: pip install -e '.[flower]' "
+        "-c constraints.txt (from a clone)"
     ) from exc
 
 from ..layout import ExpertLayout, LayoutError
