@@ -52,11 +52,13 @@ SETTINGS: tuple[tuple[str, str, int, int], ...] = (
     ("mnist1d", "starved", 25, 5),
 )
 #: Fixed ``personal_accuracy`` targets of rounds-to-target, per ``dataset-regime``, set
-#: from the tuning seeds before the study (docs/results.md, "Rounds to target").
+#: before the study from the tuning seeds: 0.9 x the mean of flex's and greedy's last-3
+#: personal accuracy (``--tune`` seeds 100-101 for synthetic-capacity, ``--targets`` seed
+#: 100 elsewhere; mnist5k-capacity: greedy, seed 100, alone), rounded down to 0.05.
 TARGETS: dict[str, float] = {
-    "synthetic-capacity": 0.80, "mnist5k-capacity": 0.80,
-    "digits-default": 0.75, "mnist1d-default": 0.50,
-    "digits-starved": 0.75, "mnist1d-starved": 0.50,
+    "synthetic-capacity": 0.75, "mnist5k-capacity": 0.85,
+    "digits-default": 0.75, "mnist1d-default": 0.35,
+    "digits-starved": 0.65, "mnist1d-starved": 0.30,
 }
 METRICS = ("personal_accuracy", "newcomer_accuracy", "global_accuracy", "pool_accuracy",
            "personal_accuracy_plan", "newcomer_accuracy_plan", "fitness_rank_corr")
@@ -299,6 +301,9 @@ def targets(df: pd.DataFrame) -> list[str]:
     def yes(ok: bool) -> str:
         return "**met**" if ok else "**not met**"
 
+    def verdict(ok: bool, n: int) -> str:
+        return yes(ok) if n >= 2 else "n/a (fewer than 2 seeds)"
+
     for setting in ("synthetic-capacity", "mnist5k-capacity"):
         if setting not in set(df.setting):
             out.append(f"- {setting}: not run")
@@ -306,10 +311,10 @@ def targets(df: pd.DataFrame) -> list[str]:
         for m in ("personal_accuracy", "newcomer_accuracy"):
             txt, d, lo, _, n = _diff(df, setting, "flex", "greedy", m)
             out.append(f"- {setting}, {SHORT[m]}: flex − greedy = {txt} (n={n}); target "
-                       f">= +2.7: {yes(d >= 0.027)}")
+                       f">= +2.7: {verdict(d >= 0.027, n)}")
             txt, d, lo, _, n = _diff(df, setting, "flex", "balance", m)
             out.append(f"- {setting}, {SHORT[m]}: flex − balance = {txt} (n={n}); target "
-                       f"> 0: {yes(d > 0)}{' (interval excludes 0)' if lo > 0 else ''}")
+                       f"> 0: {verdict(d > 0, n)}{' (interval excludes 0)' if lo > 0 else ''}")
         f = df[(df.setting == setting) & (df.strategy == "flex")]
         cv, rc = float(f.utilization_cv.mean()), float(f.fitness_rank_corr.mean())
         out.append(f"- {setting}: flex utilization CV {cv:.3f} (target <= 0.05: "
@@ -327,7 +332,7 @@ def targets(df: pd.DataFrame) -> list[str]:
             continue
         txt, d, _, _, n = _diff(df, setting, "flex", "greedy", "personal_accuracy")
         out.append(f"- {setting}, personal: flex − greedy = {txt} (n={n}); target: within 1 "
-                   f"point (>= -1.0): {yes(d >= -0.01)}")
+                   f"point (>= -1.0): {verdict(d >= -0.01, n)}")
     return [*out, ""]
 
 
