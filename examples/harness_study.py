@@ -336,13 +336,31 @@ def targets(df: pd.DataFrame) -> list[str]:
     return [*out, ""]
 
 
+def curves(out: Path) -> pd.DataFrame:
+    """Every evaluated round of every run (the metrics, utilization CV and churn): with
+    ``runs.csv`` enough to recompute the report without the per-run folders."""
+    rows = []
+    for f in sorted(out.glob("*/*/result.json")):
+        d = json.loads(f.read_text())
+        for r in d["rounds"]:
+            if r.get("personal_accuracy") is None:
+                continue
+            rows.append({"setting": f.parent.parent.name, "run": f.parent.name,
+                         "strategy": d["strategy"], "seed": d["seed"], "round": r["round"],
+                         **{m: r.get(m) for m in METRICS},
+                         "utilization_cv": r["utilization_cv"],
+                         "assignment_churn": r["assignment_churn"]})
+    return pd.DataFrame(rows)
+
+
 def write_report(out: Path, by: str = "strategy") -> None:
-    """``report.md`` and ``runs.csv`` from the saved runs."""
+    """``report.md``, ``runs.csv`` and ``curves.csv`` from the saved runs."""
     df = load_runs(out)
     if df.empty:
         print(f"no runs under {out}")
         return
     df.drop(columns=["personal_curve"]).to_csv(out / "runs.csv", index=False)
+    curves(out).to_csv(out / "curves.csv", index=False)
     text = report(df, by)
     (out / "report.md").write_text(text)
     print(text)
