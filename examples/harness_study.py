@@ -251,7 +251,7 @@ def rounds_to_target(df: pd.DataFrame, setting: str, st: str) -> tuple[float, in
     s = df[(df.setting == setting) & (df.strategy == st)]
     if s.empty:
         return math.nan, 0, 0
-    level = float(s.target.iloc[0])
+    level = TARGETS.get(setting, float(s.target.iloc[0]))
     cap = float(s.rounds.iloc[0] + s.eval_every.iloc[0])
     r = [first_reach(c, level, cap) for c in s.personal_curve]
     return float(np.mean(r)), int(sum(v < cap for v in r)), len(r)
