@@ -3,6 +3,8 @@
     python examples/harness_study.py --out docs/results/study19   # the study (~1 h, 2 workers)
     python examples/harness_study.py --smoke --out runs/smoke     # the same pipeline, tiny
     python examples/harness_study.py --tune --out runs/tune19     # tuning seeds only
+    python examples/harness_study.py --targets --out runs/targets19   # the fixed targets
+    python examples/harness_study.py --lr-sweep --out runs/lr-sweep   # `full`, 3 step sizes
     python examples/harness_study.py --report-only --out docs/results/study19
 
 Protocol (issue 19): probe deployment (``deploy="probe"``: every client and newcomer
@@ -167,6 +169,19 @@ def tune_jobs(out: Path, variants: Sequence[str], datasets: Sequence[str] = ("sy
     return jobs
 
 
+def lr_sweep_jobs(out: Path) -> list[Job]:
+    """The ``full`` reference per dataset at three learning rates, seeds 100-102, 30 rounds
+    (docs/harness.md, "Learning rate")."""
+    jobs = []
+    for ds in ("mnist1d", "digits", "synthetic"):
+        for lr in (0.02, 0.05, 0.1):
+            for seed in (100, 101, 102):
+                jobs.append((str(out / f"{ds}-lr{lr}" / f"full-s{seed}"),
+                             {"dataset": ds, "strategy": "full", "lr": lr, "seed": seed,
+                              "rounds": 30, "eval_every": 5}))
+    return jobs
+
+
 # ----------------------------------------------------------------------------- analysis
 def _last(rounds: list[dict[str, Any]], metric: str, n: int = LAST) -> float:
     vals = [r[metric] for r in rounds if r.get(metric) is not None]
@@ -261,7 +276,7 @@ def report(df: pd.DataFrame, by: str = "strategy") -> str:
     """The markdown report: per setting, the metrics (points, mean ± std over seeds),
     utilization CV, churn, rank correlation, rounds to target; paired differences of flex
     against greedy and balance; then the issue's targets."""
-    keys = [k for k in dict.fromkeys((*STRATEGIES, *TUNE_VARIANTS)) if k in set(df[by])]
+    keys = [k for k in dict.fromkeys((*STRATEGIES, *TUNE_VARIANTS, "full")) if k in set(df[by])]
     lines = ["# Harness study report (issue 19 protocol)", "",
              f"Every metric is the mean of the last {LAST} evaluations; accuracies in points "
              "(mean ± std over seeds); paired differences per seed with 95% t-intervals "
@@ -380,11 +395,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--targets", action="store_true",
                    help="flex and greedy on the first tuning seed in the settings "
                         "outside the capacity regime (whose targets come from --tune)")
+    p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    if a.tune is not None:
+    if a.lr_sweep:
+        jobs = lr_sweep_jobs(a.out)
+    elif a.tune is not None:
         jobs = tune_jobs(a.out, a.tune or list(TUNE_DEFAULT), a.tune_datasets)
     elif a.targets:
         jobs = study_jobs(a.out, seeds=TUNING_SEEDS[:1], strategies=("flex", "greedy"),
@@ -395,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         jobs = study_jobs(a.out)
     if not a.report_only:
         run_jobs(jobs, a.workers)
-    write_report(a.out, by="variant" if a.tune is not None else "strategy")
+    write_report(a.out, by="variant" if a.tune is not None or a.lr_sweep else "strategy")
     print(f"total wall time {time.perf_counter() - t0:.0f}s")
 
 
