@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flexassign._files import write_json_atomic
+from flexassign._files import jsonable, write_json_atomic
 
 from .config import ExperimentConfig
 from .data import load_dataset
@@ -55,6 +55,7 @@ class CompareResult:
         for r in self.runs.values():
             d = r.summary()
             d["utilization"] = " ".join(str(u) for u in d["utilization"])
+            d["planner_options_used"] = json.dumps(jsonable(d["planner_options_used"]))
             rows.append(d)
         return pd.DataFrame(rows)
 

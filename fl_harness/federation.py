@@ -24,6 +24,7 @@ from .model import StateDict
 from .partition import partition, split_local
 
 __all__ = [
+    "FLEX_DEFAULTS",
     "BalancePlanner",
     "SeedStreams",
     "SimClient",
@@ -109,10 +110,19 @@ class BalancePlanner(Planner):
         return np.zeros((len(list(client_ids)), self.num_experts))
 
 
+#: Planner options the harness gives ``flex`` and its ablation ``balance`` unless
+#: ``planner_options`` sets them: a switching cost, chosen on the tuning seeds (100-101,
+#: capacity regime, synthetic; docs/results.md, "Tuning"). ``greedy`` and ``random``
+#: run as the papers' baselines, without it.
+FLEX_DEFAULTS: dict[str, Any] = {"stickiness": 0.3}
+
+
 def planner_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     """``planner_options`` as Planner keyword arguments (a ``fitness`` dict becomes a
-    :class:`~flexassign.alignment.FitnessConfig`, so configs stay plain JSON)."""
-    opts = dict(cfg.planner_options)
+    :class:`~flexassign.alignment.FitnessConfig`, so configs stay plain JSON), over
+    :data:`FLEX_DEFAULTS` for ``flex`` and ``balance``."""
+    opts = dict(FLEX_DEFAULTS) if cfg.strategy in ("flex", "balance") else {}
+    opts.update(dict(cfg.planner_options))
     if isinstance(opts.get("fitness"), Mapping):
         opts["fitness"] = FitnessConfig(**opts["fitness"])
     return opts

@@ -102,6 +102,17 @@ class HarnessRound:
         return d
 
 
+def _resolved_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The planner options the run used (harness defaults included)."""
+    from .federation import planner_kwargs
+
+    opts = planner_kwargs(cfg)
+    fit = opts.get("fitness")
+    if fit is not None and not isinstance(fit, dict):
+        opts["fitness"] = dataclasses.asdict(fit)
+    return opts
+
+
 def _mean_last(values: list[float], n: int) -> float:
     a = np.array([v for v in values if not math.isnan(v)], dtype=float)
     return float(a[-n:].mean()) if a.size else math.nan
@@ -202,6 +213,7 @@ class ExperimentResult:
             "rounds_to_target": self.rounds_to_target,
             "target_accuracy": self.target_accuracy,
             "target_metric": self.config.target_metric,
+            "planner_options_used": _resolved_options(self.config),
             "deploy": self.config.deploy,
             "never_trained": last.never_trained,
             "diverged_updates": self.diverged_updates,
