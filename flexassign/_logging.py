@@ -15,12 +15,11 @@ Levels used:
 
 Examples
 --------
->>> import logging
->>> from flexassign._logging import LOGGER_NAME, get_logger
+>>> from flexassign._logging import get_logger
 >>> get_logger("flexassign.solve").name
 'flexassign.solve'
->>> logging.getLogger(LOGGER_NAME).level == logging.NOTSET  # quiet: nothing configured
-True
+>>> get_logger("fl_harness.cli").name  # other packages' records go under it too
+'flexassign.fl_harness.cli'
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import ast
 import glob
 import importlib
 import importlib.util
+import logging
 import re
 import shlex
 import shutil
@@ -75,6 +76,21 @@ def _skip_missing_extras(code: str) -> None:
         top = module.split(".")[0]
         if top in OPTIONAL or module.startswith("flexassign.integrations.flower"):
             pytest.importorskip("flwr" if "flower" in module else top)
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> object:
+    """A block may configure logging (docs/install.md does): undo it afterwards."""
+    from flexassign import _logging
+
+    root, ours = logging.getLogger(), logging.getLogger("flexassign")
+    saved = root.handlers[:], root.level, ours.handlers[:], ours.level, ours.propagate
+    yield
+    root.handlers[:], ours.handlers[:] = saved[0], saved[2]
+    root.setLevel(saved[1])
+    ours.setLevel(saved[3])
+    ours.propagate = saved[4]
+    _logging._handler = None  # `flexassign -v` in a shell block configured it
 
 
 def _id(item: tuple[str, int, str]) -> str:
