@@ -60,6 +60,9 @@ __all__ = [
     "DECISIVE_QUANTILE",
     "MIN_RESOLUTION",
     "OPTIMAL_RTOL",
+    "SCIPY_MIN_RESOLUTION",
+    "TIGHTEN_BELOW",
+    "TIGHT_MIP_FEASIBILITY",
     "PriceBound",
     "certify",
     "client_midpoints",
@@ -77,6 +80,18 @@ _U = 2.0**-53
 #: Smallest ratio of the decisive coefficient differences to the largest coefficient a
 #: MIP/LP solver is trusted to resolve (its tolerances are ~1e-7 on coefficients ~1).
 MIN_RESOLUTION = 2.0**-17
+
+#: Below this resolution the HiGHS backends also tighten HiGHS's
+#: ``mip_feasibility_tolerance`` (default 1e-6, which HiGHS also uses to prune nodes on
+#: the objective) to :data:`TIGHT_MIP_FEASIBILITY` before solving.
+TIGHTEN_BELOW = 2.0**-8
+
+#: ``mip_feasibility_tolerance`` for poorly resolved objectives (see :data:`TIGHTEN_BELOW`).
+TIGHT_MIP_FEASIBILITY = 1e-9
+
+#: The resolution ``scipy.optimize.milp`` must reach for its proof to stand: it exposes no
+#: feasibility tolerance to tighten, so it is trusted on better-resolved objectives only.
+SCIPY_MIN_RESOLUTION = 2.0**-12
 
 #: The quantile of the clients' fitness spreads that :func:`solver_resolution` takes as
 #: the differences the optimum turns on.
@@ -443,11 +458,13 @@ def certify(
     solver: str,
     t0: float | None = None,
     row_dual: NDArray[np.float64] | None = None,
+    min_resolution: float = MIN_RESOLUTION,
 ) -> BackendOutput:
     """Check a MIP or LP backend's claim independently; downgrade what cannot be proven.
 
-    When :func:`solver_resolution` of ``solver_c`` is at least :data:`MIN_RESOLUTION`
-    the solver's proof stands (``stats["bound_check"] = "solver"``). Otherwise the
+    When :func:`solver_resolution` of ``solver_c`` is at least ``min_resolution``
+    (:data:`MIN_RESOLUTION`; :data:`SCIPY_MIN_RESOLUTION` for SciPy) the solver's proof
+    stands (``stats["bound_check"] = "solver"``). Otherwise the
     bound is replaced by the price bound at the LP relaxation's duals
     (``"price bound"``; ``row_dual``, HiGHS's row duals of ``min -solver_c @ v`` on
     ``model``, when the backend has them, else the LP is solved here), and ``OPTIMAL``
@@ -458,7 +475,7 @@ def certify(
     """
     res = solver_resolution(problem, model, solver_c)
     out.stats["resolution"] = res
-    if res >= MIN_RESOLUTION or out.status not in (
+    if res >= min_resolution or out.status not in (
         Status.OPTIMAL,
         Status.FEASIBLE,
         Status.TIME_LIMIT,
