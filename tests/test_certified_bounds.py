@@ -17,8 +17,9 @@ import pytest
 from benchmarks.adversarial import KINDS, brute_force, check, make_case
 from flexassign import AssignmentProblem, Status, available_backends, solve_assignment
 from flexassign._start import Start, keep_better
-from flexassign.backends._certify import optimality_tolerance, solver_resolution
+from flexassign.backends._certify import optimality_tolerance
 from flexassign.backends._common import prepare_model
+from flexassign.backends._guard import solver_resolution
 from flexassign.backends.base import BackendOutput
 
 MIP_LP = [

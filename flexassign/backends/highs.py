@@ -23,8 +23,8 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from . import _highs
-from ._certify import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
+from ._guard import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]

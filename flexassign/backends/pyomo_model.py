@@ -48,7 +48,6 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._certify import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from ._common import (
     EXACT_GAP,
     MIN_SOLVER_TIME,
@@ -58,6 +57,7 @@ from ._common import (
     prepare_model,
     time_left,
 )
+from ._guard import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from .base import BackendOutput, SolveOptions
 from .linear import LinearModel
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ._certify import SCIPY_MIN_RESOLUTION, certify
 from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
+from ._guard import SCIPY_MIN_RESOLUTION, certify
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
