@@ -17,8 +17,9 @@ import pytest
 from benchmarks.adversarial import KINDS, brute_force, check, make_case
 from flexassign import AssignmentProblem, Status, available_backends, solve_assignment
 from flexassign._start import Start, keep_better
-from flexassign.backends._certify import optimality_tolerance, solver_resolution
+from flexassign.backends._certify import optimality_tolerance
 from flexassign.backends._common import prepare_model
+from flexassign.backends._guard import solver_resolution
 from flexassign.backends.base import BackendOutput
 
 MIP_LP = [
@@ -130,6 +131,32 @@ def test_a_penalty_far_below_constant_fitness_is_not_trusted_to_the_solver() -> 
     assert solver_resolution(p, model, norm.c) < 2**-17
     for method in ("highs", "scipy", "lp-round"):
         _check_only(p, method)
+
+
+def test_a_near_tie_between_offset_clients_is_resolved_or_not_claimed() -> None:
+    # two clients at -200, one at 0; which -200 client takes a slot turns on 1.2e-4
+    # (6e-7 of the largest cost): HiGHS's default mip_feasibility_tolerance (1e-6)
+    # pruned the better branch and claimed OPTIMAL (adversarial seed 11, instance 379)
+    fit = [
+        [-199.99891842038056, -199.998323850139, -199.99596778763117],
+        [0.007733473895015663, 0.0004667037321866019, 0.006621247119923623],
+        [-199.991486426563, -199.99886437841332, -199.99204847705113],
+    ]
+    p = AssignmentProblem(
+        np.array(fit),
+        capacity=[2, 3, 1],
+        min_experts=[0, 1, 0],
+        expert_min_load=1,
+        expert_max_load=8,
+        client_weight=[4.0, 1.0, 4.0],
+        expert_size=[3.0, 1.0, 3.0],
+        client_budget=[1.0, 6.0, 4.0],
+    )
+    for method in [m for m in MIP_LP if m != "lp-round"]:
+        _check_only(p, method)
+    res = solve_assignment(p, method="highs")
+    assert res.status is Status.OPTIMAL and res.stats["tightened_tolerance"] is True
+    assert res.objective == pytest.approx(-199.98384829942393, abs=1e-9)
 
 
 def _check_only(p: AssignmentProblem, method: str) -> None:

@@ -54,15 +54,15 @@ def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
     try:
         distinct = len(set(ids)) == len(ids)
     except TypeError:
-        bad = next(c for c in ids if not _hashable(c))
+        unhashable = next(c for c in ids if not _hashable(c))
         raise ProblemTypeError(
-            f"`client_ids` must hold hashable ids; got {type(bad).__name__}"
+            f"`client_ids` must hold hashable ids; got {type(unhashable).__name__}"
         ) from None
-    bad = [c for c in ids if not _saveable(c)]
-    if bad:
+    other = [c for c in ids if not _saveable(c)]
+    if other:
         raise ProblemTypeError(
             "`client_ids` must hold str or integer ids (what a planner state file "
-            f"stores); got {type(bad[0]).__name__} {bad[0]!r}"
+            f"stores); got {type(other[0]).__name__} {other[0]!r}"
         )
     if not distinct:
         seen: set[Hashable] = set()

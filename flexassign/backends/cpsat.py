@@ -65,7 +65,7 @@ import scipy.sparse as sp
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._certify import lp_prices, optimality_tolerance, price_bound, proves_optimal
+from ._certify import optimality_tolerance, price_bound, proves_optimal
 from ._common import (
     MIN_SOLVER_TIME,
     NormalisedObjective,
@@ -73,6 +73,7 @@ from ._common import (
     prepare_model,
     time_left,
 )
+from ._guard import lp_prices
 from .base import BackendOutput, SolveOptions
 from .linear import LinearModel
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from . import _highs
-from ._certify import certify
 from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
+from ._guard import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -42,7 +42,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     h = _highs.new_highs(options)
     h.setOptionValue("mip_rel_gap", EXACT_GAP if options.mip_gap is None else options.mip_gap)
     h.setOptionValue("mip_abs_gap", 0.0)
-    _highs.set_options(h, options.extra.get("highs_options") or {}, "options['highs_options']")
+    raw = dict(options.extra.get("highs_options") or {})
+    tighten = solver_resolution(problem, model, norm.c) < TIGHTEN_BELOW
+    if tighten and "mip_feasibility_tolerance" not in raw:
+        # HiGHS also prunes on the objective with this tolerance (default 1e-6): too
+        # coarse for choices that differ by ~1e-6 of the largest cost
+        h.setOptionValue("mip_feasibility_tolerance", TIGHT_MIP_FEASIBILITY)
+    _highs.set_options(h, raw, "options['highs_options']")
     _highs.pass_model(
         h,
         -norm.c,
@@ -77,6 +83,8 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         solver_status=h.modelStatusToString(ms),
     )
     stats.update(threads=threads, nodes=int(info.mip_node_count), solver_gap=float(info.mip_gap))
+    if tighten:
+        stats["tightened_tolerance"] = True
     x = None
     if info.primal_solution_status == 2:  # kSolutionStatusFeasible
         x = model.to_assignment(problem.shape, np.asarray(h.getSolution().col_value))

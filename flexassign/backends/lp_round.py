@@ -49,8 +49,8 @@ import numpy as np
 from ..problem import AssignmentProblem
 from ..result import Status
 from . import _highs
-from ._certify import certify
 from ._common import prepare_model
+from ._guard import certify
 from ._lp_relax import Restricted, shift_costs, solve_lp
 from .base import BackendOutput, SolveOptions
 from .greedy import BUDGET_RTOL

@@ -48,7 +48,6 @@ import numpy as np
 
 from ..problem import AssignmentProblem
 from ..result import Status
-from ._certify import certify
 from ._common import (
     EXACT_GAP,
     MIN_SOLVER_TIME,
@@ -58,6 +57,7 @@ from ._common import (
     prepare_model,
     time_left,
 )
+from ._guard import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from .base import BackendOutput, SolveOptions
 from .linear import LinearModel
 
@@ -325,6 +325,8 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         raw.setdefault("threads", threads)
         raw.setdefault("random_seed", int(options.seed))
         raw.setdefault("mip_abs_gap", 0.0)
+        if solver_resolution(problem, lin, norm.c) < TIGHTEN_BELOW:
+            raw.setdefault("mip_feasibility_tolerance", TIGHT_MIP_FEASIBILITY)
         from ._highs import prepare_threads
 
         prepare_threads(int(raw["threads"]))  # HiGHS's scheduler is process-wide

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..problem import AssignmentProblem
-from ._certify import certify
 from ._common import EXACT_GAP, mip_output, model_stats, prepare_model, solver_time_left
+from ._guard import SCIPY_MIN_RESOLUTION, certify
 from .base import BackendOutput, SolveOptions
 
 __all__ = ["solve"]
@@ -84,5 +84,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         stats=stats,
     )
     return certify(
-        problem, model, norm.c, norm.exponent, out, options, solver="scipy.optimize.milp", t0=t0
+        problem,
+        model,
+        norm.c,
+        norm.exponent,
+        out,
+        options,
+        solver="scipy.optimize.milp",
+        t0=t0,
+        min_resolution=SCIPY_MIN_RESOLUTION,
     )
