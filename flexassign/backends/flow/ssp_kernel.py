@@ -28,13 +28,14 @@ candidate arcs and the potentials are its prices.
 they stand in for compute (:func:`.warm_data._top`, :func:`.prices.refine_prices`),
 only faster. Every function here is plain loops over NumPy arrays, compiled on first
 use and cached on disk (``cache=True``; where, and the log line before a compile:
-:mod:`.kernel_state`; ``flexassign warmup`` compiles them ahead). :mod:`flexassign.backends.flow.warm_ssp` drives them and checks
-what they return.
+:mod:`.kernel_state`; ``flexassign warmup`` compiles them ahead).
+:mod:`flexassign.backends.flow.warm_ssp` drives them and checks what they return.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
 from .kernel_state import njit
 
 #: "No arc" in ``w`` (far from int64 overflow when potentials are added).

@@ -120,9 +120,7 @@ def _first_core(run: CoreSet) -> None:
     run.open_smallest(min(k, view.n))
 
 
-def _level_prices(
-    view: View, prices: FloatArray, m: int, options: SolveOptions
-) -> FloatArray:
+def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions) -> FloatArray:
     """Prices for a sample level: candidates, steps, one core LP (no rounding)."""
     cand = candidates(view, prices, m)
     p = price_steps(view, cand, prices, steps=_LEVEL_STEPS)
@@ -184,10 +182,17 @@ def _fallback(
     from ..registry import get_backend
 
     extra = {s.name: s.default for s in LP_ROUND}
-    out = get_backend("lp-round").load()(problem, SolveOptions(
-        time_limit=options.time_limit, mip_gap=options.mip_gap, seed=options.seed,
-        threads=options.threads, verbose=options.verbose, extra=extra,
-    ))
+    out = get_backend("lp-round").load()(
+        problem,
+        SolveOptions(
+            time_limit=options.time_limit,
+            mip_gap=options.mip_gap,
+            seed=options.seed,
+            threads=options.threads,
+            verbose=options.verbose,
+            extra=extra,
+        ),
+    )
     out.stats["fallback"] = f"price: {why}; solved by lp-round"
     out.stats["price_stats"] = stats
     return out
@@ -232,7 +237,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
     m = min(int(view.cap.max(initial=0)) + margin, view.e)
     deadline = None if options.time_limit is None else t0 + float(options.time_limit)
-    prices, cand = _start(view, m, given, options, stats)
+    _, cand = _start(view, m, given, options, stats)
     stats["price_time"] = time.perf_counter() - t0
     run = CoreSet(view, cand, options, stats)
     _first_core(run)
@@ -261,8 +266,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 continue
             t = time.perf_counter()
             pairs = relax_and_fix(
-                view, run.lp_sol, run.lp_frozen, options,
-                abs_gap=_MIP_SHARE * budget, time_limit=_left(deadline), stats=stats,
+                view,
+                run.lp_sol,
+                run.lp_frozen,
+                options,
+                abs_gap=_MIP_SHARE * budget,
+                time_limit=_left(deadline),
+                stats=stats,
             )
             stats["mip_time"] = stats.get("mip_time", 0.0) + time.perf_counter() - t
             if pairs is not None:
