@@ -159,6 +159,7 @@ from ...result import Status
 from ..base import BackendOutput, SolveOptions
 from ..options import WARM_ENGINES
 from . import warm_ssp as _warm_ssp
+from .ties import tie_broken, untie
 from .warm_data import _Data, _Fallback, _prepare, _sample
 from .warm_solve import (
     _OPEN_EXCESS,
@@ -326,6 +327,15 @@ def _assemble(problem: AssignmentProblem, solved: _Solved) -> tuple[np.ndarray, 
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
+    """Solve ``problem``; quantized fitness is tie-broken first (:mod:`.ties`)."""
+    tied = tie_broken(problem, options.seed)
+    if tied is None:
+        return _solve(problem, options)
+    perturbed, q = tied
+    return untie(problem, _solve(perturbed, options), q)
+
+
+def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
     margin, max_rounds, prices, engine = _options(problem, options.extra)
     stats: dict[str, Any] = {}
