@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         "'all' (default) or 'none'",
     )
     ap.add_argument(
+        "--weighted-variants",
+        help="with --speed: which of weighted,knapsack the weighted cells run (default both)",
+    )
+    ap.add_argument(
         "--weighted-sizes",
         help="with --speed: NxE list for the weighted and knapsack cells ('none' skips them)",
     )
@@ -186,6 +190,9 @@ def _speed(args: argparse.Namespace, argv: list[str] | None) -> int:
             families=families,
             family_sizes=FAMILY_QUICK if args.quick else FAMILY_SIZES,
             weighted_sizes=wsizes,
+            weighted_variants=tuple(
+                (args.weighted_variants or "weighted,knapsack").replace(" ", "").split(",")
+            ),
         )
         report = {
             "command": command.strip(),
