@@ -19,10 +19,12 @@ from pathlib import Path
 
 from flexassign._files import write_json_atomic, write_text_atomic
 
+from .families import FAMILIES
 from .instances import VARIANTS, parse_size
 from .report import ROOT, publish, targets, versions, write_docs
 from .runner import run_suite
 from .speed import SPEED_QUICK, SPEED_SIZES, run_speed, speed_markdown, speed_targets
+from .speed_cells import FAMILY_QUICK, FAMILY_SIZES, WEIGHTED_QUICK, WEIGHTED_SIZES
 from .suite import FULL_SIZES, METHODS, QUICK_SIZES
 
 SPEED_BEGIN, SPEED_END = "<!-- BEGIN SPEED RESULTS -->", "<!-- END SPEED RESULTS -->"
@@ -55,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         "-e '.[bench]' -c constraints.txt) as peers",
     )
     ap.add_argument("--sizes", help="comma-separated NxE list (default: the suite's)")
+    ap.add_argument(
+        "--families",
+        help="with --speed: comma-separated count families (benchmarks/families.py), "
+        "'all' (default) or 'none'",
+    )
+    ap.add_argument(
+        "--weighted-variants",
+        help="with --speed: which of weighted,knapsack the weighted cells run (default both)",
+    )
+    ap.add_argument(
+        "--weighted-sizes",
+        help="with --speed: NxE list for the weighted and knapsack cells ('none' skips them)",
+    )
     ap.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}")
     ap.add_argument("--methods", help="comma-separated method names")
     ap.add_argument(
@@ -131,6 +146,19 @@ def _machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "versions": versions()}
 
 
+def _families(text: str | None) -> tuple[str, ...]:
+    """``--families``: 'all' (default), 'none' or a comma list of known names."""
+    if text is None or text == "all":
+        return FAMILIES
+    if text == "none":
+        return ()
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in FAMILIES]
+    if bad:
+        raise SystemExit(f"--families: unknown {bad[0]!r}; valid: {', '.join(FAMILIES)}")
+    return names
+
+
 def _speed(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``--speed``: run (or reload) the interleaved comparison and publish it."""
     out = args.out or ROOT / "benchmarks" / "results" / (
@@ -146,7 +174,26 @@ def _speed(args: argparse.Namespace, argv: list[str] | None) -> int:
         repeats = args.repeats or (2 if args.quick else 3)
         command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
         started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        result = run_speed(sizes=sizes, repeats=repeats, seed=args.seed, peers=args.peers)
+        families = _families(args.families)
+        wsizes = (
+            ()
+            if args.weighted_sizes == "none"
+            else _parse_sizes(args.weighted_sizes)
+            if args.weighted_sizes
+            else (WEIGHTED_QUICK if args.quick else WEIGHTED_SIZES)
+        )
+        result = run_speed(
+            sizes=sizes,
+            repeats=repeats,
+            seed=args.seed,
+            peers=args.peers,
+            families=families,
+            family_sizes=FAMILY_QUICK if args.quick else FAMILY_SIZES,
+            weighted_sizes=wsizes,
+            weighted_variants=tuple(
+                (args.weighted_variants or "weighted,knapsack").replace(" ", "").split(",")
+            ),
+        )
         report = {
             "command": command.strip(),
             "quick": bool(args.quick),

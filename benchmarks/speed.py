@@ -36,6 +36,7 @@ from flexassign import AssignmentProblem, solve_assignment
 
 from . import peers as _peers
 from .instances import make_fitness, make_instance
+from .speed_cells import extra_targets, family_cells, weighted_cells
 
 __all__ = [
     "DRIFT",
@@ -87,6 +88,7 @@ def _solver(problem: AssignmentProblem, method: str, **kw: Any) -> Callable[[], 
             "status": res.status.value,
             "objective": None if math.isnan(res.objective) else res.objective,
             "backend": res.method,
+            "gap": res.gap,
             "detail": {
                 k: stats[k]
                 for k in ("rounds", "open_clients", "price_source", "fallback", "pruned")
@@ -165,8 +167,15 @@ def run_speed(
     peers: bool,
     memory_min_pairs: int = 1_000_000,
     log: Any = sys.stderr,
+    families: tuple[str, ...] = (),
+    family_sizes: tuple[tuple[int, int], ...] = (),
+    weighted_sizes: tuple[tuple[int, int], ...] = (),
+    weighted_variants: tuple[str, ...] = ("weighted", "knapsack"),
 ) -> dict[str, Any]:
-    """Run every cell; returns ``{"cells": [...], "wall_time": s}``."""
+    """Run every cell; returns ``{"cells": [...], "wall_time": s}``.
+
+    ``families`` at ``family_sizes`` and the weighted/knapsack cells at
+    ``weighted_sizes`` come from :mod:`benchmarks.speed_cells`."""
     cells: list[dict[str, Any]] = []
     if peers and _peers.has_pot():
         import ot  # noqa: F401  (its import takes seconds: keep it out of the timings)
@@ -221,6 +230,28 @@ def run_speed(
                     "flow, full network",
                 )
             )
+    if families and family_sizes:
+        cells += family_cells(
+            sizes=family_sizes,
+            families=families,
+            repeats=repeats,
+            seed=seed,
+            interleave=_interleave,
+            make_cell=_cell,
+            log=log,
+        )
+        print(f"[{time.perf_counter() - t_start:7.1f}s] families done", file=log, flush=True)
+    if weighted_sizes:
+        cells += weighted_cells(
+            sizes=weighted_sizes,
+            variants=weighted_variants,
+            repeats=repeats,
+            seed=seed,
+            interleave=_interleave,
+            memory=_extra_memory,
+            memory_min_pairs=memory_min_pairs,
+            log=log,
+        )
     return {"cells": cells, "wall_time": time.perf_counter() - t_start}
 
 
@@ -312,7 +343,11 @@ def speed_targets(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "met": a["best"] <= fastest["best"],
             }
         )
-    return out
+    return out + extra_targets(cells)
+
+
+def _gap_text(gap: Any) -> str:
+    return "–" if gap is None else f"{gap:.1e}"
 
 
 def speed_markdown(report: dict[str, Any]) -> str:
@@ -345,8 +380,8 @@ def speed_markdown(report: dict[str, Any]) -> str:
             f"Reference optimum: {c.get('reference_method', 'flow, full network')}.",
             "",
             "| method | status | best (s) | median (s) | ratio to greedy | CPU ratio "
-            "| = reference | extra MiB | details |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| = reference | gap | extra MiB | details |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, m in c["methods"].items():
             detail = ", ".join(f"{k} {v}" for k, v in m.get("detail", {}).items())
@@ -355,6 +390,7 @@ def speed_markdown(report: dict[str, Any]) -> str:
                 f"| {name} | {m['status']} | {m['best']:.3g} | {m['median']:.3g} "
                 f"| {m['ratio_to_greedy']:.2f}x | {m['cpu_ratio_to_greedy']:.2f}x "
                 f"| {'yes' if m['matches_reference'] else 'no'} "
+                f"| {_gap_text(m.get('gap'))} "
                 f"| {'–' if mem is None else f'{mem:.0f}'} | {detail} |"
             )
         lines.append("")

@@ -104,3 +104,25 @@ def test_infeasible_detected_on_the_pruned_path() -> None:
     )
     res = solve_assignment(p, method="flow", options={"prune": True, "prune_margin": 1})
     assert res.status is Status.INFEASIBLE
+
+
+def test_quantized_fitness_is_tie_broken_and_stays_exact() -> None:
+    """Scores on a 5-point scale: both flow backends solve a perturbed problem whose
+    optimum is the original's (issue 22 item 4); the answer matches the full network."""
+    from flexassign.backends.flow.ties import quantum
+
+    rng = np.random.default_rng(5)
+    fit = np.floor(rng.random((2500, 16)) * 5.0) / 4.0
+    cap = rng.choice([1, 2, 4], size=2500)
+    p = AssignmentProblem.balanced(fit, capacity=cap, tolerance=0.1)
+    assert quantum(p) == 0.25
+    ref = solve_assignment(p, method="flow", options={"prune": False})
+    assert ref.status is Status.OPTIMAL
+    for method in ("flow", "flow-warm", "auto"):
+        res = solve_assignment(p, method=method)
+        assert res.status is Status.OPTIMAL and res.stats["tie_break"] == 0.25
+        assert res.objective == pytest.approx(ref.objective, abs=1e-9)
+        assert res.bound == pytest.approx(res.objective, abs=1e-9)
+    # continuous fitness and offsets off the grid are left alone
+    assert quantum(p.replace(fitness=fit + 0.1)) is None
+    assert quantum(p.replace(fitness=rng.random(fit.shape))) is None

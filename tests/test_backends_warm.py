@@ -200,8 +200,9 @@ def test_repair_hands_over_to_ortools_when_its_path_budget_is_spent(
 ) -> None:
     fw = importlib.import_module("flexassign.backends.flow.warm")
     monkeypatch.setattr(fw, "_STALE_EXCESS", float("inf"))
-    monkeypatch.setattr(fw, "_SSP_MIN_PATHS", 3)
-    monkeypatch.setattr(fw, "_SSP_PATHS_PER_CLIENT", 0.0)
+    fs = importlib.import_module("flexassign.backends.flow.warm_solve")
+    monkeypatch.setattr(fs, "_SSP_MIN_PATHS", 3)
+    monkeypatch.setattr(fs, "_SSP_PATHS_PER_CLIENT", 0.0)
     p = _problem(3000, 16, 5)
     good = solve_assignment(p, method="flow-warm").stats["expert_prices"]
     off = good + np.random.default_rng(0).normal(0, 0.02, 16)  # a few dozen paths away

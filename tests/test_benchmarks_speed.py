@@ -24,6 +24,7 @@ peers = pytest.importorskip("benchmarks.peers")
 def test_speed_quick_schema_and_agreement(tmp_path: Path) -> None:
     out = tmp_path / "speed.json"
     args = ["--speed", "--quick", "--sizes", "400x8,1200x16", "--repeats", "2", "--out", str(out)]
+    args += ["--families", "none", "--weighted-sizes", "none"]
     if peers.has_pot():
         args.append("--peers")
     assert run.main(args) == 0
@@ -183,3 +184,56 @@ def test_benchmark_scripts_reject_bad_arguments_in_one_line(
         mod.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_family_and_weighted_cells(tmp_path: Path) -> None:
+    cells_mod = pytest.importorskip("benchmarks.speed_cells")
+    families = pytest.importorskip("benchmarks.families")
+    assert set(families.FAMILIES) >= {"uniform", "lowrank", "clustered", "quantized", "harness"}
+    for name in families.FAMILIES:
+        p = families.family_problem(name, 60, 8, seed=1)
+        assert p.shape == (60, 8) and p.is_unimodular
+    cells = cells_mod.family_cells(
+        sizes=((300, 8),),
+        families=("quantized", "harness"),
+        repeats=1,
+        seed=0,
+        interleave=speed._interleave,
+        make_cell=speed._cell,
+    )
+    assert [c["case"] for c in cells] == [
+        "count, quantized, cold",
+        "count, quantized, warm",
+        "count, harness, cold",
+        "count, harness, warm",
+    ]
+    for c in cells:
+        for name in ("auto", "flow", "flow-warm"):
+            assert c["methods"][name]["matches_reference"], (c["case"], name)
+    wcells = cells_mod.weighted_cells(
+        sizes=((300, 8),),
+        variants=("weighted", "knapsack"),
+        repeats=1,
+        seed=0,
+        interleave=speed._interleave,
+        memory=speed._extra_memory,
+    )
+    assert [c["case"] for c in wcells] == ["weighted", "knapsack"]
+    for c in wcells:
+        for mode in ("cold", "warm"):
+            m = c["methods"][f"auto ({mode})"]
+            assert m["backend"] == "price" and m["gap"] is not None and m["gap"] >= 0
+    targets = cells_mod.extra_targets(cells + wcells)
+    assert len(targets) == 4 + 4
+    md = speed.speed_markdown(
+        {
+            "command": "x",
+            "started": "now",
+            "wall_time": 1.0,
+            "repeats": 1,
+            "machine": {"cpus": 2, "platform": "p", "versions": {}},
+            "targets": targets,
+            "cells": cells + wcells,
+        }
+    )
+    assert "count, quantized, warm" in md and "| gap |" in md

@@ -96,8 +96,8 @@ def test_experts_nobody_lists_get_takers_instead_of_a_handover(
     # exact loads, one expert per client: at rough prices (two refinement steps from
     # zero, not the cold estimate) some experts are among too few clients' candidates
     # to reach their load; the repair adds takers for them
-    fw = importlib.import_module("flexassign.backends.flow.warm")
-    monkeypatch.setattr(fw, "_SSP_ESTIMATE", False)
+    fs = importlib.import_module("flexassign.backends.flow.warm_solve")
+    monkeypatch.setattr(fs, "_SSP_ESTIMATE", False)
     rng = np.random.default_rng(0)
     n, e = 960, 64  # below the size where a cold start samples
     popular = 3.0 / (1.0 + np.arange(e)) ** 0.7

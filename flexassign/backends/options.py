@@ -443,7 +443,9 @@ def _union(*groups: tuple[OptionSpec, ...]) -> tuple[OptionSpec, ...]:
 AUTO = _union(
     FLOW,
     tuple(
-        OptionSpec(s.name, s.kind, s.default, s.help, _auto_engine if s.name == "engine" else s.check)
+        OptionSpec(
+            s.name, s.kind, s.default, s.help, _auto_engine if s.name == "engine" else s.check
+        )
         for s in FLOW_WARM
     ),
     PRICE,

@@ -70,6 +70,7 @@ from .network import (
 )
 from .prices import best_sorted, estimate_prices
 from .residual import min_swap_costs
+from .ties import tie_broken, untie
 
 __all__ = ["solve"]
 
@@ -387,6 +388,15 @@ def _solve_pruned(
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
+    """Solve ``problem``; quantized fitness is tie-broken first (:mod:`.ties`)."""
+    tied = tie_broken(problem, options.seed)
+    if tied is None:
+        return _solve(problem, options)
+    perturbed, q = tied
+    return untie(problem, _solve(perturbed, options), q)
+
+
+def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
     net = _prepare(problem)
     n, e = net.n, net.e

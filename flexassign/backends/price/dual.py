@@ -40,7 +40,7 @@ _ENTRY_SLOTS = 3
 def loads(view: View, idx: IntArray, held: NDArray[np.bool_]) -> FloatArray:
     """Per-expert load of the held candidates."""
     r, c = np.nonzero(held)
-    return np.bincount(idx[r, c], weights=view.w[r], minlength=view.e)
+    return np.bincount(idx[r, c], weights=view.w[r], minlength=view.e).astype(np.float64)
 
 
 def _weighted_quantile(
@@ -106,10 +106,12 @@ def price_steps(
         p = prices + delta
         over = np.where(finite_hi, np.maximum(load - view.hi, 0.0), 0.0)
         under = np.maximum(view.lo - load, 0.0)
-        down = np.where(over > tol, over, np.where((p < 0) & (load > view.lo + tol),
-                                                    load - view.lo, 0.0))
-        up = np.where(under > tol, under, np.where((p > 0) & (load < view.hi - tol),
-                                                   view.hi - load, 0.0))
+        down = np.where(
+            over > tol, over, np.where((p < 0) & (load > view.lo + tol), load - view.lo, 0.0)
+        )
+        up = np.where(
+            under > tol, under, np.where((p > 0) & (load < view.hi - tol), view.hi - load, 0.0)
+        )
         if not (down.any() or up.any()):
             break
         step = np.zeros(e)
@@ -119,9 +121,7 @@ def price_steps(
             r, c = np.nonzero(held & (down > 0)[ids])
             t = (us[r, c] - alt[r]) / w[r]
             t = np.where(np.isfinite(t), t, 0.0)
-            step += _weighted_quantile(
-                ids[r, c], t, w[r], down, np.where(over > 0, np.inf, -p)
-            )
+            step += _weighted_quantile(ids[r, c], t, w[r], down, np.where(over > 0, np.inf, -p))
         if up.any():  # lower the price: candidates come at their entry margin / w
             low = np.where(h > 0, us[rows, np.maximum(h - 1, 0)], np.inf)
             bar = np.where(h < view.cap, np.minimum(low, 0.0), low)
@@ -129,8 +129,6 @@ def price_steps(
             r, c = np.nonzero(near & (up > 0)[ids])
             t = (bar[r] - us[r, c]) / w[r]
             t = np.where(np.isfinite(t), t, 0.0)
-            step -= _weighted_quantile(
-                ids[r, c], t, w[r], up, np.where(under > 0, np.inf, p)
-            )
+            step -= _weighted_quantile(ids[r, c], t, w[r], up, np.where(under > 0, np.inf, p))
         delta += damping * step
     return prices + delta

@@ -71,7 +71,7 @@ from .rounding import relax_and_fix
 from .state import CoreSet, Infeasible, budget_breakers, excess_share
 from .view import Candidates, View, candidates, choose, make_view, reprice
 
-__all__ = ["DEFAULT_GAP", "SAMPLE_MIN", "STALE_SHARE", "solve"]
+__all__ = ["DEFAULT_GAP", "PROOF_PAIRS", "PROOF_SECONDS", "SAMPLE_MIN", "STALE_SHARE", "solve"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -101,6 +101,10 @@ _CORE_MAX_FACTOR = 4
 #: Frozen clients' total Lagrangian gain at the new prices below this share of the gap
 #: budget: no further LP round, the rounding runs.
 _GAIN_SHARE = 0.25
+#: Problems with at most this many pairs whose gap stays above the target go to HiGHS
+#: (warm-started, at most ``PROOF_SECONDS``): the core is everyone there anyway.
+PROOF_PAIRS = 4096
+PROOF_SECONDS = 5.0
 #: A round that does not bring the gap below this share of the last one is the last.
 _PROGRESS = 0.8
 #: Share of the gap budget the rounding MIP may leave.
@@ -120,9 +124,7 @@ def _first_core(run: CoreSet) -> None:
     run.open_smallest(min(k, view.n))
 
 
-def _level_prices(
-    view: View, prices: FloatArray, m: int, options: SolveOptions
-) -> FloatArray:
+def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions) -> FloatArray:
     """Prices for a sample level: candidates, steps, one core LP (no rounding)."""
     cand = candidates(view, prices, m)
     p = price_steps(view, cand, prices, steps=_LEVEL_STEPS)
@@ -184,10 +186,17 @@ def _fallback(
     from ..registry import get_backend
 
     extra = {s.name: s.default for s in LP_ROUND}
-    out = get_backend("lp-round").load()(problem, SolveOptions(
-        time_limit=options.time_limit, mip_gap=options.mip_gap, seed=options.seed,
-        threads=options.threads, verbose=options.verbose, extra=extra,
-    ))
+    out = get_backend("lp-round").load()(
+        problem,
+        SolveOptions(
+            time_limit=options.time_limit,
+            mip_gap=options.mip_gap,
+            seed=options.seed,
+            threads=options.threads,
+            verbose=options.verbose,
+            extra=extra,
+        ),
+    )
     out.stats["fallback"] = f"price: {why}; solved by lp-round"
     out.stats["price_stats"] = stats
     return out
@@ -232,7 +241,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
     m = min(int(view.cap.max(initial=0)) + margin, view.e)
     deadline = None if options.time_limit is None else t0 + float(options.time_limit)
-    prices, cand = _start(view, m, given, options, stats)
+    _, cand = _start(view, m, given, options, stats)
     stats["price_time"] = time.perf_counter() - t0
     run = CoreSet(view, cand, options, stats)
     _first_core(run)
@@ -261,8 +270,13 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 continue
             t = time.perf_counter()
             pairs = relax_and_fix(
-                view, run.lp_sol, run.lp_frozen, options,
-                abs_gap=_MIP_SHARE * budget, time_limit=_left(deadline), stats=stats,
+                view,
+                run.lp_sol,
+                run.lp_frozen,
+                options,
+                abs_gap=_MIP_SHARE * budget,
+                time_limit=_left(deadline),
+                stats=stats,
             )
             stats["mip_time"] = stats.get("mip_time", 0.0) + time.perf_counter() - t
             if pairs is not None:
@@ -302,4 +316,52 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         return _fallback(problem, options, f"no feasible assignment in {rounds} rounds", stats)
     obj, x, ub = best
     status = Status.OPTIMAL if ub <= obj else Status.FEASIBLE
-    return BackendOutput(status, x=x, bound=ub, stats=stats)
+    out = BackendOutput(status, x=x, bound=ub, stats=stats)
+    gap = max(ub - obj, 0.0) / max(abs(obj), 1.0)
+    n, e = problem.shape
+    if gap > target and n * e <= PROOF_PAIRS:
+        out = _prove(problem, options, out, deadline)
+    return out
+
+
+def _prove(
+    problem: AssignmentProblem, options: SolveOptions, out: BackendOutput, deadline: float | None
+) -> BackendOutput:
+    """Small problems (the core is everyone): HiGHS on the whole problem, warm-started
+    from the price method's assignment, for at most :data:`PROOF_SECONDS`; its answer
+    (certified by the ``highs`` backend) replaces ours when it is at least as good,
+    and the better of the two bounds is kept."""
+    from ..options import HIGHS
+    from ..registry import get_backend
+
+    backend = get_backend("highs")
+    if not backend.installed():
+        return out
+    left = PROOF_SECONDS if deadline is None else min(PROOF_SECONDS, _left(deadline) or 0.0)
+    extra = {s.name: s.default for s in HIGHS}
+    extra["warm_start"] = out.x
+    t = time.perf_counter()
+    got = backend.load()(
+        problem,
+        SolveOptions(
+            time_limit=max(left, 1e-3),
+            mip_gap=options.mip_gap,
+            seed=options.seed,
+            threads=options.threads,
+            verbose=options.verbose,
+            extra=extra,
+        ),
+    )
+    out.stats["proof_time"] = time.perf_counter() - t
+    out.stats["proof_status"] = got.status.value
+    assert out.x is not None and out.bound is not None
+    ours = problem.objective(out.x)
+    if got.x is not None and got.status in (Status.OPTIMAL, Status.FEASIBLE, Status.TIME_LIMIT):
+        theirs = problem.objective(got.x)
+        if theirs >= ours:
+            bound = out.bound if got.bound is None else min(out.bound, float(got.bound))
+            status = got.status if got.status is Status.OPTIMAL else Status.FEASIBLE
+            return BackendOutput(status, x=got.x, bound=bound, stats=out.stats)
+    if got.bound is not None and math.isfinite(float(got.bound)):
+        out.bound = max(min(out.bound, float(got.bound)), ours)
+    return out

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..base import SolveOptions
 from .. import _highs
+from ..base import SolveOptions
 from .core import CoreModel, build_core, solve_core
 from .lp import LPSolution
 from .view import View
@@ -45,7 +45,9 @@ _DIVES = 1
 _DIVE_STEPS_PER_CLIENT = 3
 
 
-def dive(sub: CoreModel, e: int, options: SolveOptions, time_limit: float | None) -> FloatArray | None:
+def dive(
+    sub: CoreModel, e: int, options: SolveOptions, time_limit: float | None
+) -> FloatArray | None:
     """Round the LP of ``sub`` by diving: fix the pairs at (or near) 1, then the
     largest fractional one (or, if that leaves the LP infeasible, fix it to 0), and
     re-solve (HiGHS keeps its basis), until the LP is integral. ``None`` when a dive
@@ -144,9 +146,12 @@ def relax_and_fix(
         )
         stats.setdefault("mip_clients", []).append(int(free.sum()))
         short = sol.deficit is not None and float(sol.deficit.max(initial=0)) > 1e-9
-        if sol.x is not None and sol.slack is not None and not short and float(
-            sol.slack.max(initial=0)
-        ) <= tol:
+        if (
+            sol.x is not None
+            and sol.slack is not None
+            and not short
+            and float(sol.slack.max(initial=0)) <= tol
+        ):
             out = fixed.copy()
             out[np.flatnonzero(mine)] = sol.x > 0.5
             return out

@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..base import SolveOptions
-from .lp import CoreLP, LPSolution
 from .dual import loads
+from .lp import CoreLP, LPSolution
 from .view import Candidates, View, candidates, candidates_of, choose, slack
 
 __all__ = ["CoreSet", "Infeasible", "budget_breakers", "excess_share"]
@@ -199,7 +199,7 @@ class CoreSet:
             free = (
                 np.arange(view.e)
                 if view.free is None
-                else np.flatnonzero(view.free[view.index(np.array([r]))[0]])
+                else np.flatnonzero(view.free[r if view.rows is None else view.rows[r]])
             )
             have = self.extra.setdefault(int(r), set())
             before = len(have)
@@ -241,7 +241,7 @@ class CoreSet:
         at its best choice."""
         view = self.view
         new = candidates(view, prices, m)
-        held2, h2 = choose(new.val, view.cap, view.kmin)
+        held2, _ = choose(new.val, view.cap, view.kmin)
         best = np.where(held2, new.val, 0.0).sum(axis=1)
         n = view.n
         r, c = np.nonzero(self.held)
@@ -263,5 +263,3 @@ class CoreSet:
         held, h = choose(sub.val, cap, kmin)
         self.held[rows], self.h[rows] = held, h
         self.slack[rows] = slack(sub, h, cap, kmin)
-
-

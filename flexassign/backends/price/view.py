@@ -97,7 +97,7 @@ class View:
     def sample(self, rng: np.random.Generator, share: float) -> View:
         """A random ``share`` of the clients, with load bounds scaled to their load."""
         n = self.n
-        k = max(1, int(round(share * n)))
+        k = max(1, round(share * n))
         local = np.sort(rng.choice(n, size=k, replace=False))
         full_load = float(np.dot(self.w, self.cap))
         sub_load = float(np.dot(self.w[local], self.cap[local]))
@@ -172,7 +172,7 @@ class Candidates:
 
 def _top(a: FloatArray, m: int) -> tuple[IntArray, FloatArray]:
     """Each row's ``m`` largest entries, best first (ties: lower expert first)."""
-    n, e = a.shape
+    e = a.shape[1]
     if m >= e:
         order = np.argsort(-a, axis=1, kind="stable")
         return order, np.take_along_axis(a, order, axis=1)
@@ -212,9 +212,7 @@ def candidates(view: View, prices: FloatArray, m: int) -> Candidates:
     return Candidates(idx, val, out)
 
 
-def choose(
-    val: FloatArray, cap: IntArray, kmin: IntArray
-) -> tuple[NDArray[np.bool_], IntArray]:
+def choose(val: FloatArray, cap: IntArray, kmin: IntArray) -> tuple[NDArray[np.bool_], IntArray]:
     """Each client's choice among its sorted candidates (memory ignored): the first
     ``kmin`` and then those with a positive adjusted score, up to ``cap``.
 
