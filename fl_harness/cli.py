@@ -298,9 +298,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             raise UsageError(f"`--regime {regime}`: {exc}") from None
     names = {f for f in ExperimentConfig.__dataclass_fields__}
     changes = {}
-    if (regime and "num_domains" in REGIMES[regime] and getattr(args, "domains", None)
-            is not None and getattr(args, "experts", None) is None):
-        changes["num_experts"] = args.domains      # one expert per domain
+    domains = getattr(args, "domains", None)
+    if (regime and "num_domains" in REGIMES[regime] and isinstance(domains, int)
+            and domains >= 1 and getattr(args, "experts", None) is None):
+        changes["num_experts"] = domains           # one expert per domain
     for key, value in vars(args).items():
         field = _RENAMES.get(key, key)
         if value is None or field not in names or key in ("config",):
