@@ -3,7 +3,8 @@
 :func:`~flexassign.solve_assignment` calls :func:`heuristic_start` before an exact or
 heuristic backend that honours ``time_limit``: the better feasible answer of the fast
 heuristics (:data:`START_METHODS`) becomes its ``warm_start`` and, through
-:func:`keep_better`, the answer when the backend finds nothing better in time.
+:func:`keep_better`, the answer when the backend finds nothing better in time. A
+feasible ``warm_start`` the caller passed competes with them.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def heuristic_start(
     (``opts.time_limit`` is returned unchanged).
     """
     start = None
+    given = opts.extra.get("warm_start")
+    if given is not None:
+        # the caller's own start competes too: a solver stopped before it read the
+        # start (a loaded machine, a limit of hundredths of a second) never loses it
+        x = np.asarray(given, dtype=bool)
+        if x.shape == problem.shape and verify_assignment(problem, x).ok:
+            start = Start(x, problem.objective(x), None, "warm_start")
     for method, share in START_METHODS:
         heuristic = get_backend(method)
         if method == backend.name or not heuristic.installed():
