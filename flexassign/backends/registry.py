@@ -213,6 +213,12 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
 AUTO_MIP = ("highs", "scipy", "cpsat")
 
 
+#: Up to this many client-expert pairs ``auto`` proves weighted and knapsack problems
+#: with a MIP backend (milliseconds at this size; the offset-aware normalisation and the
+#: post-solve guard keep its OPTIMAL true) instead of stopping at the price method's gap.
+AUTO_MIP_PAIRS = 4096
+
+
 def auto_order(
     problem: AssignmentProblem, *, priced: bool = False, proof: bool = False
 ) -> list[str]:
@@ -223,11 +229,13 @@ def auto_order(
     (:func:`min_cost_flow_order`), exact. Weighted loads or a binding memory knapsack
     with hard load bounds: the ``price`` method (a feasible assignment with a true
     bound, stopped at ``mip_gap``, default 1e-4), unless ``proof`` (``mip_gap=0``)
-    asks for a proven optimum, which takes the MIP backends. Soft bounds: MIP.
+    asks for a proven optimum, which takes the MIP backends. Soft bounds, and problems
+    of at most :data:`AUTO_MIP_PAIRS` client-expert pairs (where a proof costs
+    milliseconds): MIP.
     """
     if problem.is_unimodular:
         return [*min_cost_flow_order(problem, priced=priced), *AUTO_MIP]
-    if proof or problem.is_soft:
+    if proof or problem.is_soft or problem.fitness.size <= AUTO_MIP_PAIRS:
         return list(AUTO_MIP)
     return ["price", *AUTO_MIP]
 
