@@ -306,13 +306,22 @@ def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarr
 def _engine(requested: str, data: _Data) -> str:
     """The engine for ``data``: ``"auto"`` takes the compiled repair while experts have
     at most ``_SSP_MAX_PER_EXPERT`` clients each (above, a path's row updates cost more
-    than the OR-Tools engine's solve) and numba is installed."""
+    than the OR-Tools engine's solve), numba is installed and the kernels pay for their
+    load or compile in this process (:func:`.kernel_state.pays_off`: a one-shot solve
+    takes OR-Tools rather than spend seconds loading them)."""
     if requested == "ssp" and not _warm_ssp.available():
-        raise InvalidProblemError("`options['engine']='ssp'` needs numba (pip install numba)")
+        raise InvalidProblemError(
+            "`options['engine']='ssp'` needs numba: "
+            'pip install -e ".[compiled]" -c constraints.txt (from a clone)'
+        )
     if requested != "auto":
         return requested
     few = data.n <= _SSP_MAX_PER_EXPERT * data.e
-    return "ssp" if few and _warm_ssp.available() else "ortools"
+    if not (few and _warm_ssp.available()):
+        return "ortools"
+    from .kernel_state import pays_off
+
+    return "ssp" if pays_off(data.n, data.e) else "ortools"
 
 
 def _assemble(problem: AssignmentProblem, solved: _Solved) -> tuple[np.ndarray, float]:
