@@ -188,8 +188,11 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
     (``priced``: expert prices from an earlier round come with the call)."""
     n, e = problem.shape
     pairs = n * e
+    # from WARM_MIN_PAIRS flow-warm is taken anyway: its engine choice then asks
+    # pays_off once (asking here too would count the forgone saving twice)
     compiled = (
-        pairs >= WARM_COMPILED_MIN_PAIRS
+        pairs < WARM_MIN_PAIRS
+        and pairs >= WARM_COMPILED_MIN_PAIRS
         and e >= WARM_COMPILED_MIN_EXPERTS
         and n >= WARM_COMPILED_CLIENTS_PER_EXPERT * e
         and compiled_engine_installed()
