@@ -88,6 +88,10 @@ STALE_SHARE = 0.25
 _STEPS = 12
 #: The same on a sample level (its core LP follows at once).
 _LEVEL_STEPS = 6
+#: Core LP rounds per sample level, and the frozen clients' total gain (relative to the
+#: objective) below which its prices count as the level's LP duals.
+_LEVEL_ROUNDS = 3
+_LEVEL_GAIN = 1e-5
 #: Each sample level keeps this share of the clients of the one above.
 _SAMPLE_SHARE = 0.125
 #: First core: this many times the share of load outside the bounds, of the clients,
@@ -125,7 +129,9 @@ def _first_core(run: CoreSet) -> None:
 
 
 def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions) -> FloatArray:
-    """Prices for a sample level: candidates, steps, one core LP (no rounding)."""
+    """Prices for a sample level: candidates, steps, and core LP rounds (frozen clients
+    whose choice the new prices change join the core, largest gain first) until the
+    prices are the level's LP duals or ``_LEVEL_ROUNDS`` ran; no rounding."""
     cand = candidates(view, prices, m)
     p = price_steps(view, cand, prices, steps=_LEVEL_STEPS)
     cand = reprice(cand, view.w, p - prices)
@@ -135,9 +141,19 @@ def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions)
     else:
         _first_core(run)
     try:
-        run.lp(None)
+        for _ in range(_LEVEL_ROUNDS):
+            run.lp(None)
+            assert run.prices is not None
+            gain, new = run.refresh(run.prices, m)
+            scale = max(abs(run.frozen_value()), 1.0)
+            bad = np.flatnonzero(gain > 1e-12 * scale)
+            if bad.size == 0 or float(gain.sum()) <= _LEVEL_GAIN * scale:
+                break
+            run.adopt(new, np.flatnonzero(run.core))
+            run.core[bad] = True
+            run.adopt(new, bad)
     except (Infeasible, RuntimeError):
-        return p
+        return p if run.prices is None else run.prices
     return p if run.prices is None else run.prices
 
 
