@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-all
 .PHONY: help venv demo flower-demo flower-deploy-test test test-slow test-all lint docs docs-serve bench bench-quick clean
 
 help:
-	@echo "make demo       set up .venv, solve one round (quick start), then a short FL comparison on MNIST-1D"
+	@echo "make demo       set up .venv, solve one round (quick start), then flex/greedy/balance on an easy task and in the capacity regime"
 	@echo "make flower-demo  the Flower app: 10 simulated SuperNodes, 3 rounds (flwr run)"
 	@echo "make flower-deploy-test  SuperLink + 2 SuperNodes on 127.0.0.1, one killed mid-run (slow)"
 	@echo "make test       set up .venv and run the default test suite (< 10 min)"
@@ -22,14 +22,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[all]"
+	$(BIN)/python -m flexassign warmup   # compile flow-warm's kernels once, now (numba)
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# An easy task (digits: one expert can hold it) next to the capacity regime (10 domains,
+# narrow experts, capacities 1-2: where balance can pay), both with probe deployment.
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
-	$(BIN)/python -m fl_harness compare --dataset mnist1d --strategies flex greedy random \
-		--seeds 0 1 --rounds 20 --out runs/demo
+	$(BIN)/python -m fl_harness compare --dataset digits --strategies flex greedy balance \
+		--seeds 0 --rounds 15 --eval-every 5 --quiet --no-plots --out runs/demo/easy
+	$(BIN)/python -m fl_harness compare --regime capacity --dataset synthetic \
+		--strategies flex greedy balance --seeds 0 --rounds 30 --eval-every 5 --quiet \
+		--target-metric personal_accuracy --target 0.75 --out runs/demo/capacity
+	@echo "What the numbers mean: 'personal' and 'newcomer' are accuracies on each client's own data with the experts it deploys (chosen by a probe of its data), 'global' scores those personal subsets on every class (a generalist metric), 'util. CV' is expert-load imbalance (0 = balanced), 'rounds to' counts rounds to a fixed accuracy (capacity run: personal 0.75); one seed and few rounds, so read the study (docs/results.md) for intervals."
 	@echo "plots and tables: runs/demo/"
 
 # flwr run with a throwaway Flower home (Flower 1.41 keeps the federation size in the

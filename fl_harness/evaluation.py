@@ -5,14 +5,28 @@ ever used (and fine-tuned) for that client, and nothing computed from it flows b
 into the global model. Evaluation consumes no random numbers, so evaluating more or
 less often never changes training.
 
+A client's *deployed* model depends on ``deploy`` (:mod:`fl_harness.deploy`): with
+``"probe"`` (the default) the :math:`k_c` experts that a forward-only probe on its own
+training split finds best, its router then fine-tuned on them (:func:`finetune_routers`);
+(a client whose best experts are those it last trained keeps its router as trained);
+with ``"plan"`` the experts of its last training plan and its router as trained (a
+newcomer: the experts a planning round from the planner's prior gives it).
+
 ``global_accuracy``
-    each trained client's deployed model (its held experts, its router) on the global
-    test set, weighted by the client's training samples;
+    each trained client's deployed model on the global test set, weighted by the
+    client's training samples. Every client is scored on every class, so this is a
+    *generalist* metric: it rewards experts that cover everything, not a client's fit;
 ``personal_accuracy``
     the same models on each client's own local test split, mean over clients;
 ``newcomer_accuracy``
-    held-out clients, planned like new clients, each fine-tuning only its router
+    held-out clients, with deployed experts, each fine-tuning only its router
     (:func:`finetune_routers`) on its train split, on its test split;
+``personal_accuracy_plan`` / ``newcomer_accuracy_plan``
+    the same with plan deployment (equal to the primary values under ``"plan"``);
+``fitness_rank_corr``
+    mean over trained clients of the Spearman correlation between the planner's
+    fitness row and the probe's fit (negated loss) of every expert on the client's
+    training split: how well the planner knows which experts fit whom;
 ``pool_accuracy``
     trained clients with *every* expert and their router fine-tuned the same way,
     on their local test split;
@@ -23,7 +37,8 @@ less often never changes training.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +46,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
+from .deploy import DEPLOY_MODES, deploy_clients
 from .federation import SimClient
 from .metrics import evaluate_clients
 from .model import MoEModel, StateDict
@@ -162,8 +178,12 @@ def evaluate_round(
     all_experts: bool = False,
     finetune_steps: int = 30,
     finetune_lr: float = 0.05,
+    deploy: str = "plan",
+    capacity_of: Callable[[SimClient], int] | None = None,
+    planner: Any = None,
 ) -> dict[str, float]:
-    """The six evaluation metrics of :data:`~fl_harness.results.EVAL_METRICS`.
+    """The evaluation metrics of :data:`~fl_harness.results.EVAL_METRICS` and
+    :data:`~fl_harness.results.EXTRA_METRICS`.
 
     Parameters
     ----------
@@ -179,38 +199,86 @@ def evaluate_round(
     test : (x, y)
         The global test set.
     all_experts : bool
-        ``global``/``personal`` with every expert instead of the held ones.
+        ``global``/``personal`` with every expert instead of the deployed ones.
     finetune_steps, finetune_lr : int, float
-        Router fine-tuning budget of ``newcomer`` and ``pool``.
+        Router fine-tuning budget of ``newcomer``, ``pool`` and probe deployment.
+    deploy : {"plan", "probe"}
+        How clients choose the experts they use (:mod:`fl_harness.deploy`). With
+        ``"probe"`` ``global``, ``personal`` and ``newcomer`` follow the probe
+        deployment, and ``personal_accuracy_plan``/``newcomer_accuracy_plan`` keep the
+        plan-deployed values; with ``"plan"`` both are the plan-deployed values.
+    capacity_of : callable, optional
+        ``client -> k_c`` experts it may deploy (default ``client.capacity``).
+    planner : Planner, optional
+        For ``fitness_rank_corr``: the Spearman correlation, mean over trained clients,
+        between the planner's fitness rows and the fit a probe of every expert on each
+        client's own data measures (NaN without a planner).
 
     Returns
     -------
     dict of str to float
         NaN for a metric with nobody to evaluate.
     """
+    if deploy not in DEPLOY_MODES:
+        raise ValueError(f"`deploy` must be one of {list(DEPLOY_MODES)}; got {deploy!r}")
+    cap = capacity_of or (lambda c: c.capacity)
     out = dict.fromkeys(("global_accuracy", "personal_accuracy", "newcomer_accuracy",
-                         "pool_accuracy"), math.nan)
+                         "pool_accuracy", "personal_accuracy_plan", "newcomer_accuracy_plan",
+                         "fitness_rank_corr"), math.nan)
     ex = expert_accuracies(model, test)
     out["expert_accuracy_mean"], out["expert_accuracy_min"] = float(ex.mean()), float(ex.min())
     every = model.held_experts
     trained = [c for c in clients if c.router is not None and not c.newcomer]
     if trained:
         routers = [c.router for c in trained if c.router is not None]
-        held = [every if all_experts else c.held for c in trained]
-        g = evaluate_clients(model, routers, held, test)
-        out["global_accuracy"] = float(np.average(g, weights=[len(c.y) for c in trained]))
+        own = [(c.x, c.y) for c in trained]
         local = [(c.x_test, c.y_test) for c in trained]
-        out["personal_accuracy"] = _mean_accuracy(model, routers, held, local)
-        tuned = finetune_routers(model, routers, [every] * len(trained),
-                                 [(c.x, c.y) for c in trained],
+        weights = [len(c.y) for c in trained]
+        deployed, probes = deploy_clients(model, own, [cap(c) for c in trained])
+        if planner is not None and hasattr(planner, "fitness_rank_corr"):
+            out["fitness_rank_corr"] = float(planner.fitness_rank_corr(
+                {c.cid: p for c, p in zip(trained, probes, strict=True)}))
+        plan_held = [every if all_experts else c.held for c in trained]
+        out["personal_accuracy_plan"] = _mean_accuracy(model, routers, plan_held, local)
+        if deploy == "probe" and not all_experts:
+            held: Sequence[Sequence[int]] = deployed
+            used = list(routers)
+            moved = [i for i, c in enumerate(trained) if set(deployed[i]) != set(c.held)]
+            if moved:   # a client that deploys what it trained keeps its router as is
+                tuned_moved = finetune_routers(
+                    model, [routers[i] for i in moved], [deployed[i] for i in moved],
+                    [own[i] for i in moved], steps=finetune_steps, lr=finetune_lr)
+                for i, r in zip(moved, tuned_moved, strict=True):
+                    used[i] = r
+            out["personal_accuracy"] = _mean_accuracy(model, used, held, local)
+        else:
+            used, held = list(routers), plan_held
+            out["personal_accuracy"] = out["personal_accuracy_plan"]
+        g = evaluate_clients(model, used, held, test)
+        out["global_accuracy"] = float(np.average(g, weights=weights))
+        tuned = finetune_routers(model, routers, [every] * len(trained), own,
                                  steps=finetune_steps, lr=finetune_lr)
         out["pool_accuracy"] = _mean_accuracy(model, tuned, [every] * len(trained), local)
-    newcomers = [c for c in clients if c.newcomer and newcomer_plan.get(c.cid)]
-    if newcomers:
-        held = [tuple(newcomer_plan[c.cid]) for c in newcomers]
-        tuned = finetune_routers(model, [init_router] * len(newcomers), held,
-                                 [(c.x, c.y) for c in newcomers],
-                                 steps=finetune_steps, lr=finetune_lr)
-        out["newcomer_accuracy"] = _mean_accuracy(model, tuned, held,
-                                                  [(c.x_test, c.y_test) for c in newcomers])
+    new = [c for c in clients if c.newcomer]
+    planned = [c for c in new if newcomer_plan.get(c.cid)]
+    if planned:
+        out["newcomer_accuracy_plan"] = _newcomer_accuracy(
+            model, init_router, [tuple(newcomer_plan[c.cid]) for c in planned], planned,
+            finetune_steps, finetune_lr)
+    if deploy == "probe" and new:
+        chosen, _ = deploy_clients(model, [(c.x, c.y) for c in new], [cap(c) for c in new])
+        out["newcomer_accuracy"] = _newcomer_accuracy(model, init_router, chosen, new,
+                                                      finetune_steps, finetune_lr)
+    else:
+        out["newcomer_accuracy"] = out["newcomer_accuracy_plan"]
     return out
+
+
+def _newcomer_accuracy(model: MoEModel, init_router: Mapping[str, Tensor],
+                       held: Sequence[Sequence[int]], newcomers: Sequence[SimClient],
+                       steps: int, lr: float) -> float:
+    """Newcomers holding ``held``, routers fine-tuned from ``init_router`` on their train
+    split, on their test split (mean)."""
+    tuned = finetune_routers(model, [init_router] * len(newcomers), held,
+                             [(c.x, c.y) for c in newcomers], steps=steps, lr=lr)
+    return _mean_accuracy(model, tuned, held, [(c.x_test, c.y_test) for c in newcomers])

@@ -7,14 +7,19 @@ Round :math:`t`:
 2. the planner (:func:`~fl_harness.federation.make_planner`) assigns each its experts
    (``strategy="full"`` gives every client every expert, ignoring capacity);
 3. each selected client drops out with probability ``dropout`` (it returns nothing);
+   each other one, before training, probes the global experts the planner names
+   (``Planner.probe_candidates``; every expert by default) on its validation slice
+   (:func:`~fl_harness.deploy.probe_experts`, with ``probe_fraction > 0``);
 4. the others train locally on their assigned experts with their own routers; a
    client whose loss or weights become non-finite is *diverged*: its update is
    dropped from aggregation and feedback (and counted), its router is not kept;
 5. the server averages shared parts by sample count and each expert over its trainers
-   by usage, and reports the feedback to the planner;
+   by usage, and reports the feedback and the probe rows to the planner
+   (``Planner.report``, ``Planner.report_probe``);
 6. every ``eval_every`` rounds (and after the last) the metrics of
-   :mod:`fl_harness.evaluation` are computed; newcomers are planned on a copy of the
-   planner, so evaluation never changes training.
+   :mod:`fl_harness.evaluation` are computed with the run's deployment
+   (:mod:`fl_harness.deploy`); newcomers are planned on a copy of the planner, so
+   evaluation never changes training.
 
 Configuration lives in :mod:`.config`, results in :mod:`.results`, setup in
 :mod:`.federation`; this module is the loop.
@@ -37,11 +42,12 @@ from .aggregation import aggregate_experts, aggregate_shared
 from .client import ClientUpdate, train_client
 from .config import DEFAULT_DEVICE_MIX, DEFAULT_TARGETS, STRATEGIES, ExperimentConfig
 from .data import Dataset, load_dataset
+from .deploy import ProbeCost, probe_experts
 from .evaluation import evaluate_round
 from .federation import SeedStreams, SimClient, make_planner, setup_clients
 from .metrics import model_bytes, rounds_to_target
 from .model import MoEModel, expert_state, shared_state
-from .results import EVAL_METRICS, ExperimentResult, HarnessRound
+from .results import EVAL_METRICS, EXTRA_METRICS, ExperimentResult, HarnessRound
 
 __all__ = [
     "DEFAULT_DEVICE_MIX",
@@ -130,7 +136,8 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
          planner_factory: Callable[[ExperimentConfig], Any] | None) -> ExperimentResult:
     t_start = time.perf_counter()
     data = dataset or load_dataset(cfg.dataset, seed=cfg.data_seed,
-                                   num_samples=cfg.num_samples, path=cfg.dataset_path)
+                                   num_samples=cfg.num_samples, path=cfg.dataset_path,
+                                   domains=cfg.num_domains)
     seeds = SeedStreams.from_seed(cfg.seed)
     clients = setup_clients(cfg, data, seeds)
     planner: Any = make_planner(cfg, clients)           # sets every client's capacity
@@ -159,6 +166,10 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
     training = cfg.local_training
     m = min(cfg.clients_per_round, len(trainers))
 
+    def deploy_k(c: SimClient) -> int:
+        """Experts a client deploys: its capacity (every expert under ``full``)."""
+        return E if cfg.strategy == "full" else c.capacity
+
     bar = None
     if progress:
         from flexassign._cli import progress as progress_bar  # tqdm on a TTY, plain lines else
@@ -173,6 +184,16 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
         solve_time = time.perf_counter() - t_plan
         dropped = drop_rng.random(len(chosen)) < cfg.dropout
         bytes_down = sum(shared_b + sum(expert_b[e] for e in plan[c.cid]) for c in chosen)
+
+        probes = {}
+        if planner is not None and hasattr(planner, "report_probe"):
+            size = cfg.probe_experts or None
+            for c, gone in zip(chosen, dropped, strict=True):
+                if not gone and plan[c.cid] and c.has_val:
+                    assert c.x_val is not None and c.y_val is not None  # has_val
+                    probes[c.cid] = probe_experts(
+                        model, planner.probe_candidates(c.cid, size), c.x_val, c.y_val)
+        cost = ProbeCost.of(probes, plan, expert_b)
 
         updates: list[ClientUpdate] = []
         churn = []
@@ -204,15 +225,18 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
                 bytes_up += shared_b + sum(expert_b[e] for e in u.experts) + 16 * len(u.experts)
                 if planner is not None:
                     planner.report(u.client_id, u.feedback)
+                    if u.client_id in probes:
+                        planner.report_probe(u.client_id, probes[u.client_id])
         utilization += load
 
         t_eval = time.perf_counter()
-        metrics = dict.fromkeys(EVAL_METRICS, float("nan"))
+        metrics = dict.fromkeys((*EVAL_METRICS, *EXTRA_METRICS), float("nan"))
         if t % cfg.eval_every == 0 or t == cfg.rounds:
             metrics = evaluate_round(
                 model, clients, _newcomer_plan(planner, clients, E), init_router, test,
                 all_experts=cfg.eval_experts == "all", finetune_steps=cfg.finetune_steps,
-                finetune_lr=cfg.finetune_lr)
+                finetune_lr=cfg.finetune_lr, deploy=cfg.deploy, capacity_of=deploy_k,
+                planner=planner)
         now = time.perf_counter()
         records.append(HarnessRound(
             round=t, selected=len(chosen), dropped=int(dropped.sum()), diverged=diverged,
@@ -227,6 +251,9 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
             never_trained=int((utilization == 0).sum()),
             assignment_churn=float(np.mean(churn)) if churn else float("nan"),
             bytes_down=int(bytes_down), bytes_up=int(bytes_up),
+            probe_clients=cost.probes, probe_pairs=cost.experts_probed,
+            probe_downloads=cost.extra_downloads, probe_bytes=cost.extra_bytes,
+            probe_forward=cost.forward_passes,
             solve_time_s=solve_time, eval_time_s=now - t_eval,
             round_time_s=now - t_round, elapsed_s=now - t_start,
         ))
@@ -248,7 +275,7 @@ def _run(cfg: ExperimentConfig, dataset: Dataset | None, progress: bool,
         final_personalized_accuracy=last.personal_accuracy,
         utilization_cv=last.utilization_cv,
         utilization_var=last.utilization_var,
-        rounds_to_target=rounds_to_target([r.global_accuracy for r in records],
+        rounds_to_target=rounds_to_target([getattr(r, cfg.target_metric) for r in records],
                                           cfg.resolved_target),
         target_accuracy=cfg.resolved_target,
         wall_time_s=time.perf_counter() - t_start,

@@ -24,6 +24,7 @@ from .model import StateDict
 from .partition import partition, split_local
 
 __all__ = [
+    "FLEX_DEFAULTS",
     "BalancePlanner",
     "SeedStreams",
     "SimClient",
@@ -37,8 +38,8 @@ class SeedStreams(NamedTuple):
     """The independent random streams of one experiment, all derived from its seed.
 
     Integrations that must reproduce a harness run (e.g. the Flower app) take their
-    streams from here instead of re-deriving them. ``holdout`` was added last, so the
-    first seven streams are those of earlier versions.
+    streams from here instead of re-deriving them. ``holdout`` and then ``probe`` were
+    added last, so the first seven streams are those of earlier versions.
     """
 
     partition: np.random.SeedSequence
@@ -49,11 +50,12 @@ class SeedStreams(NamedTuple):
     training: np.random.SeedSequence
     init: np.random.SeedSequence
     holdout: np.random.SeedSequence
+    probe: np.random.SeedSequence
 
     @classmethod
     def from_seed(cls, seed: int) -> SeedStreams:
         """The streams of ``seed``."""
-        return cls(*np.random.SeedSequence(seed).spawn(8))
+        return cls(*np.random.SeedSequence(seed).spawn(9))
 
     def init_seed(self) -> int:
         """Seed of the initial global model's ``torch.Generator``."""
@@ -67,7 +69,10 @@ class SimClient:
     ``capacity`` is set by :func:`make_planner` from the planner's own derivation (a
     ``declared_capacity`` is also its capacity from the start).
     ``router`` and ``held`` are the client's private state: the router it keeps
-    between rounds and the experts it last trained.
+    between rounds and the experts it last trained. ``x_val``/``y_val`` is a training
+    client's validation slice (``probe_fraction`` of its local data, never trained on;
+    empty for newcomers or with ``probe_fraction=0``): the data of its training-time
+    probes.
     """
 
     cid: str
@@ -81,6 +86,13 @@ class SimClient:
     capacity: int = 0
     router: StateDict | None = None
     held: tuple[int, ...] = ()
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    @property
+    def has_val(self) -> bool:
+        """Whether the client has a validation slice to probe on."""
+        return self.y_val is not None and len(self.y_val) > 0
 
 
 class BalancePlanner(Planner):
@@ -98,10 +110,19 @@ class BalancePlanner(Planner):
         return np.zeros((len(list(client_ids)), self.num_experts))
 
 
+#: Planner options the harness gives ``flex`` and its ablation ``balance`` unless
+#: ``planner_options`` sets them: a switching cost, chosen on the tuning seeds (100-101,
+#: capacity regime, synthetic; docs/results.md, "Tuning"). ``greedy`` and ``random``
+#: run as the papers' baselines, without it.
+FLEX_DEFAULTS: dict[str, Any] = {"stickiness": 0.3}
+
+
 def planner_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     """``planner_options`` as Planner keyword arguments (a ``fitness`` dict becomes a
-    :class:`~flexassign.alignment.FitnessConfig`, so configs stay plain JSON)."""
-    opts = dict(cfg.planner_options)
+    :class:`~flexassign.alignment.FitnessConfig`, so configs stay plain JSON), over
+    :data:`FLEX_DEFAULTS` for ``flex`` and ``balance``."""
+    opts = dict(FLEX_DEFAULTS) if cfg.strategy in ("flex", "balance") else {}
+    opts.update(dict(cfg.planner_options))
     if isinstance(opts.get("fitness"), Mapping):
         opts["fitness"] = FitnessConfig(**opts["fitness"])
     return opts
@@ -161,25 +182,37 @@ def setup_clients(cfg: ExperimentConfig, data: Dataset,
 
     The partition covers all ``num_clients`` clients; ``num_holdout`` of them, drawn
     from the ``holdout`` stream, are newcomers (``newcomer=True``) that never train.
+    Each training client keeps ``probe_fraction`` of its training split (rounded down,
+    at least one training sample left) as its validation slice, drawn from the
+    ``probe`` stream.
     """
     seeds = seeds or SeedStreams.from_seed(cfg.seed)
-    part_rng, local_rng, cap_rng, hold_rng = (
+    part_rng, local_rng, cap_rng, hold_rng, val_rng = (
         np.random.default_rng(s)
-        for s in (seeds.partition, seeds.local_split, seeds.capacity, seeds.holdout)
+        for s in (seeds.partition, seeds.local_split, seeds.capacity, seeds.holdout,
+                  seeds.probe)
     )
+    domains = data.domains_of(data.y_train) if cfg.partition == "domains" else None
     parts = partition(data.y_train, cfg.num_clients, scheme=cfg.partition, rng=part_rng,
-                      alpha=cfg.alpha, classes_per_client=cfg.classes_per_client)
+                      alpha=cfg.alpha, classes_per_client=cfg.classes_per_client,
+                      domains=domains, domains_per_client=cfg.domains_per_client)
     devices = _devices(cfg, cap_rng)
     held_out = set(hold_rng.choice(cfg.num_clients, cfg.num_holdout, replace=False).tolist())
     clients = []
     width = len(str(cfg.num_clients - 1))
     for i, idx in enumerate(parts):
         tr, te = split_local(idx, test_fraction=cfg.local_test_fraction, rng=local_rng)
+        val = tr[:0]
+        if i not in held_out and cfg.probe_fraction > 0:
+            n_val = max(0, min(int(cfg.probe_fraction * len(tr)), len(tr) - 1))
+            perm = val_rng.permutation(len(tr))
+            tr, val = np.sort(tr[perm[n_val:]]), np.sort(tr[perm[:n_val]])
         clients.append(SimClient(
             cid=f"client-{i:0{width}d}",
             x=torch.from_numpy(data.x_train[tr]), y=torch.from_numpy(data.y_train[tr]),
             x_test=torch.from_numpy(data.x_train[te]), y_test=torch.from_numpy(data.y_train[te]),
             device=devices[i][0], declared_capacity=devices[i][1], newcomer=i in held_out,
             capacity=devices[i][1] or 0,
+            x_val=torch.from_numpy(data.x_train[val]), y_val=torch.from_numpy(data.y_train[val]),
         ))
     return clients

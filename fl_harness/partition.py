@@ -1,4 +1,5 @@
-"""Split a training set over clients: IID, Dirichlet over labels, k classes per client.
+"""Split a training set over clients: IID, Dirichlet over labels, k classes per client,
+or whole domains (one or a few per client).
 
 Every function returns a list of ``num_clients`` sorted index arrays that cover every
 sample exactly once, and is deterministic given its ``numpy.random.Generator``.
@@ -9,16 +10,19 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from flexassign._validation import check_int
+
 __all__ = [
     "PARTITIONS",
     "partition",
     "partition_dirichlet",
+    "partition_domains",
     "partition_iid",
     "partition_shards",
     "split_local",
 ]
 
-PARTITIONS = ("iid", "dirichlet", "shards")
+PARTITIONS = ("iid", "dirichlet", "shards", "domains")
 
 IndexList = list[NDArray[np.int64]]
 
@@ -118,6 +122,85 @@ def partition_shards(
     return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
 
 
+def partition_domains(
+    domains: NDArray[np.integer],
+    num_clients: int,
+    *,
+    max_per_client: int = 2,
+    rng: np.random.Generator,
+) -> IndexList:
+    """Domain split: each client holds every sample it has from 1 to ``max_per_client``
+    whole domains (its *affinity*, fixed for the run).
+
+    Each client draws its number of domains uniformly from ``1 .. max_per_client``
+    (capped by the number of domains); if the draws cannot cover every domain, clients
+    with fewer than the maximum (in a random order) take one more until they do.
+    Domains are then dealt round-robin over a random domain order, as
+    :func:`partition_shards` deals classes, so every domain has an owner and owner
+    counts differ by at most one; each domain's samples are shared equally among its
+    owners.
+
+    Parameters
+    ----------
+    domains : array of int
+        The domain of each sample.
+    num_clients : int
+        Number of clients.
+    max_per_client : int
+        Most domains a client holds.
+    rng : numpy.random.Generator
+        Seeds the draws.
+
+    Returns
+    -------
+    list of ndarray
+        ``num_clients`` sorted index arrays covering every sample once.
+
+    Raises
+    ------
+    ValueError
+        If ``num_clients * max_per_client`` is below the number of domains (some domain
+        would have no owner) or a domain has fewer samples than owners.
+
+    Examples
+    --------
+    >>> d = np.repeat(np.arange(4), 10)
+    >>> parts = partition_domains(d, 6, rng=np.random.default_rng(0))
+    >>> [len(np.unique(d[p])) for p in parts]
+    [2, 2, 2, 1, 1, 1]
+    """
+    domains = np.asarray(domains)
+    _check(num_clients, len(domains))
+    names = np.unique(domains)
+    top = check_int("max_per_client", max_per_client, lo=1)
+    top = min(top, len(names))
+    if num_clients * top < len(names):
+        raise ValueError(
+            f"`num_clients` * `max_per_client` = {num_clients * top} < {len(names)} "
+            "domains: some domains would have no owner")
+    counts = rng.integers(1, top + 1, size=num_clients)
+    for i in rng.permutation(num_clients):
+        if counts.sum() >= len(names):
+            break
+        counts[i] = top
+    order = rng.permutation(names)
+    owners: dict[int, list[int]] = {int(d): [] for d in names}
+    slot = 0
+    for i in range(num_clients):
+        for _ in range(int(counts[i])):   # top <= len(order): the next ones are distinct
+            owners[int(order[slot % len(order)])].append(i)
+            slot += 1
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for d, who in owners.items():
+        idx = rng.permutation(np.flatnonzero(domains == d))
+        if len(idx) < len(who):
+            raise ValueError(f"domain {d} has {len(idx)} samples for {len(who)} owners; "
+                             "lower `num_clients` or the number of domains")
+        for j, chunk in enumerate(np.array_split(idx, len(who))):
+            parts[who[j]].append(chunk)
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
 def partition(
     labels: NDArray[np.integer],
     num_clients: int,
@@ -126,9 +209,21 @@ def partition(
     rng: np.random.Generator,
     alpha: float = 0.8,
     classes_per_client: int = 4,
+    domains: NDArray[np.integer] | None = None,
+    domains_per_client: int = 2,
 ) -> IndexList:
-    """Dispatch to :func:`partition_iid`, :func:`partition_dirichlet` or
-    :func:`partition_shards` by ``scheme`` (``"iid"``, ``"dirichlet"``, ``"shards"``)."""
+    """Dispatch to :func:`partition_iid`, :func:`partition_dirichlet`,
+    :func:`partition_shards` or :func:`partition_domains` by ``scheme`` (``"iid"``,
+    ``"dirichlet"``, ``"shards"``, ``"domains"``; the last needs ``domains``, the
+    domain of each sample)."""
+    if scheme == "domains":
+        if domains is None:
+            raise ValueError("`partition` 'domains' needs the samples' `domains` (a dataset "
+                             "with domains: synthetic or mnist5k)")
+        if len(domains) != len(labels):
+            raise ValueError(f"`domains` has {len(domains)} entries for {len(labels)} labels")
+        return partition_domains(domains, num_clients, max_per_client=domains_per_client,
+                                 rng=rng)
     if scheme == "iid":
         return partition_iid(len(labels), num_clients, rng=rng)
     if scheme == "dirichlet":

@@ -21,7 +21,7 @@ from flexassign._files import atomic_write, jsonable, write_json_atomic
 
 from .config import ExperimentConfig
 
-__all__ = ["EVAL_METRICS", "ExperimentResult", "HarnessRound"]
+__all__ = ["EVAL_METRICS", "EXTRA_METRICS", "ExperimentResult", "HarnessRound"]
 
 #: The evaluated accuracy metrics, in the order tables show them.
 EVAL_METRICS = (
@@ -33,19 +33,27 @@ EVAL_METRICS = (
     "expert_accuracy_min",
 )
 
+#: Further evaluated values: the plan-deployed accuracies (secondary fields under probe
+#: deployment) and the planner's signal health (definitions: :mod:`.evaluation`).
+EXTRA_METRICS = ("personal_accuracy_plan", "newcomer_accuracy_plan", "fitness_rank_corr")
+
 
 @dataclass(frozen=True, kw_only=True)
 class HarnessRound:
     """Metrics of one harness round (the Flower strategy's record is ``FlowerRoundRecord``).
 
-    The six :data:`EVAL_METRICS` are NaN in rounds that were not evaluated.
+    The six :data:`EVAL_METRICS` and the :data:`EXTRA_METRICS` are NaN in rounds that
+    were not evaluated.
     ``expert_load`` counts this round's client-trainings per expert and
     ``utilization`` the cumulative ones; ``utilization_cv``/``utilization_var`` are
     their coefficient of variation (NaN before anything trained) and variance.
     ``diverged`` counts clients whose update was dropped because their loss or
     weights became non-finite. ``assignment_churn`` is the mean, over this round's
     trained clients that trained before, of the share of their experts that differ
-    from their previous assignment.
+    from their previous assignment (the ``churn`` of :mod:`flexassign.alignment.stability`).
+    ``probe_*`` count this round's training-time probes (:class:`fl_harness.deploy.ProbeCost`):
+    clients that probed, probed (client, expert) pairs, experts downloaded for the probe
+    alone and their bytes, expert forward passes (probed experts x validation samples).
     """
 
     round: int
@@ -58,6 +66,9 @@ class HarnessRound:
     pool_accuracy: float
     expert_accuracy_mean: float
     expert_accuracy_min: float
+    personal_accuracy_plan: float
+    newcomer_accuracy_plan: float
+    fitness_rank_corr: float
     train_loss: float
     expert_load: tuple[int, ...]
     utilization: tuple[int, ...]
@@ -67,6 +78,11 @@ class HarnessRound:
     assignment_churn: float
     bytes_down: int
     bytes_up: int
+    probe_clients: int
+    probe_pairs: int
+    probe_downloads: int
+    probe_bytes: int
+    probe_forward: int
     solve_time_s: float
     eval_time_s: float
     round_time_s: float
@@ -84,6 +100,17 @@ class HarnessRound:
         d.update({f"load_e{e}": v for e, v in enumerate(load)})
         d.update({f"util_e{e}": v for e, v in enumerate(util)})
         return d
+
+
+def _resolved_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The planner options the run used (harness defaults included)."""
+    from .federation import planner_kwargs
+
+    opts = planner_kwargs(cfg)
+    fit = opts.get("fitness")
+    if fit is not None and not isinstance(fit, dict):
+        opts["fitness"] = dataclasses.asdict(fit)
+    return opts
 
 
 def _mean_last(values: list[float], n: int) -> float:
@@ -176,6 +203,8 @@ class ExperimentResult:
             "final_personalized_accuracy": self.final_personalized_accuracy,
         }
         out.update({m: self.final(m) for m in EVAL_METRICS[1:]})
+        out.update({m: float(getattr(last, m)) for m in EXTRA_METRICS})
+        n = len(self.rounds)
         out.update({
             "last5_accuracy": self.last_accuracy(5),
             "utilization_cv": self.utilization_cv,
@@ -183,9 +212,17 @@ class ExperimentResult:
             "planner_utilization_cv": self.planner_utilization_cv,
             "rounds_to_target": self.rounds_to_target,
             "target_accuracy": self.target_accuracy,
+            "target_metric": self.config.target_metric,
+            "planner_options_used": _resolved_options(self.config),
+            "deploy": self.config.deploy,
             "never_trained": last.never_trained,
             "diverged_updates": self.diverged_updates,
             "mean_assignment_churn": float(np.mean(churn)) if churn else None,
+            "churn": float(np.mean(churn)) if churn else None,
+            "probe_downloads_per_round": sum(r.probe_downloads for r in self.rounds) / n,
+            "probe_bytes_per_round": sum(r.probe_bytes for r in self.rounds) / n,
+            "probe_forward_per_round": sum(r.probe_forward for r in self.rounds) / n,
+            "probe_pairs_per_round": sum(r.probe_pairs for r in self.rounds) / n,
             "utilization": list(self.utilization),
             "bytes_down": sum(r.bytes_down for r in self.rounds),
             "bytes_up": sum(r.bytes_up for r in self.rounds),

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn
 
@@ -37,6 +38,7 @@ __all__ = [
     "UsageError",
     "json_object",
     "progress",
+    "read_text_file",
     "run_cli",
 ]
 
@@ -66,9 +68,26 @@ def json_object(text: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("not usable JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise argparse.ArgumentTypeError(f"not usable JSON ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return data
+
+
+def read_text_file(path: str, flag: str) -> str:
+    """The UTF-8 text of ``path``, given to ``flag`` as ``@FILE``; a :class:`UsageError`
+    naming the flag and the file when it is not UTF-8 text (``OSError`` as usual)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"`{flag}`: {path!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+            f"offset {exc.start})"
+        ) from None
 
 
 def one_line(text: object) -> str:

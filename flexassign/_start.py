@@ -3,7 +3,8 @@
 :func:`~flexassign.solve_assignment` calls :func:`heuristic_start` before an exact or
 heuristic backend that honours ``time_limit``: the better feasible answer of the fast
 heuristics (:data:`START_METHODS`) becomes its ``warm_start`` and, through
-:func:`keep_better`, the answer when the backend finds nothing better in time.
+:func:`keep_better`, the answer when the backend finds nothing better in time. A
+feasible ``warm_start`` the caller passed competes with them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class Start:
     objective: float
     bound: float | None
     method: str
+    #: the heuristic whose bound ``bound`` is (lp-round's LP bound, say, while ``x``
+    #: is greedy-balanced's assignment)
+    bound_method: str | None = None
 
 
 def heuristic_start(
@@ -50,6 +54,13 @@ def heuristic_start(
     (``opts.time_limit`` is returned unchanged).
     """
     start = None
+    given = opts.extra.get("warm_start")
+    if given is not None:
+        # the caller's own start competes too: a solver stopped before it read the
+        # start (a loaded machine, a limit of hundredths of a second) never loses it
+        x = np.asarray(given, dtype=bool)
+        if x.shape == problem.shape and verify_assignment(problem, x).ok:
+            start = Start(x, problem.objective(x), None, "warm_start")
     for method, share in START_METHODS:
         heuristic = get_backend(method)
         if method == backend.name or not heuristic.installed():
@@ -69,13 +80,14 @@ def heuristic_start(
         if out.x is not None and verify_assignment(problem, out.x).ok:
             x = np.asarray(out.x, dtype=bool)
             objective = problem.objective(x)
-            bound = out.bound if start is None or start.bound is None else start.bound
-            if out.bound is not None and bound is not None:
-                bound = min(bound, out.bound)
+            bound = None if start is None else start.bound
+            bound_method = None if start is None else start.bound_method
+            if out.bound is not None and (bound is None or out.bound < bound):
+                bound, bound_method = out.bound, method
             if start is None or objective > start.objective:
-                start = Start(x, objective, bound, method)
+                start = Start(x, objective, bound, method, bound_method)
             else:
-                start = dataclasses.replace(start, bound=bound)
+                start = dataclasses.replace(start, bound=bound, bound_method=bound_method)
     if start is None:
         return None, opts
     extra = dict(opts.extra)
@@ -92,7 +104,7 @@ def keep_better(problem: AssignmentProblem, out: BackendOutput, start: Start) ->
         return out
     if start.bound is not None and (out.bound is None or start.bound < out.bound):
         out.bound = start.bound
-        out.stats["bound_from"] = start.method
+        out.stats["bound_from"] = start.bound_method or start.method
     if out.x is not None and verify_assignment(problem, out.x).ok:
         if problem.objective(out.x) >= start.objective:
             return out

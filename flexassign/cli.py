@@ -1,4 +1,5 @@
-"""Command line: ``flexassign solve FILE [FILE ...]`` and ``flexassign backends``.
+"""Command line: ``flexassign solve FILE [FILE ...]``, ``flexassign backends``,
+``flexassign warmup`` and ``flexassign export FILE -o model.mps``; ``-v`` logs.
 
 Exit codes: 0 every problem solved with a valid assignment, 1 no valid assignment
 (infeasible, a baseline broke a constraint, time limit without incumbent), 2 bad
@@ -12,6 +13,9 @@ Examples
     flexassign solve examples/problems/small.json
     flexassign solve examples/problems/*.json            # one summary row per file
     flexassign solve fitness.csv --capacity 2 --tolerance 0.2 --json
+    flexassign backends                                  # solvers, features, options
+    flexassign warmup                                    # compile flow-warm's kernels
+    flexassign export examples/problems/small.json -o model.mps
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -37,11 +40,13 @@ from ._cli import (
     describe,
     json_object,
     one_line,
+    read_text_file,
     run_cli,
 )
+from ._cli_tools import add_tool_parsers
 from ._files import jsonable
+from ._logging import configure as configure_logging
 from ._validation import parses_as_float
-from .backends.registry import list_backends
 from .errors import FlexAssignError
 from .io import load_problem, read_fitness_csv
 from .metrics import coefficient_of_variation
@@ -85,7 +90,7 @@ def _weights(text: str, n: int) -> list[float]:
     """``--weights``: N numbers separated by commas, or ``@FILE`` holding them."""
     source = text
     if text.startswith("@"):
-        source = Path(text[1:]).read_text(encoding="utf-8")
+        source = read_text_file(text[1:], "--weights")
     cells = source.replace(",", " ").split()
     try:
         values = [float(c) for c in cells]
@@ -128,17 +133,23 @@ def _flags(*names: str) -> Iterator[None]:
         raise type(exc)(text) from exc
 
 
-def _solve_file(path: str, args: argparse.Namespace) -> _Outcome:
-    clients = experts = None
+def _read(
+    path: str, args: argparse.Namespace
+) -> tuple[AssignmentProblem, tuple[str, ...] | None, tuple[str, ...] | None]:
+    """The problem in ``path`` as the input flags shape it, with its CSV labels."""
     if path.lower().endswith(".csv"):
         with _flags("capacity", "min_experts", "client_weight", "tolerance", "exact_capacity"):
             problem, lf = _csv_problem(path, args)
-        clients, experts = lf.clients, lf.experts
-    else:
-        problem = load_problem(path)
-        if args.tolerance is not None:
-            with _flags("tolerance"):
-                problem = problem.rebalanced(args.tolerance)
+        return problem, lf.clients, lf.experts
+    problem = load_problem(path)
+    if args.tolerance is not None:
+        with _flags("tolerance"):
+            problem = problem.rebalanced(args.tolerance)
+    return problem, None, None
+
+
+def _solve_file(path: str, args: argparse.Namespace) -> _Outcome:
+    problem, clients, experts = _read(path, args)
     with _flags("method", "time_limit", "mip_gap", "seed", "threads", "options"):
         res = solve_assignment(
             problem,
@@ -232,7 +243,12 @@ def _print_table(outcomes: list[_Outcome]) -> None:
 def _check_solve_args(args: argparse.Namespace) -> None:
     if args.show < 0:
         raise UsageError(f"`--show` must be >= 0; got {args.show}")
-    non_csv = [p for p in args.problem if not p.lower().endswith(".csv")]
+    _check_input_args(args.problem, args)
+
+
+def _check_input_args(paths: Sequence[str], args: argparse.Namespace) -> None:
+    """The input flags fit the files: CSV-only flags with CSV files only, and so on."""
+    non_csv = [p for p in paths if not p.lower().endswith(".csv")]
     if non_csv:
         for key in _CSV_ONLY:
             value = getattr(args, key)
@@ -302,98 +318,27 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return max(o.code for o in outcomes)
 
 
-def _cmd_backends(args: argparse.Namespace) -> int:
-    from .backends.options import describe_options
-
-    rows = []
-    for b in list_backends():
-        rows.append(
-            {
-                "name": b.name,
-                "installed": b.installed(),
-                "kind": b.kind,
-                "weighted": b.weighted,
-                "knapsack": b.knapsack,
-                "soft": b.soft,
-                "time_limit": b.time_limit,
-                "extra": b.extra,
-                "description": b.description,
-                "options": None
-                if b.options is None
-                else [
-                    {"name": o.name, "kind": o.kind, "default": _jsonable_default(o.default),
-                     "help": o.help}
-                    for o in b.options
-                ],
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    print(
-        f"{'name':<16}{'installed':<10}{'kind':<10}{'weighted':<9}{'knapsack':<9}{'soft':<6}{'t-limit':<8}description"
-    )
-    for b, r in zip(list_backends(), rows, strict=True):
-
-        def yn(v: object) -> str:
-            return "yes" if v else "no"
-
-        print(
-            f"{r['name']:<16}{yn(r['installed']):<10}{r['kind']:<10}{yn(r['weighted']):<9}"
-            f"{yn(r['knapsack']):<9}{yn(r['soft']):<6}{yn(r['time_limit']):<8}{r['description']}"
-        )
-        if not r["installed"] and r["extra"]:
-            print(f"{'':<16}install: pip install 'flexassign[{r['extra']}]'")
-        lines = describe_options(b.options) if b.options != () else ["(no options)"]
-        for i, line in enumerate(lines):
-            print(f"{'':<16}{'options: ' if i == 0 else '':<9}{line}")
-    return 0
+#: ``flexassign solve``'s examples (its ``--help`` epilog; tests/test_cli_tools.py runs them
+#: in a folder holding ``fitness.csv``).
+SOLVE_EXAMPLES = (
+    "flexassign solve examples/problems/small.json",
+    "flexassign solve examples/problems/*.json",
+    "flexassign solve fitness.csv --capacity 2 --tolerance 0.2 --json",
+    "flexassign solve examples/problems/small.json --method highs --mip-gap 0.01",
+    "flexassign solve examples/problems/small.json --method highs "
+    "--options '{\"highs_options\": {\"presolve\": \"off\"}}'",
+    "flexassign -v solve examples/problems/small.json",
+)
 
 
-def _jsonable_default(value: Any) -> Any:
-    return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``flexassign`` argument parser."""
-    parser = ArgumentParser(
-        prog="flexassign",
-        description="Load-balanced client-expert assignment (FLEX-MoE).\n\nExit codes: 0 "
-        "solved, 1 no valid assignment, 2 bad input, 3 internal error.",
-    )
-    parser.add_argument("--version", action="version", version=f"flexassign {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser(
-        "solve",
-        help="solve problem files (.json, .npz, or a .csv fitness matrix)",
-        description="Solve one or more problem files. One file prints the result; several "
-        "print a summary table (one row per file) and exit with the worst code.",
-    )
-    s.add_argument(
-        "problem", nargs="+", metavar="FILE", help="problem file(s); format in docs/file-format.md"
-    )
-    s.add_argument(
-        "--method", default="auto", help="backend name or 'auto' (see `flexassign backends`)"
-    )
+def _add_input_args(s: argparse.ArgumentParser) -> None:
+    """``--tolerance`` and the CSV input flags (``solve`` and ``export``)."""
     s.add_argument(
         "--tolerance",
         type=float,
         default=None,
         help="derive balanced load bounds (JSON/NPZ: replaces the file's bounds)",
     )
-    s.add_argument("--time-limit", type=float, default=None, help="solver time limit, seconds")
-    s.add_argument("--mip-gap", type=float, default=None, help="relative MIP gap to stop at")
-    s.add_argument("--seed", type=int, default=0, help="solver seed")
-    s.add_argument("--threads", type=int, default=None, help="solver threads")
-    s.add_argument(
-        "--options",
-        type=json_object,
-        default=None,
-        metavar="JSON",
-        help="backend options as a JSON object, e.g. '{\"mip_gap\": 0.01}'",
-    )
-    s.add_argument("--json", action="store_true", help="print the full result as JSON")
-    s.add_argument("--show", type=int, default=20, help="clients to list in the summary")
     c = s.add_argument_group("CSV input (a clients x experts fitness matrix)")
     c.add_argument("--capacity", type=int, default=None, help="experts per client (default 1)")
     c.add_argument("--min-experts", type=int, default=None, help="minimum experts per client")
@@ -420,16 +365,77 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="first column holds client labels (default: detected)",
     )
+
+
+def _export_input(path: str, args: argparse.Namespace) -> AssignmentProblem:
+    _check_input_args([path], args)
+    return _read(path, args)[0]
+
+
+def _verbosity(default: Any) -> ArgumentParser:
+    """``-v``: accepted before or after the subcommand (``default``: the top level's 0,
+    a subcommand's ``SUPPRESS`` so that it keeps a top-level ``-v``)."""
+    p = ArgumentParser(add_help=False)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="log what happens (flexassign's logger): -v INFO, -vv DEBUG",
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``flexassign`` argument parser."""
+    parser = ArgumentParser(
+        prog="flexassign",
+        description="Load-balanced client-expert assignment (FLEX-MoE).\n\nExit codes: 0 "
+        "solved, 1 no valid assignment, 2 bad input, 3 internal error.",
+        parents=[_verbosity(0)],
+    )
+    parser.add_argument("--version", action="version", version=f"flexassign {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = [_verbosity(argparse.SUPPRESS)]
+    s = sub.add_parser(
+        "solve",
+        parents=common,
+        help="solve problem files (.json, .npz, or a .csv fitness matrix)",
+        description="Solve one or more problem files. One file prints the result; several "
+        "print a summary table (one row per file) and exit with the worst code.",
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in SOLVE_EXAMPLES),
+    )
+    s.add_argument(
+        "problem", nargs="+", metavar="FILE", help="problem file(s); format in docs/file-format.md"
+    )
+    s.add_argument(
+        "--method", default="auto", help="backend name or 'auto' (see `flexassign backends`)"
+    )
+    s.add_argument("--time-limit", type=float, default=None, help="solver time limit, seconds")
+    s.add_argument("--mip-gap", type=float, default=None, help="relative MIP gap to stop at")
+    s.add_argument("--seed", type=int, default=0, help="solver seed")
+    s.add_argument("--threads", type=int, default=None, help="solver threads")
+    s.add_argument(
+        "--options",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="the backend's own options as a JSON object (`flexassign backends` lists "
+        "them), e.g. '{\"highs_options\": {\"presolve\": \"off\"}}' with --method highs",
+    )
+    s.add_argument("--json", action="store_true", help="print the full result as JSON")
+    s.add_argument("--show", type=int, default=20, help="clients to list in the summary")
+    _add_input_args(s)
     s.set_defaults(func=_cmd_solve)
-    b = sub.add_parser("backends", help="list backends, their features and whether installed")
-    b.add_argument("--json", action="store_true", help="print the list as JSON")
-    b.set_defaults(func=_cmd_backends)
+    add_tool_parsers(sub, common, _add_input_args, _export_input)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flexassign`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        configure_logging(args.verbose)
     return run_cli("flexassign", lambda: int(args.func(args)))
 
 

@@ -145,8 +145,11 @@ def _scalar(key: str, value: Any) -> Any:
 
 def _check_header(data: dict[str, Any]) -> None:
     fmt = data.get("format")
-    if fmt is not None and fmt != FORMAT:
-        raise InvalidProblemError(f"`format` must be {FORMAT!r}; got {fmt!r}")
+    if fmt is not None and not (isinstance(fmt, str) and fmt == FORMAT):
+        shown = fmt if isinstance(fmt, str) else f"a {type(fmt).__name__}"
+        if isinstance(fmt, np.ndarray):
+            shown = f"an array of shape {fmt.shape}"
+        raise InvalidProblemError(f"`format` must be {FORMAT!r}; got {shown!r}")
     version = data.get("version")
     if version is None:
         return
@@ -251,6 +254,8 @@ def _read_json(p: Path) -> Any:
         ) from exc
     except RecursionError as exc:
         raise InvalidProblemError("`path` is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InvalidProblemError(f"`path` holds a value JSON cannot read: {exc}") from exc
 
 
 def _read_npz(p: Path) -> dict[str, Any]:
@@ -273,6 +278,10 @@ def _read_npz(p: Path) -> dict[str, Any]:
                 raise InvalidProblemError(f"`{key}` could not be read: {exc}") from exc
             except Exception as exc:  # a damaged member (bad zip data, bad header)
                 raise InvalidProblemError(f"`{key}` could not be read: {exc}") from exc
+            if not isinstance(arr, np.ndarray):  # a member that is not a .npy file
+                raise InvalidProblemError(
+                    f"`path` holds the member {key!r}, which is not a .npy array"
+                )
             data[key] = arr.item() if arr.ndim == 0 else arr
     return data
 

@@ -20,7 +20,7 @@ Arrays in work exactly as before; the labels are then the positions ``0..N-1``
 and ``0..E-1``. pandas is imported only by
 :meth:`~flexassign.AssignmentResult.to_frame` and friends, and only inspected when
 the caller has already imported it, so ``import flexassign`` never loads it (install
-it with the ``labels`` extra: ``pip install "flexassign[labels]"``).
+it with the ``labels`` extra: ``pip install -e ".[labels]" -c constraints.txt`` from a clone).
 
 Examples
 --------
@@ -65,7 +65,7 @@ CLIENT_ARGS = ("capacity", "min_experts", "client_weight", "client_budget")
 EXPERT_ARGS = ("expert_min_load", "expert_max_load", "expert_size")
 PAIR_ARGS = ("allowed", "fixed")
 
-_PANDAS_HINT = 'this needs pandas: pip install "flexassign[labels]"'
+_PANDAS_HINT = 'this needs pandas: pip install -e ".[labels]" -c constraints.txt'
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,54 @@ def _unique(name: str, values: Iterable[Hashable]) -> tuple[Hashable, ...]:
             raise ProblemTypeError(
                 f"`{name}` labels must be hashable; got {type(v).__name__}"
             ) from None
-        if v in seen:
+        if _key(v) in seen:
             raise InvalidProblemError(f"`{name}` labels must be unique; {v!r} appears twice")
-        seen.add(v)
+        seen.add(_key(v))
     return out
+
+
+class _Missing:
+    """The one key of every missing label (NaN, NaT, ``pd.NA``): they never compare
+    equal to themselves, so uniqueness and alignment compare this instead."""
+
+    def __repr__(self) -> str:
+        return "<missing label>"
+
+
+_MISSING = _Missing()
+
+
+def _key(value: Any) -> Any:
+    """``value`` as a key for uniqueness and alignment (every missing label is one key)."""
+    try:
+        if value != value:
+            return _MISSING
+    except (TypeError, ValueError):  # pd.NA: its comparison has no truth value
+        return _MISSING
+    return value
+
+
+def _numeric(value: Any) -> np.ndarray:
+    """A Series' or DataFrame's values as a plain numpy array.
+
+    pandas' nullable dtypes (``Float64``, ``Int64``, ``boolean``) become float64, int64
+    and bool when nothing is missing (``to_numpy()`` alone gives an object array);
+    with missing values the object array is kept (the problem's check rejects it).
+    """
+    pd = _pandas()
+    dtypes = list(value.dtypes) if hasattr(value, "columns") else [value.dtype]
+    if pd is None or not any(isinstance(d, pd.api.extensions.ExtensionDtype) for d in dtypes):
+        return np.asarray(value.to_numpy())
+    if bool(np.asarray(value.isna()).any()):
+        return np.asarray(value.to_numpy())
+    types = pd.api.types
+    if all(types.is_bool_dtype(d) for d in dtypes):
+        return np.asarray(value.to_numpy(dtype=bool))
+    if all(types.is_integer_dtype(d) for d in dtypes):
+        return np.asarray(value.to_numpy(dtype=np.int64))
+    if all(types.is_numeric_dtype(d) or types.is_bool_dtype(d) for d in dtypes):
+        return np.asarray(value.to_numpy(dtype=np.float64))
+    return np.asarray(value.to_numpy())
 
 
 def _plain(value: Any) -> Any:
@@ -191,7 +235,7 @@ def split_labels(fitness: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, A
         experts = list(range(shape[1]))
     labels = Labels(clients, experts)
     if isinstance(fitness, frame):
-        fitness = fitness.to_numpy()
+        fitness = _numeric(fitness)
 
     out = dict(kwargs)
     for name in CLIENT_ARGS + EXPERT_ARGS:
@@ -201,7 +245,7 @@ def split_labels(fitness: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, A
         if isinstance(value, series):
             axis = labels.clients if name in CLIENT_ARGS else labels.experts
             what = "client" if name in CLIENT_ARGS else "expert"
-            out[name] = value.to_numpy()[_order(name, value.index, axis, what)]
+            out[name] = _numeric(value)[_order(name, value.index, axis, what)]
     for name in PAIR_ARGS:
         value = out.get(name)
         if isinstance(value, series):
@@ -209,30 +253,32 @@ def split_labels(fitness: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, A
         if isinstance(value, frame):
             rows = _order(name, value.index, labels.clients, "client")
             cols = _order(name, value.columns, labels.experts, "expert")
-            out[name] = value.to_numpy()[np.ix_(rows, cols)]
+            out[name] = _numeric(value)[np.ix_(rows, cols)]
     return fitness, out, labels
 
 
 def _order(name: str, index: Any, axis: tuple[Hashable, ...], what: str) -> list[int]:
     """Positions in ``index`` of each label of ``axis``, or an error naming ``name``."""
     labels = [_plain(v) for v in index]
-    if len(set(labels)) != len(labels):
+    keys = [_key(v) for v in labels]
+    if len(set(keys)) != len(keys):
         raise InvalidProblemError(f"`{name}` has repeated {what} labels")
-    known = set(axis)
-    missing = [a for a in axis if a not in set(labels)]
+    known = {_key(a) for a in axis}
+    have = set(keys)
+    missing = [a for a in axis if _key(a) not in have]
     if missing:
         raise InvalidProblemError(
             f"`{name}` has no value for {what} {missing[0]!r}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-    extra = [v for v in labels if v not in known]
+    extra = [v for v in labels if _key(v) not in known]
     if extra:
         raise InvalidProblemError(
             f"`{name}` labels {what} {extra[0]!r}, which is not in the problem"
             + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
         )
-    where = {v: i for i, v in enumerate(labels)}
-    return [where[a] for a in axis]
+    where = {k: i for i, k in enumerate(keys)}
+    return [where[_key(a)] for a in axis]
 
 
 def attach(result: AssignmentResult, labels: Labels | None) -> AssignmentResult:

@@ -31,7 +31,9 @@ are importable from here too).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -419,6 +421,18 @@ class AssignmentProblem:
             parts.append(f"soft bounds (penalty {self.load_penalty:g})")
         parts.append("totally unimodular" if self.is_unimodular else "general MIP")
         return ", ".join(parts)
+
+    def to_mps(self, path: str | os.PathLike[str]) -> Path:
+        """Write the MIP model to an MPS file through HiGHS (:mod:`flexassign.export`)."""
+        from .export import write_model
+
+        return write_model(self, path, format="mps")
+
+    def to_lp(self, path: str | os.PathLike[str]) -> Path:
+        """Write the MIP model to a CPLEX LP file through HiGHS (:mod:`flexassign.export`)."""
+        from .export import write_model
+
+        return write_model(self, path, format="lp")
 
     def __repr__(self) -> str:
         return f"AssignmentProblem({self.summary()})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ from .result import AssignmentResult, Status
 from .verify import DEFAULT_TOL, diagnose_infeasibility, verify_assignment
 
 __all__ = ["auto_method", "evaluate_assignment", "solve_assignment"]
+
+_LOG = logging.getLogger(__name__)
 
 
 def auto_method(problem: AssignmentProblem, *, priced: bool = False, proof: bool = False) -> str:
@@ -215,6 +218,7 @@ def solve_assignment(
         checked = validate_options("auto", AUTO, options, prob)
         priced = checked.get("prices") is not None
         name = auto_method(prob, priced=priced, proof=gap == 0)
+        _LOG.info("auto chose %s for %s", name, prob)
         backend = get_backend(name)
         extra, ignored = options_for(name, backend.options, checked, prob)
     else:
@@ -272,6 +276,8 @@ def solve_assignment(
         out.stats["start_time"] = t_start
         assert limit is not None and opts.time_limit is not None
         _report_overrun(out, name, limit, opts.time_limit, t0, t_start, t_solver)
+        if "time_limit_exceeded" in out.stats:
+            _LOG.warning("%s: %s", name, out.message)
     if limit is not None and not backend.time_limit:
         out.stats["time_limit_ignored"] = True
         out.message = (

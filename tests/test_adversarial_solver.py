@@ -51,9 +51,10 @@ def test_large_common_offset_does_not_fake_optimality(method: str, offset: float
     ref = reference_solve(shifted)
     assert res.status is Status.OPTIMAL, res.message
     assert shifted.objective(res.x) == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
-    # the bound is valid and tight on the part that can vary
+    # the bound is valid and tight on the part that can vary (up to the float64
+    # rounding of the 6e9 offset, which the bound carries)
     assert res.bound is not None and res.bound >= res.objective
-    assert res.bound - res.objective <= 1e-6 * 60 * offset * 1e-9 + 1e-6
+    assert res.bound - res.objective <= 1e-6 + 1e-13 * abs(res.objective)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,8 @@ def test_unknown_options_list_the_valid_ones() -> None:
             method="highs",
             options={"warmstart": np.ones((10, 3))},
         )
-    with pytest.raises(InvalidProblemError, match=r"`options\['bogus'\]` for method 'flow'"):
+    # auto checks one list at every size (issue 21 item 5): the error names 'auto'
+    with pytest.raises(InvalidProblemError, match=r"`options\['bogus'\]` for method 'auto'"):
         solve_assignment(f, capacity=1, tolerance=0.3, options={"bogus": 1})
     # one name per concept: lp-round's candidate margin is prune_margin, as in flow
     with pytest.raises(InvalidProblemError, match=r"`options\['margin'\]`.*'prune_margin'"):

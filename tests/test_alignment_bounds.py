@@ -105,7 +105,8 @@ def test_prices_carry_over_between_flex_rounds(monkeypatch: pytest.MonkeyPatch) 
     # saved with the state, so a restored planner warm-starts the same way
     restored = Planner.from_state(planner.to_state())
     np.testing.assert_array_equal(restored.prices, planner.prices)
-    # a greedy round keeps them; a binding knapsack (not a flow problem) does not get them
+    # a greedy round keeps them; a binding knapsack gets them too (issue 22: the price
+    # method warm-starts from them; a MIP backend auto picks lists them as ignored)
     planner.plan_round(ids, strategy="greedy")
     np.testing.assert_array_equal(planner.prices, np.arange(4) + 3)
     calls.clear()
@@ -113,8 +114,9 @@ def test_prices_carry_over_between_flex_rounds(monkeypatch: pytest.MonkeyPatch) 
         np.ones((2, 4)), capacity=2, expert_size=[1, 3, 1, 1], client_budget=[2, 4]
     )
     assert knap.knapsack_binding
-    policies.solve(knap, planner.config, np.zeros(4))
-    assert calls and "options" not in calls[0]
+    res = policies.solve(knap, planner.config, np.zeros(4))
+    assert calls and np.array_equal(calls[0]["options"]["prices"], np.zeros(4))
+    assert res.success
 
 
 @pytest.mark.slow

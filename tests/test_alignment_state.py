@@ -19,7 +19,7 @@ from flexassign.alignment import (
     SyntheticPopulation,
 )
 from flexassign.alignment.state import FORMAT, VERSION
-from flexassign.errors import InvalidProblemError
+from flexassign.errors import InvalidProblemError, ProblemTypeError
 
 planner_from_state = Planner.from_state
 
@@ -111,9 +111,10 @@ def test_unsaveable_ids_fail_without_touching_the_file(tmp_path) -> None:
     planner = Planner(4, seed=0)
     planner.save(path)
     original = path.read_text()
-    planner.set_capacity(("tuple", "id"), 1)
-    with pytest.raises(InvalidProblemError, match=r"`client_id` .* cannot be saved"):
-        planner.save(path)
+    # issue 21: an id a state file cannot store is refused where it enters
+    with pytest.raises(ProblemTypeError, match=r"`client_id` must be a str or an integer"):
+        planner.set_capacity(("tuple", "id"), 1)
+    planner.save(path)
     assert path.read_text() == original
     assert os.listdir(tmp_path) == ["s.json"]
 

@@ -44,12 +44,13 @@ def test_non_unimodular_reports_lp_bound_and_gap(kind: str) -> None:
 
 
 def test_says_so_when_rounding_fails() -> None:
-    # loads 1 and 2 can make 0, 1, 2 or 3 but never the required 1.5: the LP is
-    # feasible (fractional), no assignment is, and no presolve check notices
+    # loads 1 and 1.25 can make 0, 1, 1.25 or 2.25 but never the required 1.5: the LP
+    # is feasible (fractional), no assignment is, and no presolve check notices (both
+    # clients fit the expert alone, so neither pair is ruled out before the LP)
     p = AssignmentProblem(
         np.ones((2, 1)),
         capacity=1,
-        client_weight=[1.0, 2.0],
+        client_weight=[1.0, 1.25],
         expert_min_load=1.5,
         expert_max_load=1.5,
     )

@@ -12,6 +12,7 @@ import pytest
 from flexassign import AssignmentProblem, Status, solve_assignment
 from flexassign.alignment.config import PlannerConfig
 from flexassign.alignment.policies import solve as policy_solve
+from flexassign.backends.registry import AUTO_MIP_PAIRS
 from flexassign.errors import InvalidProblemError, ProblemTypeError
 
 pytest.importorskip("highspy")
@@ -81,8 +82,16 @@ def test_default_gap_and_prices_on_a_larger_weighted_problem() -> None:
     assert warm.gap is not None and warm.gap <= 1e-4
 
 
+def test_small_weighted_problems_are_proven_by_auto() -> None:
+    p = _weighted(200, 6, 1)
+    res = solve_assignment(p)
+    assert res.method in ("highs", "scipy", "cpsat") and res.status is Status.OPTIMAL
+
+
 def test_auto_takes_the_price_method_for_weighted_and_knapsack_problems() -> None:
-    for p in (_weighted(200, 6, 1), _knapsack(200, 6, 2)):
+    # above AUTO_MIP_PAIRS (below it auto proves the optimum with a MIP backend)
+    for p in (_weighted(800, 6, 1), _knapsack(800, 6, 2)):
+        assert p.fitness.size > AUTO_MIP_PAIRS
         res = solve_assignment(p)
         assert res.method == "price" and res.success
         assert res.bound is not None and res.gap is not None
@@ -92,7 +101,7 @@ def test_auto_takes_the_price_method_for_weighted_and_knapsack_problems() -> Non
 
 
 def test_auto_passes_prices_to_the_price_method() -> None:
-    p = _weighted(300, 6, 4)
+    p = _weighted(800, 6, 4)
     first = solve_assignment(p)
     again = solve_assignment(p, options={"prices": first.stats["expert_prices"]})
     assert again.method == "price" and again.stats["price_source"] == "options"
@@ -154,7 +163,7 @@ def test_auto_rejects_unknown_options_at_every_size() -> None:
 
 
 def test_planner_policy_hands_prices_to_weighted_problems() -> None:
-    p = _knapsack(300, 6, 7)
+    p = _knapsack(800, 6, 7)
     assert not p.is_unimodular
     cfg = PlannerConfig(num_experts=6)
     first = policy_solve(p, cfg)

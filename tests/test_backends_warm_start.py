@@ -54,3 +54,13 @@ def test_warm_start_does_not_change_the_optimum() -> None:
     )
     assert cold.status is Status.OPTIMAL and warm.status is Status.OPTIMAL
     assert warm.objective == pytest.approx(cold.objective)
+
+
+def test_a_start_is_never_lost_to_the_time_limit() -> None:
+    # a limit too short for HiGHS to read the start (a loaded machine does the same to
+    # longer limits): the feasible start still comes back, never a worse incumbent
+    p = _weighted(1)
+    start = solve_assignment(p, method="lp-round")
+    res = solve_assignment(p, method="highs", time_limit=1e-3, options={"warm_start": start.x})
+    assert res.x is not None
+    assert res.objective >= start.objective - 1e-9

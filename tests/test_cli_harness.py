@@ -128,7 +128,7 @@ def test_missing_torch_extra_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     line = _one_error_line(out.stderr)
     assert line == ("fl-harness: error: needs the torch extra (module 'torch' is missing): "
-                    'pip install "flexassign[torch]"')
+                    'pip install -e ".[torch]" -c constraints.txt (from a clone)')
     # flexassign itself still works in that environment
     out = subprocess.run([sys.executable, "-m", "flexassign", "--version"], capture_output=True,
                          text=True, env=env, timeout=300)
@@ -144,7 +144,7 @@ def test_extra_module_missing_at_run_time(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(fl_harness.experiment, "run_experiment", needs_mnist1d)
     assert cli.main(["run", "--rounds", "2"]) == 2
-    assert "(module 'mnist1d' is missing): pip install \"flexassign[torch]\"" in \
+    assert "(module 'mnist1d' is missing): pip install -e \".[torch]\" -c constraints.txt" in \
         _one_error_line(capsys.readouterr().err)
 
 

@@ -125,13 +125,16 @@ def _binding_time_limit_problem() -> AssignmentProblem:
 def test_time_limit_honoured(method: str) -> None:
     p = _binding_time_limit_problem()
     limit = 0.3
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = solve_assignment(p, method=method, time_limit=limit)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     # the documented promise: the whole call, model building included, within the
-    # limit plus the solver's last clock check and verification; 1 s of margin for a
-    # loaded 2-core machine (measured: each test 0.1-0.85 s, a reference solve included)
-    assert elapsed <= limit + 1.0, (elapsed, res.message)
+    # limit plus the solver's last clock check and verification (measured: each test
+    # 0.1-0.85 s on an idle machine, a reference solve included). Bounded at twice the
+    # limit plus that in CPU time, which a busy machine does not stretch; wall time only
+    # against hangs (the wall-clock bounds run in the slow suite: test_time_limits.py)
+    assert cpu <= 2 * (limit + 0.85), (cpu, elapsed, res.message)
+    assert elapsed <= 10 * (limit + 0.85), (cpu, elapsed, res.message)
     # an overrun note only when the call really ran past the reporting slack (pyomo's
     # first `import pyomo` in a process, ~1 s, can cause one)
     if "exceeded" in res.message:

@@ -36,3 +36,26 @@ def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_readme_snippets_pass_mypy_strict(tmp_path: Path) -> None:
+    """What users copy first type-checks under ``mypy --strict`` (issue 23: the quick
+    start indexed an Optional)."""
+    api = pytest.importorskip("mypy.api")
+    files = []
+    for i, code in enumerate(_python_blocks(ROOT / "README.md")):
+        path = tmp_path / f"readme_{i}.py"
+        path.write_text(code, encoding="utf-8")
+        files.append(str(path))
+    out, err, status = api.run(
+        [
+            "--strict",
+            "--follow-imports=silent",  # report the snippets, not flexassign itself
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "--python-version",
+            "3.11",
+            *files,
+        ]
+    )
+    assert status == 0, out + err

@@ -209,9 +209,7 @@ def test_train_reply_rejects_non_finite_metrics() -> None:
 def test_train_reply_rejects_invalid_feedback(record: dict[str, object]) -> None:
     content = _reply()
     content[FEEDBACK_KEY] = MetricRecord(record)  # type: ignore[arg-type]
-    if record["counts"] == [1e300]:  # finite but absurd: decodes; the strategy bounds it
-        assert decode_train_reply(content).feedback.counts[0] > 10**299
-        return
+    # 1e300 is finite but more than a planner state file stores (2**53): rejected too
     with pytest.raises(MessageFormatError, match="feedback is invalid"):
         decode_train_reply(content)
 

@@ -11,6 +11,7 @@ from fl_harness.data import load_dataset, load_npz, make_synthetic
 from fl_harness.partition import (
     partition,
     partition_dirichlet,
+    partition_domains,
     partition_iid,
     partition_shards,
     split_local,
@@ -137,3 +138,54 @@ def test_npz_loader_roundtrip(tmp_path) -> None:
         load_npz(bad)
     with pytest.raises(ValueError, match="`dataset`"):
         load_dataset("cifar")
+
+
+@given(n=st.integers(20, 400), clients=st.integers(1, 20), domains=st.integers(1, 10),
+       top=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_domains_partition_deals_whole_domains(n: int, clients: int, domains: int, top: int,
+                                               seed: int) -> None:
+    d = np.arange(n) % domains            # every domain present
+    if clients * min(top, domains) < domains or n < clients:
+        with pytest.raises(ValueError, match="`num_clients`"):
+            partition_domains(d, clients, max_per_client=top, rng=np.random.default_rng(seed))
+        return
+    try:
+        parts = partition_domains(d, clients, max_per_client=top,
+                                  rng=np.random.default_rng(seed))
+    except ValueError as exc:   # tiny data: a domain with fewer samples than owners
+        assert "samples for" in str(exc) and n < clients * top * 2
+        return
+    _covers_once(parts, n)
+    owners = np.zeros(domains, dtype=int)
+    for p in parts:
+        held = np.unique(d[p])
+        assert 1 <= len(held) <= top
+        owners[held] += 1
+    # a client's domains are all of its data: no sample of a domain it does not own
+    assert owners.max() - owners.min() <= 1
+    again = partition_domains(d, clients, max_per_client=top, rng=np.random.default_rng(seed))
+    assert all(np.array_equal(p, q) for p, q in zip(parts, again, strict=True))
+
+
+def test_domains_partition_through_partition() -> None:
+    y = np.arange(200) % 10
+    dom = y // 2
+    parts = partition(y, 8, scheme="domains", rng=np.random.default_rng(0), domains=dom,
+                      domains_per_client=1)
+    assert all(len(np.unique(dom[p])) == 1 for p in parts)
+    with pytest.raises(ValueError, match="needs the samples' `domains`"):
+        partition(y, 8, scheme="domains", rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="`domains` has 3 entries"):
+        partition(y, 8, scheme="domains", rng=np.random.default_rng(0), domains=dom[:3])
+    with pytest.raises(ValueError, match="`max_per_client` must be >= 1"):
+        partition_domains(dom, 8, max_per_client=0, rng=np.random.default_rng(0))
+
+
+def test_synthetic_with_domains() -> None:
+    d = load_dataset("synthetic", num_samples=1000, domains=6)
+    assert (d.num_classes, d.num_domains) == (12, 6)
+    assert d.domains_of(np.arange(12)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    default = load_dataset("synthetic", num_samples=1000)
+    assert (default.num_classes, default.num_domains) == (10, 5)
+    with pytest.raises(ValueError, match="has no domains"):
+        load_dataset("digits").domains_of(np.arange(3))

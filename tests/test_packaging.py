@@ -144,7 +144,10 @@ def test_core_depends_only_on_what_it_imports() -> None:
         assert top - {"pandas"} <= allowed, f"{rel} imports {top} at module level"
     assert testing == {"numpy", "hypothesis"}, testing  # the flexassign.testing package
     assert used - {"fl_harness"} <= declared | {"flwr"}, used - declared  # fl_harness: same wheel
-    assert {"numpy", "scipy", "highspy", "ortools", "numba"} <= core
+    assert {"numpy", "scipy", "highspy", "ortools"} <= core
+    # numba (208 MB with llvmlite) is flow-warm's compiled engine only: the `compiled`
+    # extra; the core's flow-warm repairs with OR-Tools without it
+    assert "numba" not in core and extras["compiled"] == {"numba"}
     # every core dependency is imported somewhere in flexassign
     assert core <= used, core - used
 
@@ -181,6 +184,21 @@ def test_core_only_install_in_a_fresh_venv(tmp_path: Path) -> None:
     assert loaded.stdout.strip() == "[]"
     missing = subprocess.run([str(py), "-c", "import hypothesis"], capture_output=True)
     assert missing.returncode != 0, "hypothesis is not a core dependency"
+    missing = subprocess.run([str(py), "-c", "import numba"], capture_output=True)
+    assert missing.returncode != 0, "numba is the `compiled` extra"
+    # docs/install.md states the size (422 MB measured); issue 23's target is 450 MB
+    site = next((env / "lib").glob("python3*/site-packages"))
+    size = sum(f.stat().st_size for f in site.rglob("*") if f.is_file() and not f.is_symlink())
+    assert size <= 450e6, f"core install {size / 1e6:.0f} MB"
+    # without numba auto still solves a large count problem (flow, or flow-warm's
+    # OR-Tools engine) and no compile is announced
+    code = (
+        "import numpy as np, flexassign; "
+        "p = flexassign.AssignmentProblem.balanced(np.random.default_rng(0).random((20000, 64)), "
+        "capacity=2, tolerance=0.1); r = flexassign.solve_assignment(p); print(r.status.value)"
+    )
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "optimal" and "compiling" not in out.stderr
 
 
 def test_every_module_with_examples_has_them_collected() -> None:

@@ -79,6 +79,7 @@ def test_every_public_name_is_in_the_reference(site: Path) -> None:
 def test_reference_renders_math_and_cross_references(site: Path) -> None:
     page = (site / "reference" / "flexassign" / "index.html").read_text(encoding="utf-8")
     assert 'class="arithmatex"' in page
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in page
     assert "autorefs-internal" in page
     for path in (site / "reference").rglob("*.html"):
         text = path.read_text(encoding="utf-8")
@@ -97,3 +98,16 @@ def test_make_docs_target_is_strict() -> None:
         pytest.skip("no make")
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^docs:.*\n(\t.*\n)*\t.*mkdocs build --strict", makefile, re.M)
+
+
+def test_pages_render_offline(site: Path) -> None:
+    """Math is MathML made at build time and fonts are the system's: no page loads a
+    script, stylesheet or font from another host, and no TeX is left for a script."""
+    external = re.compile(r"""(?:src|href)=["']((?:https?:)?//[^"']+\.(?:js|css|woff2?|ttf))""")
+    for path in site.rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(site)
+        assert not external.findall(text), f"{rel} loads {external.findall(text)}"
+        assert "fonts.googleapis" not in text and "mathjax" not in text.lower(), rel
+        for leftover in re.findall(r'class="arithmatex">(.{0,40})', text):
+            assert leftover.startswith("<math"), f"{rel}: TeX left unrendered: {leftover}"

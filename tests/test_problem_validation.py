@@ -242,7 +242,7 @@ def test_missing_backend_names_install_command() -> None:
         with raises(
             BackendNotInstalledError,
             "method 'test-missing' needs surely_not_installed_pkg_xyz, which is not installed; "
-            "install it with: pip install 'flexassign[missing-extra]'",
+            'install it with: pip install -e ".[missing-extra]" -c constraints.txt (from a clone)',
         ):
             solve_assignment(F, capacity=1, method="test-missing")
     finally:

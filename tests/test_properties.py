@@ -37,7 +37,7 @@ def test_exact_backends_agree_with_reference(p) -> None:  # type: ignore[no-unty
 def test_heuristics_never_beat_the_optimum(p) -> None:  # type: ignore[no-untyped-def]
     ref = reference_solve(p)
     for backend in NON_EXACT:
-        if backend.unsupported_reason(p) is not None:  # e.g. price: hard bounds only
+        if backend.unsupported_reason(p) is not None:  # price: hard bounds only
             continue
         res = solve_assignment(p, method=backend.name)
         if res.status is Status.OPTIMAL:  # only with a proven bound equal to the objective

@@ -67,6 +67,9 @@ def experiment_config(run_config: Mapping[str, Any], *, num_clients: int) -> Any
     kwargs["num_clients"] = int(num_clients)
     kwargs.setdefault("client_fraction", 1.0)
     kwargs.setdefault("holdout_fraction", 0.0)   # every Flower node trains: no newcomers
+    # A node holds only its assigned experts, so the app sends no probe rows: no
+    # validation slice either, unless the run config asks for one.
+    kwargs.setdefault("probe_fraction", 0.0)
     return ExperimentConfig(**kwargs)
 
 
@@ -148,7 +151,7 @@ def _federation(frozen: str, num_clients: int) -> HarnessFederation:
 
     cfg = experiment_config(json.loads(frozen), num_clients=num_clients)
     data = load_dataset(cfg.dataset, seed=cfg.data_seed, num_samples=cfg.num_samples,
-                        path=cfg.dataset_path)
+                        path=cfg.dataset_path, domains=cfg.num_domains)
     from fl_harness.experiment import SeedStreams
 
     init_seed = SeedStreams.from_seed(cfg.seed).init_seed()

@@ -151,7 +151,11 @@ class PlannerConfig:
         if self.method != "auto":
             backend = get_backend(self.method)  # an unknown name lists the valid ones
             if not backend.installed():
-                extra = f"flexassign[{backend.extra}]" if backend.extra else "its package"
+                extra = (
+                    f'-e ".[{backend.extra}]" -c constraints.txt (from a clone)'
+                    if backend.extra
+                    else " ".join(backend.requires)
+                )
                 raise BackendNotInstalledError(
                     f"`method` {self.method!r} is not installed; `pip install {extra}`"
                 )

@@ -26,7 +26,12 @@ from .._files import jsonable
 from .._validation import is_int, is_real
 from ..errors import InvalidFeedbackError
 
-__all__ = ["MAX_PROBE_LOSS", "Feedback", "ProbeFeedback"]
+__all__ = ["MAX_COUNT", "MAX_PROBE_LOSS", "Feedback", "ProbeFeedback", "check_round_load"]
+
+#: The largest sample count a report may carry, per expert, and the largest sample load
+#: an expert may collect in one round: what a planner state file stores exactly (JSON
+#: numbers read as float64 integers; :meth:`Planner.load` rejects more).
+MAX_COUNT = 2**53
 
 #: Largest probe loss accepted (nats). A cross-entropy beyond it carries no ranking
 #: information the loss signal could use (:math:`e^{-50}` underflows every signal),
@@ -39,7 +44,10 @@ def _number(name: str, value: Any, i: int) -> float:
         raise InvalidFeedbackError(
             f"`{name}` must hold numbers; entry {i} is {type(value).__name__} {value!r}"
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        return math.inf if value > 0 else -math.inf
 
 
 def _seq(name: str, value: Any) -> tuple[Any, ...]:
@@ -78,8 +86,9 @@ class Feedback:
     ------
     InvalidFeedbackError
         Mismatched lengths, repeated or negative expert ids, negative or fractional
-        counts, NaN or infinite values, accuracy outside :math:`[0, 1]`, negative loss,
-        a non-positive ``round_time``. NaN accuracy or loss is accepted only where the
+        counts, counts (or ``train_samples``) above :data:`MAX_COUNT`, NaN or infinite
+        values, accuracy outside :math:`[0, 1]`, negative loss, a non-positive
+        ``round_time``. NaN accuracy or loss is accepted only where the
         count is 0 (no samples, nothing measured); such entries carry no signal value.
 
     Examples
@@ -120,6 +129,11 @@ class Feedback:
                 raise InvalidFeedbackError(
                     f"`counts` must hold non-negative integers; entry {i} (expert {ex[i]}) is {v}"
                 )
+            if f > MAX_COUNT or (is_int(v) and int(v) > MAX_COUNT):
+                raise InvalidFeedbackError(
+                    f"`counts` must be at most 2**53 (what a planner state file stores); "
+                    f"entry {i} (expert {ex[i]}) is {v}"
+                )
             cnt.append(int(f))
 
         def values(name: str, raw: Any, upper: float | None) -> tuple[float, ...] | None:
@@ -158,9 +172,10 @@ class Feedback:
         ts = None
         if train_samples is not None:
             f = _number("train_samples", train_samples, 0)
-            if not math.isfinite(f) or f < 0 or f != round(f):
+            if not math.isfinite(f) or f < 0 or f != round(f) or f > MAX_COUNT:
                 raise InvalidFeedbackError(
-                    f"`train_samples` must be a non-negative integer; got {train_samples}"
+                    f"`train_samples` must be a non-negative integer, at most 2**53; "
+                    f"got {train_samples}"
                 )
             ts = int(f)
         object.__setattr__(self, "experts", tuple(ex))
@@ -193,6 +208,23 @@ class Feedback:
             }
         )
         return out
+
+
+def check_round_load(sample_loads: Any, feedback: Feedback, client_id: Any) -> None:
+    """Raise unless adding ``feedback.counts`` keeps every expert's sample load of the
+    round (``sample_loads``, indexed by expert) within :data:`MAX_COUNT`.
+
+    Whatever :meth:`Planner.report` accepts must survive ``save`` and ``load``: a state
+    file stores a round's sample loads exactly only up to ``2**53``.
+    """
+    for j, n in zip(feedback.experts, feedback.counts, strict=True):
+        total = float(sample_loads[j]) + float(n)
+        if total > MAX_COUNT:
+            raise InvalidFeedbackError(
+                f"`feedback.counts` of client {client_id!r} would bring expert {j}'s sample "
+                f"load this round to {total:.6g}, above 2**53 (what a planner state file "
+                "stores)"
+            )
 
 
 def _expert_ids(value: Any) -> list[int]:

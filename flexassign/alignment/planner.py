@@ -33,11 +33,11 @@ from ..solve import evaluate_assignment
 from . import state as state_file
 from .capacity import CapacityLimits, ClientProfile
 from .config import PlannerConfig, planner_options, planner_signature
-from .feedback import Feedback, ProbeFeedback
+from .feedback import Feedback, ProbeFeedback, check_round_load
 from .fitness import FitnessTracker
 from .plan import Plan, empty_result, expert_lists
 from .policies import POLICIES, Decision, RoundInput, check_strategy, flex_bounds
-from .registry import ClientRegistry, check_ids, id_from_json, id_to_json
+from .registry import ClientRegistry, check_id, check_ids, id_from_json, id_to_json
 from .rounds import OpenRound, imposed_matrix
 from .stability import StabilityTracker
 from .usage import UsageMonitor, UtilizationStats, windowed_stats
@@ -50,12 +50,7 @@ FloatArray = NDArray[np.float64]
 
 
 def _check_id(client_id: Any) -> None:
-    try:
-        hash(client_id)
-    except TypeError:
-        raise ProblemTypeError(
-            f"`client_id` must be hashable; got {type(client_id).__name__}"
-        ) from None
+    check_id(client_id)  # a str or an integer, as plan_round requires
 
 
 class Planner:
@@ -318,10 +313,12 @@ class Planner:
             an expert id is unknown or was not assigned to it; the signal's field is
             missing. The state is left unchanged.
         ProblemTypeError
-            ``feedback`` is not a :class:`Feedback`.
+            ``feedback`` is not a :class:`Feedback`, or ``client_id`` is not a ``str``
+            or an integer.
         """
         if not isinstance(feedback, Feedback):
             raise ProblemTypeError(f"`feedback` must be a Feedback; got {type(feedback).__name__}")
+        _check_id(client_id)
         open_ = self._open
         assigned = None if open_ is None else open_.assignments.get(client_id)
         if open_ is None or assigned is None:
@@ -345,6 +342,7 @@ class Planner:
                     f"assigned (assigned: {list(assigned)})"
                 )
         signals = self.fitness.signal_values(feedback)  # raises if the signal's field is missing
+        check_round_load(open_.sample_loads, feedback, client_id)  # state files store 2**53
         prof = self.clients.profiles.get(client_id)
         new_prof = None
         if prof is not None and feedback.round_time is not None and feedback.experts:

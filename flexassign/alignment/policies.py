@@ -39,6 +39,7 @@ Greedy, desirability and random are verified against the plain tolerance bounds
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -56,6 +57,8 @@ from .usage import deficit_targets
 
 if TYPE_CHECKING:
     from .config import PlannerConfig
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "POLICIES",
@@ -212,6 +215,7 @@ def solve(
     except UnsupportedProblemError:
         if config.method == "auto":
             raise
+        _LOG.info("method %r cannot model this round's problem: solving with 'auto'", config.method)
         settings["method"] = "auto"
         return solve_assignment(problem, **settings)
 
@@ -245,9 +249,11 @@ def flex(inp: RoundInput) -> Decision:
             f"hard balance bounds infeasible ({result.message}); solved with soft bounds "
             f"(load_penalty={cfg.soft_penalty:g}), total excess load {broken:g}"
         )
+        _LOG.info("flex fallback: %s", note)
         return Decision(soft, _with_message(soft_result, note), "soft-bounds")
     greedy_result = solve_assignment(problem, method="greedy", seed=cfg.seed)
     note = f"flex failed ({result.message}; soft: {soft_result.message}); fell back to greedy top-k"
+    _LOG.warning("flex fallback: %s", note)
     return Decision(problem, _with_message(greedy_result, note), "greedy")
 
 

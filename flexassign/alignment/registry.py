@@ -7,6 +7,7 @@ else the configured ``default_capacity``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
@@ -18,20 +19,33 @@ from .config import PlannerConfig
 
 __all__ = ["ClientRegistry", "check_id", "check_ids", "id_from_json", "id_to_json"]
 
+_LOG = logging.getLogger(__name__)
 
-def check_id(client_id: Any) -> Hashable:
-    """``client_id`` if it is hashable, else an error naming `client_id`."""
+
+def _saveable(value: Any) -> bool:
+    """A ``str`` or an integer: the ids a state file stores (:func:`id_to_json`)."""
+    return isinstance(value, str) or is_int(value)
+
+
+def check_id(client_id: Any, name: str = "client_id") -> Hashable:
+    """``client_id`` if it is a ``str`` or an integer (what a state file stores), else an
+    error naming ``name``."""
     try:
         hash(client_id)
     except TypeError:
         raise ProblemTypeError(
-            f"`client_id` must be hashable; got {type(client_id).__name__}"
+            f"`{name}` must be hashable; got {type(client_id).__name__}"
         ) from None
+    if not _saveable(client_id):
+        raise ProblemTypeError(
+            f"`{name}` must be a str or an integer (what a planner state file stores); "
+            f"got {type(client_id).__name__} {client_id!r}"
+        )
     return client_id
 
 
 def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
-    """Distinct, hashable client ids as a list."""
+    """Distinct client ids (each a ``str`` or an integer, what a state file stores) as a list."""
     if isinstance(client_ids, str | bytes) or not isinstance(client_ids, Iterable):
         raise ProblemTypeError(
             f"`client_ids` must be an iterable of client ids; got {type(client_ids).__name__}"
@@ -40,10 +54,16 @@ def check_ids(client_ids: Iterable[Hashable]) -> list[Hashable]:
     try:
         distinct = len(set(ids)) == len(ids)
     except TypeError:
-        bad = next(c for c in ids if not _hashable(c))
+        unhashable = next(c for c in ids if not _hashable(c))
         raise ProblemTypeError(
-            f"`client_ids` must hold hashable ids; got {type(bad).__name__}"
+            f"`client_ids` must hold hashable ids; got {type(unhashable).__name__}"
         ) from None
+    other = [c for c in ids if not _saveable(c)]
+    if other:
+        raise ProblemTypeError(
+            "`client_ids` must hold str or integer ids (what a planner state file "
+            f"stores); got {type(other[0]).__name__} {other[0]!r}"
+        )
     if not distinct:
         seen: set[Hashable] = set()
         for c in ids:
@@ -145,6 +165,7 @@ class ClientRegistry:
     def count_dropouts(self, client_ids: Iterable[Hashable]) -> None:
         for c in client_ids:
             self.dropouts[c] = self.dropouts.get(c, 0) + 1
+            _LOG.info("client %r sent no feedback this round (dropout %d)", c, self.dropouts[c])
 
     # ----------------------------------------------------------------- state
     def to_dict(self) -> dict[str, Any]:

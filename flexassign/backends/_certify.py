@@ -34,10 +34,12 @@ fitness), with :math:`\alpha_c` times the count added per client, and
 as stored in float64. :func:`objective_error` bounds the rounding of
 :meth:`~flexassign.AssignmentProblem.objective` the same way.
 
-**The check** (:func:`certify`). A backend's ``OPTIMAL`` (and its ``bound``) stands
+**The check** (:func:`~flexassign.backends._guard.certify`, in
+:mod:`flexassign.backends._guard`). A backend's ``OPTIMAL`` (and its ``bound``) stands
 when the solver could resolve the objective it was handed
-(:func:`solver_resolution`, the ratio of the smallest decisive coefficient difference
-to the largest coefficient, at least :data:`MIN_RESOLUTION`) or when the price bound
+(:func:`~flexassign.backends._guard.solver_resolution`, the ratio of the typical
+decisive coefficient difference to the largest coefficient, at least
+:data:`~flexassign.backends._guard.MIN_RESOLUTION`) or when the price bound
 from the LP duals closes the gap (:func:`proves_optimal`). Otherwise the answer becomes
 ``FEASIBLE`` with the price bound, and ``stats["bound_check"]`` says which held.
 """
@@ -45,36 +47,25 @@ from the LP duals closes the gap (:func:`proves_optimal`). Otherwise the answer 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..problem import AssignmentProblem
-from ..result import Status
-from .base import BackendOutput, SolveOptions
-from .linear import LinearModel
 
 __all__ = [
-    "MIN_RESOLUTION",
     "OPTIMAL_RTOL",
     "PriceBound",
-    "certify",
     "client_midpoints",
-    "lp_prices",
     "objective_error",
     "optimality_tolerance",
     "price_bound",
     "proves_optimal",
-    "solver_resolution",
 ]
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
-
-#: Smallest ratio of the decisive coefficient differences to the largest coefficient a
-#: MIP/LP solver is trusted to resolve (its tolerances are ~1e-7 on coefficients ~1).
-MIN_RESOLUTION = 2.0**-20
 
 #: ``OPTIMAL`` means: within this fraction of the objective's varying scale of the
 #: optimum (:func:`optimality_tolerance`), the same 1e-9 as the MIP gap.
@@ -104,8 +95,8 @@ class PriceBound:
     @property
     def upper(self) -> float:
         """``value + error``, rounded up: a rigorous upper bound on the optimum."""
-        if not math.isfinite(self.value):
-            return self.value
+        if not math.isfinite(self.value) or self.error == 0.0:
+            return self.value  # error 0: every term was 0, the value is exact
         return math.nextafter(self.value + self.error, math.inf)
 
 
@@ -248,6 +239,7 @@ def price_bound(
         + np.where(allowed, mag, 0.0).sum(axis=1) * (1.0 + 6.0 * _U)
         + np.abs(fixed_sum)
     )
+    per_client = np.where(cap > 0, per_client, 0.0)  # a client that takes nothing adds 0
     big = float(np.sum(per_client)) + float(np.sum(np.abs(expert_terms)))
     if len(terms) > 2:
         big += float(np.sum(np.abs(terms[2])))
@@ -271,8 +263,9 @@ def objective_error(problem: AssignmentProblem, x: ArrayLike) -> float:
         mag += float(problem.load_penalty) * float(
             np.sum(np.abs(loads)) + np.sum(np.abs(problem.expert_min_load))
         ) + float(problem.load_penalty) * float(
-            np.sum(np.abs(np.where(np.isfinite(problem.expert_max_load),
-                                   problem.expert_max_load, 0.0)))
+            np.sum(
+                np.abs(np.where(np.isfinite(problem.expert_max_load), problem.expert_max_load, 0.0))
+            )
         )
         n_terms += problem.n_clients + 2 * problem.n_experts + 4
     return 1.05 * _U * n_terms * mag
@@ -310,151 +303,3 @@ def proves_optimal(problem: AssignmentProblem, x: ArrayLike, bound: PriceBound) 
     """True when ``bound.upper`` lies within :func:`optimality_tolerance` of ``x``'s objective."""
     f = problem.objective(x)
     return bool(bound.upper <= f + optimality_tolerance(problem, x))
-
-
-def solver_resolution(
-    problem: AssignmentProblem, model: LinearModel, solver_c: NDArray[np.float64]
-) -> float:
-    r"""How finely the objective handed to a solver separates what decides the optimum.
-
-    ``solver_c`` are the model's objective coefficients as the solver sees them
-    (normalised). The decisive differences are, in the same units, the spread of each
-    client's free choosable coefficients and the spread of the clients' midpoints (which
-    client gets a contested slot); the result is their largest value over the largest
-    coefficient the solver sees (slack columns included). 1 when nothing varies.
-    A solver with tolerances :math:`\tau` relative to its largest coefficient cannot be
-    trusted to resolve differences below :math:`\tau`: a result below
-    :data:`MIN_RESOLUTION` needs an independent proof.
-    """
-    m = model.n_pairs
-    c = np.asarray(solver_c, dtype=np.float64)
-    if c.size == 0:
-        return 1.0
-    peak = float(np.max(np.abs(c)))
-    if peak == 0.0:
-        return 1.0
-    pc = model.pair_client
-    free = model.col_lo[:m] < 1
-    n = problem.n_clients
-    cp = c[:m]
-    hi = np.full(n, -np.inf)
-    lo = np.full(n, np.inf)
-    np.maximum.at(hi, pc[free], cp[free])
-    np.minimum.at(lo, pc[free], cp[free])
-    has = np.isfinite(hi)
-    if not has.any():
-        return 1.0
-    within = float(np.max(0.5 * hi[has] - 0.5 * lo[has])) * 2.0
-    mid = 0.5 * hi[has] + 0.5 * lo[has]
-    across = (float(mid.max()) * 0.5 - float(mid.min()) * 0.5) * 2.0
-    decisive = max(within, across)
-    if decisive == 0.0:
-        return 1.0
-    return decisive / peak
-
-
-def lp_prices(
-    problem: AssignmentProblem,
-    model: LinearModel,
-    c: NDArray[np.float64],
-    scale_exponent: int,
-    options: SolveOptions,
-    time_limit: float | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64] | None] | None:
-    """Expert (and memory) prices from the LP relaxation of ``model`` with objective ``c``.
-
-    ``c`` is the objective the LP is solved with (maximize), ``scale_exponent`` the
-    power of two it was multiplied by (prices come back in the problem's units).
-    Returns ``None`` when HiGHS does not solve the LP (the zero prices then still give
-    a valid bound). The prices only need to be good, not exact: :func:`price_bound`
-    is valid for any.
-    """
-    from . import _highs
-
-    h = _highs.new_highs(options, time_limit=time_limit)
-    _highs.pass_model(
-        h,
-        -np.asarray(c, dtype=np.float64),
-        model.A,
-        model.col_lo,
-        model.col_hi,
-        model.row_lo,
-        model.row_hi,
-        np.zeros(int(model.c.shape[0]), dtype=np.int32),
-    )
-    try:
-        _highs.run(h, _highs.threads_of(options))
-    except Exception:  # pragma: no cover - HiGHS failures surface as status below
-        return None
-    if _highs.outcome(h) != "optimal":
-        return None
-    y = np.asarray(h.getSolution().row_dual, dtype=np.float64)
-    return duals_to_prices(model, y, scale_exponent)
-
-
-def duals_to_prices(
-    model: LinearModel, row_dual: NDArray[np.float64], scale_exponent: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """HiGHS row duals of ``min -c @ v`` on ``model``'s rows -> (expert, memory) prices.
-
-    The maximization's price of a row is minus HiGHS's dual; ``2**-scale_exponent``
-    brings it back to the problem's units.
-    """
-    y = -np.asarray(row_dual, dtype=np.float64)
-    prices = np.ldexp(y[model.load_rows], -scale_exponent)
-    mem = None
-    if model.memory_rows is not None:
-        mem = np.ldexp(y[model.memory_rows], -scale_exponent)
-    return prices, mem
-
-
-def certify(
-    problem: AssignmentProblem,
-    model: LinearModel,
-    solver_c: NDArray[np.float64],
-    scale_exponent: int,
-    out: BackendOutput,
-    options: SolveOptions,
-    *,
-    solver: str,
-    t0: float | None = None,
-) -> BackendOutput:
-    """Check a MIP backend's claim independently; downgrade what cannot be proven.
-
-    When :func:`solver_resolution` of ``solver_c`` is at least :data:`MIN_RESOLUTION`
-    the solver's proof stands (``stats["bound_check"] = "solver"``). Otherwise the
-    bound is replaced by the price bound at the LP relaxation's duals
-    (``"price bound"``), and ``OPTIMAL`` stays only when that bound proves it
-    (:func:`proves_optimal`); else the result is ``FEASIBLE`` with the price bound and
-    the message says why. ``stats["resolution"]`` reports the ratio,
-    ``stats["price_bound_error"]`` the rounding error of the price bound.
-    """
-    res = solver_resolution(problem, model, solver_c)
-    out.stats["resolution"] = res
-    if res >= MIN_RESOLUTION or out.status not in (
-        Status.OPTIMAL,
-        Status.FEASIBLE,
-        Status.TIME_LIMIT,
-    ):
-        out.stats.setdefault("bound_check", "solver")
-        return out
-    left = None
-    if options.time_limit is not None and t0 is not None:
-        left = max(float(options.time_limit) - (time.perf_counter() - t0), 1e-3)
-    got = lp_prices(problem, model, solver_c, scale_exponent, options, time_limit=left)
-    prices, mem = got if got is not None else (None, None)
-    pb = price_bound(problem, prices, budget_prices=mem)
-    out.stats["bound_check"] = "price bound" + ("" if got is not None else " (zero prices)")
-    out.stats["price_bound_error"] = pb.error
-    bound = pb.upper
-    out.bound = bound
-    if out.status is Status.OPTIMAL:
-        if out.x is None or not proves_optimal(problem, out.x, pb):
-            out.status = Status.FEASIBLE
-            why = (
-                f"{solver} reported optimal, but its objective varies by less than its "
-                f"tolerances can resolve (resolution {res:.2g}); not proven optimal: the "
-                f"price bound {bound:.17g} is the bound"
-            )
-            out.message = f"{out.message}; {why}".lstrip("; ")
-    return out

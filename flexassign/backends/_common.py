@@ -1,29 +1,15 @@
-r"""Glue shared by the MIP and LP backends: empty models, objective normalisation, outcomes.
+r"""Glue shared by the MIP and LP backends: empty models, the prepared model, outcomes.
 
-**Objective normalisation** (:func:`normalise_objective`). MIP solvers judge optimality
-by a relative gap against the objective they see. A large common offset in the fitness
-(``1e8 + U(0, 1)``) swamps the differences that decide the optimum, and a tiny scale
-(``1e-9``) falls below absolute tolerances. Every MIP backend therefore solves an
-equivalent objective:
-
-* fixed pairs contribute a constant (their cost becomes 0);
-* a client whose number of experts is forced (``min_experts`` equal to its effective
-  capacity) contributes :math:`\alpha_c (k_c - f_c)` whatever it picks, so its free
-  pairs' costs drop by :math:`\alpha_c`, the midpoint of its free pairs' fitness;
-* the result is multiplied by a power of two (exact) so that its largest coefficient
-  lies in :math:`[1, 2)`.
-
-The solver's objective is then the *part of the objective that can vary*, and the
-documented gap (``1e-9`` relative) is measured on it. ``original(v)`` maps a value of
-the normalised objective (e.g. a dual bound) back; ``stats["objective_offset"]`` and
-``stats["objective_scale_exponent"]`` report the transformation.
+**Objective normalisation** lives in :mod:`flexassign.backends._normalise` (one
+normalisation for every MIP and LP backend: offsets removed per client, never-choosable
+pairs and soft-penalty slacks kept out of the scale, a count phase for a dominant shared
+offset); :func:`prepare_model` applies it. The post-solve check of what a solver
+claims is :mod:`flexassign.backends._certify`.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +17,13 @@ from numpy.typing import NDArray
 
 from ..problem import AssignmentProblem
 from ..result import Status
+from ._normalise import (
+    NormalisedObjective,
+    fix_count,
+    fix_unchoosable,
+    normalise_objective,
+    scale_exponent,
+)
 from .base import MIN_SOLVER_TIME, BackendOutput, SolveOptions
 from .linear import LinearModel, build_linear_model
 
@@ -44,6 +37,7 @@ __all__ = [
     "normalise_objective",
     "out_of_time",
     "prepare_model",
+    "scale_exponent",
     "time_left",
 ]
 
@@ -117,88 +111,27 @@ def empty_model_output(problem: AssignmentProblem, model: LinearModel) -> Backen
     )
 
 
-@dataclass(frozen=True)
-class NormalisedObjective:
-    """An objective equivalent to the model's (maximize), offset and scaled.
-
-    For every feasible column vector ``v``: ``model.c @ v == original(c @ v)``
-    (up to float rounding of ``offset``).
-
-    Attributes
-    ----------
-    c : ndarray
-        Normalised coefficients, same columns as the model.
-    offset : float
-        Constant part of the objective.
-    exponent : int
-        ``c`` is the varying part times ``2**exponent``.
-    """
-
-    c: NDArray[np.float64]
-    offset: float
-    exponent: int
-
-    def original(self, value: float) -> float:
-        """A value of the normalised objective, in the problem's units."""
-        return self.offset + math.ldexp(float(value), -self.exponent)
-
-    def stats(self) -> dict[str, float | int]:
-        return {"objective_offset": self.offset, "objective_scale_exponent": self.exponent}
-
-
-def scale_exponent(peak: float) -> int:
-    """``k`` with ``peak * 2**k`` in ``[1, 2)`` (0 for ``peak == 0``)."""
-    if peak <= 0 or not math.isfinite(peak):
-        return 0
-    _, ex = math.frexp(peak)  # peak = m * 2**ex, m in [0.5, 1)
-    return 1 - ex
-
-
-def normalise_objective(problem: AssignmentProblem, model: LinearModel) -> NormalisedObjective:
-    """Offset and scale the objective so solvers see only what can vary (module docstring)."""
-    m = model.n_pairs
-    n, e = problem.shape
-    c = np.array(model.c, dtype=np.float64)
-    pc, pe = model.pair_client, model.pair_expert
-    fixed_col = model.col_lo[:m] >= 1
-    offset_terms = [c[:m][fixed_col]]
-    c[:m][fixed_col] = 0.0
-    free = np.zeros((n, e), dtype=bool)
-    free[pc[~fixed_col], pe[~fixed_col]] = True
-    n_fixed = problem.fixed_mask.sum(axis=1)
-    n_allowed = problem.allowed_mask.sum(axis=1)
-    forced = (problem.min_experts == problem.effective_capacity()) & (
-        problem.min_experts <= n_allowed
-    )
-    forced &= free.any(axis=1)
-    if forced.any():
-        fit = problem.fitness
-        hi = np.where(forced, np.where(free, fit, -np.inf).max(axis=1), 0.0)
-        lo = np.where(forced, np.where(free, fit, np.inf).min(axis=1), 0.0)
-        alpha = 0.5 * hi + 0.5 * lo  # the midpoint, without overflow
-        take = np.where(forced, problem.min_experts - n_fixed, 0).astype(np.float64)
-        offset_terms.append(alpha * take)
-        shift = alpha[pc]
-        c[:m] = np.where(fixed_col, 0.0, c[:m] - shift)
-    offset = float(np.sum(np.concatenate(offset_terms))) if offset_terms else 0.0
-    peak = float(np.max(np.abs(c))) if c.size else 0.0
-    k = scale_exponent(peak)
-    return NormalisedObjective(c=np.ldexp(c, k), offset=offset, exponent=k)
-
-
 def prepare_model(
     problem: AssignmentProblem,
+    options: SolveOptions | None = None,
+    t0: float | None = None,
 ) -> tuple[LinearModel, NormalisedObjective] | BackendOutput:
     """The shared sparse model and its normalised objective, as every MIP backend starts.
 
-    Returns the :func:`empty_model_output` answer instead when no pair may be assigned
-    (solvers disagree on empty models).
+    Never-choosable pairs are bounded to 0 (:func:`~._normalise.fix_unchoosable`).
+    With ``options`` (and ``t0``, when the backend started), a dominant shared offset
+    is handled by the count phase (:func:`~._normalise.fix_count`): the model then
+    carries the extra row :math:`N = N^*`. Returns the :func:`empty_model_output`
+    answer instead when no pair may be assigned (solvers disagree on empty models).
     """
-    model = build_linear_model(problem)
+    model = fix_unchoosable(problem, build_linear_model(problem))
     empty = empty_model_output(problem, model)
     if empty is not None:
         return empty
-    return model, normalise_objective(problem, model)
+    if options is None:
+        return model, normalise_objective(problem, model)
+    norm = normalise_objective(problem, model, count_phase=True)
+    return fix_count(problem, model, norm, options, time.perf_counter() if t0 is None else t0)
 
 
 def model_stats(

@@ -129,9 +129,14 @@ def shift_costs(problem: AssignmentProblem, model: LinearModel) -> tuple[LinearM
     """
     n = problem.n_clients
     m = model.n_pairs
-    key = np.where(problem.allowed_mask, problem.fitness, -np.inf)
+    # alpha in the model's units (its costs may be normalised): from its pair costs
+    key = np.full(problem.shape, -np.inf)
+    live = model.col_hi[:m] > 0
+    key[model.pair_client[live], model.pair_expert[live]] = model.c[:m][live]
     srt = -np.sort(-key, axis=1)
-    n_allowed = problem.allowed_mask.sum(axis=1)
+    n_allowed = np.bincount(
+        model.pair_client[live], minlength=n
+    )
     k = problem.capacity.astype(np.int64)
     kmin = problem.min_experts.astype(np.int64)
     # the (k+1)-th best allowed fitness; the worst allowed one when there is none

@@ -57,11 +57,14 @@ class LinearModel:
     load_rows: slice
 
     def row_blocks(self) -> list[tuple[str, slice]]:
-        """``(name, rows)`` of each row family in order: client, memory (if any), load."""
+        """``(name, rows)`` of each row family in order: client, memory (if any), load,
+        then ``"count"`` (rows a backend appended, e.g. the count phase's :math:`N = N^*`)."""
         blocks = [("client", self.client_rows)]
         if self.memory_rows is not None:
             blocks.append(("memory", self.memory_rows))
         blocks.append(("load", self.load_rows))
+        if self.A.shape[0] > self.load_rows.stop:
+            blocks.append(("count", slice(self.load_rows.stop, int(self.A.shape[0]))))
         return blocks
 
     def to_assignment(

@@ -18,8 +18,10 @@ before solving (add constraints there; the answer is still verified against the
 problem's own constraints). ``time_limit`` and ``mip_gap`` are mapped to each known
 solver's option names; ``mip_gap`` defaults to 1e-9 for the HiGHS interfaces so
 that "optimal" means proven optimal. For the solve, the objective is replaced by the
-normalised equivalent (offset and power-of-two scale, as in every MIP backend), so the
-gap applies to the part that can vary.
+normalised equivalent (offset and power-of-two scale, as in every MIP backend; a
+dominant shared offset goes through the count phase first, which adds the row
+``count_fixed``, except with ``customize``), so the gap applies to the part that can
+vary; the claim is then checked independently (``stats["bound_check"]``).
 
 ``time_limit`` covers the whole call. The rows are built as Pyomo
 ``LinearExpression`` objects directly (about 8 s at 16,000 x 32, before: 15 s), and
@@ -55,6 +57,7 @@ from ._common import (
     prepare_model,
     time_left,
 )
+from ._guard import TIGHT_MIP_FEASIBILITY, TIGHTEN_BELOW, certify, solver_resolution
 from .base import BackendOutput, SolveOptions
 from .linear import LinearModel
 
@@ -254,6 +257,11 @@ def _use_normalised_objective(
         coefs += norm.c[m : m + 2 * e].tolist()
         terms += [model.under[j] for j in range(e)] + [model.over[j] for j in range(e)]
     expr = _linear(coefs, terms)
+    if norm.count_fixed is not None:  # the count phase fixed N (an extra row)
+        counted = [xs[i] for i in norm.count_cols.tolist()]
+        model.count_fixed = pyo.Constraint(
+            expr=_linear([1.0] * len(counted), counted) == float(norm.count_fixed)
+        )
     model.objective.deactivate()
     model.normalised_objective = pyo.Objective(expr=expr, sense=pyo.maximize)
 
@@ -264,7 +272,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     from pyomo.opt import SolverStatus, TerminationCondition
 
     name = str(options.extra.get("solver") or "appsi_highs")
-    prepared = prepare_model(problem)  # solvers disagree on empty models
+    customize = options.extra.get("customize")
+    # solvers disagree on empty models; the count phase needs the model as built here
+    prepared = prepare_model(problem, None if customize is not None else options, t0)
     if isinstance(prepared, BackendOutput):
         return prepared
     lin, norm = prepared
@@ -280,7 +290,6 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             time.perf_counter() - t0,
             {"solver": name, "build_time": time.perf_counter() - t0, "solve_time": 0.0},
         )
-    customize = options.extra.get("customize")
     if customize is not None:
         customize(model)
     _use_normalised_objective(model, problem, lin, norm)
@@ -316,6 +325,8 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         raw.setdefault("threads", threads)
         raw.setdefault("random_seed", int(options.seed))
         raw.setdefault("mip_abs_gap", 0.0)
+        if solver_resolution(problem, lin, norm.c) < TIGHTEN_BELOW:
+            raw.setdefault("mip_feasibility_tolerance", TIGHT_MIP_FEASIBILITY)
         from ._highs import prepare_threads
 
         prepare_threads(int(raw["threads"]))  # HiGHS's scheduler is process-wide
@@ -366,9 +377,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         except Exception:  # solvers report "no solution" in different ways
             x = None
     upper = getattr(results.problem, "upper_bound", None)
-    bound = (
-        norm.original(float(upper)) if upper is not None and math.isfinite(float(upper)) else None
-    )
+    bound = norm.upper(float(upper)) if upper is not None and math.isfinite(float(upper)) else None
     stats.update(norm.stats())
     if customize is not None:
         stats["customized"] = True
@@ -382,7 +391,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         outcome = "feasible"  # a solution without a proof (e.g. the solver's own gap)
     else:
         outcome = "error"
-    return mip_output(
+    out = mip_output(
         solver=name,
         outcome=outcome,
         x=None if outcome == "infeasible" else x,
@@ -392,3 +401,4 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         detail=f"termination condition {tc}",
         stats=stats,
     )
+    return certify(problem, lin, norm.c, norm.exponent, out, options, solver=name, t0=t0)

@@ -80,7 +80,7 @@ class Backend:
     requires : tuple of str
         Import names of the packages it needs.
     extra : str or None
-        The pip extra that installs them (``pip install flexassign[extra]``).
+        The pip extra that installs them (``pip install -e ".[<extra>]"`` from a clone).
     kind : str
         ``"exact"`` (proves optimality), ``"heuristic"`` (feasible, no proof) or
         ``"baseline"`` (may break constraints on purpose, like greedy top-k).
@@ -129,7 +129,7 @@ class Backend:
         if not self.installed():
             missing = [m for m in self.requires if not _has_module(m)]
             hint = (
-                f"pip install 'flexassign[{self.extra}]'"
+                f'pip install -e ".[{self.extra}]" -c constraints.txt (from a clone)'
                 if self.extra
                 else "pip install " + (" ".join(missing))
             )
@@ -188,8 +188,11 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
     (``priced``: expert prices from an earlier round come with the call)."""
     n, e = problem.shape
     pairs = n * e
+    # from WARM_MIN_PAIRS flow-warm is taken anyway: its engine choice then asks
+    # pays_off once (asking here too would count the forgone saving twice)
     compiled = (
-        pairs >= WARM_COMPILED_MIN_PAIRS
+        pairs < WARM_MIN_PAIRS
+        and pairs >= WARM_COMPILED_MIN_PAIRS
         and e >= WARM_COMPILED_MIN_EXPERTS
         and n >= WARM_COMPILED_CLIENTS_PER_EXPERT * e
         and compiled_engine_installed()
@@ -213,6 +216,12 @@ def min_cost_flow_order(problem: AssignmentProblem, *, priced: bool = False) -> 
 AUTO_MIP = ("highs", "scipy", "cpsat")
 
 
+#: Up to this many client-expert pairs ``auto`` proves weighted and knapsack problems
+#: with a MIP backend (milliseconds at this size; the offset-aware normalisation and the
+#: post-solve guard keep its OPTIMAL true) instead of stopping at the price method's gap.
+AUTO_MIP_PAIRS = 4096
+
+
 def auto_order(
     problem: AssignmentProblem, *, priced: bool = False, proof: bool = False
 ) -> list[str]:
@@ -223,11 +232,13 @@ def auto_order(
     (:func:`min_cost_flow_order`), exact. Weighted loads or a binding memory knapsack
     with hard load bounds: the ``price`` method (a feasible assignment with a true
     bound, stopped at ``mip_gap``, default 1e-4), unless ``proof`` (``mip_gap=0``)
-    asks for a proven optimum, which takes the MIP backends. Soft bounds: MIP.
+    asks for a proven optimum, which takes the MIP backends. Soft bounds, and problems
+    of at most :data:`AUTO_MIP_PAIRS` client-expert pairs (where a proof costs
+    milliseconds): MIP.
     """
     if problem.is_unimodular:
         return [*min_cost_flow_order(problem, priced=priced), *AUTO_MIP]
-    if proof or problem.is_soft:
+    if proof or problem.is_soft or problem.fitness.size <= AUTO_MIP_PAIRS:
         return list(AUTO_MIP)
     return ["price", *AUTO_MIP]
 

@@ -74,9 +74,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-import numpy as np
-
 from ..errors import FlexAssignError
+from ._arrays import copy_array as _copy
+from ._arrays import dtype_name as _dtype_name
+from ._arrays import like as _like
+from ._arrays import nbytes
+from ._arrays import shape as _shape
 from .aggregation import check_arrays
 
 __all__ = [
@@ -111,46 +114,6 @@ def block_name(name: str, expert: int) -> str:
     'model.layers.0.mlp.experts.down_proj[3]'
     """
     return f"{name}[{int(expert)}]"
-
-
-def nbytes(arrays: Mapping[str, Any]) -> int:
-    """Total bytes of the arrays (numpy arrays or torch tensors) in ``arrays``."""
-    total = 0
-    for v in arrays.values():
-        if hasattr(v, "element_size"):  # a torch tensor
-            total += int(v.element_size()) * int(v.numel())
-        else:
-            total += int(np.asarray(v).nbytes)
-    return total
-
-
-def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in value.shape)
-
-
-def _dtype_name(value: Any) -> str:
-    """``float32``, ``int64``, ... for a numpy array or a torch tensor."""
-    dt = value.dtype
-    if isinstance(dt, np.dtype):
-        return dt.name
-    return str(dt).removeprefix("torch.")
-
-
-def _copy(value: Any) -> Any:
-    """A writable copy of an array or tensor, of the same type."""
-    if hasattr(value, "clone"):
-        return value.detach().clone()
-    return np.array(value, copy=True)
-
-
-def _like(base: Any, value: Any) -> Any:
-    """``value`` as the same kind of array as ``base`` (a copy)."""
-    if hasattr(base, "new_tensor"):
-        return value.detach().clone() if hasattr(value, "clone") else base.new_tensor(
-            np.asarray(value))
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.array(value, copy=True)
 
 
 @dataclass(frozen=True)
@@ -525,7 +488,9 @@ class ExpertLayout:
         returned = self.expert_ids(arrays)
         extra = [e for e in returned if e not in allowed]
         if extra:
-            raise LayoutError(f"reply carries experts {extra} the node was not assigned")
+            names = [n for n in arrays if self.role(n) in extra]
+            raise LayoutError(f"reply carries experts {extra} the node was not assigned "
+                              f"(`{names[0]}`{', ...' if len(names) > 1 else ''})")
         shared, experts = self.split(global_arrays)
         reference: dict[str, Any] = dict(shared)
         for e in returned:

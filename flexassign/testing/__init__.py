@@ -16,8 +16,8 @@ it the way flexassign tests its own backends:
 - :func:`random_problem` is the same generator without Hypothesis, from a
   ``numpy.random.Generator``.
 
-This module imports Hypothesis (``pip install "flexassign[testing]"``); the rest of
-flexassign never does.
+This module imports Hypothesis (``pip install -e ".[testing]" -c constraints.txt`` from
+a clone); the rest of flexassign never does.
 
 Examples
 --------

@@ -11,7 +11,7 @@ try:
     from hypothesis.extra import numpy as hnp
 except ImportError as exc:  # pragma: no cover - hypothesis is in the test environment
     raise ImportError(
-        'flexassign.testing needs Hypothesis: pip install "flexassign[testing]"'
+        'flexassign.testing needs Hypothesis: pip install -e ".[testing]" -c constraints.txt'
     ) from exc
 
 from .._validation import is_int

@@ -7,7 +7,6 @@ gates stay here, in ``context.state``), ``evaluate`` scores the aggregated model
 from __future__ import annotations
 
 import numpy as np
-import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -21,6 +20,7 @@ from flexassign.integrations.flower import (
     node_partition,
     save_local_state,
 )
+from flexassign.integrations.torch_client import load_received
 
 from .task import (
     LAYOUT,
@@ -47,11 +47,9 @@ def _model(context: Context, arrays: dict[str, np.ndarray], expert_ids: tuple[in
     cfg = context.run_config
     model = make_model(int(cfg["num-experts"]), int(cfg["dim"]), int(cfg["top-k"]),
                        int(cfg["seed"]))
-    state = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    gates = load_local_state(context)  # None before this node's first round
-    if gates is not None:
-        state.update({k: torch.from_numpy(v) for k, v in gates.items()})
-    model.load_state_dict(state, strict=False)
+    # strict: a name the model lacks or a wrong shape is a LayoutError naming it; the
+    # node's own gates (None before its first round) are loaded with the arrays
+    load_received(model, arrays, layout=LAYOUT, local=load_local_state(context))
     model.hold(expert_ids)
     return model
 

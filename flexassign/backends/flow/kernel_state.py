@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -303,7 +303,7 @@ def _install_listener() -> None:
         return
     from numba.core import event
 
-    class Listener(event.Listener):  # type: ignore[misc]
+    class Listener(event.Listener):
         def __init__(self) -> None:
             self.log = _CompileLog()
 
@@ -327,20 +327,21 @@ def njit(*, cache: bool = True) -> Callable[[_F], _F]:
     """
     import numba
 
+    config: Any = numba.config
     _install_listener()
 
     def decorate(func: _F) -> _F:
         root, directory = _plan()
         if not cache or directory is None:
-            return numba.njit(cache=False)(func)  # type: ignore[no-any-return]
+            return cast(_F, numba.njit(cache=False)(func))
         if root is None:
-            return numba.njit(cache=True)(func)  # type: ignore[no-any-return]
-        previous = numba.config.CACHE_DIR
-        numba.config.CACHE_DIR = root
+            return cast(_F, numba.njit(cache=True)(func))
+        previous = config.CACHE_DIR
+        config.CACHE_DIR = root
         try:
-            return numba.njit(cache=True)(func)  # type: ignore[no-any-return]
+            return cast(_F, numba.njit(cache=True)(func))
         finally:
-            numba.config.CACHE_DIR = previous
+            config.CACHE_DIR = previous
 
     return decorate
 

@@ -306,13 +306,29 @@ def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarr
 def _engine(requested: str, data: _Data) -> str:
     """The engine for ``data``: ``"auto"`` takes the compiled repair while experts have
     at most ``_SSP_MAX_PER_EXPERT`` clients each (above, a path's row updates cost more
-    than the OR-Tools engine's solve) and numba is installed."""
+    than the OR-Tools engine's solve), numba is installed and the kernels pay for their
+    load or compile in this process (:func:`.kernel_state.pays_off`: a one-shot solve
+    takes OR-Tools rather than spend seconds loading them)."""
     if requested == "ssp" and not _warm_ssp.available():
-        raise InvalidProblemError("`options['engine']='ssp'` needs numba (pip install numba)")
+        raise InvalidProblemError(
+            "`options['engine']='ssp'` needs numba: "
+            'pip install -e ".[compiled]" -c constraints.txt (from a clone)'
+        )
     if requested != "auto":
         return requested
     few = data.n <= _SSP_MAX_PER_EXPERT * data.e
-    return "ssp" if few and _warm_ssp.available() else "ortools"
+    if not (few and _warm_ssp.available()):
+        return "ortools"
+    from .kernel_state import pays_off
+
+    return "ssp" if pays_off(data.n, data.e) else "ortools"
+
+
+def _kernels_loaded() -> bool:
+    """Whether the compiled kernels are already usable in this process (no load cost)."""
+    from .kernel_state import compiled_cost_s
+
+    return compiled_cost_s() == 0.0
 
 
 def _assemble(problem: AssignmentProblem, solved: _Solved) -> tuple[np.ndarray, float]:
@@ -344,6 +360,7 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
         engine = _engine(engine, data)
+        data.compiled = engine == "ssp" or _kernels_loaded()
         stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
         stats["objective_scale_exponent"] = data.scale_exp
         t1 = time.perf_counter()

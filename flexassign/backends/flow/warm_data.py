@@ -48,6 +48,9 @@ class _Data:
     lo: np.ndarray  # (E,) int64: clients each expert needs beyond its fixed ones
     hi: np.ndarray  # (E,) int64: clients each expert may take beyond its fixed ones
     scale_exp: int  # costs are fitness * 2**scale_exp (an exponent: 2**1100 overflows)
+    #: use the compiled helpers (candidates, price steps): set by the engine choice, so
+    #: a solve that does not pay for loading the kernels never loads them
+    compiled: bool = True
 
     @property
     def n(self) -> int:
@@ -142,7 +145,7 @@ def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[n
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
     masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
-    compiled = not masked and m1 < e and abs(data.scale_exp) < 1000
+    compiled = data.compiled and not masked and m1 < e and abs(data.scale_exp) < 1000
     kernel = compiled_kernel("top_candidates") if compiled else None
     if kernel is not None:
         where = rows if data.rows is None else data.rows[rows]
@@ -236,4 +239,5 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
         lo,
         np.maximum(hi, lo),
         data.scale_exp,
+        data.compiled,
     )

@@ -97,7 +97,16 @@ def _refine_steps(
 ) -> np.ndarray:
     """Price change from ``steps`` refinement steps on the candidates ``idx, val``."""
     return refine_prices(
-        idx, val, data.cap, data.kmin, data.lo, data.hi, p, steps=steps, damping=_REFINE_DAMPING
+        idx,
+        val,
+        data.cap,
+        data.kmin,
+        data.lo,
+        data.hi,
+        p,
+        steps=steps,
+        damping=_REFINE_DAMPING,
+        compiled=data.compiled,
     )
 
 

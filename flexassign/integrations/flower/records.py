@@ -60,6 +60,10 @@ class FlowerRoundRecord:
         Sampled client ids planned with no expert (capacity 0); they get no message.
     feedback : dict
         ``{client_id: Feedback}`` reported to the planner (counts bounded).
+    feedback_rejected : dict
+        ``{client_id: reason}`` for each aggregated reply whose feedback the planner
+        rejected (e.g. a loss but no accuracy under the accuracy signal); such a
+        client counts as a planner dropout though its arrays were used.
     weights : dict
         ``{client_id: (claimed num-examples, weight used)}``.
     solve_time : float
@@ -80,6 +84,7 @@ class FlowerRoundRecord:
     dropped: dict[Any, str] = field(default_factory=dict)
     idle: list[Any] = field(default_factory=list)
     feedback: dict[Any, Any] = field(default_factory=dict)
+    feedback_rejected: dict[Any, str] = field(default_factory=dict)
     weights: dict[Any, tuple[int, float]] = field(default_factory=dict)
     solve_time: float = float("nan")
     loads: list[float] = field(default_factory=list)
@@ -94,6 +99,12 @@ class FlowerRoundRecord:
         log(WARNING, "Round %d: dropping reply of node %d (client %s): %s",
             self.server_round, self.node_of[client], client, reason)
 
+    def reject_feedback(self, client: Any, reason: str) -> None:
+        """Record that the planner rejected ``client``'s feedback (and log it)."""
+        self.feedback_rejected[client] = reason
+        log(WARNING, "Round %d: planner rejected the feedback of node %d (client %s): %s",
+            self.server_round, self.node_of[client], client, reason)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-serializable view (non-finite floats as ``null``)."""
         return jsonable({
@@ -106,6 +117,7 @@ class FlowerRoundRecord:
             "dropped": [[c, r] for c, r in self.dropped.items()],
             "idle": list(self.idle),
             "feedback": [[c, fb.to_dict()] for c, fb in self.feedback.items()],
+            "feedback_rejected": [[c, r] for c, r in self.feedback_rejected.items()],
             "weights": [[c, list(w)] for c, w in self.weights.items()],
             "solve_time": self.solve_time,
             "loads": list(self.loads),
@@ -147,7 +159,8 @@ def round_metrics(
     ``num-examples``; ``utilization-cv``: the planner's, if finite; ``plan-load-cv``:
     the coefficient of variation of the plan's per-expert loads, if finite;
     ``solve-time``, if measured; and the counts ``num-sampled``, ``num-replies``,
-    ``num-failures``, ``num-examples``.
+    ``num-failures``, ``num-feedback-rejected`` (aggregated replies whose feedback the
+    planner rejected), ``num-examples``.
 
     Examples
     --------
@@ -174,6 +187,7 @@ def round_metrics(
     m["num-sampled"] = len(record.sampled)
     m["num-replies"] = len(record.replied)
     m["num-failures"] = len(record.failed)
+    m["num-feedback-rejected"] = len(record.feedback_rejected)
     m["num-examples"] = int(sum(r.num_examples for r in replies))
     return m
 

@@ -26,12 +26,10 @@ from ..aggregation import (
     DEFAULT_MAX_WEIGHT_RATIO,
     DEFAULT_TRIM,
     AggregationError,
-    aggregate_experts,
     bound_weights,
-    check_arrays,
-    weighted_average,
 )
 from ..layout import ExpertLayout, LayoutError
+from ..updates import aggregate_updates
 from .messages import (
     MessageFormatError,
     TrainReply,
@@ -163,6 +161,8 @@ def aggregate_replies(
     in its feedback (:func:`~.messages.expert_weights`). Experts no reply carries,
     or with zero total weight, keep their current value; with no replies or zero
     total samples the shared parameters are kept too. Inputs are not modified.
+    The arithmetic is :func:`flexassign.integrations.updates.aggregate_updates`,
+    which other frameworks call directly.
 
     Parameters
     ----------
@@ -179,24 +179,9 @@ def aggregate_replies(
     dict of str to ndarray
         Same names (and order), shapes and dtypes as ``global_arrays``.
     """
-    layout = layout or ExpertLayout()
-    shared, experts = layout.split(global_arrays)
-    new_shared: StateDict = {k: np.array(v, copy=True) for k, v in shared.items()}
-    if replies and sum(r.num_examples for r in replies) > 0 and shared:
-        states = [{k: r.arrays[k] for k in shared} for r in replies]
-        new_shared = weighted_average(states, [r.num_examples for r in replies],
-                                      method=method, trim=trim)
-    updates = []
-    for r in replies:
-        _, sent = layout.split(r.arrays)
-        usage = expert_weights(r)
-        updates.append((sent, {e: float(usage.get(e, 0.0)) for e in sent}))
-    new_experts = aggregate_experts(experts, updates, method=method, trim=trim)
-    merged: StateDict = {**new_shared}
-    for params in new_experts.values():
-        merged.update(params)
-    # named arrays are replaced, stacked blocks written back into their tensors
-    return layout.merge(global_arrays, merged)
+    updates = [(r.arrays, r.num_examples, expert_weights(r)) for r in replies]
+    return aggregate_updates(global_arrays, updates, layout=layout or ExpertLayout(),
+                             method=method, trim=trim)
 
 
 def accept_replies(
@@ -277,9 +262,10 @@ def report_replies(
     """Report each accepted reply's feedback (and probe row) to ``planner``; register
     updated profiles.
 
-    ``record.feedback`` gets the feedback the planner took. Feedback or a probe row
-    the planner rejects, or a profile it cannot use, is logged and skipped; the other
-    replies are unaffected.
+    ``record.feedback`` gets the feedback the planner took; feedback it rejects goes to
+    ``record.feedback_rejected`` (counted as ``num-feedback-rejected``) and is logged
+    with node, client and reason. A probe row the planner rejects, or a profile it
+    cannot use, is logged and skipped; the other replies are unaffected.
     """
     report_probe = getattr(planner, "report_probe", None)  # a duck-typed planner may lack it
     for c, reply in replies.items():
@@ -287,14 +273,13 @@ def report_replies(
             try:
                 report_probe(c, reply.probe)
             except (ValueError, TypeError) as exc:
-                log(WARNING, "Round %d: planner rejected the probe row of client %s: %s",
-                    record.server_round, c, exc)
+                log(WARNING, "Round %d: planner rejected the probe row of node %d (client %s): "
+                    "%s", record.server_round, record.node_of[c], c, exc)
         try:
             planner.report(c, reply.feedback)
             record.feedback[c] = reply.feedback
         except (ValueError, TypeError) as exc:
-            log(WARNING, "Round %d: planner rejected feedback of node %d (client %s): %s",
-                record.server_round, record.node_of[c], c, exc)
+            record.reject_feedback(c, str(exc))
         if reply.profile is not None:
             try:
                 nodes.register(record.node_of[c], {"client-id": c, **reply.profile}, planner)

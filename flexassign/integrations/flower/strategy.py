@@ -67,8 +67,8 @@ from ..aggregation import (
     DEFAULT_TRIM,
     AggregationError,
 )
-from .checkpoint import load_checkpoint, save_checkpoint
 from ..layout import ExpertLayout, LayoutError
+from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import run_strategy
 from .messages import (
     arrayrecord_to_numpy,

@@ -1,0 +1,1 @@
+"""FLEX-MoE driving an NVIDIA FLARE job: a ModelController around the Planner."""
