@@ -170,3 +170,14 @@ def test_planner_policy_hands_prices_to_weighted_problems() -> None:
     assert first.method == "price"
     again = policy_solve(p, cfg, first.stats["expert_prices"])
     assert again.stats["price_source"] == "options" and again.success
+
+
+def test_never_open_ended_without_a_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flexassign.backends.price.method as pm
+
+    monkeypatch.setattr(pm, "BUDGET", 1e-3)  # every core LP runs out at once
+    p = _knapsack(3000, 16, 3)
+    res = solve_assignment(p, method="price")
+    assert res.success and res.status is Status.FEASIBLE
+    assert res.bound is not None and res.bound >= res.objective
+    assert "greedy-balanced" in res.stats.get("fallback", "")

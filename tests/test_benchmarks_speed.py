@@ -211,7 +211,7 @@ def test_family_and_weighted_cells(tmp_path: Path) -> None:
         for name in ("auto", "flow", "flow-warm"):
             assert c["methods"][name]["matches_reference"], (c["case"], name)
     wcells = cells_mod.weighted_cells(
-        sizes=((600, 8),),  # above AUTO_MIP_PAIRS: auto takes the price method
+        sizes=((600, 8),),  # above registry.AUTO_MIP_PAIRS: auto is the price method
         variants=("weighted", "knapsack"),
         repeats=1,
         seed=0,

@@ -30,6 +30,10 @@ fractional clients per binding row. The method works on that structure:
    the target (``mip_gap``, default :data:`DEFAULT_GAP`) the core doubles and steps 2-4
    repeat, up to ``max_rounds``; the result is ``FEASIBLE`` with its gap (``OPTIMAL``
    only when the bound meets the objective).
+5. **Never open-ended.** Without a ``time_limit`` the method keeps to :data:`BUDGET`
+   seconds: a core LP that would run past it stops, and the best assignment so far
+   comes back with its gap (or, if there is none, ``greedy-balanced``'s with the price
+   bound at the last prices, ``stats["fallback"]``).
 
 Options: ``prices`` (expert prices, ``flow``'s convention: a bonus per unit of load,
 added to fitness as :math:`S_{ce} + w_c p_e`), ``prune_margin`` (candidates beyond
@@ -71,7 +75,15 @@ from .rounding import relax_and_fix
 from .state import CoreSet, Infeasible, budget_breakers, excess_share
 from .view import Candidates, View, candidates, choose, make_view, reprice
 
-__all__ = ["DEFAULT_GAP", "PROOF_PAIRS", "PROOF_SECONDS", "SAMPLE_MIN", "STALE_SHARE", "solve"]
+__all__ = [
+    "BUDGET",
+    "DEFAULT_GAP",
+    "PROOF_PAIRS",
+    "PROOF_SECONDS",
+    "SAMPLE_MIN",
+    "STALE_SHARE",
+    "solve",
+]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -105,6 +117,9 @@ _CORE_MAX_FACTOR = 4
 #: Frozen clients' total Lagrangian gain at the new prices below this share of the gap
 #: budget: no further LP round, the rounding runs.
 _GAIN_SHARE = 0.25
+#: Seconds the method keeps to when no ``time_limit`` is given (a core LP that would run
+#: past it stops; the best assignment so far, or the fallback, comes back with its gap).
+BUDGET = 60.0
 #: Problems with at most this many pairs whose gap stays above the target go to HiGHS
 #: (warm-started, at most ``PROOF_SECONDS``): the core is everyone there anyway.
 PROOF_PAIRS = 4096
@@ -128,7 +143,9 @@ def _first_core(run: CoreSet) -> None:
     run.open_smallest(min(k, view.n))
 
 
-def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions) -> FloatArray:
+def _level_prices(
+    view: View, prices: FloatArray, m: int, options: SolveOptions, deadline: float | None = None
+) -> FloatArray:
     """Prices for a sample level: candidates, steps, and core LP rounds (frozen clients
     whose choice the new prices change join the core, largest gain first) until the
     prices are the level's LP duals or ``_LEVEL_ROUNDS`` ran; no rounding."""
@@ -142,7 +159,7 @@ def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions)
         _first_core(run)
     try:
         for _ in range(_LEVEL_ROUNDS):
-            run.lp(None)
+            run.lp(deadline)
             assert run.prices is not None
             gain, new = run.refresh(run.prices, m)
             scale = max(abs(run.frozen_value()), 1.0)
@@ -158,15 +175,20 @@ def _level_prices(view: View, prices: FloatArray, m: int, options: SolveOptions)
 
 
 def _cold_prices(
-    view: View, m: int, rng: np.random.Generator, options: SolveOptions, levels: list[int]
+    view: View,
+    m: int,
+    rng: np.random.Generator,
+    options: SolveOptions,
+    levels: list[int],
+    deadline: float | None = None,
 ) -> FloatArray:
     """Prices from nested random samples, smallest first (zero for a small view)."""
     if view.n <= max(SAMPLE_MIN, 16 * view.e):
         return np.zeros(view.e)
     sub = view.sample(rng, _SAMPLE_SHARE)
-    p = _cold_prices(sub, m, rng, options, levels)
+    p = _cold_prices(sub, m, rng, options, levels, deadline)
     levels.append(sub.n)
-    return _level_prices(sub, p, m, options)
+    return _level_prices(sub, p, m, options, deadline)
 
 
 def _assemble(
@@ -195,12 +217,29 @@ def _options(extra: Any) -> tuple[int, int, FloatArray | None]:
 
 
 def _fallback(
-    problem: AssignmentProblem, options: SolveOptions, why: str, stats: dict[str, Any]
+    problem: AssignmentProblem,
+    options: SolveOptions,
+    why: str,
+    stats: dict[str, Any],
+    prices: FloatArray | None = None,
 ) -> BackendOutput:
-    """``lp-round`` (through the registry) when the price method found nothing."""
+    """When the price method found nothing: ``greedy-balanced`` (through the registry)
+    with the price bound at the last prices when it is feasible, else ``lp-round``."""
+    from ...verify import verify_assignment
     from ..options import LP_ROUND
     from ..registry import get_backend
 
+    quick = get_backend("greedy-balanced").load()(problem, SolveOptions(seed=options.seed))
+    if quick.x is not None and verify_assignment(problem, quick.x).ok:
+        ub, err = upper_bound(problem, np.zeros(problem.n_experts) if prices is None else prices)
+        quick.bound = ub
+        quick.status = Status.FEASIBLE
+        quick.stats.update(
+            fallback=f"price: {why}; greedy-balanced, with the price bound",
+            price_bound_error=err,
+            price_stats=stats,
+        )
+        return quick
     extra = {s.name: s.default for s in LP_ROUND}
     out = get_backend("lp-round").load()(
         problem,
@@ -219,7 +258,12 @@ def _fallback(
 
 
 def _start(
-    view: View, m: int, given: FloatArray | None, options: SolveOptions, stats: dict[str, Any]
+    view: View,
+    m: int,
+    given: FloatArray | None,
+    options: SolveOptions,
+    stats: dict[str, Any],
+    deadline: float | None = None,
 ) -> tuple[FloatArray, Candidates]:
     """Starting prices and the candidates at them (handed over, or cold)."""
     if given is not None:
@@ -235,7 +279,7 @@ def _start(
             return prices, cand
         stats["stale_prices"] = f"{share:.0%} of the load outside the bounds"
     levels: list[int] = []
-    p0 = _cold_prices(view, m, np.random.default_rng(options.seed), options, levels)
+    p0 = _cold_prices(view, m, np.random.default_rng(options.seed), options, levels, deadline)
     stats["price_source"] = "sample" if levels else "zero"
     stats["levels"] = levels
     cand = candidates(view, p0, m)
@@ -256,8 +300,10 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats=stats,
         )
     m = min(int(view.cap.max(initial=0)) + margin, view.e)
-    deadline = None if options.time_limit is None else t0 + float(options.time_limit)
-    _, cand = _start(view, m, given, options, stats)
+    # never open-ended: without a time_limit the method keeps to BUDGET seconds
+    budget_s = BUDGET if options.time_limit is None else float(options.time_limit)
+    deadline = t0 + budget_s
+    _, cand = _start(view, m, given, options, stats, deadline)
     stats["price_time"] = time.perf_counter() - t0
     run = CoreSet(view, cand, options, stats)
     _first_core(run)
@@ -322,6 +368,8 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     except Infeasible as exc:
         if best is None:
             return BackendOutput(Status.INFEASIBLE, message=f"price method: {exc}", stats=stats)
+    except RuntimeError as exc:  # a core LP ran out of time: keep what there is
+        stats["stopped"] = str(exc)
     stats.update(
         rounds=rounds,
         reopened=reopened,
@@ -329,7 +377,9 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         solve_time=time.perf_counter() - t0,
     )
     if best is None:
-        return _fallback(problem, options, f"no feasible assignment in {rounds} rounds", stats)
+        return _fallback(
+            problem, options, f"no feasible assignment in {rounds} rounds", stats, run.prices
+        )
     obj, x, ub = best
     status = Status.OPTIMAL if ub <= obj else Status.FEASIBLE
     out = BackendOutput(status, x=x, bound=ub, stats=stats)
