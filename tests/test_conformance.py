@@ -125,6 +125,8 @@ def _binding_time_limit_problem() -> AssignmentProblem:
 def test_time_limit_honoured(method: str) -> None:
     p = _binding_time_limit_problem()
     limit = 0.3
+    # first imports (pyomo's takes about 1 s of CPU) are not what this test measures
+    solve_assignment(p.fitness[:4, :2], capacity=1, method=method, time_limit=5.0)
     t0, c0 = time.perf_counter(), time.process_time()
     res = solve_assignment(p, method=method, time_limit=limit)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -142,6 +144,15 @@ def test_time_limit_honoured(method: str) -> None:
         assert res.stats["time_limit_exceeded"] > 0.5 + 0.5 * limit
     if get_backend(method).exact:
         assert res.status is Status.TIME_LIMIT, (res.status, res.message)  # the limit binds
+    if res.x is None:
+        # a loaded machine can spend the whole 0.3 s before any start is found: then it
+        # says so, and claims nothing (idle, every backend returns an assignment here)
+        assert res.status is Status.TIME_LIMIT and not res.success
+        assert "without a feasible assignment" in res.message or "spent before" in res.message, (
+            res.message
+        )
+        assert res.bound is None or np.isfinite(res.bound)
+        return
     # stopped or not, it returns its best verified assignment with a valid bound and gap
     assert res.success and verify_assignment(p, res.x).ok, res.message
     assert res.bound is not None and res.gap is not None
