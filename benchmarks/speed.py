@@ -36,7 +36,7 @@ from flexassign import AssignmentProblem, solve_assignment
 
 from . import peers as _peers
 from .instances import make_fitness, make_instance
-from .speed_cells import extra_targets, family_cells, weighted_cells
+from .speed_cells import extra_targets, family_cells, solver_run, weighted_cells
 
 __all__ = [
     "DRIFT",
@@ -80,24 +80,7 @@ def _k1_problem(n: int, e: int, seed: int) -> AssignmentProblem:
     return AssignmentProblem.balanced(fitness, capacity=1, tolerance=0.0, exact_capacity=True)
 
 
-def _solver(problem: AssignmentProblem, method: str, **kw: Any) -> Callable[[], dict[str, Any]]:
-    def run() -> dict[str, Any]:
-        res = solve_assignment(problem, method=method, **kw)
-        stats = res.stats
-        return {
-            "status": res.status.value,
-            "objective": None if math.isnan(res.objective) else res.objective,
-            "backend": res.method,
-            "gap": res.gap,
-            "detail": {
-                k: stats[k]
-                for k in ("rounds", "open_clients", "price_source", "fallback", "pruned")
-                if k in stats
-            },
-            "exact": res.status.value == "optimal",
-        }
-
-    return run
+_solver = solver_run
 
 
 def _peer(fn: Callable[[], _peers.PeerResult]) -> Callable[[], dict[str, Any]]:

@@ -51,7 +51,17 @@ TOLERANCE = 0.1
 REF_FULL_PAIRS = 6_400_000
 
 
-def _run(problem: AssignmentProblem, method: str, **kw: Any) -> Callable[[], dict[str, Any]]:
+#: The solver stats a cell keeps as ``detail``.
+DETAIL_KEYS = (
+    "engine", "rounds", "open_clients", "price_source", "fallback", "pruned", "core_clients"
+)
+
+
+def solver_run(
+    problem: AssignmentProblem, method: str, **kw: Any
+) -> Callable[[], dict[str, Any]]:
+    """A timed callable: one ``solve_assignment`` call and what a speed cell records."""
+
     def run() -> dict[str, Any]:
         res = solve_assignment(problem, method=method, **kw)
         st = res.stats
@@ -60,11 +70,7 @@ def _run(problem: AssignmentProblem, method: str, **kw: Any) -> Callable[[], dic
             "objective": None if math.isnan(res.objective) else res.objective,
             "backend": res.method,
             "gap": res.gap,
-            "detail": {
-                k: st[k]
-                for k in ("engine", "rounds", "price_source", "fallback", "core_clients")
-                if k in st
-            },
+            "detail": {k: st[k] for k in DETAIL_KEYS if k in st},
             "exact": res.status.value == "optimal",
         }
 
@@ -104,16 +110,16 @@ def family_cells(
             for case, p in (("cold", p1), ("warm", p2)):
                 full = n * e <= REF_FULL_PAIRS
                 ref = solve_assignment(p, method="flow", options={"prune": False} if full else None)
-                methods = {"greedy": _run(p, "greedy")}
+                methods = {"greedy": solver_run(p, "greedy")}
                 if case == "cold":
-                    methods["auto"] = _run(p, "auto")
-                    methods["flow"] = _run(p, "flow")
-                    methods["flow-warm"] = _run(p, "flow-warm")
+                    methods["auto"] = solver_run(p, "auto")
+                    methods["flow"] = solver_run(p, "flow")
+                    methods["flow-warm"] = solver_run(p, "flow-warm")
                 else:
                     opts = {"prices": prices}
-                    methods["auto"] = _run(p, "auto", options=opts)
-                    methods["flow"] = _run(p, "flow", options=opts)
-                    methods["flow-warm"] = _run(p, "flow-warm", options=opts)
+                    methods["auto"] = solver_run(p, "auto", options=opts)
+                    methods["flow"] = solver_run(p, "flow", options=opts)
+                    methods["flow-warm"] = solver_run(p, "flow-warm", options=opts)
                 label = f"{n}x{e} {name} {case}"
                 results = interleave(methods, repeats, log, label)
                 cells.append(
@@ -154,9 +160,9 @@ def weighted_cells(
             prices = solve_assignment(p1).stats.get("expert_prices")
             p2 = _drifted(p1, seed)
             del p1
-            methods = {"greedy": _run(p2, "greedy"), "auto (cold)": _run(p2, "auto")}
+            methods = {"greedy": solver_run(p2, "greedy"), "auto (cold)": solver_run(p2, "auto")}
             if prices is not None:
-                methods["auto (warm)"] = _run(p2, "auto", options={"prices": prices})
+                methods["auto (warm)"] = solver_run(p2, "auto", options={"prices": prices})
             results = interleave(methods, repeats, log, f"{n}x{e} {variant}")
             if n * e >= memory_min_pairs:
                 for name in ("auto (cold)", "greedy"):
