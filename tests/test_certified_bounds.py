@@ -230,3 +230,14 @@ def test_heuristic_start_records_where_its_bound_came_from(
     )
     assert start is not None and start.method == "greedy-balanced"
     assert start.bound == 2.0 and start.bound_method == "lp-round"
+
+
+def test_price_bound_equal_up_to_rounding_proves_a_count_only_choice() -> None:
+    # one client, one pair, count free: the varying scale is 0, so only the bound's own
+    # float64 rounding separates it from the objective (hypothesis found this for cpsat)
+    pytest.importorskip("ortools")
+    p = AssignmentProblem(
+        np.array([[0.63696169]]), capacity=1, client_weight=[6.0], load_penalty=0.05
+    )
+    res = solve_assignment(p, method="cpsat")
+    assert res.status is Status.OPTIMAL and res.objective == pytest.approx(0.63696169)
