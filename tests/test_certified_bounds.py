@@ -241,3 +241,19 @@ def test_price_bound_equal_up_to_rounding_proves_a_count_only_choice() -> None:
     )
     res = solve_assignment(p, method="cpsat")
     assert res.status is Status.OPTIMAL and res.objective == pytest.approx(0.63696169)
+
+
+def test_a_pair_no_budget_admits_is_proven_out() -> None:
+    # the only pair is larger than the client's memory budget: the optimum is 0 and
+    # CP-SAT's bound carries 1.4e-17 of rounding; one common fitness value makes the
+    # varying scale that value times the free count, not 0 (hypothesis found this)
+    pytest.importorskip("ortools")
+    p = AssignmentProblem(
+        np.array([[0.51182162]]),
+        capacity=1,
+        expert_size=[4.0],
+        client_budget=[0.0],
+        load_penalty=0.05,
+    )
+    res = solve_assignment(p, method="cpsat")
+    assert res.status is Status.OPTIMAL and res.objective == 0.0

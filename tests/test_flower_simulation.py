@@ -61,6 +61,7 @@ RUN_CONFIG: dict[str, Any] = {
     "num-server-rounds": 2,
     "min-available-nodes": NUM_NODES,
     "round-timeout": 300.0,
+    "profile-timeout": 300.0,  # Ray actors start slowly on a loaded machine
 }
 
 
@@ -93,7 +94,7 @@ def sim() -> dict[str, Any]:
             out["rounds"][server_round] = {
                 "replies": replies,
                 "before": before,
-                "after": arrayrecord_to_numpy(arrays),
+                "after": None if arrays is None else arrayrecord_to_numpy(arrays),
                 "metrics": dict(metrics),
             }
             return arrays, metrics

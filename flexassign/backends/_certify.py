@@ -274,7 +274,8 @@ def objective_error(problem: AssignmentProblem, x: ArrayLike) -> float:
 def _varying_scale(problem: AssignmentProblem) -> float:
     """Sum over clients of (capacity x the spread of its allowed fitness), plus the
     spread of the midpoints across clients times the total capacity: how much the
-    objective can vary between assignments apart from a common offset per slot."""
+    objective can vary between assignments apart from a common offset per slot. When
+    that is 0 (one common value), the value times the counts that may vary."""
     allowed = problem.allowed_mask
     fit = problem.fitness
     any_ = allowed.any(axis=1)
@@ -286,7 +287,12 @@ def _varying_scale(problem: AssignmentProblem) -> float:
     within = float(np.sum(k * (0.5 * hi - 0.5 * lo))) * 2.0
     alpha = client_midpoints(problem)[any_]
     across = (float(alpha.max()) * 0.5 - float(alpha.min()) * 0.5) * 2.0 * float(k.sum())
-    return within + across
+    if within + across > 0.0:
+        return within + across
+    # every client's allowed fitness is one common value: only how many pairs are taken
+    # can change the objective, in steps of that value
+    free = np.maximum(k - problem.min_experts.astype(np.float64), 0.0)[any_]
+    return float(np.sum(np.abs(alpha) * free))
 
 
 def optimality_tolerance(problem: AssignmentProblem, x: ArrayLike) -> float:

@@ -47,7 +47,7 @@ __all__ = ["APP_KEYS", "PLANNER_KEYS", "make_planner", "run_logged", "strategy_o
 #: Run-config keys that :func:`strategy_options` reads.
 APP_KEYS = (
     "fraction-train", "fraction-evaluate", "min-train-nodes", "min-available-nodes",
-    "wait-timeout", "aggregation", "trim", "max-weight-ratio", "checkpoint-dir",
+    "wait-timeout", "profile-timeout", "aggregation", "trim", "max-weight-ratio", "checkpoint-dir",
     "results-path", "final-model-path",
 )
 #: Run-config keys that :func:`make_planner` reads.
@@ -123,7 +123,8 @@ def strategy_options(run_config: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     casts: dict[str, Callable[[Any], Any]] = {
         "fraction-train": float, "fraction-evaluate": float, "min-train-nodes": int,
-        "min-available-nodes": int, "wait-timeout": float, "aggregation": str, "trim": float,
+        "min-available-nodes": int, "wait-timeout": float, "profile-timeout": float,
+        "aggregation": str, "trim": float,
         "max-weight-ratio": float, "checkpoint-dir": str, "results-path": str,
         "final-model-path": str,
     }
