@@ -24,8 +24,8 @@ local training, comes in two kinds (``LocalTraining.feedback``):
     expert ``e`` *alone* (the head applied to its output) on those samples.
 
 Where a count is 0 the accuracy and loss are NaN (nothing was measured), as
-:class:`~flexassign.alignment.Feedback` allows; the planner then records its
-``zero_count_signal``.
+:class:`~flexassign.alignment.Feedback` allows; with its default
+``zero_count_signal=None`` the planner leaves such a pair unknown (never 0).
 """
 
 from __future__ import annotations
