@@ -306,9 +306,6 @@ def optimality_tolerance(problem: AssignmentProblem, x: ArrayLike) -> float:
 
 
 def proves_optimal(problem: AssignmentProblem, x: ArrayLike, bound: PriceBound) -> bool:
-    """True when ``bound.upper`` lies within :func:`optimality_tolerance` of ``x``'s
-    objective, plus the bound's own float64 rounding error (``bound.upper`` adds it, so a
-    bound equal to the optimum up to rounding proves it even where the objective's
-    varying scale is 0, e.g. one client whose count alone varies)."""
+    """True when ``bound.upper`` lies within :func:`optimality_tolerance` of ``x``'s objective."""
     f = problem.objective(x)
-    return bool(bound.upper <= f + optimality_tolerance(problem, x) + bound.error)
+    return bool(bound.upper <= f + optimality_tolerance(problem, x))
