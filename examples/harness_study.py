@@ -175,6 +175,39 @@ def tune_jobs(out: Path, variants: Sequence[str], datasets: Sequence[str] = ("sy
     return jobs
 
 
+#: Capacity-regime variants (``--pilot``) that narrow what one expert can hold, so that
+#: capacity binds: the study19 capacity regime left greedy's piled-on expert (plus the
+#: shared extractor) serving several domains about as well as a specialist. Run on the
+#: tuning seeds only, with flex, greedy and balance.
+PILOT_VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "narrow2": {"expert_hidden": 2},
+    "shared8": {"hidden": 8, "expert_hidden": 4},
+    "domains20": {"num_domains": 20},
+    "dpc1": {"domains_per_client": 1},
+    "narrow2-domains20": {"expert_hidden": 2, "num_domains": 20},
+}
+
+
+def pilot_jobs(out: Path, variants: Sequence[str], datasets: Sequence[str] = ("synthetic",),
+               strategies: Sequence[str] = ("flex", "greedy", "balance")) -> list[Job]:
+    """Pilot runs of the capacity-regime variants: tuning seeds, 60 rounds, one setting
+    folder ``{dataset}-capacity-{variant}`` per variant (so the report compares
+    strategies within a variant)."""
+    jobs = []
+    for seed in TUNING_SEEDS:
+        for name in variants:
+            for ds in datasets:
+                for st in strategies:
+                    fields = {"dataset": ds, "regime": "capacity", "strategy": st,
+                              "seed": seed, "rounds": 60, "eval_every": 5,
+                              "partition": "domains", **PINNED.get(ds, {}),
+                              **PILOT_VARIANTS[name]}
+                    jobs.append((str(out / f"{ds}-capacity-{name}" / f"{st}-s{seed}"),
+                                 fields))
+    return jobs
+
+
 def lr_sweep_jobs(out: Path) -> list[Job]:
     """The ``full`` reference per dataset at three learning rates, seeds 100-102, 30 rounds
     (docs/harness.md, "Learning rate")."""
@@ -398,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help=f"tuning runs (seeds {TUNING_SEEDS}); variants: {list(TUNE_VARIANTS)} "
                         "(default all)")
     p.add_argument("--tune-datasets", nargs="+", default=["synthetic"])
+    p.add_argument("--pilot", nargs="*", metavar="VARIANT",
+                   help=f"capacity-regime variants on the tuning seeds: "
+                        f"{list(PILOT_VARIANTS)} (default all)")
     p.add_argument("--targets", action="store_true",
                    help="flex and greedy on the first tuning seed in the settings "
                         "outside the capacity regime (whose targets come from --tune)")
@@ -410,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         jobs = lr_sweep_jobs(a.out)
     elif a.tune is not None:
         jobs = tune_jobs(a.out, a.tune or list(TUNE_DEFAULT), a.tune_datasets)
+    elif a.pilot is not None:
+        jobs = pilot_jobs(a.out, a.pilot or list(PILOT_VARIANTS), a.tune_datasets)
     elif a.targets:
         jobs = study_jobs(a.out, seeds=TUNING_SEEDS[:1], strategies=("flex", "greedy"),
                           settings=[s for s in SETTINGS if s[1] != "capacity"])
