@@ -58,7 +58,8 @@ SETTINGS: tuple[tuple[str, str, int, int], ...] = (
 #: personal accuracy (``--tune`` seeds 100-101 for synthetic-capacity, ``--targets`` seed
 #: 100 elsewhere; mnist5k-capacity: greedy, seed 100, alone), rounded down to 0.05.
 TARGETS: dict[str, float] = {
-    "synthetic-capacity": 0.75, "mnist5k-capacity": 0.85,
+    "synthetic-capacity": 0.75, "mnist5k-capacity": 0.85, "synthetic-capacity-narrow2": 0.65,
+    "mnist5k-capacity-narrow2": 0.70,
     "digits-default": 0.75, "mnist1d-default": 0.35,
     "digits-starved": 0.65, "mnist1d-starved": 0.30,
 }
@@ -175,36 +176,117 @@ def tune_jobs(out: Path, variants: Sequence[str], datasets: Sequence[str] = ("sy
     return jobs
 
 
-#: Capacity-regime variants (``--pilot``) that narrow what one expert can hold, so that
-#: capacity binds: the study19 capacity regime left greedy's piled-on expert (plus the
-#: shared extractor) serving several domains about as well as a specialist. Run on the
-#: tuning seeds only, with flex, greedy and balance.
-PILOT_VARIANTS: dict[str, dict[str, Any]] = {
-    "base": {},
-    "narrow2": {"expert_hidden": 2},
-    "shared8": {"hidden": 8, "expert_hidden": 4},
-    "domains20": {"num_domains": 20},
-    "dpc1": {"domains_per_client": 1},
-    "narrow2-domains20": {"expert_hidden": 2, "num_domains": 20},
+#: Pilot variants (``--pilot``), tuning seeds only. The capacity-regime ones narrow what
+#: one expert can hold, so that capacity binds: the study19 capacity regime left greedy's
+#: piled-on expert (plus the shared extractor) serving several domains about as well as a
+#: specialist. The default-regime ones loosen flex's balance tolerance (the study19
+#: default regime: tight balance spreads a fixed number of trainings over every expert).
+#: Each: regime, datasets, strategies, rounds, ExperimentConfig fields.
+PILOT_VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int, dict[str, Any]]] = {
+    "base": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60, {}),
+    "narrow2": ("capacity", ("synthetic", "mnist5k"), ("flex", "greedy", "balance"), 60,
+                {"expert_hidden": 2}),
+    "narrow4": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
+                {"expert_hidden": 4}),
+    "narrow4-domains20": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
+                          {"expert_hidden": 4, "num_domains": 20}),
+    "shared8": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
+                {"hidden": 8, "expert_hidden": 4}),
+    "domains20": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
+                  {"num_domains": 20}),
+    "dpc1": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
+             {"domains_per_client": 1}),
+    "narrow2-domains20": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
+                          {"expert_hidden": 2, "num_domains": 20}),
+    "narrow2-tol0.3": ("capacity", ("synthetic", "mnist5k"), ("flex",), 60,
+                       {"expert_hidden": 2, "tolerance": 0.3}),
+    "narrow2-tol1": ("capacity", ("synthetic", "mnist5k"), ("flex",), 60,
+                     {"expert_hidden": 2, "tolerance": 1.0}),
+    "tol0.1": ("default", ("digits", "mnist1d"), ("flex", "greedy"), 25, {}),
+    "tol0.3": ("default", ("digits", "mnist1d"), ("flex",), 25, {"tolerance": 0.3}),
+    "tol1": ("default", ("digits", "mnist1d"), ("flex",), 25, {"tolerance": 1.0}),
 }
 
 
-def pilot_jobs(out: Path, variants: Sequence[str], datasets: Sequence[str] = ("synthetic",),
-               strategies: Sequence[str] = ("flex", "greedy", "balance")) -> list[Job]:
-    """Pilot runs of the capacity-regime variants: tuning seeds, 60 rounds, one setting
-    folder ``{dataset}-capacity-{variant}`` per variant (so the report compares
-    strategies within a variant)."""
+def pilot_jobs(out: Path, variants: Sequence[str]) -> list[Job]:
+    """Pilot runs on the tuning seeds, one setting folder ``{dataset}-{regime}-{variant}``
+    per variant (so the report compares strategies within a variant)."""
     jobs = []
     for seed in TUNING_SEEDS:
         for name in variants:
+            regime, datasets, strategies, rounds, extra = PILOT_VARIANTS[name]
             for ds in datasets:
                 for st in strategies:
-                    fields = {"dataset": ds, "regime": "capacity", "strategy": st,
-                              "seed": seed, "rounds": 60, "eval_every": 5,
-                              "partition": "domains", **PINNED.get(ds, {}),
-                              **PILOT_VARIANTS[name]}
-                    jobs.append((str(out / f"{ds}-capacity-{name}" / f"{st}-s{seed}"),
+                    fields = {"dataset": ds, "regime": regime, "strategy": st,
+                              "seed": seed, "rounds": rounds, "eval_every": 5,
+                              "partition": "domains" if regime == "capacity" else "dirichlet",
+                              **PINNED.get(ds, {}), **extra}
+                    jobs.append((str(out / f"{ds}-{regime}-{name}" / f"{st}-s{seed}"),
                                  fields))
+    return jobs
+
+
+#: The expert-width study (``--widths``): the capacity regime with narrower experts
+#: (16 -> w -> 16 instead of 16 -> 8 -> 16), the widths and datasets chosen from the
+#: ``--pilot`` runs on the tuning seeds; evaluation seeds, every strategy.
+WIDTH_SETTINGS: tuple[tuple[str, int], ...] = (("synthetic", 2), ("synthetic", 4),
+                                               ("mnist5k", 2))
+
+
+def width_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS,
+               strategies: Sequence[str] = STRATEGIES) -> list[Job]:
+    """One job per (width setting, strategy, seed), seed-major; folders
+    ``{dataset}-capacity-narrow{w}``."""
+    jobs = []
+    for seed in seeds:
+        for ds, width in WIDTH_SETTINGS:
+            setting = f"{ds}-capacity-narrow{width}"
+            for st in strategies:
+                fields = {"dataset": ds, "regime": "capacity", "strategy": st, "seed": seed,
+                          "rounds": 60, "eval_every": 5, "partition": "domains",
+                          "expert_hidden": width, "target_metric": "personal_accuracy",
+                          "target_accuracy": TARGETS[setting], **PINNED.get(ds, {})}
+                jobs.append((str(out / setting / f"{st}-s{seed}"), fields))
+    return jobs
+
+
+#: The follow-up study (``--followup``, evaluation seeds), chosen from the ``--pilot``
+#: runs: flex with balance tolerance 1.0 (load within [0, 2] x the mean instead of
+#: [0.9, 1.1]) against greedy in the default regime and in the capacity regime, and the
+#: capacity regime with 16 -> 2 -> 16 experts (``narrow2``) with every strategy, on
+#: synthetic data and mnist5k.
+#: Each: setting folder, base fields, {variant: fields}.
+_FLEX_TOL1 = {"strategy": "flex", "tolerance": 1.0}
+FOLLOWUP: tuple[tuple[str, dict[str, Any], dict[str, dict[str, Any]]], ...] = (
+    ("digits-default", {"dataset": "digits", "regime": "default", "rounds": 25},
+     {"flex-tol1": _FLEX_TOL1, "greedy": {"strategy": "greedy"}}),
+    ("mnist1d-default", {"dataset": "mnist1d", "regime": "default", "rounds": 25},
+     {"flex-tol1": _FLEX_TOL1, "greedy": {"strategy": "greedy"}}),
+    ("synthetic-capacity-narrow2", {"dataset": "synthetic", "regime": "capacity",
+                                    "rounds": 60, "expert_hidden": 2},
+     {st: {"strategy": st} for st in STRATEGIES}),
+    ("mnist5k-capacity-narrow2", {"dataset": "mnist5k", "regime": "capacity",
+                                  "rounds": 60, "expert_hidden": 2},
+     {st: {"strategy": st} for st in STRATEGIES}),
+    ("synthetic-capacity", {"dataset": "synthetic", "regime": "capacity", "rounds": 60},
+     {"flex-tol1": _FLEX_TOL1}),
+    ("mnist5k-capacity", {"dataset": "mnist5k", "regime": "capacity", "rounds": 60},
+     {"flex-tol1": _FLEX_TOL1}),
+)
+
+
+def followup_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS) -> list[Job]:
+    """One job per (follow-up setting, variant, seed), seed-major."""
+    jobs = []
+    for seed in seeds:
+        for setting, base, variants in FOLLOWUP:
+            for name, extra in variants.items():
+                fields = {**base, "seed": seed, "eval_every": 5,
+                          "partition": "domains" if base["regime"] == "capacity"
+                          else "dirichlet", "target_metric": "personal_accuracy",
+                          "target_accuracy": TARGETS[setting],
+                          **PINNED.get(base["dataset"], {}), **extra}
+                jobs.append((str(out / setting / f"{name}-s{seed}"), fields))
     return jobs
 
 
@@ -315,7 +397,8 @@ def report(df: pd.DataFrame, by: str = "strategy") -> str:
     """The markdown report: per setting, the metrics (points, mean ± std over seeds),
     utilization CV, churn, rank correlation, rounds to target; paired differences of flex
     against greedy and balance; then the issue's targets."""
-    keys = [k for k in dict.fromkeys((*STRATEGIES, *TUNE_VARIANTS, "full")) if k in set(df[by])]
+    keys = [k for k in dict.fromkeys((*STRATEGIES, "flex-tol1", *TUNE_VARIANTS, "full"))
+            if k in set(df[by])]
     lines = ["# Harness study report (issue 19 protocol)", "",
              f"Every metric is the mean of the last {LAST} evaluations; accuracies in points "
              "(mean ± std over seeds); paired differences per seed with 95% t-intervals "
@@ -337,11 +420,12 @@ def report(df: pd.DataFrame, by: str = "strategy") -> str:
                          + f" | {_ms(r.utilization_cv, False)} | {_ms(r.churn, False)} | "
                          f"{rtt} |")
         lines.append("")
-        for b in ("greedy", "balance", "random"):
-            if "flex" in set(sub[by]) and b in set(sub[by]):
-                cells = [f"{SHORT[m]} {_diff(df, setting, 'flex', b, m, by)[0]}"
+        for a, b in [(a, b) for a in ("flex", "flex-tol1")
+                     for b in ("greedy", "balance", "random", "flex") if a != b]:
+            if a in set(sub[by]) and b in set(sub[by]):
+                cells = [f"{SHORT[m]} {_diff(df, setting, a, b, m, by)[0]}"
                          for m in METRICS[:4]]
-                lines.append(f"- **flex − {b}**: " + "; ".join(cells))
+                lines.append(f"- **{a} − {b}**: " + "; ".join(cells))
         lines.append("")
     if by == "strategy":
         lines += targets(df)
@@ -358,7 +442,8 @@ def targets(df: pd.DataFrame) -> list[str]:
     def verdict(ok: bool, n: int) -> str:
         return yes(ok) if n >= 2 else "n/a (fewer than 2 seeds)"
 
-    for setting in ("synthetic-capacity", "mnist5k-capacity"):
+    capacity = sorted(x for x in set(df.setting) if "-capacity" in x)
+    for setting in capacity or ("synthetic-capacity", "mnist5k-capacity"):
         if setting not in set(df.setting):
             out.append(f"- {setting}: not run")
             continue
@@ -437,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--targets", action="store_true",
                    help="flex and greedy on the first tuning seed in the settings "
                         "outside the capacity regime (whose targets come from --tune)")
+    p.add_argument("--followup", action="store_true",
+                   help="the follow-up study on the evaluation seeds (FOLLOWUP)")
+    p.add_argument("--widths", action="store_true",
+                   help=f"the expert-width study on the evaluation seeds: {WIDTH_SETTINGS}")
     p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
@@ -446,8 +535,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         jobs = lr_sweep_jobs(a.out)
     elif a.tune is not None:
         jobs = tune_jobs(a.out, a.tune or list(TUNE_DEFAULT), a.tune_datasets)
+    elif a.followup:
+        jobs = followup_jobs(a.out)
+    elif a.widths:
+        jobs = width_jobs(a.out)
     elif a.pilot is not None:
-        jobs = pilot_jobs(a.out, a.pilot or list(PILOT_VARIANTS), a.tune_datasets)
+        jobs = pilot_jobs(a.out, a.pilot or list(PILOT_VARIANTS))
     elif a.targets:
         jobs = study_jobs(a.out, seeds=TUNING_SEEDS[:1], strategies=("flex", "greedy"),
                           settings=[s for s in SETTINGS if s[1] != "capacity"])

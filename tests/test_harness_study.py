@@ -87,3 +87,22 @@ def test_report_pairs_by_seed_and_states_targets(study: Any, tmp_path: Path) -> 
     g = study.rounds_to_target(df, "synthetic-capacity", "greedy")
     assert g[1] == 0 and g[0] == 65.0
     assert math.isnan(study.first_reach([], 0.5, math.nan))
+
+
+def test_pilot_uses_tuning_seeds_and_followup_evaluation_seeds(study: Any, tmp_path: Path
+                                                               ) -> None:
+    pilot = study.pilot_jobs(tmp_path, list(study.PILOT_VARIANTS))
+    assert {f["seed"] for _, f in pilot} == set(study.TUNING_SEEDS)
+    follow = study.followup_jobs(tmp_path)
+    assert {f["seed"] for _, f in follow} == set(study.EVAL_SEEDS)
+    for dest, fields in follow:
+        setting = Path(dest).parent.name
+        assert fields["target_accuracy"] == study.TARGETS[setting]
+        cfg = study._config(fields)   # every job is a valid ExperimentConfig
+        assert cfg.seed == fields["seed"]
+        if setting.endswith("narrow2"):
+            assert cfg.expert_hidden == 2 and cfg.num_domains == 10
+        if Path(dest).name.startswith("flex-tol1"):
+            assert (cfg.strategy, cfg.tolerance) == ("flex", 1.0)
+    # folders are unique: no run overwrites another
+    assert len({d for d, _ in pilot + follow}) == len(pilot) + len(follow)
