@@ -442,8 +442,8 @@ def targets(df: pd.DataFrame) -> list[str]:
     def verdict(ok: bool, n: int) -> str:
         return yes(ok) if n >= 2 else "n/a (fewer than 2 seeds)"
 
-    capacity = sorted(x for x in set(df.setting) if "-capacity" in x)
-    for setting in capacity or ("synthetic-capacity", "mnist5k-capacity"):
+    extra = sorted(x for x in set(df.setting) if "-capacity-" in x)
+    for setting in ("synthetic-capacity", "mnist5k-capacity", *extra):
         if setting not in set(df.setting):
             out.append(f"- {setting}: not run")
             continue
