@@ -252,7 +252,7 @@ def width_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS,
 
 #: The follow-up study (``--followup``, evaluation seeds), chosen from the ``--pilot``
 #: runs: flex with balance tolerance 1.0 (load within [0, 2] x the mean instead of
-#: [0.9, 1.1]) against greedy in the default regime and in the capacity regime, and the
+#: [0.9, 1.1]) against greedy in the default regime, and the
 #: capacity regime with 16 -> 2 -> 16 experts (``narrow2``) with every strategy, on
 #: synthetic data and mnist5k.
 #: Each: setting folder, base fields, {variant: fields}.
@@ -268,10 +268,6 @@ FOLLOWUP: tuple[tuple[str, dict[str, Any], dict[str, dict[str, Any]]], ...] = (
     ("mnist5k-capacity-narrow2", {"dataset": "mnist5k", "regime": "capacity",
                                   "rounds": 60, "expert_hidden": 2},
      {st: {"strategy": st} for st in STRATEGIES}),
-    ("synthetic-capacity", {"dataset": "synthetic", "regime": "capacity", "rounds": 60},
-     {"flex-tol1": _FLEX_TOL1}),
-    ("mnist5k-capacity", {"dataset": "mnist5k", "regime": "capacity", "rounds": 60},
-     {"flex-tol1": _FLEX_TOL1}),
 )
 
 
@@ -381,10 +377,11 @@ def _diff(df: pd.DataFrame, setting: str, a: str, b: str, col: str, by: str = "s
     return (f"**{txt}**" if lo > 0 or hi < 0 else txt), d, lo, hi, n
 
 
-def rounds_to_target(df: pd.DataFrame, setting: str, st: str) -> tuple[float, int, int]:
+def rounds_to_target(df: pd.DataFrame, setting: str, st: str, by: str = "strategy"
+                     ) -> tuple[float, int, int]:
     """Mean first round reaching the setting's fixed target (runs that never reach it
     count as ``rounds + eval_every``), how many reached it, and how many runs."""
-    s = df[(df.setting == setting) & (df.strategy == st)]
+    s = df[(df.setting == setting) & (df[by] == st)]
     if s.empty:
         return math.nan, 0, 0
     level = TARGETS.get(setting, float(s.target.iloc[0]))
@@ -393,7 +390,7 @@ def rounds_to_target(df: pd.DataFrame, setting: str, st: str) -> tuple[float, in
     return float(np.mean(r)), int(sum(v < cap for v in r)), len(r)
 
 
-def report(df: pd.DataFrame, by: str = "strategy") -> str:
+def report(df: pd.DataFrame, by: str = "strategy", rtt_by_variant: bool = False) -> str:
     """The markdown report: per setting, the metrics (points, mean ± std over seeds),
     utilization CV, churn, rank correlation, rounds to target; paired differences of flex
     against greedy and balance; then the issue's targets."""
@@ -413,8 +410,8 @@ def report(df: pd.DataFrame, by: str = "strategy") -> str:
             r = sub[sub[by] == k]
             cells = [_ms(r[m], pts=m != "fitness_rank_corr") for m in METRICS]
             rtt = ""
-            if by == "strategy":
-                mean, reached, n = rounds_to_target(df, setting, k)
+            if by == "strategy" or rtt_by_variant:
+                mean, reached, n = rounds_to_target(df, setting, k, by)
                 rtt = f"{mean:.1f} ({reached}/{n})"
             lines.append(f"| {k} | {len(r)} | " + " | ".join(cells)
                          + f" | {_ms(r.utilization_cv, False)} | {_ms(r.churn, False)} | "
@@ -505,6 +502,35 @@ def write_report(out: Path, by: str = "strategy") -> None:
     print(text)
 
 
+def load_saved(folder: Path) -> pd.DataFrame:
+    """A finished study's rows from its ``runs.csv`` and ``curves.csv`` (the per-run
+    folders are not committed), in :func:`load_runs`'s shape."""
+    df = pd.read_csv(folder / "runs.csv")
+    cv = pd.read_csv(folder / "curves.csv")
+    curve = {k: list(zip(g["round"], g.personal_accuracy, strict=True))
+             for k, g in cv.groupby(["setting", "run"])}
+    df["personal_curve"] = [curve.get((s, r), []) for s, r in zip(df.setting, df.run,
+                                                                   strict=True)]
+    return df
+
+
+def write_combined(out: Path, earlier: Path) -> None:
+    """``report-combined.md`` in ``out``: the follow-up runs next to the earlier study's
+    runs of the same settings (same code for the harness, same seeds), so that flex at
+    tolerance 1.0 pairs with that study's greedy, balance and flex runs."""
+    new = load_runs(out)
+    old = load_saved(earlier)
+    old = old[old.setting.isin(set(new.setting))]
+    old = old[~old.set_index(["setting", "variant", "seed"]).index.isin(
+        new.set_index(["setting", "variant", "seed"]).index)]
+    df = pd.concat([old, new], ignore_index=True)
+    text = report(df, by="variant", rtt_by_variant=True).replace(
+        "# Harness study report (issue 19 protocol)",
+        f"# Follow-up study with {earlier.name}'s runs of the same settings")
+    (out / "report-combined.md").write_text(text)
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -524,6 +550,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "outside the capacity regime (whose targets come from --tune)")
     p.add_argument("--followup", action="store_true",
                    help="the follow-up study on the evaluation seeds (FOLLOWUP)")
+    p.add_argument("--combine", type=Path, metavar="STUDY",
+                   help="with --followup: also write report-combined.md with this finished "
+                        "study's runs of the same settings (its runs.csv and curves.csv)")
     p.add_argument("--widths", action="store_true",
                    help=f"the expert-width study on the evaluation seeds: {WIDTH_SETTINGS}")
     p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
@@ -551,6 +580,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not a.report_only:
         run_jobs(jobs, a.workers)
     write_report(a.out, by="variant" if a.tune is not None or a.lr_sweep else "strategy")
+    if a.followup and a.combine:
+        write_combined(a.out, a.combine)
     print(f"total wall time {time.perf_counter() - t0:.0f}s")
 
 
