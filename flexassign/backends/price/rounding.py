@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from .. import _highs
 from ..base import SolveOptions
 from .core import CoreModel, build_core, solve_core
-from .lp import LPSolution
+from .trust import LevelSolution
 from .view import View
 
 __all__ = ["ATTEMPTS", "FRAC_TOL", "dive", "relax_and_fix"]
@@ -101,8 +101,7 @@ def dive(
 
 def relax_and_fix(
     view: View,
-    lp: LPSolution,
-    frozen_load: FloatArray,
+    lp: LevelSolution,
     options: SolveOptions,
     *,
     abs_gap: float,
@@ -110,6 +109,7 @@ def relax_and_fix(
     stats: dict[str, Any],
 ) -> NDArray[np.bool_] | None:
     """A 0/1 value for every pair of the core LP ``lp``, or ``None``."""
+    frozen_load = lp.frozen_load
     e = view.e
     pc, pe, x_lp = lp.pair_client, lp.pair_expert, lp.x
     k = lp.clients.size

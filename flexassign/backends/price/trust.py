@@ -1,0 +1,205 @@
+r"""The exact price step: the core LP inside a trust region of prices.
+
+At prices :math:`\pi` every client has a choice (its best free experts by adjusted
+score, :mod:`.view`) and a *slack*: how far any one adjusted score may move before
+that choice changes. Give every expert a radius :math:`r_e` and consider only prices
+in the box :math:`|\pi'_e - \pi_e| \le r_e`. A client whose slack is at least
+:math:`2 w_c \max_{e \in \text{cand}(c)} r_e` (and whose best non-candidate stays
+below its weakest held expert) keeps its choice everywhere in the box: it is *frozen*,
+its load a constant. The others form the *core*. The Lagrangian dual
+:math:`\min_\pi g(\pi)` restricted to the box is then exactly the LP
+
+.. math::
+
+    \max \sum_{\text{core}} S_{ce} x_{ce} + \sum_e \big((\pi_e - r_e) d_e
+    - (\pi_e + r_e) b_e\big)
+    \quad\text{s.t.}\quad L_e - F_e \le \sum_{\text{core}} w_c x_{ce} + d_e - b_e
+    \le U_e - F_e
+
+(plus each core client's count and memory rows): the elastic columns :math:`d, b
+\ge 0` price load at the box's edges, so the LP's load duals are the minimiser of
+:math:`g` over the box. When no elastic column is in use the minimiser lies inside the
+box: by convexity it minimises :math:`g` everywhere, and the frozen choices with the
+LP's values are an optimal solution of the LP relaxation. Otherwise the box moves to
+the new prices, the radii of the experts at an edge double, and the step repeats.
+
+A view small enough (``target`` clients) is solved whole (no box; elastic columns at a
+high penalty, and experts whose load bound the candidates cannot meet get every client
+as a candidate).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..base import SolveOptions
+from .core import build_core, solve_core
+from .view import Candidates, View, choose, reprice, slack
+
+__all__ = ["Infeasible", "LevelSolution", "solve_level"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: Box moves before a level gives up (its last LP is kept: the bound stays true).
+MAX_MOVES = 12
+#: Elastic load (relative to the largest weight) that counts as in use.
+_SLACK_TOL = 1e-9
+
+
+class Infeasible(Exception):
+    """The load bounds cannot be met even with every pair a candidate."""
+
+
+@dataclass
+class LevelSolution:
+    """The LP relaxation of one view at its final prices.
+
+    ``prices`` per unit of load; ``cand`` the candidates at them; ``frozen_rows`` /
+    ``frozen_experts`` the frozen clients' pairs and ``frozen_load`` their load;
+    ``clients`` the core (view-local, sorted) with LP pairs ``pair_client`` (position
+    in ``clients``), ``pair_expert`` and values ``x``; ``mem`` memory prices per view
+    client (knapsack only); ``converged``: no elastic column in use.
+    """
+
+    prices: FloatArray
+    cand: Candidates
+    frozen_rows: IntArray
+    frozen_experts: IntArray
+    frozen_load: FloatArray
+    clients: IntArray
+    pair_client: IntArray
+    pair_expert: IntArray
+    x: FloatArray
+    mem: FloatArray | None
+    converged: bool
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+
+
+def _breakers(view: View, cand: Candidates, held: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Clients whose choice breaks their memory budget."""
+    if view.size is None or view.budget is None:
+        return np.zeros(view.n, dtype=bool)
+    used = np.where(held, view.size[cand.idx], 0.0).sum(axis=1)
+    return np.asarray(used > view.budget * (1 + 1e-12), dtype=bool)
+
+
+def _core(
+    view: View, cand: Candidates, h: IntArray, sl: FloatArray, r: FloatArray
+) -> NDArray[np.bool_]:
+    """Clients whose choice may change inside the box of radii ``r``."""
+    n = view.n
+    big = np.where(cand.val > -np.inf, r[cand.idx], 0.0).max(axis=1)
+    low = np.where(h > 0, cand.val[np.arange(n), np.maximum(h - 1, 0)], np.inf)
+    w = view.w
+    out_close = (low - cand.out) < w * (big + float(r.max(initial=0.0)))
+    return np.asarray((sl < 2.0 * w * big) | out_close, dtype=bool)
+
+
+def solve_level(
+    view: View,
+    prices: FloatArray,
+    cand: Candidates,
+    options: SolveOptions,
+    stats: dict[str, Any],
+    *,
+    target: int,
+    deadline: float | None = None,
+) -> LevelSolution:
+    """The LP relaxation of ``view`` from ``prices`` (``cand``: the candidates at
+    them) by trust-region core LPs of about ``target`` clients; raises
+    :class:`Infeasible`, or ``RuntimeError`` when an LP is not solved in time."""
+    e = view.e
+    w = view.w
+    whole = view.n <= target
+    r: FloatArray | None = None
+    extra: list[int] = []  # experts every core client gets (whole views only)
+    tol = _SLACK_TOL * float(np.max(w, initial=1.0))
+    moves = 0
+    while True:
+        held, h = choose(cand.val, view.cap, view.kmin)
+        sl = slack(cand, h, view.cap, view.kmin)
+        if whole:
+            core = np.ones(view.n, dtype=bool)
+        else:
+            if r is None:
+                key = sl / w
+                kth = float(np.partition(key, target)[target])
+                r = np.full(e, max(kth, 1e-300) / 2.0)
+            core = _core(view, cand, h, sl, r) | _breakers(view, cand, held)
+        clients = np.flatnonzero(core)
+        fr, fc = np.nonzero(held & ~core[:, None])
+        f_exp = cand.idx[fr, fc]
+        frozen = np.bincount(f_exp, weights=w[fr], minlength=e).astype(np.float64)
+        sub = cand.idx[clients]
+        pc, slot = np.nonzero(cand.val[clients] > -np.inf)
+        pe = sub[pc, slot]
+        if extra:
+            more = np.asarray(extra, dtype=np.int64)
+            key2 = np.concatenate([pc * e + pe, (np.arange(clients.size)[:, None] * e + more).ravel()])
+            key2 = np.unique(key2)
+            pc, pe = key2 // e, key2 % e
+            if view.free is not None:
+                ok = view.free[view.index(clients[pc]), pe]
+                pc, pe = pc[ok], pe[ok]
+        model = build_core(view, clients, pc, pe, frozen)
+        q = pc.size
+        if r is not None:
+            s = model.scale_exp
+            model.cost[q : q + e] = -np.ldexp(prices - r, s)
+            model.cost[q + e : q + 2 * e] = np.ldexp(prices + r, s)
+        t = time.perf_counter()
+        sol = solve_core(model, e, options, integer=False, time_limit=_left(deadline))
+        stats["lp_time"] = stats.get("lp_time", 0.0) + time.perf_counter() - t
+        stats["lp_solves"] = stats.get("lp_solves", 0) + 1
+        stats.setdefault("core_sizes", []).append(int(clients.size))
+        if sol.status != "optimal" or sol.prices is None or sol.x is None:
+            raise RuntimeError(f"the core LP was not solved ({sol.status})")
+        assert sol.slack is not None
+        used = np.flatnonzero(sol.slack > tol)
+        if r is None and used.size:
+            new = [int(v) for v in used.tolist() if int(v) not in extra]
+            if not new:
+                raise Infeasible("the LP relaxation is infeasible: the load bounds cannot be met")
+            extra.extend(new)
+            continue
+        mem = None
+        if sol.mem_prices is not None and view.size is not None and model.n_mem:
+            assert view.budget is not None
+            mem = np.zeros(view.n)
+            has = clients[np.isfinite(view.budget[clients])]
+            mem[has] = sol.mem_prices
+        new_p = sol.prices
+        moves += 1
+        done = used.size == 0 or moves >= MAX_MOVES
+        if done:
+            out = LevelSolution(
+                prices=new_p,
+                cand=reprice(cand, w, new_p - prices),
+                frozen_rows=fr.astype(np.int64),
+                frozen_experts=f_exp.astype(np.int64),
+                frozen_load=frozen,
+                clients=clients,
+                pair_client=pc.astype(np.int64),
+                pair_expert=pe.astype(np.int64),
+                x=sol.x,
+                mem=mem,
+                converged=used.size == 0,
+            )
+            stats["moves"] = stats.get("moves", 0) + moves
+            return out
+        assert r is not None
+        hit = np.zeros(e, dtype=bool)
+        hit[used] = True
+        r = np.where(hit, 2.0 * r, r)
+        cand = reprice(cand, w, new_p - prices)
+        prices = new_p
+
