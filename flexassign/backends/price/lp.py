@@ -200,6 +200,18 @@ class CoreLP:
         e = view.e
         self.h.changeRowsBounds(e, np.arange(e, dtype=np.int32), lo, hi)
 
+    def set_box(self, prices: FloatArray | None, radius: FloatArray | None) -> None:
+        """Elastic columns at the box's edges (load bought at ``prices + radius``,
+        sold at ``prices - radius``), or at the penalty (``None``)."""
+        e = self.view.e
+        if prices is None or radius is None:
+            cost = np.full(2 * e, self.penalty)
+        else:
+            lo = -np.ldexp(prices - radius, self.scale_exp)
+            hi = np.ldexp(prices + radius, self.scale_exp)
+            cost = np.concatenate([lo, hi])
+        self.h.changeColsCost(2 * e, np.arange(2 * e, dtype=np.int32), cost)
+
     # ------------------------------------------------------------------ solve
     def solve(self, time_limit: float | None) -> LPSolution:
         view = self.view

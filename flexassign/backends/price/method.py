@@ -74,6 +74,7 @@ from .dual import loads, price_steps
 from .rounding import relax_and_fix
 from .trust import Infeasible, LevelSolution, solve_level
 from .view import Candidates, View, candidates, choose, make_view, reprice
+from .whole import solve_whole
 
 __all__ = [
     "BUDGET",
@@ -103,6 +104,11 @@ _STEPS = 4
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
 #: expert (views up to that size are solved whole).
 _CORE = 1500
+#: A level's trust radii start at this many times the move of the level below, scaled
+#: by the square root of the sample share.
+_RADIUS = 0.0
+#: Candidates beyond ``prune_margin`` for a view solved whole.
+_WHOLE_MARGIN = 3
 _CORE_PER_EXPERT = 8
 #: Seconds the method keeps to when no ``time_limit`` is given (an LP that would run
 #: past it stops; the best assignment so far, or the fallback, comes back with its gap).
@@ -144,17 +150,24 @@ def _level(
     deadline: float | None,
     *,
     steps: int,
+    whole: bool = False,
     cand: Candidates | None = None,
+    radius: FloatArray | None = None,
 ) -> LevelSolution:
     """Candidates, tâtonnement steps and the trust-region LPs of one view."""
+    if whole:  # more candidates: fewer column generation rounds
+        m = min(m + _WHOLE_MARGIN, view.e)
     if cand is None:
         cand = candidates(view, prices, m)
     target = _target(view)
-    if steps and view.n > target:
-        p2 = price_steps(view, cand, prices, steps=steps)
-        cand = reprice(cand, view.w, p2 - prices)
-        prices = p2
-    return solve_level(view, prices, cand, options, stats, target=target, deadline=deadline)
+    if steps:  # fresh candidates: the price falls would loosen their outside bound
+        prices = price_steps(view, cand, prices, steps=steps)
+        cand = candidates(view, prices, m)
+    if whole:
+        return solve_whole(view, prices, cand, options, stats, deadline=deadline)
+    return solve_level(
+        view, prices, cand, options, stats, target=target, radius=radius, deadline=deadline
+    )
 
 
 def _relax(
@@ -182,10 +195,34 @@ def _relax(
     stats["price_source"] = "sample" if len(views) > 1 else "zero"
     stats["levels"] = [v.n for v in views[:0:-1]]
     prices = np.zeros(view.e)
+    radius = None
     for v in views[:0:-1]:
-        prices = _level(v, prices, m, options, stats, deadline, steps=_STEPS).prices
+        new = _level(
+            v,
+            prices,
+            m,
+            options,
+            stats,
+            deadline,
+            steps=_STEPS,
+            whole=v is views[-1],
+            radius=radius,
+        ).prices
+        if v is not views[-1]:  # sampling noise shrinks with the square root of the share
+            radius = _RADIUS * math.sqrt(_SAMPLE_SHARE) * np.abs(new - prices)
+        prices = new
         stats["price_time"] = time.perf_counter() - stats["t0"]
-    return _level(view, prices, m, options, stats, deadline, steps=_STEPS)
+    return _level(
+        view,
+        prices,
+        m,
+        options,
+        stats,
+        deadline,
+        steps=_STEPS,
+        whole=len(views) == 1,
+        radius=radius,
+    )
 
 
 def _excess_share(view: View, load: FloatArray) -> float:

@@ -23,9 +23,7 @@ box: by convexity it minimises :math:`g` everywhere, and the frozen choices with
 LP's values are an optimal solution of the LP relaxation. Otherwise the box moves to
 the new prices, the radii of the experts at an edge double, and the step repeats.
 
-A view small enough (``target`` clients) is solved whole (no box; elastic columns at a
-high penalty, and experts whose load bound the candidates cannot meet get every client
-as a candidate).
+The smallest view of a cold start is solved whole instead (:mod:`.whole`).
 """
 
 from __future__ import annotations
@@ -38,10 +36,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..base import SolveOptions
-from .core import build_core, solve_core
-from .view import Candidates, View, choose, reprice, slack
+from .lp import CoreLP
+from .view import Candidates, View, candidates_of, choose, reprice, slack
 
-__all__ = ["Infeasible", "LevelSolution", "solve_level"]
+__all__ = ["Infeasible", "LevelSolution", "refresh", "solve_level"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -104,6 +102,16 @@ def _core(
     return np.asarray((sl < 2.0 * w * big) | out_close, dtype=bool)
 
 
+def refresh(view: View, cand: Candidates, prices: FloatArray, rows: IntArray) -> None:
+    """Exact candidates at ``prices`` for the clients ``rows`` (in place)."""
+    m = cand.idx.shape[1]
+    step = max(1, (1 << 20) // view.e)
+    for r0 in range(0, rows.size, step):
+        sel = rows[r0 : r0 + step]
+        got = candidates_of(view.adjusted(sel, prices), m)
+        cand.idx[sel], cand.val[sel], cand.out[sel] = got.idx, got.val, got.out
+
+
 def solve_level(
     view: View,
     prices: FloatArray,
@@ -112,94 +120,72 @@ def solve_level(
     stats: dict[str, Any],
     *,
     target: int,
+    radius: FloatArray | None = None,
     deadline: float | None = None,
 ) -> LevelSolution:
     """The LP relaxation of ``view`` from ``prices`` (``cand``: the candidates at
-    them) by trust-region core LPs of about ``target`` clients; raises
+    them) by trust-region core LPs of about ``target`` clients (radii at least
+    ``radius``: the move expected of each price); raises
     :class:`Infeasible`, or ``RuntimeError`` when an LP is not solved in time."""
     e = view.e
     w = view.w
-    whole = view.n <= target
     r: FloatArray | None = None
-    extra: list[int] = []  # experts every core client gets (whole views only)
     tol = _SLACK_TOL * float(np.max(w, initial=1.0))
+    lp = CoreLP(view, options)
+    in_lp = np.zeros(view.n, dtype=bool)
     moves = 0
     while True:
         held, h = choose(cand.val, view.cap, view.kmin)
         sl = slack(cand, h, view.cap, view.kmin)
-        if whole:
-            core = np.ones(view.n, dtype=bool)
-        else:
-            if r is None:
-                key = sl / w
-                kth = float(np.partition(key, target)[target])
-                r = np.full(e, max(kth, 1e-300) / 2.0)
-            core = _core(view, cand, h, sl, r) | _breakers(view, cand, held)
-        clients = np.flatnonzero(core)
-        fr, fc = np.nonzero(held & ~core[:, None])
+        if r is None:
+            key = sl / w
+            kth = float(np.partition(key, min(target, view.n - 1))[min(target, view.n - 1)])
+            r = np.full(e, max(kth, 1e-300) / 2.0)
+            if radius is not None:  # the expected move, per expert
+                r = np.maximum(r, radius)
+        core = _core(view, cand, h, sl, r) | _breakers(view, cand, held)
+        rows = np.flatnonzero(core)
+        refresh(view, cand, prices, rows)
+        held, h = choose(cand.val, view.cap, view.kmin)
+        in_lp |= core
+        fr, fc = np.nonzero(held & ~in_lp[:, None])
         f_exp = cand.idx[fr, fc]
         frozen = np.bincount(f_exp, weights=w[fr], minlength=e).astype(np.float64)
-        sub = cand.idx[clients]
-        pc, slot = np.nonzero(cand.val[clients] > -np.inf)
-        pe = sub[pc, slot]
-        if extra:
-            more = np.asarray(extra, dtype=np.int64)
-            key2 = np.concatenate([pc * e + pe, (np.arange(clients.size)[:, None] * e + more).ravel()])
-            key2 = np.unique(key2)
-            pc, pe = key2 // e, key2 % e
-            if view.free is not None:
-                ok = view.free[view.index(clients[pc]), pe]
-                pc, pe = pc[ok], pe[ok]
-        model = build_core(view, clients, pc, pe, frozen)
-        q = pc.size
-        if r is not None:
-            s = model.scale_exp
-            model.cost[q : q + e] = -np.ldexp(prices - r, s)
-            model.cost[q + e : q + 2 * e] = np.ldexp(prices + r, s)
+        pc, slot = np.nonzero(cand.val[rows] > -np.inf)
+        lp.add_clients(rows)
+        lp.add_pairs(rows[pc], cand.idx[rows][pc, slot])
+        lp.set_frozen(frozen)
+        last = moves + 1 >= MAX_MOVES
+        lp.set_box(None if last else prices, None if last else r)
         t = time.perf_counter()
-        sol = solve_core(model, e, options, integer=False, time_limit=_left(deadline))
+        sol = lp.solve(_left(deadline))
         stats["lp_time"] = stats.get("lp_time", 0.0) + time.perf_counter() - t
         stats["lp_solves"] = stats.get("lp_solves", 0) + 1
-        stats.setdefault("core_sizes", []).append(int(clients.size))
-        if sol.status != "optimal" or sol.prices is None or sol.x is None:
+        stats.setdefault("core_sizes", []).append(int(in_lp.sum()))
+        if sol.status != "optimal":
             raise RuntimeError(f"the core LP was not solved ({sol.status})")
-        assert sol.slack is not None
         used = np.flatnonzero(sol.slack > tol)
-        if r is None and used.size:
-            new = [int(v) for v in used.tolist() if int(v) not in extra]
-            if not new:
-                raise Infeasible("the LP relaxation is infeasible: the load bounds cannot be met")
-            extra.extend(new)
-            continue
-        mem = None
-        if sol.mem_prices is not None and view.size is not None and model.n_mem:
-            assert view.budget is not None
-            mem = np.zeros(view.n)
-            has = clients[np.isfinite(view.budget[clients])]
-            mem[has] = sol.mem_prices
+        if last and used.size:  # the penalty LP of the last move needs slack: give up
+            raise RuntimeError("the trust region did not settle and the load bounds bind")
         new_p = sol.prices
         moves += 1
-        done = used.size == 0 or moves >= MAX_MOVES
-        if done:
-            out = LevelSolution(
+        if used.size == 0 or last:
+            stats["moves"] = stats.get("moves", 0) + moves
+            return LevelSolution(
                 prices=new_p,
                 cand=reprice(cand, w, new_p - prices),
                 frozen_rows=fr.astype(np.int64),
                 frozen_experts=f_exp.astype(np.int64),
                 frozen_load=frozen,
-                clients=clients,
-                pair_client=pc.astype(np.int64),
-                pair_expert=pe.astype(np.int64),
+                clients=sol.clients,
+                pair_client=sol.pair_client,
+                pair_expert=sol.pair_expert,
                 x=sol.x,
-                mem=mem,
-                converged=used.size == 0,
+                mem=sol.mem,
+                converged=used.size == 0 and not last,
             )
-            stats["moves"] = stats.get("moves", 0) + moves
-            return out
-        assert r is not None
         hit = np.zeros(e, dtype=bool)
         hit[used] = True
         r = np.where(hit, 2.0 * r, r)
         cand = reprice(cand, w, new_p - prices)
         prices = new_p
-

@@ -1,0 +1,156 @@
+"""The smallest view of a cold start, solved whole: the LP relaxation over every
+client by column generation in one HiGHS object (:class:`.lp.CoreLP`, warm re-solves).
+
+Columns start as every client's candidates. While an elastic column is in use (a load
+bound the columns cannot meet) the clients whose switch to that expert costs least
+get the pair; then every client's best choice at the LP's prices is priced out (its
+pairs the LP lacks are added) until none is missing, so the prices are the view's LP
+duals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..base import SolveOptions
+from .lp import CoreLP
+from .trust import Infeasible, LevelSolution
+from .view import Candidates, View, candidates, candidates_of, choose
+
+__all__ = ["solve_whole"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: LP solves (column generation rounds) before the last prices are kept as they are.
+ROUNDS = 12
+_SLACK_TOL = 1e-9
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+
+
+def _price_out(
+    view: View,
+    prices: FloatArray,
+    m: int,
+    known: set[int],
+) -> tuple[IntArray, IntArray]:
+    """Pairs of every client's best choice at ``prices`` that the LP lacks (keys
+    ``client * E + expert`` in ``known``)."""
+    e = view.e
+    step = max(1, (1 << 20) // e)
+    out: list[IntArray] = []
+    for r0 in range(0, view.n, step):
+        sel = np.arange(r0, min(r0 + step, view.n))
+        got = candidates_of(view.adjusted(sel, prices), m)
+        held, _ = choose(got.val, view.cap[sel], view.kmin[sel])
+        rr, cc = np.nonzero(held)
+        key = sel[rr] * e + got.idx[rr, cc]
+        out.append(key[[k not in known for k in key.tolist()]])
+    miss = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return miss // e, miss % e
+
+
+def _more_pairs(
+    view: View,
+    cand: Candidates,
+    h: IntArray,
+    prices: FloatArray,
+    amount: FloatArray,
+    used: IntArray,
+    known: set[int],
+) -> tuple[IntArray, IntArray]:
+    """Column generation for a whole view whose elastic columns are in use: per
+    expert ``e`` in ``used``, the clients without the pair whose switch to ``e`` costs
+    least per unit of weight (at ``prices``), about three times ``amount[e]`` of
+    weight and at least 8."""
+    n = view.n
+    rows = np.arange(n)
+    low = np.where(h > 0, cand.val[rows, np.maximum(h - 1, 0)], 0.0)
+    low = np.where(h < view.cap, np.minimum(low, 0.0), low)
+    out_c: list[IntArray] = []
+    out_e: list[IntArray] = []
+    for ex in used.tolist():
+        lack = ~(cand.idx == ex).any(axis=1) & (view.cap > 0)
+        if view.free is not None:
+            lack &= view.free[view.index(rows), ex]
+        cand_rows = np.flatnonzero(lack)
+        cand_rows = cand_rows[[int(c) * view.e + ex not in known for c in cand_rows.tolist()]]
+        if cand_rows.size == 0:
+            continue
+        a = view.fitness[view.index(cand_rows), ex] - view.w[cand_rows] * prices[ex]
+        cost = (low[cand_rows] - a) / view.w[cand_rows]
+        order = cand_rows[np.argsort(cost, kind="stable")]
+        cw = np.cumsum(view.w[order])
+        k = max(8, int(np.searchsorted(cw, 3.0 * float(amount[ex]))) + 1)
+        pick = order[:k]
+        out_c.append(pick.astype(np.int64))
+        out_e.append(np.full(pick.size, ex, dtype=np.int64))
+    if not out_c:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(out_c), np.concatenate(out_e)
+
+
+def solve_whole(
+    view: View,
+    prices: FloatArray,
+    cand: Candidates,
+    options: SolveOptions,
+    stats: dict[str, Any],
+    *,
+    deadline: float | None = None,
+) -> LevelSolution:
+    """The LP relaxation of all of ``view`` (``cand``: candidates at ``prices``)."""
+    lp = CoreLP(view, options)
+    rows = np.arange(view.n)
+    pc, slot = np.nonzero(cand.val > -np.inf)
+    lp.add_clients(rows)
+    lp.add_pairs(pc, cand.idx[pc, slot])
+    lp.set_frozen(np.zeros(view.e))
+    m = cand.idx.shape[1]
+    tol = _SLACK_TOL * float(np.max(view.w, initial=1.0))
+    _, h = choose(cand.val, view.cap, view.kmin)
+    for _ in range(ROUNDS):
+        t = time.perf_counter()
+        sol = lp.solve(_left(deadline))
+        stats["lp_time"] = stats.get("lp_time", 0.0) + time.perf_counter() - t
+        stats["lp_solves"] = stats.get("lp_solves", 0) + 1
+        if sol.status != "optimal":
+            raise RuntimeError(f"the whole LP was not solved ({sol.status})")
+        used = np.flatnonzero(sol.slack > tol)
+        if used.size or sol.short.size:
+            c, e = _more_pairs(view, cand, h, sol.prices, sol.slack, used, lp.known)
+            if sol.short.size:  # a knapsack client short of pairs: all of its own
+                more = np.flatnonzero(view.cap > 0)[:0]
+                for r in sol.short.tolist():
+                    free = np.arange(view.e)
+                    if view.free is not None:
+                        free = np.flatnonzero(view.free[view.index(np.asarray([r]))[0]])
+                    more = np.concatenate([more, np.full(free.size, r)])
+                    e = np.concatenate([e, free])
+                c = np.concatenate([c, more])
+            if lp.add_pairs(c, e) == 0:
+                raise Infeasible("the LP relaxation is infeasible: the load bounds cannot be met")
+            continue
+        c, e = _price_out(view, sol.prices, m, lp.known)
+        if c.size == 0 or lp.add_pairs(c, e) == 0:
+            break
+    return LevelSolution(
+        prices=sol.prices,
+        cand=candidates(view, sol.prices, m),
+        frozen_rows=np.zeros(0, dtype=np.int64),
+        frozen_experts=np.zeros(0, dtype=np.int64),
+        frozen_load=np.zeros(view.e),
+        clients=sol.clients,
+        pair_client=sol.pair_client,
+        pair_expert=sol.pair_expert,
+        x=sol.x,
+        mem=sol.mem,
+        converged=not (used.size or sol.short.size),
+    )
