@@ -101,12 +101,11 @@ _SAMPLE_SHARE = 0.125
 STALE_SHARE = 0.25
 #: Tâtonnement steps on a level's candidates before its trust-region LPs.
 _STEPS = 4
+#: ... on a level above a solved sample level (its prices are close already).
+_TOP_STEPS = int(__import__("os").environ.get("TOPSTEPS", "4"))
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
 #: expert (views up to that size are solved whole).
 _CORE = 1500
-#: A level's trust radii start at this many times the move of the level below, scaled
-#: by the square root of the sample share.
-_RADIUS = 0.0
 #: Candidates beyond ``prune_margin`` for a view solved whole.
 _WHOLE_MARGIN = 3
 _CORE_PER_EXPERT = 8
@@ -164,7 +163,8 @@ def _level(
         prices = price_steps(view, cand, prices, steps=steps)
         cand = candidates(view, prices, m)
     if whole:
-        return solve_whole(view, prices, cand, options, stats, deadline=deadline)
+        exact = view.rows is None
+        return solve_whole(view, prices, cand, options, stats, exact=exact, deadline=deadline)
     return solve_level(
         view, prices, cand, options, stats, target=target, radius=radius, deadline=deadline
     )
@@ -195,34 +195,14 @@ def _relax(
     stats["price_source"] = "sample" if len(views) > 1 else "zero"
     stats["levels"] = [v.n for v in views[:0:-1]]
     prices = np.zeros(view.e)
-    radius = None
     for v in views[:0:-1]:
-        new = _level(
-            v,
-            prices,
-            m,
-            options,
-            stats,
-            deadline,
-            steps=_STEPS,
-            whole=v is views[-1],
-            radius=radius,
+        steps = _STEPS if v is views[-1] else _TOP_STEPS
+        prices = _level(
+            v, prices, m, options, stats, deadline, steps=steps, whole=v is views[-1]
         ).prices
-        if v is not views[-1]:  # sampling noise shrinks with the square root of the share
-            radius = _RADIUS * math.sqrt(_SAMPLE_SHARE) * np.abs(new - prices)
-        prices = new
         stats["price_time"] = time.perf_counter() - stats["t0"]
-    return _level(
-        view,
-        prices,
-        m,
-        options,
-        stats,
-        deadline,
-        steps=_STEPS,
-        whole=len(views) == 1,
-        radius=radius,
-    )
+    steps = _STEPS if len(views) == 1 else _TOP_STEPS
+    return _level(view, prices, m, options, stats, deadline, steps=steps, whole=len(views) == 1)
 
 
 def _excess_share(view: View, load: FloatArray) -> float:

@@ -40,7 +40,7 @@ _SLACK_TOL = 1e-6
 #: Seconds a rounding MIP may take (its best assignment is kept; the gap says the rest).
 _MIP_SECONDS = 2.0
 #: Attempts that dive (the first ones); the later ones solve a MIP.
-_DIVES = 1
+_DIVES = 0
 #: Dive steps (LP re-solves) per fractional client before the MIP takes over.
 _DIVE_STEPS_PER_CLIENT = 3
 

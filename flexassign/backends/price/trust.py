@@ -91,15 +91,24 @@ def _breakers(view: View, cand: Candidates, held: NDArray[np.bool_]) -> NDArray[
 
 
 def _core(
-    view: View, cand: Candidates, h: IntArray, sl: FloatArray, r: FloatArray
+    view: View, cand: Candidates, held: NDArray[np.bool_], h: IntArray, r: FloatArray
 ) -> NDArray[np.bool_]:
-    """Clients whose choice may change inside the box of radii ``r``."""
-    n = view.n
-    big = np.where(cand.val > -np.inf, r[cand.idx], 0.0).max(axis=1)
-    low = np.where(h > 0, cand.val[np.arange(n), np.maximum(h - 1, 0)], np.inf)
-    w = view.w
-    out_close = (low - cand.out) < w * (big + float(r.max(initial=0.0)))
-    return np.asarray((sl < 2.0 * w * big) | out_close, dtype=bool)
+    """Clients whose choice may change inside the box of radii ``r``: the weakest
+    held expert at its lowest (score minus ``w r``) against the strongest other at
+    its highest (candidates, the outside bound with the largest radius, and zero
+    where an optional slot is involved)."""
+    w = view.w[:, None]
+    ok = cand.val > -np.inf
+    rad = np.where(ok, r[cand.idx], 0.0)
+    low = np.where(held, cand.val - w * rad, np.inf).min(axis=1)
+    high = np.where(ok & ~held, cand.val + w * rad, -np.inf).max(axis=1)
+    high = np.maximum(high, cand.out + view.w * float(r.max(initial=0.0)))
+    optional_held = (h > view.kmin) & (h > 0)
+    open_slot = h < view.cap
+    bad = (low < high) & (h > 0)
+    bad |= optional_held & (low < 0)
+    bad |= open_slot & (high > 0)
+    return np.asarray(bad, dtype=bool)
 
 
 def refresh(view: View, cand: Candidates, prices: FloatArray, rows: IntArray) -> None:
@@ -143,7 +152,7 @@ def solve_level(
             r = np.full(e, max(kth, 1e-300) / 2.0)
             if radius is not None:  # the expected move, per expert
                 r = np.maximum(r, radius)
-        core = _core(view, cand, h, sl, r) | _breakers(view, cand, held)
+        core = _core(view, cand, held, h, r) | _breakers(view, cand, held)
         rows = np.flatnonzero(core)
         refresh(view, cand, prices, rows)
         held, h = choose(cand.val, view.cap, view.kmin)

@@ -29,6 +29,12 @@ IntArray = NDArray[np.int64]
 #: LP solves (column generation rounds) before the last prices are kept as they are.
 ROUNDS = 12
 _SLACK_TOL = 1e-9
+#: An expert whose elastic column is in use gets pairs of about this many times the
+#: missing load, and at least ``_LEAST`` clients.
+_GROW = 8.0
+#: Share of a sample level's clients that may miss a pair of their best choice.
+_LOOSE = 0.01
+_LEAST = 16
 
 
 def _left(deadline: float | None) -> float | None:
@@ -39,10 +45,10 @@ def _price_out(
     view: View,
     prices: FloatArray,
     m: int,
-    known: set[int],
+    known: NDArray[np.bool_],
 ) -> tuple[IntArray, IntArray]:
-    """Pairs of every client's best choice at ``prices`` that the LP lacks (keys
-    ``client * E + expert`` in ``known``)."""
+    """Pairs of every client's best choice at ``prices`` that the LP lacks
+    (``known``: the pairs it has)."""
     e = view.e
     step = max(1, (1 << 20) // e)
     out: list[IntArray] = []
@@ -52,7 +58,7 @@ def _price_out(
         held, _ = choose(got.val, view.cap[sel], view.kmin[sel])
         rr, cc = np.nonzero(held)
         key = sel[rr] * e + got.idx[rr, cc]
-        out.append(key[[k not in known for k in key.tolist()]])
+        out.append(key[~known[key // e, key % e]])
     miss = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
     return miss // e, miss % e
 
@@ -64,12 +70,12 @@ def _more_pairs(
     prices: FloatArray,
     amount: FloatArray,
     used: IntArray,
-    known: set[int],
+    known: NDArray[np.bool_],
 ) -> tuple[IntArray, IntArray]:
     """Column generation for a whole view whose elastic columns are in use: per
     expert ``e`` in ``used``, the clients without the pair whose switch to ``e`` costs
-    least per unit of weight (at ``prices``), about three times ``amount[e]`` of
-    weight and at least 8."""
+    least per unit of weight (at ``prices``), about :data:`_GROW` times ``amount[e]`` of
+    weight and at least :data:`_LEAST`."""
     n = view.n
     rows = np.arange(n)
     low = np.where(h > 0, cand.val[rows, np.maximum(h - 1, 0)], 0.0)
@@ -77,18 +83,17 @@ def _more_pairs(
     out_c: list[IntArray] = []
     out_e: list[IntArray] = []
     for ex in used.tolist():
-        lack = ~(cand.idx == ex).any(axis=1) & (view.cap > 0)
+        lack = ~known[:, ex] & (view.cap > 0)
         if view.free is not None:
             lack &= view.free[view.index(rows), ex]
         cand_rows = np.flatnonzero(lack)
-        cand_rows = cand_rows[[int(c) * view.e + ex not in known for c in cand_rows.tolist()]]
         if cand_rows.size == 0:
             continue
         a = view.fitness[view.index(cand_rows), ex] - view.w[cand_rows] * prices[ex]
         cost = (low[cand_rows] - a) / view.w[cand_rows]
         order = cand_rows[np.argsort(cost, kind="stable")]
         cw = np.cumsum(view.w[order])
-        k = max(8, int(np.searchsorted(cw, 3.0 * float(amount[ex]))) + 1)
+        k = max(_LEAST, int(np.searchsorted(cw, _GROW * float(amount[ex]))) + 1)
         pick = order[:k]
         out_c.append(pick.astype(np.int64))
         out_e.append(np.full(pick.size, ex, dtype=np.int64))
@@ -104,9 +109,12 @@ def solve_whole(
     options: SolveOptions,
     stats: dict[str, Any],
     *,
+    exact: bool = True,
     deadline: float | None = None,
 ) -> LevelSolution:
-    """The LP relaxation of all of ``view`` (``cand``: candidates at ``prices``)."""
+    """The LP relaxation of all of ``view`` (``cand``: candidates at ``prices``);
+    ``exact=False`` (a sample level: only its prices matter) stops pricing out once
+    fewer than :data:`_LOOSE` of the clients miss a pair."""
     lp = CoreLP(view, options)
     rows = np.arange(view.n)
     pc, slot = np.nonzero(cand.val > -np.inf)
@@ -139,6 +147,8 @@ def solve_whole(
                 raise Infeasible("the LP relaxation is infeasible: the load bounds cannot be met")
             continue
         c, e = _price_out(view, sol.prices, m, lp.known)
+        if not exact and np.unique(c).size < _LOOSE * view.n:
+            break
         if c.size == 0 or lp.add_pairs(c, e) == 0:
             break
     return LevelSolution(
