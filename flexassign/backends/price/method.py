@@ -106,6 +106,8 @@ _TOP_STEPS = int(__import__("os").environ.get("TOPSTEPS", "4"))
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
 #: expert (views up to that size are solved whole).
 _CORE = 1500
+#: Views up to this many clients get fresh candidates after the tâtonnement steps.
+_FRESH = 20000
 #: Candidates beyond ``prune_margin`` for a view solved whole.
 _WHOLE_MARGIN = 3
 _CORE_PER_EXPERT = 8
@@ -159,9 +161,13 @@ def _level(
     if cand is None:
         cand = candidates(view, prices, m)
     target = _target(view)
-    if steps:  # fresh candidates: the price falls would loosen their outside bound
-        prices = price_steps(view, cand, prices, steps=steps)
-        cand = candidates(view, prices, m)
+    if steps:
+        p2 = price_steps(view, cand, prices, steps=steps)
+        if whole or view.n <= _FRESH:  # fresh candidates (cheap here)
+            cand = candidates(view, p2, m)
+        else:  # the core's candidates are refreshed by the trust region
+            cand = reprice(cand, view.w, p2 - prices)
+        prices = p2
     if whole:
         exact = view.rows is None
         return solve_whole(view, prices, cand, options, stats, exact=exact, deadline=deadline)
