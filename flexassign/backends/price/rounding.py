@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from ..base import SolveOptions
 from .core import build_core, solve_core
+from .repair import repair
 from .trust import LevelSolution
 from .view import View
 
@@ -134,6 +135,10 @@ def relax_and_fix(
         stats["alone_out_of_bounds"] = int(out_of.sum())
         if not out_of.any():
             return rounded
+        fixed_up = repair(view, lp, rounded, tol)
+        stats["repaired"] = fixed_up is not None
+        if fixed_up is not None:
+            return fixed_up
         # the MIP frees the fractional clients with a pair on an expert out of bounds
         near = np.zeros(k, dtype=bool)
         near[pc[out_of[pe]]] = True
