@@ -314,6 +314,7 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         np.dot(lev.x, view.scores(lev.clients[lev.pair_client], lev.pair_expert))
     )
     scale = max(abs(lp_value), 1.0)
+    stats["lp_value"] = lp_value
     pairs = relax_and_fix(
         view,
         lev,

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from ..base import SolveOptions
 from .lp import CoreLP
-from .view import Candidates, View, candidates_of, choose, reprice, slack
+from .view import Candidates, View, candidates_of, choose, price_out, reprice, slack
 
 __all__ = ["Infeasible", "LevelSolution", "refresh", "solve_level"]
 
@@ -46,6 +46,8 @@ IntArray = NDArray[np.int64]
 
 #: Box moves before a level gives up (its last LP is kept: the bound stays true).
 MAX_MOVES = 12
+#: Pricing rounds (column generation for the core) once the box settles.
+_PRICING = 3
 #: Elastic load (relative to the largest weight) that counts as in use.
 _SLACK_TOL = 1e-9
 
@@ -143,6 +145,8 @@ def solve_level(
     lp = CoreLP(view, options)
     in_lp = np.zeros(view.n, dtype=bool)
     moves = 0
+    pricing = 0
+    m = cand.idx.shape[1]
     while True:
         held, h = choose(cand.val, view.cap, view.kmin)
         sl = slack(cand, h, view.cap, view.kmin)
@@ -177,6 +181,12 @@ def solve_level(
         if last and used.size:  # the penalty LP of the last move needs slack: give up
             raise RuntimeError("the trust region did not settle and the load bounds bind")
         new_p = sol.prices
+        if used.size == 0 and not last and pricing < _PRICING:
+            # converged: core clients' best choices at the new prices the LP lacks?
+            pricing += 1
+            c, x = price_out(view, new_p, m, lp.known, rows=np.flatnonzero(in_lp), mem=sol.mem)
+            if c.size and lp.add_pairs(c, x):
+                continue
         moves += 1
         if used.size == 0 or last:
             stats["moves"] = stats.get("moves", 0) + moves

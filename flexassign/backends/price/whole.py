@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from ..base import SolveOptions
 from .lp import CoreLP
 from .trust import Infeasible, LevelSolution
-from .view import Candidates, View, candidates, candidates_of, choose
+from .view import Candidates, View, candidates, choose, price_out
 
 __all__ = ["solve_whole"]
 
@@ -39,28 +39,6 @@ _LEAST = 16
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-
-
-def _price_out(
-    view: View,
-    prices: FloatArray,
-    m: int,
-    known: NDArray[np.bool_],
-) -> tuple[IntArray, IntArray]:
-    """Pairs of every client's best choice at ``prices`` that the LP lacks
-    (``known``: the pairs it has)."""
-    e = view.e
-    step = max(1, (1 << 20) // e)
-    out: list[IntArray] = []
-    for r0 in range(0, view.n, step):
-        sel = np.arange(r0, min(r0 + step, view.n))
-        got = candidates_of(view.adjusted(sel, prices), m)
-        held, _ = choose(got.val, view.cap[sel], view.kmin[sel])
-        rr, cc = np.nonzero(held)
-        key = sel[rr] * e + got.idx[rr, cc]
-        out.append(key[~known[key // e, key % e]])
-    miss = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-    return miss // e, miss % e
 
 
 def _more_pairs(
@@ -146,7 +124,7 @@ def solve_whole(
             if lp.add_pairs(c, e) == 0:
                 raise Infeasible("the LP relaxation is infeasible: the load bounds cannot be met")
             continue
-        c, e = _price_out(view, sol.prices, m, lp.known)
+        c, e = price_out(view, sol.prices, m, lp.known, mem=sol.mem)
         if not exact and np.unique(c).size < _LOOSE * view.n:
             break
         if c.size == 0 or lp.add_pairs(c, e) == 0:
