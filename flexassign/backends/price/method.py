@@ -91,9 +91,11 @@ IntArray = NDArray[np.int64]
 
 #: Relative gap the method stops at when ``mip_gap`` is not given.
 DEFAULT_GAP = 1e-4
-#: The smallest sample level of a cold start has at least this many clients (and 16
-#: per expert); it is solved whole.
+#: The smallest sample level of a cold start has at least this many clients (and
+#: ``_PER_EXPERT`` per expert); it is solved whole.
 SAMPLE_MIN = 2000
+#: ... and at least this many per expert.
+_PER_EXPERT = 8
 #: Each sample level keeps this share of the clients of the one above.
 _SAMPLE_SHARE = 0.125
 #: Handed-over prices leaving more than this share of the load outside the bounds
@@ -102,7 +104,7 @@ STALE_SHARE = 0.25
 #: Tâtonnement steps on a level's candidates before its trust-region LPs.
 _STEPS = 4
 #: ... on a level above a solved sample level (its prices are close already).
-_TOP_STEPS = int(__import__("os").environ.get("TOPSTEPS", "4"))
+_TOP_STEPS = 4
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
 #: expert (views up to that size are solved whole).
 _CORE = 1500
@@ -133,7 +135,7 @@ def _target(view: View) -> int:
 def _levels(view: View, rng: np.random.Generator) -> list[View]:
     """The view and its nested random samples, largest first."""
     views = [view]
-    least = max(SAMPLE_MIN, 16 * view.e)
+    least = max(SAMPLE_MIN, _PER_EXPERT * view.e)
     while True:
         top = views[-1]
         k = max(round(_SAMPLE_SHARE * top.n), least)

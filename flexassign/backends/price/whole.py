@@ -33,7 +33,7 @@ _SLACK_TOL = 1e-9
 #: missing load, and at least ``_LEAST`` clients.
 _GROW = 8.0
 #: Share of a sample level's clients that may miss a pair of their best choice.
-_LOOSE = 0.01
+_LOOSE = 0.05
 _LEAST = 16
 
 
