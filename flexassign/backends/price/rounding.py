@@ -45,6 +45,9 @@ SLOTS = 8
 #: Fractional clients the first rounding MIP frees at most (those with a pair on an
 #: expert that their rounding alone leaves out of bounds).
 FREE_MAX = 600
+#: A repaired rounding that loses at most this many times the MIP's absolute gap
+#: (against the LP) is kept without a MIP.
+_KEEP = 2.0
 
 
 def _subsets(p: int, k: int) -> NDArray[np.bool_]:
@@ -124,6 +127,7 @@ def relax_and_fix(
         return x_lp > 0.5
     tol = _SLACK_TOL * float(np.max(view.w))
     alone = round_clients(view, lp, np.flatnonzero(free), lp.prices)
+    fallback = None
     if alone is None:
         rounded = x_lp > 0.5
     else:
@@ -135,18 +139,47 @@ def relax_and_fix(
         stats["alone_out_of_bounds"] = int(out_of.sum())
         if not out_of.any():
             return rounded
-        fixed_up = repair(view, lp, rounded, tol)
-        stats["repaired"] = fixed_up is not None
-        if fixed_up is not None:
-            return fixed_up
-        # the MIP frees the fractional clients with a pair on an expert out of bounds
-        near = np.zeros(k, dtype=bool)
-        near[pc[out_of[pe]]] = True
-        if (free & near).sum() > FREE_MAX:
-            pick = np.flatnonzero(free & near)
-            near[:] = False
-            near[np.random.default_rng(0).choice(pick, FREE_MAX, replace=False)] = True
-        free &= near
+        fallback = repair(view, lp, rounded, tol)
+        stats["repaired"] = fallback is not None
+        if fallback is not None:
+            score = view.scores(lp.clients[pc], pe)
+            loss = float(np.dot(score, x_lp)) - float(score[fallback].sum())
+            stats["repair_loss"] = loss
+            if loss <= _KEEP * abs_gap:
+                return fallback
+        else:  # the MIP frees the fractional clients with a pair on an expert out of bounds
+            near = np.zeros(k, dtype=bool)
+            near[pc[out_of[pe]]] = True
+            free &= near
+        if free.sum() > FREE_MAX:
+            pick = np.random.default_rng(0).choice(np.flatnonzero(free), FREE_MAX, replace=False)
+            free[:] = False
+            free[pick] = True
+    got = _mip(view, lp, free, rounded, options, abs_gap, time_limit, tol, stats)
+    if fallback is None or got is None:
+        return got if fallback is None else fallback
+    score = view.scores(lp.clients[pc], pe)
+    return got if float(score[got].sum()) > float(score[fallback].sum()) else fallback
+
+
+def _mip(
+    view: View,
+    lp: LevelSolution,
+    free: NDArray[np.bool_],
+    rounded: NDArray[np.bool_],
+    options: SolveOptions,
+    abs_gap: float,
+    time_limit: float | None,
+    tol: float,
+    stats: dict[str, Any],
+) -> NDArray[np.bool_] | None:
+    """Relax and fix by MIPs: the clients ``free`` (positions in ``lp.clients``)
+    solved against the load of the others' ``rounded`` pairs, freeing more clients
+    after each failure (the last attempt: all of them)."""
+    frozen_load = lp.frozen_load
+    e = view.e
+    pc, pe = lp.pair_client, lp.pair_expert
+    w = view.w[lp.clients]
     t0 = time.perf_counter()
     for attempt in range(ATTEMPTS):
         if attempt == ATTEMPTS - 1:
