@@ -5,44 +5,44 @@ relaxation is almost integral: at optimal expert prices nearly every client's be
 choice is unambiguous, and a basic optimal solution has only about one or two
 fractional clients per binding row. The method works on that structure:
 
-1. **Prices.** Start from ``options["prices"]`` (``stats["expert_prices"]`` of an
-   earlier round) or, cold, from the same steps on nested random samples of the
-   clients (a quarter each, load bounds scaled, down to :data:`SAMPLE_MIN` clients,
-   whose core is everyone). One pass over the fitness matrix gives each client's
-   ``k_max + prune_margin`` best *candidates* at the prices; damped weighted
-   tâtonnement steps on the candidates (:mod:`.dual`) bring the loads near their
-   bounds. Handed-over prices that leave more than :data:`STALE_SHARE` of the load
-   outside the bounds are dropped for a cold start (``stats["stale_prices"]``).
-2. **Core.** The clients whose choice the prices leave uncertain (smallest slack per
-   unit of weight, or a memory budget that binds among their candidates) form the
-   core; everyone else is frozen at its choice. The core's LP relaxation (HiGHS,
-   :mod:`.core`) against the load the frozen clients leave gives new prices; a frozen
-   client whose best choice at the new prices differs from its frozen one (a
-   complementary-slackness failure that would cost bound) joins the core and the LP
-   is solved again. An elastic slack in use opens more clients around its expert.
-3. **Assignment.** Relax and fix (:mod:`.rounding`): the core LP's integral clients
-   keep their LP choice, a small MIP (HiGHS, stopped at an absolute gap of a quarter
-   of the allowed one) decides the fractional ones; frozen clients keep theirs.
-4. **Bound.** :func:`~flexassign.backends._certify.price_bound` at the final prices
-   (and the core's memory prices), evaluated in float64 with its rounding error:
-   valid for *any* prices (weak Lagrangian duality, docs/problem.md), so the reported
-   ``bound`` and ``gap`` are true whatever the steps above did. When the gap is above
-   the target (``mip_gap``, default :data:`DEFAULT_GAP`) the core doubles and steps 2-4
-   repeat, up to ``max_rounds``; the result is ``FEASIBLE`` with its gap (``OPTIMAL``
-   only when the bound meets the objective).
+1. **Prices.** From ``options["prices"]`` (``stats["expert_prices"]`` of an earlier
+   round; prices that leave more than :data:`STALE_SHARE` of the load outside the
+   bounds after a few tâtonnement steps are dropped: ``stats["stale_prices"]``) or,
+   cold, from nested random samples of the clients (an eighth each, down to
+   :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample is
+   solved whole (:mod:`.whole`); every larger level starts from the prices of the one
+   below.
+2. **LP relaxation, level by level** (:mod:`.trust`): candidates (one blocked pass),
+   a few damped tâtonnement steps (:mod:`.dual`), then core LPs inside a trust region
+   of prices: clients whose choice cannot change inside the box are frozen, the rest
+   form a core of a few thousand clients whose LP (HiGHS, one object, warm re-solves)
+   gives the box's best prices; the box moves until the prices settle inside it,
+   which makes them the LP duals of the whole level.
+3. **Assignment** (:mod:`.rounding`, :mod:`.repair`): frozen clients keep their
+   choice, the LP's integral clients theirs; each fractional client is rounded alone
+   (best subset of its LP pairs within its budget) and a greedy repair brings every
+   load inside its bounds; a small MIP takes over when that fails or loses too much.
+4. **Bound** (:mod:`.bound`): the price (Lagrangian) bound at the final prices and
+   memory duals, one blocked top-k pass with its float64 rounding bounded: valid for
+   *any* prices (docs/problem.md), so the reported ``bound`` and ``gap`` are true
+   whatever the steps above did. The result is ``FEASIBLE`` with its gap (``OPTIMAL``
+   only when the bound meets the objective); problems of at most
+   :data:`PROOF_PAIRS` pairs whose gap is above the target (``mip_gap``, default
+   :data:`DEFAULT_GAP`) go to HiGHS for at most :data:`PROOF_SECONDS`.
 5. **Never open-ended.** Without a ``time_limit`` the method keeps to :data:`BUDGET`
-   seconds: a core LP that would run past it stops, and the best assignment so far
-   comes back with its gap (or, if there is none, ``greedy-balanced``'s with the price
-   bound at the last prices, ``stats["fallback"]``).
+   seconds: an LP that would run past it stops, and ``greedy-balanced``'s assignment
+   comes back with the price bound at the last prices (``stats["fallback"]``).
 
 Options: ``prices`` (expert prices, ``flow``'s convention: a bonus per unit of load,
 added to fitness as :math:`S_{ce} + w_c p_e`), ``prune_margin`` (candidates beyond
-capacity, default 3), ``max_rounds`` (default 8).
+capacity, default 3), ``max_rounds`` (trust-region moves per level; at least
+:data:`~.trust.MAX_MOVES`).
 
 Stats: ``expert_prices`` (pass them back next round), ``price_source``
-(``"options"``, ``"sample"``), ``stale_prices``, ``levels`` (sample sizes),
-``core_clients``, ``core_pairs``, ``rounds``, ``reopened`` (per round), ``lp_time``,
-``mip_time``, ``bound_time``, ``price_bound_error``, ``gap_target``, ``solve_time``.
+(``"options"``, ``"sample"``, ``"zero"``), ``stale_prices``, ``levels`` (sample
+sizes), ``core_sizes``, ``moves``, ``core_clients``, ``lp_solves``, ``lp_time``,
+``fractional_clients``, ``repaired``, ``mip_clients``, ``mip_time``, ``bound_time``,
+``price_bound_error``, ``gap_target``, ``solve_time``.
 
 Examples
 --------
@@ -155,7 +155,6 @@ def _level(
     steps: int,
     whole: bool = False,
     cand: Candidates | None = None,
-    radius: FloatArray | None = None,
 ) -> LevelSolution:
     """Candidates, tâtonnement steps and the trust-region LPs of one view."""
     if whole:  # more candidates: fewer column generation rounds
@@ -174,7 +173,14 @@ def _level(
         exact = view.rows is None
         return solve_whole(view, prices, cand, options, stats, exact=exact, deadline=deadline)
     return solve_level(
-        view, prices, cand, options, stats, target=target, radius=radius, deadline=deadline
+        view,
+        prices,
+        cand,
+        options,
+        stats,
+        target=target,
+        max_moves=stats.get("max_rounds", 0),
+        deadline=deadline,
     )
 
 
@@ -284,9 +290,9 @@ def _fallback(
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
-    margin, _, given = _options(options.extra)
+    margin, rounds, given = _options(options.extra)
     target = DEFAULT_GAP if options.mip_gap is None else float(options.mip_gap)
-    stats: dict[str, Any] = {"gap_target": target, "t0": t0}
+    stats: dict[str, Any] = {"gap_target": target, "t0": t0, "max_rounds": rounds}
     view = make_view(problem)
     if np.any(view.kmin > view.cap):
         return BackendOutput(

@@ -131,12 +131,12 @@ def solve_level(
     stats: dict[str, Any],
     *,
     target: int,
-    radius: FloatArray | None = None,
+    max_moves: int = 0,
     deadline: float | None = None,
 ) -> LevelSolution:
     """The LP relaxation of ``view`` from ``prices`` (``cand``: the candidates at
-    them) by trust-region core LPs of about ``target`` clients (radii at least
-    ``radius``: the move expected of each price); raises
+    them) by trust-region core LPs of about ``target`` clients (at most ``max_moves``
+    moves, at least :data:`MAX_MOVES`); raises
     :class:`Infeasible`, or ``RuntimeError`` when an LP is not solved in time."""
     e = view.e
     w = view.w
@@ -154,8 +154,6 @@ def solve_level(
             key = sl / w
             kth = float(np.partition(key, min(target, view.n - 1))[min(target, view.n - 1)])
             r = np.full(e, max(kth, 1e-300) / 2.0)
-            if radius is not None:  # the expected move, per expert
-                r = np.maximum(r, radius)
         core = _core(view, cand, held, h, r) | _breakers(view, cand, held)
         rows = np.flatnonzero(core)
         refresh(view, cand, prices, rows)
@@ -168,7 +166,7 @@ def solve_level(
         lp.add_clients(rows)
         lp.add_pairs(rows[pc], cand.idx[rows][pc, slot])
         lp.set_frozen(frozen)
-        last = moves + 1 >= MAX_MOVES
+        last = moves + 1 >= max(max_moves, MAX_MOVES)
         lp.set_box(None if last else prices, None if last else r)
         t = time.perf_counter()
         sol = lp.solve(_left(deadline))

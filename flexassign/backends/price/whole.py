@@ -113,14 +113,13 @@ def solve_whole(
         if used.size or sol.short.size:
             c, e = _more_pairs(view, cand, h, sol.prices, sol.slack, used, lp.known)
             if sol.short.size:  # a knapsack client short of pairs: all of its own
-                more = np.flatnonzero(view.cap > 0)[:0]
                 for r in sol.short.tolist():
                     free = np.arange(view.e)
                     if view.free is not None:
-                        free = np.flatnonzero(view.free[view.index(np.asarray([r]))[0]])
-                    more = np.concatenate([more, np.full(free.size, r)])
+                        full = r if view.rows is None else int(view.rows[r])
+                        free = np.flatnonzero(view.free[full])
+                    c = np.concatenate([c, np.full(free.size, r, dtype=np.int64)])
                     e = np.concatenate([e, free])
-                c = np.concatenate([c, more])
             if lp.add_pairs(c, e) == 0:
                 raise Infeasible("the LP relaxation is infeasible: the load bounds cannot be met")
             continue
