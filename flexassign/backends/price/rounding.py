@@ -152,10 +152,13 @@ def relax_and_fix(
             near[pc[out_of[pe]]] = True
             free &= near
         if free.sum() > FREE_MAX:
+            if fallback is not None:  # too many for one small MIP: keep the repair
+                return fallback
             pick = np.random.default_rng(0).choice(np.flatnonzero(free), FREE_MAX, replace=False)
             free[:] = False
             free[pick] = True
-    got = _mip(view, lp, free, rounded, options, abs_gap, time_limit, tol, stats)
+    attempts = 1 if fallback is not None else ATTEMPTS
+    got = _mip(view, lp, free, rounded, options, abs_gap, time_limit, tol, stats, attempts)
     if fallback is None or got is None:
         return got if fallback is None else fallback
     score = view.scores(lp.clients[pc], pe)
@@ -172,16 +175,17 @@ def _mip(
     time_limit: float | None,
     tol: float,
     stats: dict[str, Any],
+    attempts: int = ATTEMPTS,
 ) -> NDArray[np.bool_] | None:
-    """Relax and fix by MIPs: the clients ``free`` (positions in ``lp.clients``)
-    solved against the load of the others' ``rounded`` pairs, freeing more clients
+    """Relax and fix by MIPs (at most ``attempts``): the clients ``free`` (positions
+    in ``lp.clients``) solved against the load of the others' ``rounded`` pairs, freeing more clients
     after each failure (the last attempt: all of them)."""
     frozen_load = lp.frozen_load
     e = view.e
     pc, pe = lp.pair_client, lp.pair_expert
     w = view.w[lp.clients]
     t0 = time.perf_counter()
-    for attempt in range(ATTEMPTS):
+    for attempt in range(attempts):
         if attempt == ATTEMPTS - 1:
             free[:] = True
         fixed = rounded & ~free[pc]
