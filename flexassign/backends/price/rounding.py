@@ -178,8 +178,8 @@ def _mip(
     attempts: int = ATTEMPTS,
 ) -> NDArray[np.bool_] | None:
     """Relax and fix by MIPs (at most ``attempts``): the clients ``free`` (positions
-    in ``lp.clients``) solved against the load of the others' ``rounded`` pairs, freeing more clients
-    after each failure (the last attempt: all of them)."""
+    in ``lp.clients``) solved against the load of the others' ``rounded`` pairs,
+    freeing more clients after each failure (the last attempt: all of them)."""
     frozen_load = lp.frozen_load
     e = view.e
     pc, pe = lp.pair_client, lp.pair_expert
