@@ -202,8 +202,10 @@ def _relax(
     if given is not None:
         p0 = -given  # flow's convention (a bonus) -> a cost per unit of load
         cand = candidates(view, p0, m)
-        prices = price_steps(view, cand, p0, steps=2 * _STEPS)
-        cand = reprice(cand, view.w, prices - p0)
+        prices = p0
+        if view.size is None:  # (the steps ignore memory budgets)
+            prices = price_steps(view, cand, p0, steps=2 * _STEPS)
+            cand = reprice(cand, view.w, prices - p0)
         held, _ = choose(cand.val, view.cap, view.kmin)
         share = _excess_share(view, loads(view, cand.idx, held))
         stats["price_source"] = "options"
