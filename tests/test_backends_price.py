@@ -181,3 +181,77 @@ def test_never_open_ended_without_a_time_limit(monkeypatch: pytest.MonkeyPatch) 
     assert res.success and res.status is Status.FEASIBLE
     assert res.bound is not None and res.bound >= res.objective
     assert "greedy-balanced" in res.stats.get("fallback", "")
+
+
+def _small_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sample levels and trust-region cores on small problems (the defaults only
+    sample above 4,000 clients and start cores at 1,500)."""
+    import flexassign.backends.price.method as pm
+
+    monkeypatch.setattr(pm, "SAMPLE_MIN", 60)
+    monkeypatch.setattr(pm, "_PER_EXPERT", 4)
+    monkeypatch.setattr(pm, "_CORE", 20)
+    monkeypatch.setattr(pm, "_CORE_PER_EXPERT", 1)
+    monkeypatch.setattr(pm, "PROOF_PAIRS", 0)  # no HiGHS proof: the price method's own
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kind", ["weighted", "weighted-exact", "knapsack", "fixed"])
+def test_trust_region_bound_is_true_against_the_highs_optimum(
+    monkeypatch: pytest.MonkeyPatch, kind: str, seed: int
+) -> None:
+    _small_levels(monkeypatch)
+    n, e = 300 + 40 * seed, 4 + seed % 3
+    if kind == "knapsack":
+        p = _knapsack(n, e, seed)
+    else:
+        p = _weighted(n, e, seed, exact=kind == "weighted-exact")
+    if kind == "fixed":  # forbidden and fixed pairs move into the bounds
+        rng = np.random.default_rng(seed)
+        allowed = rng.random(p.shape) < 0.85
+        fixed = allowed & (rng.random(p.shape) < 0.05)
+        fixed &= np.cumsum(fixed, axis=1) <= 1
+        p = p.replace(allowed=allowed, fixed=fixed)
+    ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
+    res = solve_assignment(p, method="price")
+    if ref.status is Status.INFEASIBLE:
+        assert not res.success
+        return
+    assert ref.status is Status.OPTIMAL
+    assert res.success, res.message
+    assert res.stats.get("levels"), "the sample levels did not run"
+    assert res.objective <= ref.objective + _tol(ref.objective)
+    assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_blocked_bound_equals_price_bound(seed: int) -> None:
+    from flexassign.backends._certify import price_bound
+    from flexassign.backends.price.bound import upper_bound
+
+    rng = np.random.default_rng(seed)
+    n, e = int(rng.integers(1, 30)), int(rng.integers(1, 9))
+    cap = rng.integers(0, e + 1, size=n)
+    kw: dict = {}
+    if seed % 3 == 0:
+        kw["client_weight"] = rng.integers(1, 50, size=n).astype(float)
+    if seed % 4 == 1:
+        kw["expert_size"] = 1.0 + rng.integers(0, 3, size=e)
+        kw["client_budget"] = np.ceil(cap * 1.5)
+    if seed % 2:
+        kw["allowed"] = rng.random((n, e)) < 0.8
+        if seed % 5 == 0:
+            fixed = kw["allowed"] & (rng.random((n, e)) < 0.15)
+            kw["fixed"] = fixed & (np.cumsum(fixed, axis=1) <= cap[:, None])
+    if seed % 7 == 0:
+        kw["min_experts"] = np.minimum(rng.integers(0, 3, size=n), cap)
+    scale = 10.0 ** rng.integers(-3, 4)
+    p = AssignmentProblem.balanced(
+        rng.normal(size=(n, e)) * scale, capacity=cap, tolerance=0.3, **kw
+    )
+    prices = rng.normal(size=e) * 0.1
+    mu = np.abs(rng.normal(size=n)) if seed % 4 == 1 else None
+    ref = price_bound(p, prices, budget_prices=mu)
+    ub, err = upper_bound(p, prices, mu)
+    assert abs(ub - ref.value) <= err + ref.error + 1e-12 * max(1.0, abs(ref.value))
+    assert ub >= ref.value

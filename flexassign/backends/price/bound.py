@@ -1,13 +1,27 @@
-r"""The price method's bound: :func:`~flexassign.backends._certify.price_bound`, blocked.
+r"""The price method's bound: the Lagrangian (price) bound in one blocked top-k pass.
 
-The price (Lagrangian) bound is a sum over clients plus a term per expert, so on large
-problems it is evaluated on blocks of clients (no :math:`N \times E` temporaries of the
-whole problem): each block is the sub-problem of its clients with load bounds 0 (so
-its expert term vanishes and no price is clipped), whose
-:attr:`~flexassign.backends._certify.PriceBound.upper` is a rigorous upper bound on
-that block's part; the expert term is added once, with the prices clipped as
-``price_bound`` clips them, and the float64 rounding of the final sum is bounded by
-:math:`\gamma_n \sum |t_i|` (Higham 2002, eq. 4.4) and added, rounded up.
+For expert prices :math:`\pi` (per unit of load) and memory prices :math:`\mu_c \ge 0`,
+
+.. math::
+
+    g(\pi, \mu) = \sum_c \max_{k^{\min}_c \le |T| \le k_c} \sum_{e \in T}
+        (S_{ce} - w_c \pi_e - \mu_c m_e) + \sum_c \mu_c M_c
+        + \sum_e \max(\pi_e U_e, \pi_e L_e)
+
+bounds every feasible assignment's objective from above, whatever the prices (weak
+Lagrangian duality: docs/problem.md). It is
+:func:`~flexassign.backends._certify.price_bound`'s formula; this module evaluates it
+without an :math:`N \times E` sort or temporary: blocks of rows, each client's
+:math:`k_c` best free adjusted scores by ``argpartition``, and a rigorous bound on the
+float64 rounding. A computed adjusted score :math:`\hat a_{ce}` is
+:math:`a_{ce}` up to :math:`4u(|S_{ce}| + |w_c \pi_e| + |\mu_c m_e|)` (three
+roundings), so the best computed choice exceeds the exact best by less than
+:math:`\delta_c = 4u\,t_c\,A_c` with :math:`t_c` the pairs taken and :math:`A_c`
+the client's largest magnitude, and the best computed choice is the best of the
+computed scores (the top-k of a block is exact on the values it compares). Prefix sums
+of at most :math:`E` terms add :math:`\gamma_E` of their magnitude, and the final sum
+of :math:`N + E + N` terms :math:`\gamma_{2N+E}` (Higham 2002, eq. 4.4). The reported
+upper value adds all of it, rounded up.
 """
 
 from __future__ import annotations
@@ -18,54 +32,120 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...problem import AssignmentProblem
-from .._certify import price_bound
 
-__all__ = ["BLOCK_PAIRS", "clip_prices", "upper_bound"]
+__all__ = ["BLOCK", "clip_prices", "upper_bound"]
 
 FloatArray = NDArray[np.float64]
 
-#: Problems with more client-expert pairs than this are bounded block by block.
-BLOCK_PAIRS = 1 << 23
+#: Entries of the fitness matrix per block of rows.
+BLOCK = 1 << 20
 _U = 2.0**-53
 
 
 def clip_prices(problem: AssignmentProblem, prices: FloatArray) -> FloatArray:
-    """Prices as ``price_bound`` uses them: non-finite ones 0, and 0 where they would
-    multiply an infinite load bound."""
+    """Prices as ``price_bound`` uses them: non-finite ones 0, 0 where they would
+    multiply an infinite load bound, within the penalty of soft bounds."""
     p = np.where(np.isfinite(prices), prices, 0.0)
     p = np.where((p > 0) & ~np.isfinite(problem.expert_max_load), 0.0, p)
-    return np.where((p < 0) & ~np.isfinite(problem.expert_min_load), 0.0, p)
+    p = np.where((p < 0) & ~np.isfinite(problem.expert_min_load), 0.0, p)
+    if problem.load_penalty is not None:
+        rho = float(problem.load_penalty)
+        p = np.clip(p, -rho, rho)
+    return np.asarray(p, dtype=np.float64)
+
+
+def _budget_prices(problem: AssignmentProblem, mu: FloatArray | None) -> FloatArray | None:
+    if mu is None or not problem.has_knapsack or problem.client_budget is None:
+        return None
+    m = np.asarray(mu, dtype=np.float64).reshape(-1)
+    if m.shape != (problem.n_clients,):
+        raise ValueError(f"`budget_prices` must have shape ({problem.n_clients},)")
+    m = np.where(np.isfinite(m) & (m > 0), m, 0.0)
+    m = np.where(np.isfinite(problem.client_budget), m, 0.0)
+    return m if m.any() else None
+
+
+def _block(
+    problem: AssignmentProblem, rows: slice, p: FloatArray, mu: FloatArray | None
+) -> tuple[FloatArray, FloatArray, bool]:
+    """Each client's best value, its rounding bound, and whether it is infeasible."""
+    fit = np.asarray(problem.fitness[rows], dtype=np.float64)
+    n, e = fit.shape
+    w = problem.weights[rows]
+    wp = w[:, None] * p[None, :]
+    a = fit - wp
+    mag = np.abs(fit) + np.abs(wp)
+    if mu is not None:
+        assert problem.expert_size is not None
+        mm = mu[rows][:, None] * problem.expert_size[None, :]
+        a -= mm
+        mag += mm
+    peak = mag.max(axis=1)
+    cap = np.minimum(problem.capacity[rows], e).astype(np.int64)
+    kmin = problem.min_experts[rows].astype(np.int64)
+    fixed_part = np.zeros(n)
+    n_fixed = np.zeros(n, dtype=np.int64)
+    if problem.allowed is not None or problem.fixed is not None:
+        fixed = problem.fixed_mask[rows]
+        free = problem.allowed_mask[rows] & ~fixed
+        if problem.fixed is not None:
+            fixed_part = np.where(fixed, a, 0.0).sum(axis=1)
+            n_fixed = fixed.sum(axis=1)
+        a[~free] = -np.inf
+        n_free = free.sum(axis=1)
+    else:
+        n_free = np.full(n, e)
+    lo = np.maximum(kmin - n_fixed, 0)
+    hi = np.minimum(cap - n_fixed, n_free)
+    if np.any(hi < lo):
+        return np.zeros(0), np.zeros(0), True
+    k = int(hi.max(initial=0))
+    if k == 0:
+        top = np.zeros((n, 0))
+    elif k < e:
+        part = np.argpartition(-a, k - 1, axis=1)[:, :k]
+        top = -np.sort(-np.take_along_axis(a, part, axis=1), axis=1)
+    else:
+        top = -np.sort(-a, axis=1)
+    top = np.where(np.isfinite(top), top, 0.0)
+    prefix = np.concatenate([np.zeros((n, 1)), np.cumsum(top, axis=1)], axis=1)
+    t = np.arange(k + 1)[None, :]
+    ok = (t >= lo[:, None]) & (t <= hi[:, None])
+    best = fixed_part + np.where(ok, prefix, -np.inf).max(axis=1)
+    taken = (n_fixed + hi).astype(np.float64)
+    # scores: 4u each; prefix and fixed sums: gamma_(E+2) of their magnitudes
+    err = peak * taken * (4.0 * _U + 1.05 * _U * (e + 2) * (1.0 + 4.0 * _U))
+    return best, np.where(taken > 0, err, 0.0), False
 
 
 def upper_bound(
     problem: AssignmentProblem, prices: FloatArray, budget_prices: FloatArray | None = None
 ) -> tuple[float, float]:
     """A rigorous upper bound on the optimum from ``prices`` (per unit of load) and
-    ``budget_prices`` (per unit of memory, per client), and its rounding error."""
+    ``budget_prices`` (per unit of memory, per client), and its rounding error
+    (``-inf`` with error 0 when some client cannot meet its minimum)."""
     n, e = problem.shape
     p = clip_prices(problem, np.asarray(prices, dtype=np.float64))
-    if n * e <= BLOCK_PAIRS:
-        pb = price_bound(problem, p, budget_prices=budget_prices)
-        return pb.upper, pb.error
-    step = max(1, BLOCK_PAIRS // e)
-    parts: list[float] = []
+    mu = _budget_prices(problem, budget_prices)
+    step = max(1, BLOCK // max(e, 1))
+    parts: list[FloatArray] = []
     err = 0.0
-    zero = np.zeros(e)
     for r0 in range(0, n, step):
-        rows = np.arange(r0, min(r0 + step, n))
-        sub = problem.take(rows, expert_min_load=zero, expert_max_load=zero)
-        mu = None if budget_prices is None else budget_prices[rows]
-        pb = price_bound(sub, p, budget_prices=mu)
-        if not math.isfinite(pb.upper):
-            return pb.upper, math.inf
-        parts.append(pb.upper)
-        err += pb.error
+        best, e_blk, bad = _block(problem, slice(r0, min(r0 + step, n)), p, mu)
+        if bad:
+            return -math.inf, 0.0
+        parts.append(best)
+        err += float(e_blk.sum())
     pos = np.maximum(p, 0.0)
     neg = np.maximum(-p, 0.0)
     upper = np.where(pos > 0, problem.expert_max_load, 0.0)
     lower = np.where(neg > 0, problem.expert_min_load, 0.0)
-    terms = np.concatenate([np.asarray(parts), pos * upper, -(neg * lower)])
-    value = float(np.sum(terms))
-    # each product rounds once (relative u), the sum of len(terms) terms: gamma_n
-    rounding = 1.05 * _U * (terms.size + 4) * float(np.sum(np.abs(terms)))
-    return math.nextafter(value + rounding, math.inf), err + rounding
+    terms = [*parts, pos * upper, -(neg * lower)]
+    if mu is not None:
+        assert problem.client_budget is not None
+        terms.append(mu * problem.client_budget)
+    value = math.fsum(float(np.sum(t)) for t in terms)
+    # each partial np.sum: gamma of its length on its magnitude; the products: u each
+    mag = sum(float(np.sum(np.abs(t))) for t in terms)
+    rounding = 1.05 * _U * (2 * n + e + 8) * mag + err
+    return math.nextafter(value + rounding, math.inf), rounding

@@ -184,7 +184,8 @@ def solve_core(
         h.setOptionValue("mip_rel_gap", 0.0)
         h.setOptionValue("mip_abs_gap", max(math.ldexp(abs_gap, model.scale_exp), 1e-9))
         h.setOptionValue("mip_max_nodes", MIP_NODES)
-        h.setOptionValue("presolve", "off")
+        # presolve: 0.1 s instead of 0.7 s on a 56-client rounding core (100,000 x 64)
+        h.setOptionValue("presolve", "on")
     else:
         h.setOptionValue("presolve", "off")
     _highs.pass_model(

@@ -97,7 +97,7 @@ class CoreLP:
         self.mem_row = np.full(view.n, -1, dtype=np.int64)
         self.alpha = np.zeros(view.n)
         self.pair_keys: list[IntArray] = []  # key = client * E + expert, per pair column
-        self.known: set[int] = set()
+        self.known = np.zeros((view.n, e), dtype=bool)  # pairs with a column
         self.deficit_of: list[int] = []  # client of each deficit column, in order
         self.deficit_cols: list[int] = []
 
@@ -160,8 +160,7 @@ class CoreLP:
         e = view.e
         keys = rows.astype(np.int64) * e + experts
         keys = np.unique(keys)
-        if self.known:
-            keys = keys[[int(k) not in self.known for k in keys.tolist()]]
+        keys = keys[~self.known[keys // e, keys % e]]
         if keys.size == 0:
             return 0
         r = keys // e
@@ -188,7 +187,7 @@ class CoreLP:
             val[at] = view.size[x[has_mem]]
         self.h.addCols(q, cost, np.zeros(q), np.ones(q), nnz, starts, idx, val)
         self.pair_keys.append(keys)
-        self.known.update(keys.tolist())
+        self.known[r, x] = True
         self.n_cols += q
         return q
 
@@ -199,6 +198,18 @@ class CoreLP:
         hi = np.where(np.isfinite(view.hi), view.hi - frozen_load, self.inf)
         e = view.e
         self.h.changeRowsBounds(e, np.arange(e, dtype=np.int32), lo, hi)
+
+    def set_box(self, prices: FloatArray | None, radius: FloatArray | None) -> None:
+        """Elastic columns at the box's edges (load bought at ``prices + radius``,
+        sold at ``prices - radius``), or at the penalty (``None``)."""
+        e = self.view.e
+        if prices is None or radius is None:
+            cost = np.full(2 * e, self.penalty)
+        else:
+            lo = -np.ldexp(prices - radius, self.scale_exp)
+            hi = np.ldexp(prices + radius, self.scale_exp)
+            cost = np.concatenate([lo, hi])
+        self.h.changeColsCost(2 * e, np.arange(2 * e, dtype=np.int32), cost)
 
     # ------------------------------------------------------------------ solve
     def solve(self, time_limit: float | None) -> LPSolution:

@@ -5,44 +5,44 @@ relaxation is almost integral: at optimal expert prices nearly every client's be
 choice is unambiguous, and a basic optimal solution has only about one or two
 fractional clients per binding row. The method works on that structure:
 
-1. **Prices.** Start from ``options["prices"]`` (``stats["expert_prices"]`` of an
-   earlier round) or, cold, from the same steps on nested random samples of the
-   clients (a quarter each, load bounds scaled, down to :data:`SAMPLE_MIN` clients,
-   whose core is everyone). One pass over the fitness matrix gives each client's
-   ``k_max + prune_margin`` best *candidates* at the prices; damped weighted
-   tâtonnement steps on the candidates (:mod:`.dual`) bring the loads near their
-   bounds. Handed-over prices that leave more than :data:`STALE_SHARE` of the load
-   outside the bounds are dropped for a cold start (``stats["stale_prices"]``).
-2. **Core.** The clients whose choice the prices leave uncertain (smallest slack per
-   unit of weight, or a memory budget that binds among their candidates) form the
-   core; everyone else is frozen at its choice. The core's LP relaxation (HiGHS,
-   :mod:`.core`) against the load the frozen clients leave gives new prices; a frozen
-   client whose best choice at the new prices differs from its frozen one (a
-   complementary-slackness failure that would cost bound) joins the core and the LP
-   is solved again. An elastic slack in use opens more clients around its expert.
-3. **Assignment.** Relax and fix (:mod:`.rounding`): the core LP's integral clients
-   keep their LP choice, a small MIP (HiGHS, stopped at an absolute gap of a quarter
-   of the allowed one) decides the fractional ones; frozen clients keep theirs.
-4. **Bound.** :func:`~flexassign.backends._certify.price_bound` at the final prices
-   (and the core's memory prices), evaluated in float64 with its rounding error:
-   valid for *any* prices (weak Lagrangian duality, docs/problem.md), so the reported
-   ``bound`` and ``gap`` are true whatever the steps above did. When the gap is above
-   the target (``mip_gap``, default :data:`DEFAULT_GAP`) the core doubles and steps 2-4
-   repeat, up to ``max_rounds``; the result is ``FEASIBLE`` with its gap (``OPTIMAL``
-   only when the bound meets the objective).
+1. **Prices.** From ``options["prices"]`` (``stats["expert_prices"]`` of an earlier
+   round; prices that leave more than :data:`STALE_SHARE` of the load outside the
+   bounds after a few tâtonnement steps are dropped: ``stats["stale_prices"]``) or,
+   cold, from nested random samples of the clients (an eighth each, down to
+   :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample is
+   solved whole (:mod:`.whole`); every larger level starts from the prices of the one
+   below.
+2. **LP relaxation, level by level** (:mod:`.trust`): candidates (one blocked pass),
+   a few damped tâtonnement steps (:mod:`.dual`), then core LPs inside a trust region
+   of prices: clients whose choice cannot change inside the box are frozen, the rest
+   form a core of a few thousand clients whose LP (HiGHS, one object, warm re-solves)
+   gives the box's best prices; the box moves until the prices settle inside it,
+   which makes them the LP duals of the whole level.
+3. **Assignment** (:mod:`.rounding`, :mod:`.repair`): frozen clients keep their
+   choice, the LP's integral clients theirs; each fractional client is rounded alone
+   (best subset of its LP pairs within its budget) and a greedy repair brings every
+   load inside its bounds; a small MIP takes over when that fails or loses too much.
+4. **Bound** (:mod:`.bound`): the price (Lagrangian) bound at the final prices and
+   memory duals, one blocked top-k pass with its float64 rounding bounded: valid for
+   *any* prices (docs/problem.md), so the reported ``bound`` and ``gap`` are true
+   whatever the steps above did. The result is ``FEASIBLE`` with its gap (``OPTIMAL``
+   only when the bound meets the objective); problems of at most
+   :data:`PROOF_PAIRS` pairs whose gap is above the target (``mip_gap``, default
+   :data:`DEFAULT_GAP`) go to HiGHS for at most :data:`PROOF_SECONDS`.
 5. **Never open-ended.** Without a ``time_limit`` the method keeps to :data:`BUDGET`
-   seconds: a core LP that would run past it stops, and the best assignment so far
-   comes back with its gap (or, if there is none, ``greedy-balanced``'s with the price
-   bound at the last prices, ``stats["fallback"]``).
+   seconds: an LP that would run past it stops, and ``greedy-balanced``'s assignment
+   comes back with the price bound at the last prices (``stats["fallback"]``).
 
 Options: ``prices`` (expert prices, ``flow``'s convention: a bonus per unit of load,
 added to fitness as :math:`S_{ce} + w_c p_e`), ``prune_margin`` (candidates beyond
-capacity, default 3), ``max_rounds`` (default 8).
+capacity, default 3), ``max_rounds`` (trust-region moves per level; at least
+:data:`~.trust.MAX_MOVES`).
 
 Stats: ``expert_prices`` (pass them back next round), ``price_source``
-(``"options"``, ``"sample"``), ``stale_prices``, ``levels`` (sample sizes),
-``core_clients``, ``core_pairs``, ``rounds``, ``reopened`` (per round), ``lp_time``,
-``mip_time``, ``bound_time``, ``price_bound_error``, ``gap_target``, ``solve_time``.
+(``"options"``, ``"sample"``, ``"zero"``), ``stale_prices``, ``levels`` (sample
+sizes), ``core_sizes``, ``moves``, ``core_clients``, ``lp_solves``, ``lp_time``,
+``fractional_clients``, ``repaired``, ``mip_clients``, ``mip_time``, ``bound_time``,
+``price_bound_error``, ``gap_target``, ``solve_time``.
 
 Examples
 --------
@@ -72,8 +72,9 @@ from ..base import BackendOutput, SolveOptions
 from .bound import upper_bound
 from .dual import loads, price_steps
 from .rounding import relax_and_fix
-from .state import CoreSet, Infeasible, budget_breakers, excess_share
+from .trust import Infeasible, LevelSolution, solve_level
 from .view import Candidates, View, candidates, choose, make_view, reprice
+from .whole import solve_whole
 
 __all__ = [
     "BUDGET",
@@ -90,42 +91,38 @@ IntArray = NDArray[np.int64]
 
 #: Relative gap the method stops at when ``mip_gap`` is not given.
 DEFAULT_GAP = 1e-4
-#: A cold start solves nested samples (a quarter each) while above this many clients
-#: (or 16 per expert).
+#: The smallest sample level of a cold start has at least this many clients (and
+#: ``_PER_EXPERT`` per expert); it is solved whole.
 SAMPLE_MIN = 2000
+#: ... and at least this many per expert.
+_PER_EXPERT = 8
+#: Each sample level keeps this share of the clients of the one above (a quarter with
+#: a binding knapsack: the 100,000 x 64 cell took 21 s instead of 24 s, its last core
+#: 19k clients instead of 23k).
+_SAMPLE_SHARE = 0.125
+_KNAPSACK_SHARE = 0.25
 #: Handed-over prices leaving more than this share of the load outside the bounds
 #: (after the tâtonnement steps) are dropped for a cold start.
 STALE_SHARE = 0.25
-#: Tâtonnement steps on the candidates before the first core.
-_STEPS = 12
-#: The same on a sample level (its core LP follows at once).
-_LEVEL_STEPS = 6
-#: Core LP rounds per sample level, and the frozen clients' total gain (relative to the
-#: objective) below which its prices count as the level's LP duals.
-_LEVEL_ROUNDS = 3
-_LEVEL_GAIN = 1e-5
-#: Each sample level keeps this share of the clients of the one above.
-_SAMPLE_SHARE = 0.125
-#: First core: this many times the share of load outside the bounds, of the clients,
-#: and at least ``_CORE_MIN_PER_EXPERT`` per expert plus ``_CORE_MIN``.
-_CORE_EXCESS = 4.0
-_CORE_MIN = 200
-_CORE_MIN_PER_EXPERT = 4
-#: ... and at most this many times that minimum (a large first core costs a slow LP;
-#: a small one grows by warm re-solves).
-_CORE_MAX_FACTOR = 4
-#: Frozen clients' total Lagrangian gain at the new prices below this share of the gap
-#: budget: no further LP round, the rounding runs.
-_GAIN_SHARE = 0.25
-#: Seconds the method keeps to when no ``time_limit`` is given (a core LP that would run
+#: Tâtonnement steps on a level's candidates before its trust-region LPs.
+_STEPS = 4
+#: ... on a level above a solved sample level (its prices are close already).
+_TOP_STEPS = 4
+#: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
+#: expert (views up to that size are solved whole).
+_CORE = 1500
+#: Views up to this many clients get fresh candidates after the tâtonnement steps.
+_FRESH = 20000
+#: Candidates beyond ``prune_margin`` for a view solved whole.
+_WHOLE_MARGIN = 3
+_CORE_PER_EXPERT = 8
+#: Seconds the method keeps to when no ``time_limit`` is given (an LP that would run
 #: past it stops; the best assignment so far, or the fallback, comes back with its gap).
 BUDGET = 60.0
 #: Problems with at most this many pairs whose gap stays above the target go to HiGHS
-#: (warm-started, at most ``PROOF_SECONDS``): the core is everyone there anyway.
+#: (warm-started, at most ``PROOF_SECONDS``).
 PROOF_PAIRS = 4096
 PROOF_SECONDS = 5.0
-#: A round that does not bring the gap below this share of the last one is the last.
-_PROGRESS = 0.8
 #: Share of the gap budget the rounding MIP may leave.
 _MIP_SHARE = 0.25
 
@@ -134,76 +131,118 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
 
 
-def _first_core(run: CoreSet) -> None:
-    view = run.view
-    share = excess_share(view, loads(view, run.cand.idx, run.held))
-    least = _CORE_MIN + _CORE_MIN_PER_EXPERT * view.e
-    k = max(least, min(math.ceil(_CORE_EXCESS * share * view.n), _CORE_MAX_FACTOR * least))
-    run.core |= budget_breakers(view, run.cand, run.held)
-    run.open_smallest(min(k, view.n))
+def _target(view: View) -> int:
+    return _CORE + _CORE_PER_EXPERT * view.e
 
 
-def _level_prices(
-    view: View, prices: FloatArray, m: int, options: SolveOptions, deadline: float | None = None
-) -> FloatArray:
-    """Prices for a sample level: candidates, steps, and core LP rounds (frozen clients
-    whose choice the new prices change join the core, largest gain first) until the
-    prices are the level's LP duals or ``_LEVEL_ROUNDS`` ran; no rounding."""
-    cand = candidates(view, prices, m)
-    p = price_steps(view, cand, prices, steps=_LEVEL_STEPS)
-    cand = reprice(cand, view.w, p - prices)
-    run = CoreSet(view, cand, options, {})
-    if view.n <= max(SAMPLE_MIN, 16 * view.e):
-        run.core[:] = True
-    else:
-        _first_core(run)
-    try:
-        for _ in range(_LEVEL_ROUNDS):
-            run.lp(deadline)
-            assert run.prices is not None
-            gain, new = run.refresh(run.prices, m)
-            scale = max(abs(run.frozen_value()), 1.0)
-            bad = np.flatnonzero(gain > 1e-12 * scale)
-            if bad.size == 0 or float(gain.sum()) <= _LEVEL_GAIN * scale:
-                break
-            run.adopt(new, np.flatnonzero(run.core))
-            run.core[bad] = True
-            run.adopt(new, bad)
-    except (Infeasible, RuntimeError):
-        return p if run.prices is None else run.prices
-    return p if run.prices is None else run.prices
+def _levels(view: View, rng: np.random.Generator) -> list[View]:
+    """The view and its nested random samples, largest first."""
+    views = [view]
+    least = max(SAMPLE_MIN, _PER_EXPERT * view.e)
+    share = _SAMPLE_SHARE if view.size is None else _KNAPSACK_SHARE
+    while True:
+        top = views[-1]
+        k = max(round(share * top.n), least)
+        if 2 * k > top.n:
+            return views
+        views.append(top.sample(rng, k / top.n))
 
 
-def _cold_prices(
+def _level(
+    view: View,
+    prices: FloatArray,
+    m: int,
+    options: SolveOptions,
+    stats: dict[str, Any],
+    deadline: float | None,
+    *,
+    steps: int,
+    whole: bool = False,
+    cand: Candidates | None = None,
+) -> LevelSolution:
+    """Candidates, tâtonnement steps and the trust-region LPs of one view."""
+    if whole:  # more candidates: fewer column generation rounds
+        m = min(m + _WHOLE_MARGIN, view.e)
+    if cand is None:
+        cand = candidates(view, prices, m)
+    target = _target(view)
+    # the steps ignore memory budgets: with a binding knapsack they mislead (measured:
+    # the 100,000 x 64 cell's last core 27k clients with them, 23k without)
+    if steps and view.size is None:
+        p2 = price_steps(view, cand, prices, steps=steps)
+        if whole or view.n <= _FRESH:  # fresh candidates (cheap here)
+            cand = candidates(view, p2, m)
+        else:  # the core's candidates are refreshed by the trust region
+            cand = reprice(cand, view.w, p2 - prices)
+        prices = p2
+    if whole:
+        exact = view.rows is None
+        return solve_whole(view, prices, cand, options, stats, exact=exact, deadline=deadline)
+    return solve_level(
+        view,
+        prices,
+        cand,
+        options,
+        stats,
+        target=target,
+        max_moves=stats.get("max_rounds", 0),
+        deadline=deadline,
+    )
+
+
+def _relax(
     view: View,
     m: int,
-    rng: np.random.Generator,
+    given: FloatArray | None,
     options: SolveOptions,
-    levels: list[int],
-    deadline: float | None = None,
-) -> FloatArray:
-    """Prices from nested random samples, smallest first (zero for a small view)."""
-    if view.n <= max(SAMPLE_MIN, 16 * view.e):
-        return np.zeros(view.e)
-    sub = view.sample(rng, _SAMPLE_SHARE)
-    p = _cold_prices(sub, m, rng, options, levels, deadline)
-    levels.append(sub.n)
-    return _level_prices(sub, p, m, options, deadline)
+    stats: dict[str, Any],
+    deadline: float | None,
+) -> LevelSolution:
+    """The LP relaxation at the whole view, warm (handed prices) or through samples."""
+    if given is not None:
+        p0 = -given  # flow's convention (a bonus) -> a cost per unit of load
+        cand = candidates(view, p0, m)
+        prices = p0
+        if view.size is None:  # (the steps ignore memory budgets)
+            prices = price_steps(view, cand, p0, steps=2 * _STEPS)
+            cand = reprice(cand, view.w, prices - p0)
+        held, _ = choose(cand.val, view.cap, view.kmin)
+        share = _excess_share(view, loads(view, cand.idx, held))
+        stats["price_source"] = "options"
+        stats["initial_excess"] = share
+        if share <= STALE_SHARE:
+            return _level(view, prices, m, options, stats, deadline, steps=0, cand=cand)
+        stats["stale_prices"] = f"{share:.0%} of the load outside the bounds"
+    views = _levels(view, np.random.default_rng(options.seed))
+    stats["price_source"] = "sample" if len(views) > 1 else "zero"
+    stats["levels"] = [v.n for v in views[:0:-1]]
+    prices = np.zeros(view.e)
+    for v in views[:0:-1]:
+        steps = _STEPS if v is views[-1] else _TOP_STEPS
+        prices = _level(
+            v, prices, m, options, stats, deadline, steps=steps, whole=v is views[-1]
+        ).prices
+        stats["price_time"] = time.perf_counter() - stats["t0"]
+    steps = _STEPS if len(views) == 1 else _TOP_STEPS
+    return _level(view, prices, m, options, stats, deadline, steps=steps, whole=len(views) == 1)
+
+
+def _excess_share(view: View, load: FloatArray) -> float:
+    over = np.where(np.isfinite(view.hi), np.maximum(load - view.hi, 0.0), 0.0)
+    under = np.maximum(view.lo - load, 0.0)
+    total = float(np.dot(view.w, view.cap)) or 1.0
+    return float(over.sum() + under.sum()) / total
 
 
 def _assemble(
-    problem: AssignmentProblem, run: CoreSet, pairs: NDArray[np.bool_]
+    problem: AssignmentProblem, view: View, lev: LevelSolution, pairs: NDArray[np.bool_]
 ) -> NDArray[np.bool_]:
     """Fixed pairs, frozen clients' choices and the core's rounded pairs."""
     n, e = problem.shape
     x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
-    view = run.view
-    r, c = np.nonzero(run.held & ~run.core[:, None])
-    x[view.index(r), run.cand.idx[r, c]] = True
-    lp = run.lp_sol
-    assert lp is not None
+    x[view.index(lev.frozen_rows), lev.frozen_experts] = True
     take = np.flatnonzero(pairs)
-    x[view.index(lp.clients[lp.pair_client[take]]), lp.pair_expert[take]] = True
+    x[view.index(lev.clients[lev.pair_client[take]]), lev.pair_expert[take]] = True
     return x
 
 
@@ -257,41 +296,11 @@ def _fallback(
     return out
 
 
-def _start(
-    view: View,
-    m: int,
-    given: FloatArray | None,
-    options: SolveOptions,
-    stats: dict[str, Any],
-    deadline: float | None = None,
-) -> tuple[FloatArray, Candidates]:
-    """Starting prices and the candidates at them (handed over, or cold)."""
-    if given is not None:
-        p0 = -given  # flow's convention (a bonus) -> a cost per unit of load
-        cand = candidates(view, p0, m)
-        prices = price_steps(view, cand, p0, steps=_STEPS)
-        cand = reprice(cand, view.w, prices - p0)
-        held, _ = choose(cand.val, view.cap, view.kmin)
-        share = excess_share(view, loads(view, cand.idx, held))
-        stats["price_source"] = "options"
-        stats["initial_excess"] = share
-        if share <= STALE_SHARE:
-            return prices, cand
-        stats["stale_prices"] = f"{share:.0%} of the load outside the bounds"
-    levels: list[int] = []
-    p0 = _cold_prices(view, m, np.random.default_rng(options.seed), options, levels, deadline)
-    stats["price_source"] = "sample" if levels else "zero"
-    stats["levels"] = levels
-    cand = candidates(view, p0, m)
-    prices = price_steps(view, cand, p0, steps=_STEPS)
-    return prices, reprice(cand, view.w, prices - p0)
-
-
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
-    margin, max_rounds, given = _options(options.extra)
+    margin, rounds, given = _options(options.extra)
     target = DEFAULT_GAP if options.mip_gap is None else float(options.mip_gap)
-    stats: dict[str, Any] = {"gap_target": target}
+    stats: dict[str, Any] = {"gap_target": target, "t0": t0, "max_rounds": rounds}
     view = make_view(problem)
     if np.any(view.kmin > view.cap):
         return BackendOutput(
@@ -303,90 +312,58 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     # never open-ended: without a time_limit the method keeps to BUDGET seconds
     budget_s = BUDGET if options.time_limit is None else float(options.time_limit)
     deadline = t0 + budget_s
-    _, cand = _start(view, m, given, options, stats, deadline)
-    stats["price_time"] = time.perf_counter() - t0
-    run = CoreSet(view, cand, options, stats)
-    _first_core(run)
-    best: tuple[float, NDArray[np.bool_], float] | None = None
-    reopened: list[int] = []
-    rounds = 0
     try:
-        while rounds < max_rounds:
-            rounds += 1
-            run.lp(deadline)
-            assert run.prices is not None and run.lp_sol is not None
-            assert run.lp_frozen is not None
-            gain, new = run.refresh(run.prices, m)
-            scale = max(abs(run.frozen_value()), 1.0)
-            budget = target * scale
-            bad = np.flatnonzero(gain > 1e-12 * scale)
-            if bad.size and float(gain.sum()) > _GAIN_SHARE * budget and rounds < max_rounds:
-                # open the largest gains until what stays frozen would cost little
-                order = bad[np.argsort(-gain[bad], kind="stable")]
-                rest = float(gain.sum()) - np.cumsum(gain[order])
-                bad = order[: int(np.searchsorted(-rest, -_GAIN_SHARE * budget * 0.5)) + 1]
-                run.adopt(new, np.flatnonzero(run.core))
-                run.core[bad] = True
-                run.adopt(new, bad)
-                reopened.append(int(bad.size))
-                continue
-            t = time.perf_counter()
-            pairs = relax_and_fix(
-                view,
-                run.lp_sol,
-                run.lp_frozen,
-                options,
-                abs_gap=_MIP_SHARE * budget,
-                time_limit=_left(deadline),
-                stats=stats,
-            )
-            stats["mip_time"] = stats.get("mip_time", 0.0) + time.perf_counter() - t
-            if pairs is not None:
-                x = _assemble(problem, run, pairs)
-                obj = problem.objective(x)
-                t = time.perf_counter()
-                ub, err = upper_bound(problem, run.prices, run.mem)
-                stats["bound_time"] = stats.get("bound_time", 0.0) + time.perf_counter() - t
-                if best is None or obj > best[0]:
-                    best = (obj, x, min(ub, best[2]) if best else ub)
-                    stats["expert_prices"] = -run.prices
-                    stats["price_bound_error"] = err
-                else:
-                    best = (best[0], best[1], min(best[2], ub))
-                gap = max(best[2] - best[0], 0.0) / max(abs(best[0]), 1.0)
-                history = stats.setdefault("gap_rounds", [])
-                stalled = bool(history) and gap > _PROGRESS * history[-1]
-                history.append(gap)
-                if gap <= target or stalled or run.core.all():
-                    break
-                if deadline is not None and time.perf_counter() > deadline:
-                    break
-            run.adopt(new, np.flatnonzero(run.core))
-            grow = max(int(run.core.sum()), 64)
-            run.open_smallest(grow)
-            reopened.append(grow)
+        lev = _relax(view, m, given, options, stats, deadline)
     except Infeasible as exc:
-        if best is None:
-            return BackendOutput(Status.INFEASIBLE, message=f"price method: {exc}", stats=stats)
-    except RuntimeError as exc:  # a core LP ran out of time: keep what there is
+        stats.pop("t0", None)
+        return BackendOutput(Status.INFEASIBLE, message=f"price method: {exc}", stats=stats)
+    except RuntimeError as exc:  # an LP ran out of time
+        stats.pop("t0", None)
         stats["stopped"] = str(exc)
-    stats.update(
-        rounds=rounds,
-        reopened=reopened,
-        core_clients=int(run.core.sum()),
-        solve_time=time.perf_counter() - t0,
+        return _fallback(problem, options, str(exc), stats)
+    stats.pop("t0", None)
+    stats["relax_time"] = time.perf_counter() - t0
+    stats["core_clients"] = int(lev.clients.size)
+    stats["lp_converged"] = lev.converged
+    t = time.perf_counter()
+    lp_value = float(view.scores(lev.frozen_rows, lev.frozen_experts).sum()) + float(
+        np.dot(lev.x, view.scores(lev.clients[lev.pair_client], lev.pair_expert))
     )
-    if best is None:
-        return _fallback(
-            problem, options, f"no feasible assignment in {rounds} rounds", stats, run.prices
-        )
-    obj, x, ub = best
+    scale = max(abs(lp_value), 1.0)
+    stats["lp_value"] = lp_value
+    pairs = relax_and_fix(
+        view,
+        lev,
+        options,
+        abs_gap=_MIP_SHARE * target * scale,
+        time_limit=_left(deadline),
+        stats=stats,
+    )
+    stats["mip_time"] = time.perf_counter() - t
+    if pairs is None:
+        return _fallback(problem, options, "the rounding found nothing feasible", stats, lev.prices)
+    x = _assemble(problem, view, lev, pairs)
+    obj = problem.objective(x)
+    t = time.perf_counter()
+    mem = None if lev.mem is None else _full(problem, view, lev.mem)
+    ub, err = upper_bound(problem, lev.prices, mem)
+    stats["bound_time"] = time.perf_counter() - t
+    stats["price_bound_error"] = err
+    stats["expert_prices"] = -lev.prices
+    stats["solve_time"] = time.perf_counter() - t0
     status = Status.OPTIMAL if ub <= obj else Status.FEASIBLE
     out = BackendOutput(status, x=x, bound=ub, stats=stats)
     gap = max(ub - obj, 0.0) / max(abs(obj), 1.0)
     n, e = problem.shape
     if gap > target and n * e <= PROOF_PAIRS:
         out = _prove(problem, options, out, deadline)
+    return out
+
+
+def _full(problem: AssignmentProblem, view: View, mem: FloatArray) -> FloatArray:
+    """Per-client memory prices of the view on the whole problem's rows."""
+    out = np.zeros(problem.n_clients)
+    out[view.index(np.arange(view.n))] = mem
     return out
 
 

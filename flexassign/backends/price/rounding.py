@@ -11,19 +11,20 @@ core clients that hold one of the experts involved are freed too, up to
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import _highs
 from ..base import SolveOptions
-from .core import CoreModel, build_core, solve_core
-from .lp import LPSolution
+from .core import build_core, solve_core
+from .repair import repair
+from .trust import LevelSolution
 from .view import View
 
-__all__ = ["ATTEMPTS", "FRAC_TOL", "dive", "relax_and_fix"]
+__all__ = ["ATTEMPTS", "FRAC_TOL", "relax_and_fix", "round_clients"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -39,70 +40,72 @@ _SLACK_TOL = 1e-6
 
 #: Seconds a rounding MIP may take (its best assignment is kept; the gap says the rest).
 _MIP_SECONDS = 2.0
-#: Attempts that dive (the first ones); the later ones solve a MIP.
-_DIVES = 1
-#: Dive steps (LP re-solves) per fractional client before the MIP takes over.
-_DIVE_STEPS_PER_CLIENT = 3
+#: LP pairs per client that its rounding alone considers.
+SLOTS = 8
+#: Fractional clients the first rounding MIP frees at most (those with a pair on an
+#: expert that their rounding alone leaves out of bounds).
+FREE_MAX = 600
+#: A repaired rounding that loses at most this many times the MIP's absolute gap
+#: (against the LP) is kept without a MIP.
+_KEEP = 2.0
 
 
-def dive(
-    sub: CoreModel, e: int, options: SolveOptions, time_limit: float | None
-) -> FloatArray | None:
-    """Round the LP of ``sub`` by diving: fix the pairs at (or near) 1, then the
-    largest fractional one (or, if that leaves the LP infeasible, fix it to 0), and
-    re-solve (HiGHS keeps its basis), until the LP is integral. ``None`` when a dive
-    step leaves no feasible LP. Elastic slacks are closed: the dive stays feasible."""
-    import highspy
+def _subsets(p: int, k: int) -> NDArray[np.bool_]:
+    """Every subset of ``p`` slots with at most ``k`` members, as rows of a mask."""
+    rows = [c for j in range(k + 1) for c in itertools.combinations(range(p), j)]
+    out = np.zeros((len(rows), p), dtype=bool)
+    for i, c in enumerate(rows):
+        out[i, list(c)] = True
+    return out
 
-    q = sub.pair_client.size
-    d = sub.deficit.size
-    n_cols = q + 2 * e + d
-    h = _highs.new_highs(options, time_limit=time_limit)
-    h.setOptionValue("presolve", "off")
-    lo = np.zeros(n_cols)
-    hi = np.concatenate([np.ones(q), np.zeros(2 * e + d)])
-    _highs.pass_model(
-        h, sub.cost, sub.A, lo, hi, sub.row_lo, sub.row_hi, np.zeros(n_cols, dtype=np.int32)
-    )
-    threads = _highs.threads_of(options)
-    steps = _DIVE_STEPS_PER_CLIENT * max(int(sub.clients.size), 1) + 8
-    batch: NDArray[np.int64] | None = None  # the last batch fixed to 1
-    batches = True
-    for _ in range(steps):
-        _highs.run(h, threads)
-        if _highs.outcome(h) != "optimal":
-            if batch is None:
-                return None
-            lo[batch] = 0.0  # undo the batch; from now on one pair at a time
-            h.changeColsBounds(batch.size, batch.astype(np.int32), lo[batch], hi[batch])
-            batch, batches = None, False
-            continue
-        batch = None
-        x = np.asarray(h.getSolution().col_value, dtype=np.float64)[:q]
-        frac = (x > FRAC_TOL) & (x < 1 - FRAC_TOL)
-        if not frac.any():
-            return x
-        up = np.flatnonzero(frac & (x >= 0.9) & (lo[:q] < 1)) if batches else np.zeros(0, int)
-        if up.size > 1:
-            lo[up] = 1.0
-            h.changeColsBounds(up.size, up.astype(np.int32), lo[up], hi[up])
-            batch = up
-            continue
-        j = int(np.flatnonzero(frac)[np.argmax(x[frac])])
-        h.changeColBounds(j, 1.0, 1.0)
-        h.run()
-        if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-            lo[j] = 1.0
-        else:
-            hi[j] = 0.0
-            h.changeColBounds(j, 0.0, 0.0)
-    return None
+
+def round_clients(
+    view: View, lp: LevelSolution, clients: IntArray, prices: FloatArray
+) -> tuple[IntArray, IntArray] | None:
+    """Each of ``clients`` (positions in ``lp.clients``) rounded alone: its best
+    subset of its LP pairs with positive value (at most :data:`SLOTS`, largest
+    first) by adjusted score at ``prices`` that meets its count and memory
+    budget. Returns the chosen (position, pair index) or ``None`` if some client has
+    no such subset."""
+    pc, x = lp.pair_client, lp.x
+    sel = np.isin(pc, clients) & (x > FRAC_TOL)
+    idx = np.flatnonzero(sel)
+    order = np.lexsort((-x[idx], pc[idx]))
+    idx = idx[order]
+    owner = pc[idx]
+    start = np.searchsorted(owner, clients)
+    rank = np.arange(idx.size) - start[np.searchsorted(clients, owner)]
+    keep = rank < SLOTS
+    idx, owner, rank = idx[keep], owner[keep], rank[keep]
+    n_c = clients.size
+    slot_pair = np.full((n_c, SLOTS), -1)
+    slot_pair[np.searchsorted(clients, owner), rank] = idx
+    has = slot_pair >= 0
+    rows = lp.clients[clients]
+    ex = np.where(has, lp.pair_expert[np.maximum(slot_pair, 0)], 0)
+    val = view.scores(np.repeat(rows, SLOTS), ex.ravel()).reshape(n_c, SLOTS)
+    val = np.where(has, val - view.w[rows][:, None] * prices[ex], -np.inf)
+    k = int(view.cap[rows].max(initial=0))
+    masks = _subsets(SLOTS, min(k, SLOTS))
+    count = masks.sum(axis=1)
+    value = np.where(masks[None, :, :], val[:, None, :], 0.0).sum(axis=2)
+    ok = ~np.any(masks[None, :, :] & ~has[:, None, :], axis=2)
+    ok &= (count[None, :] <= view.cap[rows][:, None]) & (count[None, :] >= view.kmin[rows][:, None])
+    if view.size is not None and view.budget is not None:
+        used = np.where(has, view.size[ex], 0.0) @ masks.T.astype(np.float64)
+        ok &= used <= view.budget[rows][:, None] * (1 + 1e-12)
+    value = np.where(ok, value, -np.inf)
+    best = np.argmax(value, axis=1)
+    if not np.all(np.isfinite(value[np.arange(n_c), best])):
+        return None
+    take = masks[best] & has
+    r, c = np.nonzero(take)
+    return clients[r], slot_pair[r, c]
 
 
 def relax_and_fix(
     view: View,
-    lp: LPSolution,
-    frozen_load: FloatArray,
+    lp: LevelSolution,
     options: SolveOptions,
     *,
     abs_gap: float,
@@ -110,6 +113,7 @@ def relax_and_fix(
     stats: dict[str, Any],
 ) -> NDArray[np.bool_] | None:
     """A 0/1 value for every pair of the core LP ``lp``, or ``None``."""
+    frozen_load = lp.frozen_load
     e = view.e
     pc, pe, x_lp = lp.pair_client, lp.pair_expert, lp.x
     k = lp.clients.size
@@ -118,12 +122,70 @@ def relax_and_fix(
     free = np.zeros(k, dtype=bool)
     free[pc[frac_pair]] = True
     stats["fractional_clients"] = int(free.sum())
-    rounded = x_lp > 0.5
+    rounded = (x_lp > 0.5) & ~free[pc]
     if not free.any():
-        return rounded
-    t0 = time.perf_counter()
+        return x_lp > 0.5
     tol = _SLACK_TOL * float(np.max(view.w))
-    for attempt in range(ATTEMPTS):
+    alone = round_clients(view, lp, np.flatnonzero(free), lp.prices)
+    fallback = None
+    if alone is None:
+        rounded = x_lp > 0.5
+    else:
+        rounded[alone[1]] = True
+        load = frozen_load + np.bincount(pe[rounded], weights=w[pc[rounded]], minlength=e)
+        out_of = (np.where(np.isfinite(view.hi), load - view.hi, -np.inf) > tol) | (
+            view.lo - load > tol
+        )
+        stats["alone_out_of_bounds"] = int(out_of.sum())
+        if not out_of.any():
+            return rounded
+        fallback = repair(view, lp, rounded, tol)
+        stats["repaired"] = fallback is not None
+        if fallback is not None:
+            score = view.scores(lp.clients[pc], pe)
+            loss = float(np.dot(score, x_lp)) - float(score[fallback].sum())
+            stats["repair_loss"] = loss
+            if loss <= _KEEP * abs_gap:
+                return fallback
+        else:  # the MIP frees the fractional clients with a pair on an expert out of bounds
+            near = np.zeros(k, dtype=bool)
+            near[pc[out_of[pe]]] = True
+            free &= near
+        if free.sum() > FREE_MAX:
+            if fallback is not None:  # too many for one small MIP: keep the repair
+                return fallback
+            pick = np.random.default_rng(0).choice(np.flatnonzero(free), FREE_MAX, replace=False)
+            free[:] = False
+            free[pick] = True
+    attempts = 1 if fallback is not None else ATTEMPTS
+    got = _mip(view, lp, free, rounded, options, abs_gap, time_limit, tol, stats, attempts)
+    if fallback is None or got is None:
+        return got if fallback is None else fallback
+    score = view.scores(lp.clients[pc], pe)
+    return got if float(score[got].sum()) > float(score[fallback].sum()) else fallback
+
+
+def _mip(
+    view: View,
+    lp: LevelSolution,
+    free: NDArray[np.bool_],
+    rounded: NDArray[np.bool_],
+    options: SolveOptions,
+    abs_gap: float,
+    time_limit: float | None,
+    tol: float,
+    stats: dict[str, Any],
+    attempts: int = ATTEMPTS,
+) -> NDArray[np.bool_] | None:
+    """Relax and fix by MIPs (at most ``attempts``): the clients ``free`` (positions
+    in ``lp.clients``) solved against the load of the others' ``rounded`` pairs,
+    freeing more clients after each failure (the last attempt: all of them)."""
+    frozen_load = lp.frozen_load
+    e = view.e
+    pc, pe = lp.pair_client, lp.pair_expert
+    w = view.w[lp.clients]
+    t0 = time.perf_counter()
+    for attempt in range(attempts):
         if attempt == ATTEMPTS - 1:
             free[:] = True
         fixed = rounded & ~free[pc]
@@ -133,13 +195,6 @@ def relax_and_fix(
         sub = build_core(view, lp.clients[free], pos[pc[mine]], pe[mine], load)
         left = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 1e-3)
         last = attempt == ATTEMPTS - 1
-        if attempt < _DIVES:  # a dive first, then the MIP on the same clients
-            xd = dive(sub, e, options, left)
-            stats.setdefault("dive", []).append(xd is not None)
-            if xd is not None:
-                out = fixed.copy()
-                out[np.flatnonzero(mine)] = xd > 0.5
-                return out
         cap = _MIP_SECONDS if left is None else min(left, _MIP_SECONDS)
         sol = solve_core(
             sub, e, options, integer=True, abs_gap=abs_gap, time_limit=cap, elastic=last

@@ -22,7 +22,16 @@ from numpy.typing import NDArray
 
 from ...problem import AssignmentProblem
 
-__all__ = ["Candidates", "View", "candidates", "candidates_of", "choose", "make_view", "reprice"]
+__all__ = [
+    "Candidates",
+    "View",
+    "candidates",
+    "candidates_of",
+    "choose",
+    "make_view",
+    "price_out",
+    "reprice",
+]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -250,3 +259,33 @@ def reprice(cand: Candidates, w: FloatArray, delta: FloatArray) -> Candidates:
     return Candidates(
         np.take_along_axis(cand.idx, order, axis=1), np.take_along_axis(val, order, axis=1), out
     )
+
+
+def price_out(
+    view: View,
+    prices: FloatArray,
+    m: int,
+    known: NDArray[np.bool_],
+    *,
+    rows: IntArray | None = None,
+    mem: FloatArray | None = None,
+) -> tuple[IntArray, IntArray]:
+    """Pairs of the best choice at ``prices`` (and memory prices ``mem``, per view
+    client) of the clients ``rows`` (default: all) that an LP lacks (``known``: the
+    pairs it has, an (n, E) mask)."""
+    e = view.e
+    rows = np.arange(view.n) if rows is None else rows
+    step = max(1, BLOCK // e)
+    out: list[IntArray] = []
+    for r0 in range(0, rows.size, step):
+        sel = rows[r0 : r0 + step]
+        a = view.adjusted(sel, prices)
+        if mem is not None and view.size is not None:
+            a -= mem[sel][:, None] * view.size[None, :]
+        got = candidates_of(a, m)
+        held, _ = choose(got.val, view.cap[sel], view.kmin[sel])
+        rr, cc = np.nonzero(held)
+        key = sel[rr] * e + got.idx[rr, cc]
+        out.append(key[~known[key // e, key % e]])
+    miss = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return miss // e, miss % e
