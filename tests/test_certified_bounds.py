@@ -257,3 +257,16 @@ def test_a_pair_no_budget_admits_is_proven_out() -> None:
     )
     res = solve_assignment(p, method="cpsat")
     assert res.status is Status.OPTIMAL and res.objective == 0.0
+
+
+@pytest.mark.parametrize("method", MIP_LP)
+def test_one_forced_pair_under_a_soft_penalty_is_optimal(method: str) -> None:
+    # one client that must take the one expert: nothing can vary, so a backend whose
+    # own bound carries a rounding error (CP-SAT's integer scaling) is still OPTIMAL
+    # (the constant-fitness scale includes what the soft penalty can vary)
+    p = AssignmentProblem(
+        np.array([[0.51182162]]), capacity=1, min_experts=1, client_weight=[19.0],
+        expert_min_load=19.0, expert_max_load=19.0, expert_size=[1.0], client_budget=[1.0],
+        load_penalty=0.05,
+    )
+    _assert_honest(p, method)

@@ -275,7 +275,8 @@ def _varying_scale(problem: AssignmentProblem) -> float:
     """Sum over clients of (capacity x the spread of its allowed fitness), plus the
     spread of the midpoints across clients times the total capacity: how much the
     objective can vary between assignments apart from a common offset per slot. When
-    that is 0 (one common value), the value times the counts that may vary."""
+    that is 0 (one common value), the value times the counts that may vary plus (soft
+    bounds) the load penalty times all the load the clients place."""
     allowed = problem.allowed_mask
     fit = problem.fitness
     any_ = allowed.any(axis=1)
@@ -290,9 +291,14 @@ def _varying_scale(problem: AssignmentProblem) -> float:
     if within + across > 0.0:
         return within + across
     # every client's allowed fitness is one common value: only how many pairs are taken
-    # can change the objective, in steps of that value
+    # can change the objective, in steps of that value, and (soft bounds) the penalty,
+    # by at most the penalty times all the load the clients place
     free = np.maximum(k - problem.min_experts.astype(np.float64), 0.0)[any_]
-    return float(np.sum(np.abs(alpha) * free))
+    penalty = 0.0
+    if problem.load_penalty is not None:
+        w = np.ones(len(k)) if problem.client_weight is None else problem.client_weight
+        penalty = float(problem.load_penalty) * float(np.sum(np.abs(w) * k))
+    return float(np.sum(np.abs(alpha) * free)) + penalty
 
 
 def optimality_tolerance(problem: AssignmentProblem, x: ArrayLike) -> float:
