@@ -400,8 +400,8 @@ PRICE = (
     OptionSpec(
         "max_rounds",
         "int >= 1",
-        8,
-        "rounds of core LP, MIP and bound before returning the best assignment with its gap",
+        12,
+        "trust-region moves per sample level before that level's LP is solved without a box",
         _int_at_least(1),
     ),
     OptionSpec(

@@ -35,8 +35,8 @@ fractional clients per binding row. The method works on that structure:
 
 Options: ``prices`` (expert prices, ``flow``'s convention: a bonus per unit of load,
 added to fitness as :math:`S_{ce} + w_c p_e`), ``prune_margin`` (candidates beyond
-capacity, default 3), ``max_rounds`` (trust-region moves per level; at least
-:data:`~.trust.MAX_MOVES`).
+capacity, default 3), ``max_rounds`` (trust-region moves per sample level before the
+level's LP is solved without a box, default :data:`~.trust.MAX_MOVES`).
 
 Stats: ``expert_prices`` (pass them back next round), ``price_source``
 (``"options"``, ``"sample"``, ``"zero"``), ``stale_prices``, ``levels`` (sample
@@ -72,7 +72,7 @@ from ..base import BackendOutput, SolveOptions
 from .bound import upper_bound
 from .dual import loads, price_steps
 from .rounding import relax_and_fix
-from .trust import Infeasible, LevelSolution, solve_level
+from .trust import MAX_MOVES, Infeasible, LevelSolution, solve_level
 from .view import Candidates, View, candidates, choose, make_view, reprice
 from .whole import solve_whole
 
@@ -185,7 +185,7 @@ def _level(
         options,
         stats,
         target=target,
-        max_moves=stats.get("max_rounds", 0),
+        max_moves=stats.get("max_rounds", MAX_MOVES),
         deadline=deadline,
     )
 
@@ -248,7 +248,7 @@ def _assemble(
 
 def _options(extra: Any) -> tuple[int, int, FloatArray | None]:
     margin = int(extra.get("prune_margin") or 3)
-    rounds = int(extra.get("max_rounds") or 8)
+    rounds = int(extra.get("max_rounds") or MAX_MOVES)
     prices = extra.get("prices")
     if prices is not None:
         prices = np.asarray(prices, dtype=np.float64)

@@ -136,7 +136,7 @@ def solve_level(
 ) -> LevelSolution:
     """The LP relaxation of ``view`` from ``prices`` (``cand``: the candidates at
     them) by trust-region core LPs of about ``target`` clients (at most ``max_moves``
-    moves, at least :data:`MAX_MOVES`); raises
+    moves, then one LP without a box); raises
     :class:`Infeasible`, or ``RuntimeError`` when an LP is not solved in time."""
     e = view.e
     w = view.w
@@ -166,7 +166,7 @@ def solve_level(
         lp.add_clients(rows)
         lp.add_pairs(rows[pc], cand.idx[rows][pc, slot])
         lp.set_frozen(frozen)
-        last = moves + 1 >= max(max_moves, MAX_MOVES)
+        last = moves + 1 >= max(max_moves, 1)
         lp.set_box(None if last else prices, None if last else r)
         t = time.perf_counter()
         sol = lp.solve(_left(deadline))
