@@ -271,12 +271,19 @@ FOLLOWUP: tuple[tuple[str, dict[str, Any], dict[str, dict[str, Any]]], ...] = (
 )
 
 
-def followup_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS) -> list[Job]:
-    """One job per (follow-up setting, variant, seed), seed-major."""
+def followup_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS,
+                  settings: Sequence[str] | None = None,
+                  only: Sequence[str] | None = None) -> list[Job]:
+    """One job per (follow-up setting, variant, seed), seed-major; ``settings`` and
+    ``only`` (variant names) restrict the grid."""
     jobs = []
     for seed in seeds:
         for setting, base, variants in FOLLOWUP:
+            if settings is not None and setting not in settings:
+                continue
             for name, extra in variants.items():
+                if only is not None and name not in only:
+                    continue
                 fields = {**base, "seed": seed, "eval_every": 5,
                           "partition": "domains" if base["regime"] == "capacity"
                           else "dirichlet", "target_metric": "personal_accuracy",
@@ -553,6 +560,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--combine", type=Path, metavar="STUDY",
                    help="with --followup: also write report-combined.md with this finished "
                         "study's runs of the same settings (its runs.csv and curves.csv)")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="with --followup: these evaluation seeds instead of 0-4")
+    p.add_argument("--settings", nargs="+", help="with --followup: only these settings")
+    p.add_argument("--variants", nargs="+", help="with --followup: only these variants")
     p.add_argument("--widths", action="store_true",
                    help=f"the expert-width study on the evaluation seeds: {WIDTH_SETTINGS}")
     p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
@@ -565,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif a.tune is not None:
         jobs = tune_jobs(a.out, a.tune or list(TUNE_DEFAULT), a.tune_datasets)
     elif a.followup:
-        jobs = followup_jobs(a.out)
+        jobs = followup_jobs(a.out, a.seeds or EVAL_SEEDS, a.settings, a.variants)
     elif a.widths:
         jobs = width_jobs(a.out)
     elif a.pilot is not None:
