@@ -462,12 +462,17 @@ def ssp(
         target = _dijkstra(hub, w, pi, t, lo, hi, excess, dist, done, pred)
         if target < 0:
             return NO_PATH, pi[:e] - pi[hub], paths, total
+        # raise each potential by its distance, capped at the farthest deficit reached
+        # (pi + min(dist, D) stays dual feasible for any D, and every path to a
+        # deficit keeps zero reduced cost): nodes far beyond every deficit, or out of
+        # reach, would otherwise drift up by their whole distance each pass and leave
+        # the prices (and every client's candidates) far from the optimum's
         reach = dist[target]
         for v in range(v_n):
-            if done[v] and dist[v] > reach:
+            if done[v] and excess[v] < 0 and dist[v] > reach:
                 reach = dist[v]
         for v in range(v_n):
-            pi[v] += dist[v] if done[v] else reach
+            pi[v] += min(dist[v], reach) if done[v] else reach
         # every reached node now has a zero-cost path from a node with excess: augment
         # to each deficit in turn while its path is still intact
         n_sinks = 0

@@ -35,6 +35,11 @@ _G_INVALID = -(2**61)
 #: exact loads, 2 clients per expert, 500 x 256, seeds 60-61: without it 12 rounds and
 #: a handover to OR-Tools, 32-57 ms; ``flow`` 15-17 ms).
 _WIDEN = 4
+#: Give the experts that the starting choice leaves short their cheapest takers before
+#: the first path (measured cold on the clustered family at 10,000 x 256, seed 0:
+#: without, an expert 10 clients short reached through candidates only rose 0.19 past
+#: its optimal price, 2,416 clients were re-chosen and 2,860 paths taken, 1.2-1.9 s).
+_TAKERS_FIRST = True
 
 
 class _EngineFailed(Exception):
@@ -121,6 +126,17 @@ def solve_candidates(
     stats["recandidated"] = []
     rechecked = 0
     for _ in range(max_rounds):
+        if _TAKERS_FIRST and last is not None and init.size:
+            # the price-induced choice of the new rows first (no paths): experts it
+            # leaves short get their cheapest takers as arcs before any path is sought,
+            # or a path on the candidates alone may raise their price far past the
+            # optimum's (every client off its candidates then has to be re-chosen and
+            # moved back, one unit per path)
+            ssp(cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, 0)
+            init = init[:0]
+            if _has_deficit(data, cand, held, p):
+                cand, gain, held, init = _add_takers(data, cand, gain, held, p)
+                stats["added_takers"] = stats.get("added_takers", 0) + int(init.size)
         status, p_new, paths, excess = ssp(
             cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, max_paths
         )
@@ -168,6 +184,18 @@ def solve_candidates(
         raise _EngineFailed(f"no certificate after {max_rounds} rounds")
     stats["rechecked_rows"] = rechecked
     return p, cand, held
+
+
+def _shortfall(data: _Data, cand: np.ndarray, held: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Clients each expert lacks at prices ``p``: below its lower bound, or below its
+    upper bound while its price is negative (the bound that price calls for)."""
+    load = np.bincount(cand[held], minlength=data.e)
+    want = np.where(p < 0, data.hi, data.lo)
+    return np.maximum(want - load, 0)
+
+
+def _has_deficit(data: _Data, cand: np.ndarray, held: np.ndarray, p: np.ndarray) -> bool:
+    return bool(_shortfall(data, cand, held, p).any())
 
 
 def _check_candidates(
@@ -244,9 +272,8 @@ def _add_takers(
     """Candidate arcs for the experts below their required load: for each, the
     clients (without it as a candidate) that would take it at the least loss, twice
     its shortfall plus eight. Returns the widened arrays and the clients changed."""
-    load = np.bincount(cand[held], minlength=data.e)
-    need_more = (load < data.lo) | ((p < 0) & (load < data.hi))
-    short = np.flatnonzero(need_more)
+    lack = _shortfall(data, cand, held, p)
+    short = np.flatnonzero(lack)
     if short.size == 0:
         return cand, gain, held, np.zeros(0, dtype=np.int64)
     valid = gain > _G_INVALID // 2
@@ -258,7 +285,7 @@ def _add_takers(
     for j, d in enumerate(short):
         has = (valid & (cand == d)).any(axis=1)
         loss = np.where(has | (u_col[:, j] <= _NEG // 2), np.inf, low - u_col[:, j])
-        want = int(2 * max(data.lo[d] - load[d], 1) + 8)
+        want = int(2 * lack[d] + 8)
         pick = np.argsort(loss, kind="stable")[:want]
         pick = pick[np.isfinite(loss[pick])]
         rows_add.append(pick)
