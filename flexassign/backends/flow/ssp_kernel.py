@@ -308,32 +308,41 @@ def _dijkstra(
     done: np.ndarray,
     pred: np.ndarray,
 ) -> int:
-    """Shortest reduced-cost paths from the nodes with excess to every node (dense,
-    :math:`O(V^2)`; stopping at the nearest deficit instead, one path per pass, was
-    10-20 % slower); returns the nearest node with a deficit, or -1 if none is
-    reachable."""
+    """Shortest reduced-cost paths from the nodes with excess (dense, :math:`O(V^2)`),
+    until every node with a deficit is settled (stopping at the nearest one instead, one
+    path per pass, was 10-20 % slower; settling every node costs the passes late in a
+    repair, when few deficits are left, up to twice as much); returns the nearest node
+    with a deficit, or -1 if none is reachable. Nodes left unsettled have distance at
+    least the farthest deficit's."""
     v_n = hub + 1
+    left = 0
     for v in range(v_n):
         dist[v] = 0 if excess[v] > 0 else _INF
         done[v] = False
         pred[v] = -1
+        if excess[v] < 0:
+            left += 1
     nearest = -1
     key = np.empty(v_n, np.int64)  # dist, or _INF once done: the next node is its argmin
     for v in range(v_n):
         key[v] = dist[v]
     while True:
         du = _INF
-        for v in range(v_n):  # two simple passes (the minimum, then where it is)
-            du = min(du, key[v])
-        if du >= _INF:
+        u = -1
+        for v in range(v_n):  # the first node of least key
+            if key[v] < du:
+                du = key[v]
+                u = v
+        if u < 0:
             return nearest
-        u = 0
-        while key[u] != du:
-            u += 1
         key[u] = _INF
         done[u] = True
-        if excess[u] < 0 and nearest < 0:
-            nearest = u
+        if excess[u] < 0:
+            if nearest < 0:
+                nearest = u
+            left -= 1
+            if left == 0:
+                return nearest
         base = du + pi[u]
         # done nodes never improve: reduced costs are non-negative
         if u != hub:
@@ -481,6 +490,7 @@ def ssp(
                 order[n_sinks] = v
                 n_sinks += 1
         by_dist = np.argsort(dist[order[:n_sinks]])
+        before = paths
         for j in range(n_sinks):
             v = order[by_dist[j]]
             if paths >= max_aug:
@@ -510,6 +520,8 @@ def ssp(
                     changed,
                 )
                 paths += 1
+        if paths == before:  # the nearest deficit's path is always intact: a broken
+            return BUDGET, pi[:e] - pi[hub], paths, total  # state; never loop on it
 
 
 @njit(cache=True)

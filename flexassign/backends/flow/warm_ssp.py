@@ -256,12 +256,13 @@ def _column_u(data: _Data, experts: np.ndarray, p: np.ndarray) -> np.ndarray:
     """u of every client for the given experts, shape (n, len(experts)) (``_NEG``
     where a client may not take one)."""
     rows = np.arange(data.n) if data.rows is None else data.rows
-    u = np.rint(np.ldexp(data.fitness[rows][:, experts], data.scale_exp))
+    sub = np.ix_(rows, experts)  # only the wanted columns (no copy of whole rows)
+    u = np.rint(np.ldexp(data.fitness[sub], data.scale_exp))
     u += p[experts].astype(np.float64)[None, :]
     if data.allowed is not None:
-        u[~data.allowed[rows][:, experts]] = _NEG
+        u[~data.allowed[sub]] = _NEG
     if data.fixed is not None:
-        u[data.fixed[rows][:, experts]] = _NEG
+        u[data.fixed[sub]] = _NEG
     u[data.cap == 0] = _NEG
     return u
 
@@ -281,19 +282,28 @@ def _add_takers(
     u_held = np.where(held, gain + p[cand], np.iinfo(np.int64).max)
     low = np.where(h >= data.cap, u_held.min(axis=1), 0).astype(np.float64)
     u_col = _column_u(data, short, p)
-    rows_add, exp_add = [], []
-    for j, d in enumerate(short):
-        has = (valid & (cand == d)).any(axis=1)
-        loss = np.where(has | (u_col[:, j] <= _NEG // 2), np.inf, low - u_col[:, j])
-        want = int(2 * lack[d] + 8)
-        pick = np.argsort(loss, kind="stable")[:want]
-        pick = pick[np.isfinite(loss[pick])]
-        rows_add.append(pick)
-        exp_add.append(np.full(pick.size, d, dtype=np.int64))
-    r = np.concatenate(rows_add)
+    # pairs already among the candidates are not takers
+    col = np.full(data.e, -1, dtype=np.int64)
+    col[short] = np.arange(short.size)
+    vr, vs = np.nonzero(valid)
+    hit = col[cand[vr, vs]]
+    u_col[vr[hit >= 0], hit[hit >= 0]] = _NEG
+    loss = np.where(u_col <= _NEG // 2, np.inf, low[:, None] - u_col)
+    want = (2 * lack[short] + 8).astype(np.int64)
+    k = int(min(want.max(), loss.shape[0]))
+    if k < loss.shape[0]:  # each column's k smallest losses, then the wanted prefix
+        part = np.argpartition(loss, k - 1, axis=0)[:k]
+    else:
+        part = np.broadcast_to(np.arange(loss.shape[0])[:, None], loss.shape)
+    pl = np.take_along_axis(loss, part, axis=0)
+    order = np.argsort(pl, axis=0, kind="stable")
+    part = np.take_along_axis(part, order, axis=0)
+    pl = np.take_along_axis(pl, order, axis=0)
+    keep = (np.arange(k)[:, None] < want[None, :]) & np.isfinite(pl)
+    r = part[keep].astype(np.int64)
     if r.size == 0:
-        return cand, gain, held, r.astype(np.int64)
-    d_all = np.concatenate(exp_add)
+        return cand, gain, held, r
+    d_all = np.broadcast_to(short[None, :], keep.shape)[keep]
     order = np.argsort(r, kind="stable")
     r, d_all = r[order], d_all[order]
     slot = np.arange(r.size) - np.searchsorted(r, r)  # 0, 1, ... within each client
