@@ -228,7 +228,7 @@ def test_family_and_weighted_cells(tmp_path: Path) -> None:
             m = c["methods"][f"auto ({mode})"]
             assert m["backend"] == "price" and m["gap"] is not None and m["gap"] >= 0
     targets = cells_mod.extra_targets(cells + wcells)
-    assert len(targets) == 4 + 4
+    assert len(targets) == 2 * len(cells_mod.FAMILY_CASES) + 4
     md = speed.speed_markdown(
         {
             "command": "x",
