@@ -209,7 +209,9 @@ def test_family_and_weighted_cells(tmp_path: Path) -> None:
         make_cell=speed._cell,
     )
     assert [c["case"] for c in cells] == [
-        f"count, {name}, {case}" for name in ("quantized", "harness") for case in cells_mod.FAMILY_CASES
+        f"count, {name}, {case}"
+        for name in ("quantized", "harness")
+        for case in cells_mod.FAMILY_CASES
     ]
     for c in cells:
         for name in ("auto", "flow", "flow-warm"):
