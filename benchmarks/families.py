@@ -27,7 +27,14 @@ from flexassign import AssignmentProblem
 
 from .instances import make_fitness
 
-__all__ = ["DATA", "FAMILIES", "family_fitness", "family_problem", "harness_matrices"]
+__all__ = [
+    "DATA",
+    "FAMILIES",
+    "family_fitness",
+    "family_problem",
+    "family_rounds",
+    "harness_matrices",
+]
 
 FAMILIES = ("benchmark", "uniform", "lowrank", "clustered", "quantized", "harness")
 #: Saved planner score matrices.
@@ -82,6 +89,40 @@ def family_problem(
     fit = family_fitness(name, n, e, rng)
     cap = np.minimum(rng.choice([1, 2, 4], size=n), e)
     return AssignmentProblem.balanced(fit, capacity=cap, tolerance=tolerance)
+
+
+def family_rounds(
+    name: str,
+    n: int,
+    e: int,
+    *,
+    seed: int,
+    changed: float = 0.2,
+    tolerance: float = 0.1,
+    shift: bool = False,
+) -> tuple[AssignmentProblem, AssignmentProblem]:
+    """Two rounds of a family's count-based problem: in the second, a random
+    ``changed`` share of the clients is replaced by new ones.
+
+    By default the new clients come from the *same population* as the first round's
+    (their rows are drawn in the same call, so they share its popular experts, latent
+    factors or clusters): the federated case, where the clients of a round change and
+    the population does not. ``shift=True`` draws them from a fresh draw of the family
+    instead (new popular experts, new latent factors): 20 % of the load then moves to
+    experts the first round's prices did not expect. A new client keeps the capacity
+    of the one it replaces; round 1 is the same problem either way.
+    """
+    if not 0.0 <= changed <= 1.0:
+        raise ValueError(f"`changed` must be in [0, 1]; got {changed!r}")
+    m = int(changed * n)
+    rng = np.random.default_rng([seed, n, e, FAMILIES.index(name), 22, 2])
+    fit = family_fitness(name, n + m, e, rng)  # round 1's clients and the newcomers
+    cap = np.minimum(rng.choice([1, 2, 4], size=n), e)
+    p1 = AssignmentProblem.balanced(fit[:n], capacity=cap, tolerance=tolerance)
+    rows = rng.choice(n, size=m, replace=False)
+    fit2 = fit[:n].copy()
+    fit2[rows] = family_fitness(name, m, e, rng) if shift else fit[n:]
+    return p1, p1.replace(fitness=fit2).rebalanced(tolerance)
 
 
 def save_planner_scores(*, num_clients: int, num_experts: int, rounds: int, seed: int = 0) -> Path:

@@ -6,10 +6,12 @@ the best of the repeats and the ratio to greedy, as there.
 
 *Family cells* (issue 22, item 4): a count-based problem of each family of
 :mod:`benchmarks.families` (capacities 1, 2, 4; tolerance 0.1). ``cold`` solves it from
-nothing; ``warm`` is the next round after 20 % of the clients were replaced by fresh
-rows of the family, solved from the first round's ``expert_prices``. ``flow`` and
-``flow-warm`` run cold beside ``auto`` (the rule must never be more than 10 % slower
-than the faster of the two).
+nothing; ``warm`` is the next round after 20 % of the clients were replaced by new
+clients of the same population, solved from the first round's ``expert_prices``;
+``shift`` the same with the new clients from a fresh draw of the family (its popular
+experts or latent factors change: a 20 % shift of the load). ``flow`` and
+``flow-warm`` run beside ``auto`` with the same options (the rule must never be more
+than 10 % slower than the faster of the two).
 
 *Weighted and knapsack cells* (items 1, 2, 5): :func:`benchmarks.instances.make_instance`
 problems (log-normal sample-count weights, or expert sizes and budgets; tolerance
@@ -28,10 +30,11 @@ import numpy as np
 
 from flexassign import AssignmentProblem, solve_assignment
 
-from .families import FAMILIES, family_fitness, family_problem
+from .families import FAMILIES, family_rounds
 from .instances import make_instance
 
 __all__ = [
+    "FAMILY_CASES",
     "FAMILY_QUICK",
     "FAMILY_SIZES",
     "WEIGHTED_QUICK",
@@ -46,6 +49,11 @@ WEIGHTED_SIZES: tuple[tuple[int, int], ...] = ((10_000, 256), (100_000, 64), (1_
 WEIGHTED_QUICK: tuple[tuple[int, int], ...] = ((2_000, 32),)
 #: Share of the clients replaced between the two rounds of a family's warm cell.
 CHANGED = 0.2
+#: A family's cells: ``cold`` (round 1 from nothing), ``warm`` (round 2, ``CHANGED`` of
+#: the clients replaced by new ones of the same population, from round 1's prices) and
+#: ``shift`` (the same, with the new clients from a fresh draw of the family: a shift of
+#: the population's taste).
+FAMILY_CASES = ("cold", "warm", "shift")
 TOLERANCE = 0.1
 #: Full-network reference up to this many pairs (above: ``flow`` on candidate arcs).
 REF_FULL_PAIRS = 6_400_000
@@ -77,16 +85,6 @@ def solver_run(
     return run
 
 
-def _replaced(p: AssignmentProblem, family: str, seed: int) -> AssignmentProblem:
-    """The next round of a family cell: ``CHANGED`` of the clients get fresh rows."""
-    rng = np.random.default_rng([seed, 7])
-    n, e = p.shape
-    rows = rng.choice(n, size=int(CHANGED * n), replace=False)
-    fit = p.fitness.copy()
-    fit[rows] = family_fitness(family, rows.size, e, rng)
-    return p.replace(fitness=fit).rebalanced(TOLERANCE)
-
-
 def family_cells(
     *,
     sizes: tuple[tuple[int, int], ...],
@@ -96,30 +94,33 @@ def family_cells(
     interleave: Callable[..., dict[str, dict[str, Any]]],
     make_cell: Callable[..., dict[str, Any]],
     log: Any = sys.stderr,
+    cases: tuple[str, ...] = FAMILY_CASES,
 ) -> list[dict[str, Any]]:
-    """One cold and one warm cell per family and size (``interleave`` and ``make_cell``
+    """One cell per family, size and case of ``cases`` (``interleave`` and ``make_cell``
     are :mod:`benchmarks.speed`'s)."""
+    bad = [c for c in cases if c not in FAMILY_CASES]
+    if bad:
+        raise ValueError(f"unknown family case {bad[0]!r}; valid: {', '.join(FAMILY_CASES)}")
     cells = []
     for name in families:
         if name not in FAMILIES:
             raise ValueError(f"unknown family {name!r}; valid: {', '.join(FAMILIES)}")
         for n, e in sizes:
-            p1 = family_problem(name, n, e, seed=seed, tolerance=TOLERANCE)
+            p1, p2 = family_rounds(name, n, e, seed=seed, changed=CHANGED, tolerance=TOLERANCE)
+            rounds = {"cold": p1, "warm": p2}
+            if "shift" in cases:
+                rounds["shift"] = family_rounds(
+                    name, n, e, seed=seed, changed=CHANGED, tolerance=TOLERANCE, shift=True
+                )[1]
             prices = solve_assignment(p1, method="flow-warm").stats.get("expert_prices")
-            p2 = _replaced(p1, name, seed)
-            for case, p in (("cold", p1), ("warm", p2)):
+            for case in cases:
+                p = rounds[case]
                 full = n * e <= REF_FULL_PAIRS
                 ref = solve_assignment(p, method="flow", options={"prune": False} if full else None)
+                opts = None if case == "cold" else {"prices": prices}
                 methods = {"greedy": solver_run(p, "greedy")}
-                if case == "cold":
-                    methods["auto"] = solver_run(p, "auto")
-                    methods["flow"] = solver_run(p, "flow")
-                    methods["flow-warm"] = solver_run(p, "flow-warm")
-                else:
-                    opts = {"prices": prices}
-                    methods["auto"] = solver_run(p, "auto", options=opts)
-                    methods["flow"] = solver_run(p, "flow", options=opts)
-                    methods["flow-warm"] = solver_run(p, "flow-warm", options=opts)
+                for method in ("auto", "flow", "flow-warm"):
+                    methods[method] = solver_run(p, method, options=opts)
                 label = f"{n}x{e} {name} {case}"
                 results = interleave(methods, repeats, log, label)
                 cells.append(

@@ -193,6 +193,13 @@ def test_family_and_weighted_cells(tmp_path: Path) -> None:
     for name in families.FAMILIES:
         p = families.family_problem(name, 60, 8, seed=1)
         assert p.shape == (60, 8) and p.is_unimodular
+        p1, p2 = families.family_rounds(name, 60, 8, seed=1)
+        _, p3 = families.family_rounds(name, 60, 8, seed=1, shift=True)
+        # 20 % of the clients are new (ties aside); round 1 is the same either way
+        changed = (p1.fitness != p2.fitness).any(axis=1)
+        assert 9 <= changed.sum() <= 12 and (p1.capacity == p2.capacity).all()
+        assert ((p1.fitness != p3.fitness).any(axis=1) == changed).all()
+        assert p2.is_unimodular and p3.is_unimodular
     cells = cells_mod.family_cells(
         sizes=((300, 8),),
         families=("quantized", "harness"),
@@ -202,10 +209,9 @@ def test_family_and_weighted_cells(tmp_path: Path) -> None:
         make_cell=speed._cell,
     )
     assert [c["case"] for c in cells] == [
-        "count, quantized, cold",
-        "count, quantized, warm",
-        "count, harness, cold",
-        "count, harness, warm",
+        f"count, {name}, {case}"
+        for name in ("quantized", "harness")
+        for case in cells_mod.FAMILY_CASES
     ]
     for c in cells:
         for name in ("auto", "flow", "flow-warm"):
@@ -224,7 +230,7 @@ def test_family_and_weighted_cells(tmp_path: Path) -> None:
             m = c["methods"][f"auto ({mode})"]
             assert m["backend"] == "price" and m["gap"] is not None and m["gap"] >= 0
     targets = cells_mod.extra_targets(cells + wcells)
-    assert len(targets) == 4 + 4
+    assert len(targets) == 2 * len(cells_mod.FAMILY_CASES) + 4
     md = speed.speed_markdown(
         {
             "command": "x",

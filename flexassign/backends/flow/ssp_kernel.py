@@ -93,27 +93,74 @@ def top_candidates(
 
 
 @njit(cache=True)
-def _csr(cand: np.ndarray, gain: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each expert, the (client, slot) pairs that have it as a valid candidate."""
+def _csr(
+    cand: np.ndarray, gain: np.ndarray, held: np.ndarray, e: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each expert, the (client, slot) pairs that have it as a valid candidate,
+    its holders first: ``ptr``, ``ci``, ``cs``, the holder count ``nh`` per expert and
+    ``loc``, each pair's position (-1 for invalid slots). :func:`_set_held` keeps the
+    order as clients move, so a row rebuild visits the holders only."""
     n, m = cand.shape
     ptr = np.zeros(e + 1, np.int64)
+    nh = np.zeros(e, np.int64)
     for i in range(n):
         for s in range(m):
             if gain[i, s] > _NEG_VALID:
                 ptr[cand[i, s] + 1] += 1
+                if held[i, s]:
+                    nh[cand[i, s]] += 1
     for a in range(e):
         ptr[a + 1] += ptr[a]
-    fill = ptr[:e].copy()
+    fill_h = ptr[:e].copy()
+    fill_o = ptr[:e] + nh
     ci = np.empty(ptr[e], np.int64)
     cs = np.empty(ptr[e], np.int64)
+    loc = np.full((n, m), -1, np.int64)
     for i in range(n):
         for s in range(m):
             if gain[i, s] > _NEG_VALID:
                 a = cand[i, s]
-                ci[fill[a]] = i
-                cs[fill[a]] = s
-                fill[a] += 1
-    return ptr, ci, cs
+                if held[i, s]:
+                    j = fill_h[a]
+                    fill_h[a] += 1
+                else:
+                    j = fill_o[a]
+                    fill_o[a] += 1
+                ci[j] = i
+                cs[j] = s
+                loc[i, s] = j
+    return ptr, ci, cs, nh, loc
+
+
+@njit(cache=True)
+def _set_held(
+    i: int,
+    s: int,
+    value: bool,
+    cand: np.ndarray,
+    held: np.ndarray,
+    ptr: np.ndarray,
+    ci: np.ndarray,
+    cs: np.ndarray,
+    nh: np.ndarray,
+    loc: np.ndarray,
+) -> None:
+    """Set ``held[i, s]`` and keep expert ``cand[i, s]``'s holders first in the CSR."""
+    if held[i, s] == value:
+        return
+    a = cand[i, s]
+    j = loc[i, s]
+    k = ptr[a] + nh[a] if value else ptr[a] + nh[a] - 1  # the boundary slot
+    i2 = ci[k]
+    s2 = cs[k]
+    ci[k] = i
+    cs[k] = s
+    loc[i, s] = k
+    ci[j] = i2
+    cs[j] = s2
+    loc[i2, s2] = j
+    nh[a] += 1 if value else -1
+    held[i, s] = value
 
 
 @njit(cache=True)
@@ -155,6 +202,7 @@ def _row(
     ptr: np.ndarray,
     ci: np.ndarray,
     cs: np.ndarray,
+    nh: np.ndarray,
     cand: np.ndarray,
     gain: np.ndarray,
     held: np.ndarray,
@@ -166,9 +214,8 @@ def _row(
     for b in range(hub + 1):
         w[a, b] = _INF
         arg[a, b] = -1
-    for j in range(ptr[a], ptr[a + 1]):
-        if held[ci[j], cs[j]]:
-            _offer(ci[j], cs[j], hub, cand, gain, held, h, kmin, w, arg)
+    for j in range(ptr[a], ptr[a] + nh[a]):  # the holders (kept first by _set_held)
+        _offer(ci[j], cs[j], hub, cand, gain, held, h, kmin, w, arg)
 
 
 @njit(cache=True)
@@ -180,6 +227,7 @@ def _take(
     ptr: np.ndarray,
     ci: np.ndarray,
     cs: np.ndarray,
+    nh: np.ndarray,
     gain: np.ndarray,
     held: np.ndarray,
     h: np.ndarray,
@@ -188,10 +236,10 @@ def _take(
     """The arc from the hub to expert ``b``: the cheapest client with room taking it."""
     w[hub, b] = _INF
     arg[hub, b] = -1
-    for j in range(ptr[b], ptr[b + 1]):
+    for j in range(ptr[b] + nh[b], ptr[b + 1]):  # the clients listing b, not holding it
         i = ci[j]
         s = cs[j]
-        if held[i, s] or h[i] >= cap[i]:
+        if h[i] >= cap[i]:
             continue
         v = -gain[i, s]
         if v < w[hub, b]:
@@ -308,32 +356,41 @@ def _dijkstra(
     done: np.ndarray,
     pred: np.ndarray,
 ) -> int:
-    """Shortest reduced-cost paths from the nodes with excess to every node (dense,
-    :math:`O(V^2)`; stopping at the nearest deficit instead, one path per pass, was
-    10-20 % slower); returns the nearest node with a deficit, or -1 if none is
-    reachable."""
+    """Shortest reduced-cost paths from the nodes with excess (dense, :math:`O(V^2)`),
+    until every node with a deficit is settled (stopping at the nearest one instead, one
+    path per pass, was 10-20 % slower; settling every node costs the passes late in a
+    repair, when few deficits are left, up to twice as much); returns the nearest node
+    with a deficit, or -1 if none is reachable. Nodes left unsettled have distance at
+    least the farthest deficit's."""
     v_n = hub + 1
+    left = 0
     for v in range(v_n):
         dist[v] = 0 if excess[v] > 0 else _INF
         done[v] = False
         pred[v] = -1
+        if excess[v] < 0:
+            left += 1
     nearest = -1
     key = np.empty(v_n, np.int64)  # dist, or _INF once done: the next node is its argmin
     for v in range(v_n):
         key[v] = dist[v]
     while True:
         du = _INF
-        for v in range(v_n):  # two simple passes (the minimum, then where it is)
-            du = min(du, key[v])
-        if du >= _INF:
+        u = -1
+        for v in range(v_n):  # the first node of least key
+            if key[v] < du:
+                du = key[v]
+                u = v
+        if u < 0:
             return nearest
-        u = 0
-        while key[u] != du:
-            u += 1
         key[u] = _INF
         done[u] = True
-        if excess[u] < 0 and nearest < 0:
-            nearest = u
+        if excess[u] < 0:
+            if nearest < 0:
+                nearest = u
+            left -= 1
+            if left == 0:
+                return nearest
         base = du + pi[u]
         # done nodes never improve: reduced costs are non-negative
         if u != hub:
@@ -437,15 +494,15 @@ def ssp(
     total = 0
     for v in range(v_n):
         total += max(excess[v], 0)
-    ptr, ci, cs = _csr(cand, gain, e)
+    ptr, ci, cs, nh, loc = _csr(cand, gain, held, e)
     w = np.empty((v_n, v_n), np.int64)
     arg = np.empty((v_n, v_n), np.int64)
     for b in range(v_n):
         w[hub, b] = _INF
         arg[hub, b] = -1
     for a in range(e):
-        _row(a, hub, w, arg, ptr, ci, cs, cand, gain, held, h, kmin)
-        _take(a, hub, w, arg, ptr, ci, cs, gain, held, h, cap)
+        _row(a, hub, w, arg, ptr, ci, cs, nh, cand, gain, held, h, kmin)
+        _take(a, hub, w, arg, ptr, ci, cs, nh, gain, held, h, cap)
     dist = np.empty(v_n, np.int64)
     done = np.empty(v_n, np.bool_)
     pred = np.empty(v_n, np.int64)
@@ -462,12 +519,17 @@ def ssp(
         target = _dijkstra(hub, w, pi, t, lo, hi, excess, dist, done, pred)
         if target < 0:
             return NO_PATH, pi[:e] - pi[hub], paths, total
+        # raise each potential by its distance, capped at the farthest deficit reached
+        # (pi + min(dist, D) stays dual feasible for any D, and every path to a
+        # deficit keeps zero reduced cost): nodes far beyond every deficit, or out of
+        # reach, would otherwise drift up by their whole distance each pass and leave
+        # the prices (and every client's candidates) far from the optimum's
         reach = dist[target]
         for v in range(v_n):
-            if done[v] and dist[v] > reach:
+            if done[v] and excess[v] < 0 and dist[v] > reach:
                 reach = dist[v]
         for v in range(v_n):
-            pi[v] += dist[v] if done[v] else reach
+            pi[v] += min(dist[v], reach) if done[v] else reach
         # every reached node now has a zero-cost path from a node with excess: augment
         # to each deficit in turn while its path is still intact
         n_sinks = 0
@@ -476,6 +538,7 @@ def ssp(
                 order[n_sinks] = v
                 n_sinks += 1
         by_dist = np.argsort(dist[order[:n_sinks]])
+        before = paths
         for j in range(n_sinks):
             v = order[by_dist[j]]
             if paths >= max_aug:
@@ -500,11 +563,15 @@ def ssp(
                     ptr,
                     ci,
                     cs,
+                    nh,
+                    loc,
                     dirty,
                     dirty_take,
                     changed,
                 )
                 paths += 1
+        if paths == before:  # the nearest deficit's path is always intact: a broken
+            return BUDGET, pi[:e] - pi[hub], paths, total  # state; never loop on it
 
 
 @njit(cache=True)
@@ -553,6 +620,8 @@ def _augment(
     ptr: np.ndarray,
     ci: np.ndarray,
     cs: np.ndarray,
+    nh: np.ndarray,
+    loc: np.ndarray,
     dirty: np.ndarray,
     dirty_take: np.ndarray,
     changed: np.ndarray,
@@ -590,14 +659,14 @@ def _augment(
             if u != hub:  # i gives up u
                 for s in range(m):
                     if held[i, s] and cand[i, s] == u:
-                        held[i, s] = False
+                        _set_held(i, s, False, cand, held, ptr, ci, cs, nh, loc)
                         break
             else:
                 h[i] += 1
             if v != hub:  # i takes v
                 for s in range(m):
                     if not held[i, s] and cand[i, s] == v and gain[i, s] > _NEG_VALID:
-                        held[i, s] = True
+                        _set_held(i, s, True, cand, held, ptr, ci, cs, nh, loc)
                         break
             else:
                 h[i] -= 1
@@ -608,10 +677,10 @@ def _augment(
     excess[target] += delta
     for a in range(e):
         if dirty[a]:
-            _row(a, hub, w, arg, ptr, ci, cs, cand, gain, held, h, kmin)
+            _row(a, hub, w, arg, ptr, ci, cs, nh, cand, gain, held, h, kmin)
             dirty[a] = False
         if dirty_take[a]:
-            _take(a, hub, w, arg, ptr, ci, cs, gain, held, h, cap)
+            _take(a, hub, w, arg, ptr, ci, cs, nh, gain, held, h, cap)
             dirty_take[a] = False
     for j in range(n_changed):
         _push(changed[j], hub, cand, gain, held, h, kmin, cap, w, arg)

@@ -47,8 +47,10 @@ Algorithm
        :math:`E + 1` expert and ``O`` nodes: each arc is the cheapest client swap,
        drop or take between two nodes, kept up to date as clients move, and Dijkstra
        on the dense matrix moves the load the prices left outside the bounds, one
-       unit per path, keeping the potentials (the prices) dual feasible. An expert
-       that no candidate arc can reach gets its cheapest takers as extra arcs. Then
+       unit per path, keeping the potentials (the prices) dual feasible. Experts
+       that the starting choice leaves short, and any that no candidate arc can
+       reach, get their cheapest takers as extra arcs (else a path through few
+       candidates raises such an expert's price past the optimum's). Then
        NumPy re-checks complementary slackness on every candidate and expert, and
        off the candidates by the bound of step 2 plus the largest price rise, with
        an exact full-row re-check where that bound is not enough; clients that fail
