@@ -67,3 +67,19 @@ def test_threads_time_limit_seed_and_hint() -> None:
     assert res.status is Status.OPTIMAL
     raw = _solve(p, options={"cpsat_parameters": {"num_workers": 1, "max_time_in_seconds": 5.0}})
     assert raw.objective == pytest.approx(res.objective)
+
+
+def test_a_time_limit_reads_as_one_when_cp_sat_clocks_less(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    # On a busy machine CP-SAT's own wall time can read under the limit it stopped at;
+    # with no gap requested, a FEASIBLE stop is the time limit, never "the requested gap"
+    from ortools.sat.python import cp_model
+
+    p = weighted_balanced(4, (300, 24), capacity=3, tolerance=0.02, max_weight=100)
+    solve_assignment(p.fitness[:4, :2], capacity=1, method="cpsat", time_limit=5.0)  # imports
+    monkeypatch.setattr(cp_model.CpSolver, "wall_time", property(lambda self: 0.0))
+    res = solve_assignment(p, method="cpsat", time_limit=1.0)
+    if res.status is Status.OPTIMAL or res.x is None:  # proved, or no time to find one
+        pytest.skip(f"CP-SAT returned {res.status.value}: no stop short of a proof to label")
+    assert res.status is Status.TIME_LIMIT, (res.status, res.message)
+    assert "requested gap" not in res.message
