@@ -253,8 +253,8 @@ def width_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS,
 #: The follow-up study (``--followup``, evaluation seeds), chosen from the ``--pilot``
 #: runs: flex with balance tolerance 1.0 (load within [0, 2] x the mean instead of
 #: [0.9, 1.1]) against greedy in the default regime, and the
-#: capacity regime with 16 -> 2 -> 16 experts (``narrow2``) with every strategy, on
-#: synthetic data and mnist5k.
+#: capacity regime with 16 -> 2 -> 16 experts (``narrow2``) with every strategy (and,
+#: run last as a check, flex at tolerance 1.0), on synthetic data and mnist5k.
 #: Each: setting folder, base fields, {variant: fields}.
 _FLEX_TOL1 = {"strategy": "flex", "tolerance": 1.0}
 FOLLOWUP: tuple[tuple[str, dict[str, Any], dict[str, dict[str, Any]]], ...] = (
@@ -264,10 +264,10 @@ FOLLOWUP: tuple[tuple[str, dict[str, Any], dict[str, dict[str, Any]]], ...] = (
      {"flex-tol1": _FLEX_TOL1, "greedy": {"strategy": "greedy"}}),
     ("synthetic-capacity-narrow2", {"dataset": "synthetic", "regime": "capacity",
                                     "rounds": 60, "expert_hidden": 2},
-     {st: {"strategy": st} for st in STRATEGIES}),
+     {st: {"strategy": st} for st in STRATEGIES} | {"flex-tol1": _FLEX_TOL1}),
     ("mnist5k-capacity-narrow2", {"dataset": "mnist5k", "regime": "capacity",
                                   "rounds": 60, "expert_hidden": 2},
-     {st: {"strategy": st} for st in STRATEGIES}),
+     {st: {"strategy": st} for st in STRATEGIES} | {"flex-tol1": _FLEX_TOL1}),
 )
 
 
