@@ -70,7 +70,7 @@ from .network import (
 )
 from .prices import best_sorted, estimate_prices
 from .residual import min_swap_costs
-from .ties import tie_broken, untie
+from .ties import solve_tie_broken
 
 __all__ = ["solve"]
 
@@ -389,11 +389,7 @@ def _solve_pruned(
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     """Solve ``problem``; quantized fitness is tie-broken first (:mod:`.ties`)."""
-    tied = tie_broken(problem, options.seed)
-    if tied is None:
-        return _solve(problem, options)
-    perturbed, q = tied
-    return untie(problem, _solve(perturbed, options), q)
+    return solve_tie_broken(problem, options, _solve)
 
 
 def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:

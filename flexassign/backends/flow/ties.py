@@ -23,14 +23,15 @@ problem (``stats["tie_break"]`` gives :math:`q`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from ...problem import AssignmentProblem
 from ...result import Status
-from ..base import BackendOutput
+from ..base import BackendOutput, SolveOptions
 
-__all__ = ["MIN_PAIRS", "quantum", "tie_broken", "untie"]
+__all__ = ["MIN_PAIRS", "quantum", "solve_tie_broken", "tie_broken", "untie"]
 
 #: Problems smaller than this are left alone (their ties cost little).
 MIN_PAIRS = 20_000
@@ -102,3 +103,18 @@ def untie(problem: AssignmentProblem, out: BackendOutput, q: float) -> BackendOu
         out.stats["perturbed_rounding_error_bound"] = err
         out.stats["rounding_error_bound"] = 0.0
     return out
+
+
+def solve_tie_broken(
+    problem: AssignmentProblem,
+    options: SolveOptions,
+    solve: Callable[[AssignmentProblem, SolveOptions], BackendOutput],
+) -> BackendOutput:
+    """``solve`` on the tie-broken problem when the fitness is quantized (its answer
+    :func:`untie`-d back to ``problem``), else on ``problem`` itself: what both min-cost
+    flow backends do first."""
+    tied = tie_broken(problem, options.seed)
+    if tied is None:
+        return solve(problem, options)
+    perturbed, q = tied
+    return untie(problem, solve(perturbed, options), q)

@@ -161,7 +161,7 @@ from ...result import Status
 from ..base import BackendOutput, SolveOptions
 from ..options import WARM_ENGINES
 from . import warm_ssp as _warm_ssp
-from .ties import tie_broken, untie
+from .ties import solve_tie_broken
 from .warm_data import _Data, _Fallback, _prepare, _sample
 from .warm_solve import (
     _OPEN_EXCESS,
@@ -346,11 +346,7 @@ def _assemble(problem: AssignmentProblem, solved: _Solved) -> tuple[np.ndarray, 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     """Solve ``problem``; quantized fitness is tie-broken first (:mod:`.ties`)."""
-    tied = tie_broken(problem, options.seed)
-    if tied is None:
-        return _solve(problem, options)
-    perturbed, q = tied
-    return untie(problem, _solve(perturbed, options), q)
+    return solve_tie_broken(problem, options, _solve)
 
 
 def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
