@@ -183,7 +183,6 @@ def tune_jobs(out: Path, variants: Sequence[str], datasets: Sequence[str] = ("sy
 #: default regime: tight balance spreads a fixed number of trainings over every expert).
 #: Each: regime, datasets, strategies, rounds, ExperimentConfig fields.
 PILOT_VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int, dict[str, Any]]] = {
-    "base": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60, {}),
     "narrow2": ("capacity", ("synthetic", "mnist5k"), ("flex", "greedy", "balance"), 60,
                 {"expert_hidden": 2}),
     "narrow4": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
@@ -198,12 +197,7 @@ PILOT_VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int, dict
              {"domains_per_client": 1}),
     "narrow2-domains20": ("capacity", ("synthetic",), ("flex", "greedy", "balance"), 60,
                           {"expert_hidden": 2, "num_domains": 20}),
-    "narrow2-tol0.3": ("capacity", ("synthetic", "mnist5k"), ("flex",), 60,
-                       {"expert_hidden": 2, "tolerance": 0.3}),
-    "narrow2-tol1": ("capacity", ("synthetic", "mnist5k"), ("flex",), 60,
-                     {"expert_hidden": 2, "tolerance": 1.0}),
     "tol0.1": ("default", ("digits", "mnist1d"), ("flex", "greedy"), 25, {}),
-    "tol0.3": ("default", ("digits", "mnist1d"), ("flex",), 25, {"tolerance": 0.3}),
     "tol1": ("default", ("digits", "mnist1d"), ("flex",), 25, {"tolerance": 1.0}),
 }
 
@@ -223,30 +217,6 @@ def pilot_jobs(out: Path, variants: Sequence[str]) -> list[Job]:
                               **PINNED.get(ds, {}), **extra}
                     jobs.append((str(out / f"{ds}-{regime}-{name}" / f"{st}-s{seed}"),
                                  fields))
-    return jobs
-
-
-#: The expert-width study (``--widths``): the capacity regime with narrower experts
-#: (16 -> w -> 16 instead of 16 -> 8 -> 16), the widths and datasets chosen from the
-#: ``--pilot`` runs on the tuning seeds; evaluation seeds, every strategy.
-WIDTH_SETTINGS: tuple[tuple[str, int], ...] = (("synthetic", 2), ("synthetic", 4),
-                                               ("mnist5k", 2))
-
-
-def width_jobs(out: Path, seeds: Sequence[int] = EVAL_SEEDS,
-               strategies: Sequence[str] = STRATEGIES) -> list[Job]:
-    """One job per (width setting, strategy, seed), seed-major; folders
-    ``{dataset}-capacity-narrow{w}``."""
-    jobs = []
-    for seed in seeds:
-        for ds, width in WIDTH_SETTINGS:
-            setting = f"{ds}-capacity-narrow{width}"
-            for st in strategies:
-                fields = {"dataset": ds, "regime": "capacity", "strategy": st, "seed": seed,
-                          "rounds": 60, "eval_every": 5, "partition": "domains",
-                          "expert_hidden": width, "target_metric": "personal_accuracy",
-                          "target_accuracy": TARGETS[setting], **PINNED.get(ds, {})}
-                jobs.append((str(out / setting / f"{st}-s{seed}"), fields))
     return jobs
 
 
@@ -564,8 +534,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="with --followup: these evaluation seeds instead of 0-4")
     p.add_argument("--settings", nargs="+", help="with --followup: only these settings")
     p.add_argument("--variants", nargs="+", help="with --followup: only these variants")
-    p.add_argument("--widths", action="store_true",
-                   help=f"the expert-width study on the evaluation seeds: {WIDTH_SETTINGS}")
     p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
@@ -577,8 +545,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         jobs = tune_jobs(a.out, a.tune or list(TUNE_DEFAULT), a.tune_datasets)
     elif a.followup:
         jobs = followup_jobs(a.out, a.seeds or EVAL_SEEDS, a.settings, a.variants)
-    elif a.widths:
-        jobs = width_jobs(a.out)
     elif a.pilot is not None:
         jobs = pilot_jobs(a.out, a.pilot or list(PILOT_VARIANTS))
     elif a.targets:
