@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help=f"tuning runs (seeds {TUNING_SEEDS}); variants: {list(TUNE_VARIANTS)} "
                         "(default all)")
     p.add_argument("--tune-datasets", nargs="+", default=["synthetic"])
-    p.add_argument("--pilot", nargs="*", metavar="VARIANT",
+    p.add_argument("--pilot", nargs="*", metavar="VARIANT", choices=list(PILOT_VARIANTS),
                    help=f"capacity-regime variants on the tuning seeds: "
                         f"{list(PILOT_VARIANTS)} (default all)")
     p.add_argument("--targets", action="store_true",
@@ -532,11 +532,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "study's runs of the same settings (its runs.csv and curves.csv)")
     p.add_argument("--seeds", type=int, nargs="+",
                    help="with --followup: these evaluation seeds instead of 0-4")
-    p.add_argument("--settings", nargs="+", help="with --followup: only these settings")
-    p.add_argument("--variants", nargs="+", help="with --followup: only these variants")
+    p.add_argument("--settings", nargs="+", choices=[f[0] for f in FOLLOWUP],
+                   help="with --followup: only these settings")
+    p.add_argument("--variants", nargs="+",
+                   choices=sorted({v for f in FOLLOWUP for v in f[2]}),
+                   help="with --followup: only these variants")
     p.add_argument("--lr-sweep", action="store_true", help="the learning-rate sweep on full")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args(argv)
+    if a.seeds is not None and (min(a.seeds) < 0 or set(a.seeds) & set(TUNING_SEEDS)):
+        p.error(f"--seeds: evaluation seeds are >= 0 and not the tuning seeds {TUNING_SEEDS}")
+    if a.combine is not None and not (a.combine / "runs.csv").is_file():
+        p.error(f"--combine: {a.combine} has no runs.csv (a finished study's folder)")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     if a.lr_sweep:

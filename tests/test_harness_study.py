@@ -106,3 +106,21 @@ def test_pilot_uses_tuning_seeds_and_followup_evaluation_seeds(study: Any, tmp_p
             assert (cfg.strategy, cfg.tolerance) == ("flex", 1.0)
     # folders are unique: no run overwrites another
     assert len({d for d, _ in pilot + follow}) == len(pilot) + len(follow)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--pilot", "nosuch"], "--pilot"),
+    (["--followup", "--seeds", "100"], "--seeds"),
+    (["--followup", "--settings", "nosuch"], "--settings"),
+    (["--followup", "--variants", "nosuch"], "--variants"),
+    (["--followup", "--combine", "no/such/study"], "--combine"),
+])
+def test_bad_flags_exit_2_with_one_line_naming_them(study: Any, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    argv: list[str], flag: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        study.main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in err
+    assert not (tmp_path / "out").exists()
