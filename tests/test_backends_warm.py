@@ -269,6 +269,9 @@ def test_auto_uses_the_warm_path_on_large_count_problems(no_numba: None) -> None
 
 @pytest.mark.skipif(not registry.compiled_engine_installed(), reason="numba is not installed")
 def test_auto_takes_the_compiled_warm_path_from_a_few_thousand_pairs() -> None:
+    from flexassign.backends.flow.kernel_state import warmup
+
+    warmup()  # loaded in this process (alone, this test would otherwise see a load cost)
     e = 64
     n = max(WARM_COMPILED_CLIENTS_PER_EXPERT * e, -(-WARM_COMPILED_MIN_PAIRS // e))
     enough = AssignmentProblem(np.zeros((n, e)), capacity=1)

@@ -98,6 +98,8 @@ def test_experts_nobody_lists_get_takers_instead_of_a_handover(
     # to reach their load; the repair adds takers for them
     fs = importlib.import_module("flexassign.backends.flow.warm_solve")
     monkeypatch.setattr(fs, "_SSP_ESTIMATE", False)
+    monkeypatch.setattr(fs, "_SSP_FULL_PAIRS", 0)  # a few candidates each, as on big problems
+    monkeypatch.setattr(fs, "_SSP_WIDE_PAIRS", 0)
     rng = np.random.default_rng(0)
     n, e = 960, 64  # below the size where a cold start samples
     popular = 3.0 / (1.0 + np.arange(e)) ** 0.7
@@ -106,6 +108,37 @@ def test_experts_nobody_lists_get_takers_instead_of_a_handover(
     res = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
     assert res.stats["engine"] == "ssp" and res.stats.get("added_takers", 0) > 0
     assert res.objective == pytest.approx(_full(p), rel=1e-12)
+
+
+def _clustered(seed: int, n: int = 625, e: int = 256) -> AssignmentProblem:
+    """Three favourites per client over noise, an eighth of the experts popular."""
+    rng = np.random.default_rng(seed)
+    fit = 0.3 * rng.random((n, e))
+    fit[:, rng.permutation(e)[: e // 8]] += 0.4
+    favs = np.argsort(rng.random((n, e)), axis=1)[:, :3]
+    np.put_along_axis(fit, favs, np.take_along_axis(fit, favs, axis=1) + 0.6, axis=1)
+    return AssignmentProblem.balanced(fit, capacity=rng.choice([1, 2, 4], size=n), tolerance=0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_small_problems_give_every_expert_as_a_candidate(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a cold start's small sample levels: with max(k) + margin + 1 candidates the first
+    # round's prices leave most clients preferring an expert off their candidates (each
+    # re-chosen, their load moved back path by path); with every expert, one round
+    fs = importlib.import_module("flexassign.backends.flow.warm_solve")
+    p = _clustered(seed)
+    assert p.n_clients * p.n_experts <= fs._SSP_FULL_PAIRS
+    res = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    assert res.stats["engine"] == "ssp" and res.stats["rounds"] == 1
+    assert res.objective == pytest.approx(_full(p), rel=1e-12)
+    monkeypatch.setattr(fs, "_SSP_FULL_PAIRS", 0)
+    monkeypatch.setattr(fs, "_SSP_WIDE_PAIRS", 0)
+    narrow = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+    assert narrow.stats["recandidated"][0] > p.n_clients // 2  # what the rule avoids
+    assert sum(narrow.stats["paths"]) > 3 * sum(res.stats["paths"])
+    assert narrow.objective == pytest.approx(res.objective, rel=1e-12)
 
 
 def test_a_broken_repair_is_caught_by_the_numpy_certificate(

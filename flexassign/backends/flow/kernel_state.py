@@ -378,8 +378,9 @@ def _warmup_problems() -> list[tuple[Any, dict[str, Any]]]:
     from ...problem import AssignmentProblem
 
     rng = np.random.default_rng(0)
-    cold = AssignmentProblem.balanced(rng.random((600, 16)), capacity=2, tolerance=0.1)
-    prices = rng.normal(size=16)
+    # above warm_solve._SSP_FULL_PAIRS, so that candidates are picked (top_candidates)
+    cold = AssignmentProblem.balanced(rng.random((4000, 64)), capacity=2, tolerance=0.1)
+    prices = rng.normal(size=64)
     return [
         (cold, {"engine": "ssp"}),
         (cold, {"engine": "ssp", "prices": prices}),
