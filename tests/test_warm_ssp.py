@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -121,24 +123,37 @@ def _clustered(seed: int, n: int = 625, e: int = 256) -> AssignmentProblem:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_small_problems_give_every_expert_as_a_candidate(
+def test_small_sample_levels_give_every_expert_as_a_candidate(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a cold start's small sample levels: with max(k) + margin + 1 candidates the first
-    # round's prices leave most clients preferring an expert off their candidates (each
-    # re-chosen, their load moved back path by path); with every expert, one round
+    # a cold start's first sample level (625 of 2,500 clients, 256 experts): with
+    # max(k) + margin + 1 candidates the first round's prices leave most clients
+    # preferring an expert off their candidates (each re-chosen, the load moved back
+    # path by path); with every expert, one round
     fs = importlib.import_module("flexassign.backends.flow.warm_solve")
-    p = _clustered(seed)
-    assert p.n_clients * p.n_experts <= fs._SSP_FULL_PAIRS
-    res = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
-    assert res.stats["engine"] == "ssp" and res.stats["rounds"] == 1
-    assert res.objective == pytest.approx(_full(p), rel=1e-12)
+    wd = importlib.import_module("flexassign.backends.flow.warm_data")
+    data = wd._prepare(_clustered(seed, n=2500))[0]
+    data.compiled = True
+    sub = wd._sample(data, np.random.default_rng(seed))
+    assert sub.n * sub.e <= fs._SSP_FULL_PAIRS and sub.e >= fs._SSP_WIDE_MIN_EXPERTS
+
+    def level() -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        solved = fs._solve_data(sub, None, 4, 12, stats, engine="ssp")
+        rows = sub.rows[solved.rows]
+        x = np.zeros((data.fitness.shape[0], sub.e), dtype=bool)
+        x[rows, solved.experts] = True
+        stats["value"] = float(data.fitness[x].sum())
+        return stats
+
+    wide = level()
+    assert wide["engine"] == "ssp" and wide["rounds"] == 1
     monkeypatch.setattr(fs, "_SSP_FULL_PAIRS", 0)
     monkeypatch.setattr(fs, "_SSP_WIDE_PAIRS", 0)
-    narrow = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
-    assert narrow.stats["recandidated"][0] > p.n_clients // 2  # what the rule avoids
-    assert sum(narrow.stats["paths"]) > 3 * sum(res.stats["paths"])
-    assert narrow.objective == pytest.approx(res.objective, rel=1e-12)
+    narrow = level()
+    assert narrow["recandidated"][0] > sub.n // 2  # what the rule avoids
+    assert sum(narrow["paths"]) > 3 * sum(wide["paths"])
+    assert narrow["value"] == pytest.approx(wide["value"], rel=1e-12)  # both optimal
 
 
 def test_a_broken_repair_is_caught_by_the_numpy_certificate(

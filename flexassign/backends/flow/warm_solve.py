@@ -78,22 +78,27 @@ _ZERO_REFINE_EXTRA = 8
 _SSP_ZERO_REFINE_STEPS = 2
 _SSP_ZERO_REFINE_EXTRA = 2
 _SSP_ESTIMATE = True
-#: The compiled repair's candidates on small problems (the sample levels of a cold
-#: start): every expert up to ``_SSP_FULL_PAIRS`` pairs, at least ``_SSP_WIDE`` up to
-#: ``_SSP_WIDE_PAIRS``. With ``max(k) + margin + 1`` candidates, prices that move at a
-#: small level by more than the spread of a client's candidates (harness scores: 0.001
-#: between a client's first and ninth at the 2,500-client level, prices moving 0.02)
-#: leave most clients to be re-chosen off their candidates and the load moved back.
-#: Measured cold at 10,000 x 256, tuning seeds 11-13, ratio to greedy in CPU time
-#: (``python -m benchmarks.tune_constants``; its docstring has the command): clustered
-#: 7.8-9.2x -> 4.0-6.3x (its 625-client level re-chose 603-624 of 625 clients in each
-#: of 12 rounds, 1.0-1.4 s, then handed over to OR-Tools; with every expert, one round
-#: of 136-245 paths), harness seed 12 11.9x -> 7.3x (1,695 of 2,500 re-chosen at the
-#: second level); the other families within noise (+-0.3x); 64 at the second level was
-#: slower than 32.
+#: The compiled repair's candidates at the sample levels of a cold start, from
+#: ``_SSP_WIDE_MIN_EXPERTS`` experts: every expert up to ``_SSP_FULL_PAIRS`` pairs, at
+#: least ``_SSP_WIDE`` up to ``_SSP_WIDE_PAIRS``. With ``max(k) + margin + 1``
+#: candidates, prices that move at a small level by more than the spread of a client's
+#: candidates (harness scores: 0.001 between a client's first and ninth at the
+#: 2,500-client level, prices moving 0.02) leave most clients to be re-chosen off their
+#: candidates and the load moved back. Measured cold, tuning seeds 11-13, ratio to
+#: greedy in CPU time (``python -m benchmarks.tune_constants``; its docstring has the
+#: command): at 10,000 x 256 clustered 7.8-9.2x -> 4.0-6.3x (its 625-client level
+#: re-chose 603-624 of 625 clients in each of 12 rounds, 1.0-1.4 s, then handed over to
+#: OR-Tools; with every expert, one round of 136-245 paths), harness seed 12 11.9x ->
+#: 7.3x (1,695 of 2,500 re-chosen at the second level), the other families within
+#: +-0.3x; 64 candidates at the second level were slower than 32. At 5,000 x 512
+#: (seed 11) clustered 45x -> 25x, harness 41x -> 18x, benchmark and uniform 8.8 /
+#: 9.8x -> 10.1 / 12.0x. With fewer experts it costs more than it saves (geometric
+#: mean over four families, seeds 11-12: 10,000 x 64 4.2x -> 5.4x, 10,000 x 128 3.8x
+#: -> 4.2x), hence the threshold.
 _SSP_FULL_PAIRS = 200_000
 _SSP_WIDE_PAIRS = 1_000_000
 _SSP_WIDE = 32
+_SSP_WIDE_MIN_EXPERTS = 256
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
 #: Largest |price| in integer cost units (costs plus prices stay below 2**51).
@@ -184,10 +189,11 @@ def _solve_data(
     kmax = int(data.cap.max(initial=0))
     m = min(e, kmax + margin)
     m1 = min(e, m + 1)
-    if engine == "ssp" and n * e <= _SSP_FULL_PAIRS:
-        m1 = e
-    elif engine == "ssp" and n * e <= _SSP_WIDE_PAIRS:
-        m1 = min(e, max(m1, _SSP_WIDE))
+    if engine == "ssp" and data.rows is not None and e >= _SSP_WIDE_MIN_EXPERTS:
+        if n * e <= _SSP_FULL_PAIRS:
+            m1 = e
+        elif n * e <= _SSP_WIDE_PAIRS:
+            m1 = min(e, max(m1, _SSP_WIDE))
     p = np.zeros(e, dtype=np.int64) if p0 is None else p0.astype(np.int64).copy()
     # condition 2 fixes a price's sign where a bound cannot bind: start there
     p[data.hi >= n] = np.maximum(p[data.hi >= n], 0)
