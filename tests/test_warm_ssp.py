@@ -9,7 +9,6 @@ end-to-end comparisons with the full min-cost flow are in ``test_backends_warm.p
 from __future__ import annotations
 
 import importlib
-
 from typing import Any
 
 import numpy as np
