@@ -72,6 +72,27 @@ def test_ski_rental_takes_the_kernels_once_forgone_savings_pay_for_them(
     assert ks.pays_off(1, 1)
 
 
+def test_the_or_tools_engine_takes_the_compiled_passes_by_the_same_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 100,000 x 64 (more clients per expert than the compiled repair takes): its
+    # candidate pass and refinement save ~0.26 s a solve, so the kernels are loaded once
+    # that forgone saving reaches their 0.8 s load cost, on the fourth solve
+    import importlib
+
+    warm = importlib.import_module("flexassign.backends.flow.warm")
+    monkeypatch.setattr(warm, "_kernels_loaded", lambda: False)
+    monkeypatch.setattr(warm._warm_ssp, "available", lambda: True)
+    monkeypatch.setattr(ks, "compiled_cost_s", lambda: 0.8)
+    data = SimpleNamespace(n=100_000, e=64)
+    assert [warm._passes_pay(data) for _ in range(4)] == [False, False, False, True]
+    ks._reset_forgone()
+    small = SimpleNamespace(n=1_000, e=64)  # 2.6 ms a solve: hundreds of solves first
+    assert not any(warm._passes_pay(small) for _ in range(100))
+    monkeypatch.setattr(warm._warm_ssp, "available", lambda: False)  # no numba: never
+    assert not warm._passes_pay(data)
+
+
 def test_cost_follows_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ks, "_numba_installed", lambda: True)
     monkeypatch.setattr(ks, "is_loaded", lambda: False)

@@ -216,11 +216,14 @@ def compiled_cost_s() -> float:
     return LOAD_S if is_cached() else COMPILE_S
 
 
-def pays_off(n_clients: int, n_experts: int) -> bool:
+def pays_off(
+    n_clients: int, n_experts: int, *, saving_per_pair: float = SAVING_PER_PAIR_S
+) -> bool:
     """Whether the compiled ``flow-warm`` pays on an ``n_clients x n_experts`` problem
     in this process, counting what it costs to make the kernels usable.
 
-    The saving expected of one solve, :data:`SAVING_PER_PAIR_S` per pair, is weighed
+    The saving expected of one solve, ``saving_per_pair`` seconds per pair (by default
+    :data:`SAVING_PER_PAIR_S`, the compiled engine against ``flow``), is weighed
     against :func:`compiled_cost_s` plus nothing else once they are loaded. A "no" adds
     the saving to the savings forgone in this process, and the kernels are taken once
     the forgone savings reach their cost (the ski-rental rule: a process that solves
@@ -233,7 +236,7 @@ def pays_off(n_clients: int, n_experts: int) -> bool:
         return True
     if not math.isfinite(cost):
         return False
-    saving = SAVING_PER_PAIR_S * n_clients * n_experts
+    saving = saving_per_pair * n_clients * n_experts
     with _lock:
         if _forgone_s + saving >= cost:
             return True

@@ -184,6 +184,12 @@ _SSP_MAX_PER_EXPERT = 500
 #: against 2.47x; but 100,000 x 64, 1,560 clients per expert, 3.09x against 2.84x).
 _OPEN_EXCESS_SAMPLE = 7.0
 _SAMPLE_FEW_PER_EXPERT = 1000
+#: What the compiled candidate pass and price refinement save the OR-Tools engine per
+#: client-expert pair (measured cold at 100,000 x 64, seed 11, CPU time, kernels loaded
+#: against not: benchmark family 4.26x -> 3.02x greedy, low rank 3.90x -> 2.84x, about
+#: 0.3 s of 6.4 M pairs; harness scores 5.0x / 5.2x, no gain): with it a process that
+#: solves such problems repeatedly loads the kernels after about three solves.
+_PASSES_SAVING_PER_PAIR_S = 4.0e-8
 #: Handed-over prices that leave more than this share of the load outside the bounds
 #: are dropped for a cold start (measured: prices from a different problem left 85-131 %
 #: outside and cost 0.9-2.1 s through two rounds and the fallback to ``flow``, against
@@ -326,6 +332,20 @@ def _engine(requested: str, data: _Data) -> str:
     return "ssp" if pays_off(data.n, data.e) else "ortools"
 
 
+def _passes_pay(data: _Data) -> bool:
+    """Whether the OR-Tools engine takes the compiled candidate pass and price
+    refinement: when the kernels are loaded, or once the savings forgone without them
+    reach their load cost in this process (:func:`.kernel_state.pays_off` at
+    ``_PASSES_SAVING_PER_PAIR_S``)."""
+    if _kernels_loaded():
+        return True
+    if not _warm_ssp.available():
+        return False
+    from .kernel_state import pays_off
+
+    return pays_off(data.n, data.e, saving_per_pair=_PASSES_SAVING_PER_PAIR_S)
+
+
 def _kernels_loaded() -> bool:
     """Whether the compiled kernels are already usable in this process (no load cost)."""
     from .kernel_state import compiled_cost_s
@@ -358,7 +378,7 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
         engine = _engine(engine, data)
-        data.compiled = engine == "ssp" or _kernels_loaded()
+        data.compiled = engine == "ssp" or _passes_pay(data)
         stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
         stats["objective_scale_exponent"] = data.scale_exp
         t1 = time.perf_counter()
