@@ -71,6 +71,7 @@ from ...result import Status
 from ..base import BackendOutput, SolveOptions
 from .bound import upper_bound
 from .dual import loads, price_steps
+from .fix import improve, repair, start
 from .rounding import relax_and_fix
 from .trust import MAX_MOVES, Infeasible, LevelSolution, solve_level
 from .view import Candidates, View, candidates, choose, make_view, reprice
@@ -107,7 +108,7 @@ STALE_SHARE = 0.25
 #: Tâtonnement steps on a level's candidates before its trust-region LPs.
 _STEPS = 4
 #: ... on a level above a solved sample level (its prices are close already).
-_TOP_STEPS = 4
+_TOP_STEPS = 0
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
 #: expert (views up to that size are solved whole).
 _CORE = 1500
@@ -125,6 +126,12 @@ PROOF_PAIRS = 4096
 PROOF_SECONDS = 5.0
 #: Share of the gap budget the rounding MIP may leave.
 _MIP_SHARE = 0.25
+#: The repaired assignment is improved (:func:`.fix.improve`) while its gap is above
+#: this share of the target.
+_IMPROVE_AT = 0.5
+#: Load tolerance of the repair, relative to the largest load bound (the verifier
+#: allows 1e-9).
+_FIX_TOL = 1e-11
 
 
 def _left(deadline: float | None) -> float | None:
@@ -331,23 +338,26 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     )
     scale = max(abs(lp_value), 1.0)
     stats["lp_value"] = lp_value
-    pairs = relax_and_fix(
-        view,
-        lev,
-        options,
-        abs_gap=_MIP_SHARE * target * scale,
-        time_limit=_left(deadline),
-        stats=stats,
-    )
-    stats["mip_time"] = time.perf_counter() - t
-    if pairs is None:
-        return _fallback(problem, options, "the rounding found nothing feasible", stats, lev.prices)
-    x = _assemble(problem, view, lev, pairs)
-    obj = problem.objective(x)
-    t = time.perf_counter()
     mem = None if lev.mem is None else _full(problem, view, lev.mem)
     ub, err = upper_bound(problem, lev.prices, mem)
     stats["bound_time"] = time.perf_counter() - t
+    t = time.perf_counter()
+    x = _fix(problem, view, lev, ub, target, stats)
+    if x is None:  # the repair failed: the rounding MIP
+        pairs = relax_and_fix(
+            view,
+            lev,
+            options,
+            abs_gap=_MIP_SHARE * target * scale,
+            time_limit=_left(deadline),
+            stats=stats,
+        )
+        if pairs is None:
+            why = "the rounding found nothing feasible"
+            return _fallback(problem, options, why, stats, lev.prices)
+        x = _assemble(problem, view, lev, pairs)
+    stats["round_time"] = time.perf_counter() - t
+    obj = problem.objective(x)
     stats["price_bound_error"] = err
     stats["expert_prices"] = -lev.prices
     stats["solve_time"] = time.perf_counter() - t0
@@ -358,6 +368,36 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     if gap > target and n * e <= PROOF_PAIRS:
         out = _prove(problem, options, out, deadline)
     return out
+
+
+def _fix(
+    problem: AssignmentProblem,
+    view: View,
+    lev: LevelSolution,
+    ub: float,
+    target: float,
+    stats: dict[str, Any],
+) -> NDArray[np.bool_] | None:
+    """Round, repair and (while the gap to ``ub`` is above half of ``target``)
+    improve (:mod:`.fix`); ``None`` when the repair cannot meet the load bounds."""
+    t = time.perf_counter()
+    pairs = start(view, lev)
+    finite = np.concatenate([np.abs(view.lo), np.abs(view.hi[np.isfinite(view.hi)])])
+    tol = _FIX_TOL * max(1.0, float(finite.max(initial=0.0)))
+    ok = repair(view, pairs, tol)
+    stats["repaired"] = ok
+    stats["repair_time"] = time.perf_counter() - t
+    if not ok:
+        return None
+    fixed = 0.0 if problem.fixed is None else float(problem.fitness[problem.fixed].sum())
+    obj = fixed + float(pairs.score[pairs.held].sum())
+    if max(ub - obj, 0.0) > _IMPROVE_AT * target * max(abs(obj), 1.0):
+        stats["improved"] = improve(view, pairs, tol)
+    n, e = problem.shape
+    x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
+    h = pairs.held
+    x[view.index(pairs.client[h]), pairs.expert[h]] = True
+    return x
 
 
 def _full(problem: AssignmentProblem, view: View, mem: FloatArray) -> FloatArray:
