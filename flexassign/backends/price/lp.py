@@ -321,10 +321,10 @@ class CoreLP:
             mem[has] = np.maximum(np.ldexp(y[self.mem_row[has]], -self.scale_exp), 0.0)
         slack = v[:e] + v[e : 2 * e]
         x = np.empty(keys.size)
-        first = 3 * e
-        deficit_set = set(self.deficit_cols)
-        pair_cols = [c for c in range(first, self.n_cols) if c not in deficit_set]
-        x[:] = v[np.asarray(pair_cols, dtype=np.int64)] if pair_cols else empty
+        is_pair = np.ones(self.n_cols, dtype=bool)
+        is_pair[: 3 * e] = False
+        is_pair[np.asarray(self.deficit_cols, dtype=np.int64)] = False
+        x[:] = v[is_pair]
         short = np.zeros(0, dtype=np.int64)
         if self.deficit_cols:
             dv = v[np.asarray(self.deficit_cols)]
