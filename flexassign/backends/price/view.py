@@ -179,7 +179,7 @@ class Candidates:
     out: FloatArray
 
 
-def _top(a: FloatArray, m: int) -> tuple[IntArray, IntArray]:
+def _top(a: FloatArray, m: int) -> tuple[IntArray, FloatArray]:
     """Each row's ``m`` largest entries, best first (ties: lower expert first).
 
     The ``m``-th largest value of each row by ``np.partition`` (values only: 4-5x
