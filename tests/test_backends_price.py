@@ -255,3 +255,114 @@ def test_blocked_bound_equals_price_bound(seed: int) -> None:
     ub, err = upper_bound(p, prices, mu)
     assert abs(ub - ref.value) <= err + ref.error + 1e-12 * max(1.0, abs(ref.value))
     assert ub >= ref.value
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_top_k_by_partition_matches_a_full_sort(seed: int) -> None:
+    from flexassign.backends.price.view import _top
+
+    rng = np.random.default_rng(seed)
+    n, e = int(rng.integers(1, 40)), int(rng.integers(2, 30))
+    if seed % 2:  # many ties
+        a = rng.integers(0, 3, size=(n, e)).astype(float)
+    else:
+        a = rng.random((n, e))
+    a[rng.random((n, e)) < 0.25] = -np.inf
+    m = int(rng.integers(1, e + 2))
+    idx, val = _top(a, m)
+    ref = np.take_along_axis(a, np.argsort(-a, axis=1, kind="stable")[:, : min(m, e)], axis=1)
+    assert np.array_equal(val, ref)
+    assert np.array_equal(np.take_along_axis(a, idx, axis=1), val)
+    assert all(len(set(row.tolist())) == idx.shape[1] for row in idx)
+
+
+def _lp_of(p: AssignmentProblem, prices: np.ndarray | None) -> tuple:
+    """A core LP of every client and its candidate pairs, from a crash basis at
+    ``prices`` or HiGHS's own start."""
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price.lp import CoreLP
+    from flexassign.backends.price.view import candidates, make_view
+
+    view = make_view(p)
+    cand = candidates(view, np.zeros(view.e), view.e)  # every pair: the LP is exact
+    lp = CoreLP(view, SolveOptions())
+    lp.add_clients(np.arange(view.n))
+    rows, slot = np.nonzero(cand.val > -np.inf)
+    lp.add_pairs(rows, cand.idx[rows, slot])
+    lp.set_frozen(np.zeros(view.e))
+    if prices is not None:
+        assert lp.crash(prices)
+    sol = lp.solve(None)
+    value = float(np.dot(sol.x, view.scores(sol.clients[sol.pair_client], sol.pair_expert)))
+    return sol, value, int(lp.h.getInfo().simplex_iteration_count)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crash_basis_reaches_the_same_lp_in_fewer_iterations(seed: int) -> None:
+    p = _weighted(400, 8, seed)
+    cold, value, iters = _lp_of(p, None)
+    assert cold.status == "optimal"
+    # from the optimal prices the crash basis is (almost) optimal already
+    warm, value2, iters2 = _lp_of(p, cold.prices)
+    assert warm.status == "optimal"
+    assert abs(value2 - value) <= 1e-7 * max(1.0, abs(value))
+    assert iters2 < iters
+    # from poor prices it still reaches the optimum
+    off, value3, _ = _lp_of(p, cold.prices + np.random.default_rng(seed).normal(0, 0.01, 8))
+    assert off.status == "optimal" and abs(value3 - value) <= 1e-7 * max(1.0, abs(value))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_repair_brings_every_load_inside_its_bounds(seed: int) -> None:
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price import method as pm
+    from flexassign.backends.price.fix import improve, repair, start
+    from flexassign.backends.price.view import make_view
+    from flexassign.verify import verify_assignment
+
+    p = _knapsack(500, 6, seed) if seed % 3 == 2 else _weighted(500, 6, seed)
+    view = make_view(p)
+    stats = {"t0": 0.0, "max_rounds": 12}
+    lev = pm._relax(view, view.e, None, SolveOptions(), stats, None)
+    pairs = start(view, lev)
+    # overload expert 0: every client with the pair swaps one of its experts for it
+    # (one of the same size: the repair keeps memory budgets, it does not mend them)
+    size = np.ones(view.e) if view.size is None else view.size
+    for j in np.flatnonzero((pairs.expert == 0) & ~pairs.held):
+        c = pairs.client[j]
+        mine = np.arange(pairs.first[c], pairs.last[c])
+        out = mine[pairs.held[mine] & (size[pairs.expert[mine]] == size[0])]
+        if out.size:
+            pairs.held[out[0]] = False
+            pairs.held[j] = True
+    assert pairs.loads(view)[0] > view.hi[0]
+    assert repair(view, pairs, 1e-9)
+    before = float(pairs.score[pairs.held].sum())
+    gained = improve(view, pairs, 1e-9)
+    after = float(pairs.score[pairs.held].sum())
+    assert gained >= 0.0 and after == pytest.approx(before + gained)
+    x = np.zeros(p.shape, dtype=bool)
+    x[pairs.client[pairs.held], pairs.expert[pairs.held]] = True
+    assert verify_assignment(p, x).ok
+    ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
+    assert after <= ref.objective + _tol(ref.objective)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_price_steps_keep_the_best_prices_they_visit(seed: int) -> None:
+    from flexassign.backends.price.dual import _dual_value, price_steps
+    from flexassign.backends.price.view import candidates, choose, make_view, reprice
+
+    rng = np.random.default_rng(seed)
+    view = make_view(_weighted(600, 12, seed))
+    start = rng.normal(0.0, 0.002, 12)
+    cand = candidates(view, start, view.e)  # every pair: the candidates' dual is g
+
+    def dual(prices: np.ndarray) -> float:
+        c = reprice(cand, view.w, prices - start)
+        held, _ = choose(c.val, view.cap, view.kmin)
+        return _dual_value(view, c.val, held, prices)
+
+    for damping in (0.3, 0.8, 1.5):  # 1.5 overshoots
+        got = price_steps(view, cand, start, steps=8, damping=damping)
+        assert dual(got) <= dual(start) + 1e-9
