@@ -60,6 +60,12 @@ def _row_extremes(view: View, rows: IntArray) -> tuple[FloatArray, FloatArray]:
     return hi, lo
 
 
+def _unique(a: IntArray) -> IntArray:
+    """Sorted distinct values (by sorting: numpy's hashed ``unique`` is slower here)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if a.size else a
+
+
 class CoreLP:
     """The growing core LP of one view."""
 
@@ -124,9 +130,10 @@ class CoreLP:
         rows = rows[self.count_row[rows] < 0]
         if rows.size == 0:
             return
-        hi, lo = _row_extremes(view, rows)
         forced = view.kmin[rows] >= view.cap[rows]
-        self.alpha[rows] = np.where(forced, 0.5 * hi + 0.5 * lo, 0.0)
+        if forced.any():
+            hi, lo = _row_extremes(view, rows[forced])
+            self.alpha[rows[forced]] = 0.5 * hi + 0.5 * lo
         k = rows.size
         nz = np.zeros(0, dtype=np.int32)
         self.h.addRows(
@@ -175,13 +182,13 @@ class CoreLP:
         view = self.view
         e = view.e
         keys = rows.astype(np.int64) * e + experts
-        keys = np.unique(keys)
+        keys = _unique(keys)
         keys = keys[~self.known[keys // e, keys % e]]
         if keys.size == 0:
             return 0
         r = keys // e
         x = keys % e
-        self.add_clients(np.unique(r))
+        self.add_clients(_unique(r))
         score = view.scores(r, x)
         cost = -np.ldexp(score - self.alpha[r], self.scale_exp)
         q = keys.size
