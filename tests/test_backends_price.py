@@ -312,8 +312,11 @@ def test_crash_basis_reaches_the_same_lp_in_fewer_iterations(seed: int) -> None:
     assert off.status == "optimal" and abs(value3 - value) <= 1e-7 * max(1.0, abs(value))
 
 
+@pytest.mark.parametrize("limit", [None, 300])
 @pytest.mark.parametrize("seed", range(6))
-def test_repair_brings_every_load_inside_its_bounds(seed: int) -> None:
+def test_repair_brings_every_load_inside_its_bounds(
+    monkeypatch: pytest.MonkeyPatch, seed: int, limit: int | None
+) -> None:
     from flexassign.backends.base import SolveOptions
     from flexassign.backends.price import method as pm
     from flexassign.backends.price.fix import improve, repair, start
@@ -321,10 +324,15 @@ def test_repair_brings_every_load_inside_its_bounds(seed: int) -> None:
     from flexassign.verify import verify_assignment
 
     p = _knapsack(500, 6, seed) if seed % 3 == 2 else _weighted(500, 6, seed)
+    if limit is not None:  # a trust-region core: the rest of the clients are frozen
+        _small_levels(monkeypatch)
     view = make_view(p)
     stats = {"t0": 0.0, "max_rounds": 12}
     lev = pm._relax(view, view.e, None, SolveOptions(), stats, None)
-    pairs = start(view, lev)
+    pairs = start(view, lev, limit)
+    if limit is not None:  # the others keep their choice
+        moving = np.unique(pairs.client).size
+        assert moving == max(limit, lev.clients.size) and pairs.out_rows.size > 0
     # overload expert 0: every client with the pair swaps one of its experts for it
     # (one of the same size: the repair keeps memory budgets, it does not mend them)
     size = np.ones(view.e) if view.size is None else view.size
@@ -343,6 +351,7 @@ def test_repair_brings_every_load_inside_its_bounds(seed: int) -> None:
     assert gained >= 0.0 and after == pytest.approx(before + gained)
     x = np.zeros(p.shape, dtype=bool)
     x[pairs.client[pairs.held], pairs.expert[pairs.held]] = True
+    x[pairs.out_rows, pairs.out_experts] = True
     assert verify_assignment(p, x).ok
     ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
     assert after <= ref.objective + _tol(ref.objective)

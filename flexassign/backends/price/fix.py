@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from .rounding import FRAC_TOL, round_clients
 from .trust import LevelSolution
-from .view import View
+from .view import Candidates, View, choose, slack
 
 __all__ = ["Pairs", "improve", "repair", "start"]
 
@@ -64,23 +64,44 @@ class Pairs:
     held: BoolArray
     first: IntArray
     last: IntArray
+    out_rows: IntArray
+    out_experts: IntArray
+    base: FloatArray
 
     def loads(self, view: View) -> FloatArray:
-        """Per-expert load of the held pairs."""
+        """Per-expert load of the held pairs and the clients left out."""
         h = self.held
-        return np.bincount(self.expert[h], weights=view.w[self.client[h]], minlength=view.e).astype(
-            np.float64
-        )
+        got = np.bincount(self.expert[h], weights=view.w[self.client[h]], minlength=view.e)
+        return np.asarray(got + self.base, dtype=np.float64)
 
 
-def start(view: View, lev: LevelSolution) -> Pairs:
-    """The pair list of ``view`` with the rounded LP ``lev`` held (step 1)."""
+def start(view: View, lev: LevelSolution, limit: int | None = None) -> Pairs:
+    """The pair list of ``view`` with the rounded LP ``lev`` held (step 1): every
+    client, or (more than ``limit`` clients) the LP's and those of the frozen ones
+    whose choice is closest to changing, up to ``limit``; the others keep their
+    choice (``out_rows`` / ``out_experts``, load ``base``)."""
     e = view.e
-    keys = _keys(view, lev)
+    inside = np.ones(view.n, dtype=bool)
+    if limit is not None and view.n > limit:
+        inside[:] = False
+        inside[lev.clients] = True
+        free = np.flatnonzero(~inside)
+        k = limit - int(inside.sum())
+        if 0 < k < free.size:
+            _, h = choose(lev.cand.val[free], view.cap[free], view.kmin[free])
+            sub = Candidates(lev.cand.idx[free], lev.cand.val[free], lev.cand.out[free])
+            gap = slack(sub, h, view.cap[free], view.kmin[free])
+            inside[free[np.argpartition(gap, k - 1)[:k]]] = True
+        elif k >= free.size:
+            inside[:] = True
+    keys = _keys(view, lev, inside)
     lp_keys = lev.clients[lev.pair_client] * e + lev.pair_expert
     pc, pe = keys // e, keys % e
     held = np.zeros(keys.size, dtype=bool)
-    held[np.searchsorted(keys, lev.frozen_rows * e + lev.frozen_experts)] = True
+    f_in = inside[lev.frozen_rows]
+    held[np.searchsorted(keys, lev.frozen_rows[f_in] * e + lev.frozen_experts[f_in])] = True
+    out_rows, out_experts = lev.frozen_rows[~f_in], lev.frozen_experts[~f_in]
+    base = np.bincount(out_experts, weights=view.w[out_rows], minlength=e).astype(np.float64)
     x, owner = lev.x, lev.pair_client
     frac = (x > FRAC_TOL) & (x < 1 - FRAC_TOL)
     is_frac = np.zeros(lev.clients.size, dtype=bool)
@@ -103,16 +124,18 @@ def start(view: View, lev: LevelSolution) -> Pairs:
         held[np.searchsorted(keys, lp_keys[take])] = True
     first = np.searchsorted(pc, np.arange(view.n), side="left")
     last = np.searchsorted(pc, np.arange(view.n), side="right")
-    return Pairs(pc, pe, view.scores(pc, pe), held, first, last)
+    return Pairs(pc, pe, view.scores(pc, pe), held, first, last, out_rows, out_experts, base)
 
 
-def _keys(view: View, lev: LevelSolution) -> IntArray:
-    """Sorted keys (client * E + expert) of every candidate and LP pair (no hashing:
-    ``np.unique`` took 0.7 s on 700,000 pairs)."""
+def _keys(view: View, lev: LevelSolution, inside: BoolArray) -> IntArray:
+    """Sorted keys (client * E + expert) of every candidate pair of the clients
+    ``inside`` and every LP pair (no hashing: ``np.unique`` took 0.7 s on 700,000
+    pairs)."""
     e = view.e
-    idx = np.where(lev.cand.val > -np.inf, lev.cand.idx, e)  # e: no such candidate
+    rows = np.flatnonzero(inside)
+    idx = np.where(lev.cand.val[rows] > -np.inf, lev.cand.idx[rows], e)  # e: none
     idx.sort(axis=1)
-    keys = (np.arange(view.n, dtype=np.int64)[:, None] * (e + 1) + idx).ravel()
+    keys = (rows.astype(np.int64)[:, None] * (e + 1) + idx).ravel()
     keys = keys[idx.ravel() < e]
     keys = (keys // (e + 1)) * e + keys % (e + 1)  # sorted: rows, then experts
     lp = np.sort(lev.clients[lev.pair_client] * e + lev.pair_expert)
