@@ -8,20 +8,23 @@ fractional clients per binding row. The method works on that structure:
 1. **Prices.** From ``options["prices"]`` (``stats["expert_prices"]`` of an earlier
    round; prices that leave more than :data:`STALE_SHARE` of the load outside the
    bounds after a few tâtonnement steps are dropped: ``stats["stale_prices"]``) or,
-   cold, from nested random samples of the clients (an eighth each, down to
-   :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample is
-   solved whole (:mod:`.whole`); every larger level starts from the prices of the one
-   below.
+   cold, from nested random samples of the clients (:data:`_SAMPLE_SHARE` each, down
+   to :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample
+   is solved whole (:mod:`.whole`); every larger level starts from the prices of the
+   one below.
 2. **LP relaxation, level by level** (:mod:`.trust`): candidates (one blocked pass),
-   a few damped tâtonnement steps (:mod:`.dual`), then core LPs inside a trust region
-   of prices: clients whose choice cannot change inside the box are frozen, the rest
-   form a core of a few thousand clients whose LP (HiGHS, one object, warm re-solves)
-   gives the box's best prices; the box moves until the prices settle inside it,
-   which makes them the LP duals of the whole level.
-3. **Assignment** (:mod:`.rounding`, :mod:`.repair`): frozen clients keep their
-   choice, the LP's integral clients theirs; each fractional client is rounded alone
-   (best subset of its LP pairs within its budget) and a greedy repair brings every
-   load inside its bounds; a small MIP takes over when that fails or loses too much.
+   a few damped tâtonnement steps (:mod:`.dual`, the best prices they visit), then
+   core LPs inside a trust region of prices: clients whose choice cannot change
+   inside the box are frozen, the rest form a core of a few thousand clients whose LP
+   (HiGHS, one object, each box started from a dual feasible basis at its prices,
+   :meth:`.lp.CoreLP.crash`) gives the box's best prices; the box moves until the
+   prices settle inside it, which makes them the LP duals of the whole level.
+3. **Assignment** (:mod:`.fix`): frozen clients keep their choice, the LP's integral
+   clients theirs, fractional clients their largest LP values; moves over every
+   client's candidate pairs (at most :data:`FIX_CLIENTS` clients: the LP's and those
+   closest to changing), priced by what they cost the objective, bring every load
+   inside its bounds, and gaining moves follow while the gap is above a quarter of
+   the target. When that repair fails, the rounding MIP (:mod:`.rounding`) takes over.
 4. **Bound** (:mod:`.bound`): the price (Lagrangian) bound at the final prices and
    memory duals, one blocked top-k pass with its float64 rounding bounded: valid for
    *any* prices (docs/problem.md), so the reported ``bound`` and ``gap`` are true
@@ -41,8 +44,10 @@ level's LP is solved without a box, default :data:`~.trust.MAX_MOVES`).
 Stats: ``expert_prices`` (pass them back next round), ``price_source``
 (``"options"``, ``"sample"``, ``"zero"``), ``stale_prices``, ``levels`` (sample
 sizes), ``core_sizes``, ``moves``, ``core_clients``, ``lp_solves``, ``lp_time``,
-``fractional_clients``, ``repaired``, ``mip_clients``, ``mip_time``, ``bound_time``,
-``price_bound_error``, ``gap_target``, ``solve_time``.
+``repaired``, ``repair_time``, ``improved`` (objective the gaining moves added),
+``round_time``, ``bound_time``, ``price_bound_error``, ``gap_target``,
+``solve_time``; with the MIP fallback ``fractional_clients``, ``mip_clients``,
+``mip_time``.
 
 Examples
 --------
@@ -59,7 +64,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -71,6 +75,9 @@ from ...result import Status
 from ..base import BackendOutput, SolveOptions
 from .bound import upper_bound
 from .dual import loads, price_steps
+from .fallback import PROOF_SECONDS
+from .fallback import fallback as _fallback
+from .fallback import prove as _prove
 from .fix import improve, repair, start
 from .rounding import relax_and_fix
 from .trust import MAX_MOVES, Infeasible, LevelSolution, solve_level
@@ -131,7 +138,6 @@ BUDGET = 60.0
 #: Problems with at most this many pairs whose gap stays above the target go to HiGHS
 #: (warm-started, at most ``PROOF_SECONDS``).
 PROOF_PAIRS = 4096
-PROOF_SECONDS = 5.0
 #: Share of the gap budget the rounding MIP may leave.
 _MIP_SHARE = 0.25
 #: The repaired assignment is improved (:func:`.fix.improve`) while its gap is above
@@ -273,47 +279,6 @@ def _options(extra: Any) -> tuple[int, int, FloatArray | None]:
     return max(1, margin), max(1, rounds), prices
 
 
-def _fallback(
-    problem: AssignmentProblem,
-    options: SolveOptions,
-    why: str,
-    stats: dict[str, Any],
-    prices: FloatArray | None = None,
-) -> BackendOutput:
-    """When the price method found nothing: ``greedy-balanced`` (through the registry)
-    with the price bound at the last prices when it is feasible, else ``lp-round``."""
-    from ...verify import verify_assignment
-    from ..options import LP_ROUND
-    from ..registry import get_backend
-
-    quick = get_backend("greedy-balanced").load()(problem, SolveOptions(seed=options.seed))
-    if quick.x is not None and verify_assignment(problem, quick.x).ok:
-        ub, err = upper_bound(problem, np.zeros(problem.n_experts) if prices is None else prices)
-        quick.bound = ub
-        quick.status = Status.FEASIBLE
-        quick.stats.update(
-            fallback=f"price: {why}; greedy-balanced, with the price bound",
-            price_bound_error=err,
-            price_stats=stats,
-        )
-        return quick
-    extra = {s.name: s.default for s in LP_ROUND}
-    out = get_backend("lp-round").load()(
-        problem,
-        SolveOptions(
-            time_limit=options.time_limit,
-            mip_gap=options.mip_gap,
-            seed=options.seed,
-            threads=options.threads,
-            verbose=options.verbose,
-            extra=extra,
-        ),
-    )
-    out.stats["fallback"] = f"price: {why}; solved by lp-round"
-    out.stats["price_stats"] = stats
-    return out
-
-
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     t0 = time.perf_counter()
     margin, rounds, given = _options(options.extra)
@@ -417,47 +382,4 @@ def _full(problem: AssignmentProblem, view: View, mem: FloatArray) -> FloatArray
     """Per-client memory prices of the view on the whole problem's rows."""
     out = np.zeros(problem.n_clients)
     out[view.index(np.arange(view.n))] = mem
-    return out
-
-
-def _prove(
-    problem: AssignmentProblem, options: SolveOptions, out: BackendOutput, deadline: float | None
-) -> BackendOutput:
-    """Small problems (the core is everyone): HiGHS on the whole problem, warm-started
-    from the price method's assignment, for at most :data:`PROOF_SECONDS`; its answer
-    (certified by the ``highs`` backend) replaces ours when it is at least as good,
-    and the better of the two bounds is kept."""
-    from ..options import HIGHS
-    from ..registry import get_backend
-
-    backend = get_backend("highs")
-    if not backend.installed():
-        return out
-    left = PROOF_SECONDS if deadline is None else min(PROOF_SECONDS, _left(deadline) or 0.0)
-    extra = {s.name: s.default for s in HIGHS}
-    extra["warm_start"] = out.x
-    t = time.perf_counter()
-    got = backend.load()(
-        problem,
-        SolveOptions(
-            time_limit=max(left, 1e-3),
-            mip_gap=options.mip_gap,
-            seed=options.seed,
-            threads=options.threads,
-            verbose=options.verbose,
-            extra=extra,
-        ),
-    )
-    out.stats["proof_time"] = time.perf_counter() - t
-    out.stats["proof_status"] = got.status.value
-    assert out.x is not None and out.bound is not None
-    ours = problem.objective(out.x)
-    if got.x is not None and got.status in (Status.OPTIMAL, Status.FEASIBLE, Status.TIME_LIMIT):
-        theirs = problem.objective(got.x)
-        if theirs >= ours:
-            bound = out.bound if got.bound is None else min(out.bound, float(got.bound))
-            status = got.status if got.status is Status.OPTIMAL else Status.FEASIBLE
-            return BackendOutput(status, x=got.x, bound=bound, stats=out.stats)
-    if got.bound is not None and math.isfinite(float(got.bound)):
-        out.bound = max(min(out.bound, float(got.bound)), ours)
     return out
