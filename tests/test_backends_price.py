@@ -375,3 +375,34 @@ def test_price_steps_keep_the_best_prices_they_visit(seed: int) -> None:
     for damping in (0.3, 0.8, 1.5):  # 1.5 overshoots
         got = price_steps(view, cand, start, steps=8, damping=damping)
         assert dual(got) <= dual(start) + 1e-9
+
+
+def test_a_core_past_its_limit_restarts_with_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price import method as pm
+    from flexassign.backends.price.trust import Struggle
+    from flexassign.backends.price.view import make_view
+
+    _small_levels(monkeypatch)
+    p = _weighted(600, 6, 3)
+    view = make_view(p)
+    views = pm._levels(view, np.random.default_rng(0))
+    assert len(views) > 1
+    stats: dict = {"t0": 0.0, "max_rounds": 12}
+    with pytest.raises(Struggle):
+        pm._cold(views, view.e, SolveOptions(), stats, None, 0, max_core=1)
+    calls: list[int] = []
+    real = pm._cold
+
+    def first_struggles(*args: object) -> object:
+        calls.append(int(args[5]))  # type: ignore[call-overload]
+        if len(calls) == 1:
+            raise Struggle("the core grew")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pm, "_cold", first_struggles)
+    res = solve_assignment(p, method="price")
+    assert calls == [pm._STEPS, pm._RETRY_STEPS]
+    assert res.success and res.stats["retried"] == "the core grew"
+    ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
+    assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)

@@ -80,7 +80,7 @@ from .fallback import fallback as _fallback
 from .fallback import prove as _prove
 from .fix import improve, repair, start
 from .rounding import relax_and_fix
-from .trust import MAX_MOVES, Infeasible, LevelSolution, solve_level
+from .trust import MAX_MOVES, Infeasible, LevelSolution, Struggle, solve_level
 from .view import Candidates, View, candidates, choose, make_view, reprice
 from .whole import solve_whole
 
@@ -124,11 +124,19 @@ _STEPS = 0
 _TOP_STEPS = 4
 #: ... on the whole problem from handed-over prices.
 _WARM_STEPS = 8
+#: ... before the smallest sample's LP when the top level's core grew past half of the
+#: clients from the first prices (a low-rank 10,000 x 256 weighted problem: its core
+#: reached every client, LPs of seconds each; with the steps it settled at 3,100).
+_RETRY_STEPS = 4
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
 #: expert (views up to that size are solved whole). 500 rather than 1,500: LP
 #: relaxations of weighted 10,000 x 256 in 0.87 / 1.17 / 0.86 s instead of 1.01 /
 #: 1.08 / 0.88 s (three seeds), 100,000 x 64 about 10% faster, the knapsack cell alike.
 _CORE = 500
+#: Trust-region moves on a sample level (its prices need not be exact; a low-rank
+#: 10,000 x 256 weighted problem's 3,500-client level did not settle in 12, its LPs
+#: growing to seconds each).
+_SAMPLE_MOVES = 4
 #: Views up to this many clients get fresh candidates after the tâtonnement steps.
 _FRESH = 20000
 #: Candidates beyond ``prune_margin`` for a view solved whole.
@@ -185,6 +193,7 @@ def _level(
     steps: int,
     whole: bool = False,
     cand: Candidates | None = None,
+    max_core: int | None = None,
 ) -> LevelSolution:
     """Candidates, tâtonnement steps and the trust-region LPs of one view."""
     if whole:  # more candidates: fewer column generation rounds
@@ -201,8 +210,8 @@ def _level(
         else:  # the core's candidates are refreshed by the trust region
             cand = reprice(cand, view.w, p2 - prices)
         prices = p2
+    exact = view.rows is None
     if whole:
-        exact = view.rows is None
         return solve_whole(view, prices, cand, options, stats, exact=exact, deadline=deadline)
     return solve_level(
         view,
@@ -211,8 +220,10 @@ def _level(
         options,
         stats,
         target=target,
-        max_moves=stats.get("max_rounds", MAX_MOVES),
+        max_moves=stats.get("max_rounds", MAX_MOVES) if exact else _SAMPLE_MOVES,
         deadline=deadline,
+        exact=exact,
+        max_core=max_core,
     )
 
 
@@ -242,15 +253,44 @@ def _relax(
     views = _levels(view, np.random.default_rng(options.seed))
     stats["price_source"] = "sample" if len(views) > 1 else "zero"
     stats["levels"] = [v.n for v in views[:0:-1]]
-    prices = np.zeros(view.e)
+    try:
+        return _cold(views, m, options, stats, deadline, _STEPS, view.n // 2)
+    except Struggle as exc:  # sample prices the top level could not settle from
+        stats["retried"] = str(exc)
+        return _cold(views, m, options, stats, deadline, _RETRY_STEPS, None)
+
+
+def _cold(
+    views: list[View],
+    m: int,
+    options: SolveOptions,
+    stats: dict[str, Any],
+    deadline: float | None,
+    first_steps: int,
+    max_core: int | None,
+) -> LevelSolution:
+    """The LP relaxation of ``views[0]`` through its samples ``views[1:]``, the
+    smallest first (``first_steps`` tâtonnement steps before it); raises
+    :class:`~.trust.Struggle` when the top level's core grows past ``max_core``."""
+    prices = np.zeros(views[0].e)
     for v in views[:0:-1]:
-        steps = _STEPS if v is views[-1] else _TOP_STEPS
+        steps = first_steps if v is views[-1] else _TOP_STEPS
         prices = _level(
             v, prices, m, options, stats, deadline, steps=steps, whole=v is views[-1]
         ).prices
         stats["price_time"] = time.perf_counter() - stats["t0"]
-    steps = _STEPS if len(views) == 1 else _TOP_STEPS
-    return _level(view, prices, m, options, stats, deadline, steps=steps, whole=len(views) == 1)
+    steps = first_steps if len(views) == 1 else _TOP_STEPS
+    return _level(
+        views[0],
+        prices,
+        m,
+        options,
+        stats,
+        deadline,
+        steps=steps,
+        whole=len(views) == 1,
+        max_core=max_core,
+    )
 
 
 def _excess_share(view: View, load: FloatArray) -> float:
