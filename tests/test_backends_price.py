@@ -406,3 +406,22 @@ def test_a_core_past_its_limit_restarts_with_steps(monkeypatch: pytest.MonkeyPat
     assert res.success and res.stats["retried"] == "the core grew"
     ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
     assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)
+
+
+def test_no_crash_basis_when_choices_tie() -> None:
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price.lp import CoreLP
+    from flexassign.backends.price.view import candidates, make_view
+
+    rng = np.random.default_rng(0)
+    w = np.round(rng.lognormal(3.0, 0.8, size=300)) + 1
+    for fitness, expect in ((rng.random((300, 8)), True), (np.ones((300, 8)), False)):
+        p = AssignmentProblem.balanced(fitness, capacity=2, tolerance=0.2, client_weight=w)
+        view = make_view(p)
+        cand = candidates(view, np.zeros(8), 8)
+        lp = CoreLP(view, SolveOptions())
+        lp.add_clients(np.arange(view.n))
+        rows, slot = np.nonzero(cand.val > -np.inf)
+        lp.add_pairs(rows, cand.idx[rows, slot])
+        assert lp.crash(np.zeros(8)) is expect
+        assert lp.solve(None).status == "optimal"
