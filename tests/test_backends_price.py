@@ -425,3 +425,18 @@ def test_no_crash_basis_when_choices_tie() -> None:
         lp.add_pairs(rows, cand.idx[rows, slot])
         assert lp.crash(np.zeros(8)) is expect
         assert lp.solve(None).status == "optimal"
+
+
+def test_the_rounding_mip_follows_a_repair_short_of_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flexassign.backends.price import method as pm
+
+    _small_levels(monkeypatch)
+    p = _weighted(800, 8, 6)
+    assert p.fitness.size > pm.PROOF_PAIRS
+    plain = solve_assignment(p, method="price")
+    assert "fractional_clients" not in plain.stats  # the repair alone met the target
+    strict = solve_assignment(p, method="price", mip_gap=1e-12)
+    assert "fractional_clients" in strict.stats  # the MIP ran after the repair
+    assert strict.success and strict.objective >= plain.objective - _tol(plain.objective)
