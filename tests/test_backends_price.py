@@ -255,3 +255,188 @@ def test_blocked_bound_equals_price_bound(seed: int) -> None:
     ub, err = upper_bound(p, prices, mu)
     assert abs(ub - ref.value) <= err + ref.error + 1e-12 * max(1.0, abs(ref.value))
     assert ub >= ref.value
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_top_k_by_partition_matches_a_full_sort(seed: int) -> None:
+    from flexassign.backends.price.view import _top
+
+    rng = np.random.default_rng(seed)
+    n, e = int(rng.integers(1, 40)), int(rng.integers(2, 30))
+    if seed % 2:  # many ties
+        a = rng.integers(0, 3, size=(n, e)).astype(float)
+    else:
+        a = rng.random((n, e))
+    a[rng.random((n, e)) < 0.25] = -np.inf
+    m = int(rng.integers(1, e + 2))
+    idx, val = _top(a, m)
+    ref = np.take_along_axis(a, np.argsort(-a, axis=1, kind="stable")[:, : min(m, e)], axis=1)
+    assert np.array_equal(val, ref)
+    assert np.array_equal(np.take_along_axis(a, idx, axis=1), val)
+    assert all(len(set(row.tolist())) == idx.shape[1] for row in idx)
+
+
+def _lp_of(p: AssignmentProblem, prices: np.ndarray | None) -> tuple:
+    """A core LP of every client and its candidate pairs, from a crash basis at
+    ``prices`` or HiGHS's own start."""
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price.lp import CoreLP
+    from flexassign.backends.price.view import candidates, make_view
+
+    view = make_view(p)
+    cand = candidates(view, np.zeros(view.e), view.e)  # every pair: the LP is exact
+    lp = CoreLP(view, SolveOptions())
+    lp.add_clients(np.arange(view.n))
+    rows, slot = np.nonzero(cand.val > -np.inf)
+    lp.add_pairs(rows, cand.idx[rows, slot])
+    lp.set_frozen(np.zeros(view.e))
+    if prices is not None:
+        assert lp.crash(prices)
+    sol = lp.solve(None)
+    value = float(np.dot(sol.x, view.scores(sol.clients[sol.pair_client], sol.pair_expert)))
+    return sol, value, int(lp.h.getInfo().simplex_iteration_count)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crash_basis_reaches_the_same_lp_in_fewer_iterations(seed: int) -> None:
+    p = _weighted(400, 8, seed)
+    cold, value, iters = _lp_of(p, None)
+    assert cold.status == "optimal"
+    # from the optimal prices the crash basis is (almost) optimal already
+    warm, value2, iters2 = _lp_of(p, cold.prices)
+    assert warm.status == "optimal"
+    assert abs(value2 - value) <= 1e-7 * max(1.0, abs(value))
+    assert iters2 < iters
+    # from poor prices it still reaches the optimum
+    off, value3, _ = _lp_of(p, cold.prices + np.random.default_rng(seed).normal(0, 0.01, 8))
+    assert off.status == "optimal" and abs(value3 - value) <= 1e-7 * max(1.0, abs(value))
+
+
+@pytest.mark.parametrize("limit", [None, 300])
+@pytest.mark.parametrize("seed", range(6))
+def test_repair_brings_every_load_inside_its_bounds(
+    monkeypatch: pytest.MonkeyPatch, seed: int, limit: int | None
+) -> None:
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price import method as pm
+    from flexassign.backends.price.fix import improve, repair, start
+    from flexassign.backends.price.view import make_view
+    from flexassign.verify import verify_assignment
+
+    p = _knapsack(500, 6, seed) if seed % 3 == 2 else _weighted(500, 6, seed)
+    if limit is not None:  # a trust-region core: the rest of the clients are frozen
+        _small_levels(monkeypatch)
+    view = make_view(p)
+    stats = {"t0": 0.0, "max_rounds": 12}
+    lev = pm._relax(view, view.e, None, SolveOptions(), stats, None)
+    pairs = start(view, lev, limit)
+    if limit is not None:  # the others keep their choice
+        moving = np.unique(pairs.client).size
+        assert moving == max(limit, lev.clients.size) and pairs.out_rows.size > 0
+    # overload expert 0: every client with the pair swaps one of its experts for it
+    # (one of the same size: the repair keeps memory budgets, it does not mend them)
+    size = np.ones(view.e) if view.size is None else view.size
+    for j in np.flatnonzero((pairs.expert == 0) & ~pairs.held):
+        c = pairs.client[j]
+        mine = np.arange(pairs.first[c], pairs.last[c])
+        out = mine[pairs.held[mine] & (size[pairs.expert[mine]] == size[0])]
+        if out.size:
+            pairs.held[out[0]] = False
+            pairs.held[j] = True
+    assert pairs.loads(view)[0] > view.hi[0]
+    assert repair(view, pairs, 1e-9)
+    before = float(pairs.score[pairs.held].sum())
+    gained = improve(view, pairs, 1e-9)
+    after = float(pairs.score[pairs.held].sum())
+    assert gained >= 0.0 and after == pytest.approx(before + gained)
+    x = np.zeros(p.shape, dtype=bool)
+    x[pairs.client[pairs.held], pairs.expert[pairs.held]] = True
+    x[pairs.out_rows, pairs.out_experts] = True
+    assert verify_assignment(p, x).ok
+    ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
+    assert after <= ref.objective + _tol(ref.objective)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_price_steps_keep_the_best_prices_they_visit(seed: int) -> None:
+    from flexassign.backends.price.dual import _dual_value, price_steps
+    from flexassign.backends.price.view import candidates, choose, make_view, reprice
+
+    rng = np.random.default_rng(seed)
+    view = make_view(_weighted(600, 12, seed))
+    start = rng.normal(0.0, 0.002, 12)
+    cand = candidates(view, start, view.e)  # every pair: the candidates' dual is g
+
+    def dual(prices: np.ndarray) -> float:
+        c = reprice(cand, view.w, prices - start)
+        held, _ = choose(c.val, view.cap, view.kmin)
+        return _dual_value(view, c.val, held, prices)
+
+    for damping in (0.3, 0.8, 1.5):  # 1.5 overshoots
+        got = price_steps(view, cand, start, steps=8, damping=damping)
+        assert dual(got) <= dual(start) + 1e-9
+
+
+def test_a_core_past_its_limit_restarts_with_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price import method as pm
+    from flexassign.backends.price.trust import Struggle
+    from flexassign.backends.price.view import make_view
+
+    _small_levels(monkeypatch)
+    p = _weighted(600, 6, 3)
+    view = make_view(p)
+    views = pm._levels(view, np.random.default_rng(0))
+    assert len(views) > 1
+    stats: dict = {"t0": 0.0, "max_rounds": 12}
+    with pytest.raises(Struggle):
+        pm._cold(views, view.e, SolveOptions(), stats, None, 0, max_core=1)
+    calls: list[int] = []
+    real = pm._cold
+
+    def first_struggles(*args: object) -> object:
+        calls.append(int(args[5]))  # type: ignore[call-overload]
+        if len(calls) == 1:
+            raise Struggle("the core grew")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pm, "_cold", first_struggles)
+    res = solve_assignment(p, method="price")
+    assert calls == [pm._STEPS, pm._RETRY_STEPS]
+    assert res.success and res.stats["retried"] == "the core grew"
+    ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
+    assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)
+
+
+def test_no_crash_basis_when_choices_tie() -> None:
+    from flexassign.backends.base import SolveOptions
+    from flexassign.backends.price.lp import CoreLP
+    from flexassign.backends.price.view import candidates, make_view
+
+    rng = np.random.default_rng(0)
+    w = np.round(rng.lognormal(3.0, 0.8, size=300)) + 1
+    for fitness, expect in ((rng.random((300, 8)), True), (np.ones((300, 8)), False)):
+        p = AssignmentProblem.balanced(fitness, capacity=2, tolerance=0.2, client_weight=w)
+        view = make_view(p)
+        cand = candidates(view, np.zeros(8), 8)
+        lp = CoreLP(view, SolveOptions())
+        lp.add_clients(np.arange(view.n))
+        rows, slot = np.nonzero(cand.val > -np.inf)
+        lp.add_pairs(rows, cand.idx[rows, slot])
+        assert lp.crash(np.zeros(8)) is expect
+        assert lp.solve(None).status == "optimal"
+
+
+def test_the_rounding_mip_follows_a_repair_short_of_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flexassign.backends.price import method as pm
+
+    _small_levels(monkeypatch)
+    p = _weighted(800, 8, 6)
+    assert p.fitness.size > pm.PROOF_PAIRS
+    plain = solve_assignment(p, method="price")
+    assert "fractional_clients" not in plain.stats  # the repair alone met the target
+    strict = solve_assignment(p, method="price", mip_gap=1e-12)
+    assert "fractional_clients" in strict.stats  # the MIP ran after the repair
+    assert strict.success and strict.objective >= plain.objective - _tol(plain.objective)

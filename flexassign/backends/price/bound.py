@@ -12,7 +12,7 @@ bounds every feasible assignment's objective from above, whatever the prices (we
 Lagrangian duality: docs/problem.md). It is
 :func:`~flexassign.backends._certify.price_bound`'s formula; this module evaluates it
 without an :math:`N \times E` sort or temporary: blocks of rows, each client's
-:math:`k_c` best free adjusted scores by ``argpartition``, and a rigorous bound on the
+:math:`k_c` best free adjusted scores by ``partition``, and a rigorous bound on the
 float64 rounding. A computed adjusted score :math:`\hat a_{ce}` is
 :math:`a_{ce}` up to :math:`4u(|S_{ce}| + |w_c \pi_e| + |\mu_c m_e|)` (three
 roundings), so the best computed choice exceeds the exact best by less than
@@ -103,8 +103,9 @@ def _block(
     if k == 0:
         top = np.zeros((n, 0))
     elif k < e:
-        part = np.argpartition(-a, k - 1, axis=1)[:, :k]
-        top = -np.sort(-np.take_along_axis(a, part, axis=1), axis=1)
+        # the k largest values (``partition``: values only, 4-5x faster than
+        # ``argpartition``), largest first
+        top = -np.sort(-np.partition(a, e - k, axis=1)[:, e - k :], axis=1)
     else:
         top = -np.sort(-a, axis=1)
     top = np.where(np.isfinite(top), top, 0.0)

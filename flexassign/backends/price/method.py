@@ -8,20 +8,23 @@ fractional clients per binding row. The method works on that structure:
 1. **Prices.** From ``options["prices"]`` (``stats["expert_prices"]`` of an earlier
    round; prices that leave more than :data:`STALE_SHARE` of the load outside the
    bounds after a few tâtonnement steps are dropped: ``stats["stale_prices"]``) or,
-   cold, from nested random samples of the clients (an eighth each, down to
-   :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample is
-   solved whole (:mod:`.whole`); every larger level starts from the prices of the one
-   below.
+   cold, from nested random samples of the clients (:data:`_SAMPLE_SHARE` each, down
+   to :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample
+   is solved whole (:mod:`.whole`); every larger level starts from the prices of the
+   one below.
 2. **LP relaxation, level by level** (:mod:`.trust`): candidates (one blocked pass),
-   a few damped tâtonnement steps (:mod:`.dual`), then core LPs inside a trust region
-   of prices: clients whose choice cannot change inside the box are frozen, the rest
-   form a core of a few thousand clients whose LP (HiGHS, one object, warm re-solves)
-   gives the box's best prices; the box moves until the prices settle inside it,
-   which makes them the LP duals of the whole level.
-3. **Assignment** (:mod:`.rounding`, :mod:`.repair`): frozen clients keep their
-   choice, the LP's integral clients theirs; each fractional client is rounded alone
-   (best subset of its LP pairs within its budget) and a greedy repair brings every
-   load inside its bounds; a small MIP takes over when that fails or loses too much.
+   a few damped tâtonnement steps (:mod:`.dual`, the best prices they visit), then
+   core LPs inside a trust region of prices: clients whose choice cannot change
+   inside the box are frozen, the rest form a core of a few thousand clients whose LP
+   (HiGHS, one object, each box started from a dual feasible basis at its prices,
+   :meth:`.lp.CoreLP.crash`) gives the box's best prices; the box moves until the
+   prices settle inside it, which makes them the LP duals of the whole level.
+3. **Assignment** (:mod:`.fix`): frozen clients keep their choice, the LP's integral
+   clients theirs, fractional clients their largest LP values; moves over every
+   client's candidate pairs (at most :data:`FIX_CLIENTS` clients: the LP's and those
+   closest to changing), priced by what they cost the objective, bring every load
+   inside its bounds, and gaining moves follow while the gap is above a quarter of
+   the target. When that repair fails, the rounding MIP (:mod:`.rounding`) takes over.
 4. **Bound** (:mod:`.bound`): the price (Lagrangian) bound at the final prices and
    memory duals, one blocked top-k pass with its float64 rounding bounded: valid for
    *any* prices (docs/problem.md), so the reported ``bound`` and ``gap`` are true
@@ -41,8 +44,10 @@ level's LP is solved without a box, default :data:`~.trust.MAX_MOVES`).
 Stats: ``expert_prices`` (pass them back next round), ``price_source``
 (``"options"``, ``"sample"``, ``"zero"``), ``stale_prices``, ``levels`` (sample
 sizes), ``core_sizes``, ``moves``, ``core_clients``, ``lp_solves``, ``lp_time``,
-``fractional_clients``, ``repaired``, ``mip_clients``, ``mip_time``, ``bound_time``,
-``price_bound_error``, ``gap_target``, ``solve_time``.
+``repaired``, ``repair_time``, ``improved`` (objective the gaining moves added),
+``round_time``, ``bound_time``, ``price_bound_error``, ``gap_target``,
+``solve_time``; with the MIP fallback ``fractional_clients``, ``mip_clients``,
+``mip_time``.
 
 Examples
 --------
@@ -59,7 +64,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -71,8 +75,12 @@ from ...result import Status
 from ..base import BackendOutput, SolveOptions
 from .bound import upper_bound
 from .dual import loads, price_steps
+from .fallback import PROOF_SECONDS
+from .fallback import fallback as _fallback
+from .fallback import prove as _prove
+from .fix import improve, repair, start
 from .rounding import relax_and_fix
-from .trust import MAX_MOVES, Infeasible, LevelSolution, solve_level
+from .trust import MAX_MOVES, Infeasible, LevelSolution, Struggle, solve_level
 from .view import Candidates, View, candidates, choose, make_view, reprice
 from .whole import solve_whole
 
@@ -93,24 +101,42 @@ IntArray = NDArray[np.int64]
 DEFAULT_GAP = 1e-4
 #: The smallest sample level of a cold start has at least this many clients (and
 #: ``_PER_EXPERT`` per expert); it is solved whole.
-SAMPLE_MIN = 2000
+SAMPLE_MIN = 1000
 #: ... and at least this many per expert.
-_PER_EXPERT = 8
+_PER_EXPERT = 4
 #: Each sample level keeps this share of the clients of the one above (a quarter with
 #: a binding knapsack: the 100,000 x 64 cell took 21 s instead of 24 s, its last core
-#: 19k clients instead of 23k).
-_SAMPLE_SHARE = 0.125
+#: 19k clients instead of 23k). Weighted 10,000 x 256 (levels 1,225 and 3,500 instead
+#: of 2,048 with an eighth, at least 2,000 and 8 per expert): the LP relaxation in
+#: 1.05 s and 0.95 s instead of 2.2 s and 1.3 s on two seeds (0.3: 1.2 s and 1.0 s;
+#: 0.4: 1.1 s and 1.05 s); 100,000 x 64: 1.9 s instead of 2.4 s.
+_SAMPLE_SHARE = 0.35
 _KNAPSACK_SHARE = 0.25
 #: Handed-over prices leaving more than this share of the load outside the bounds
 #: (after the tâtonnement steps) are dropped for a cold start.
 STALE_SHARE = 0.25
-#: Tâtonnement steps on a level's candidates before its trust-region LPs.
-_STEPS = 4
-#: ... on a level above a solved sample level (its prices are close already).
+#: Tâtonnement steps on the smallest sample level's candidates before its LP (none:
+#: on 10,000 x 256 with log-normal weights they left worse prices, 1.4 s instead of
+#: 0.8 s for the level, and on 100,000 x 64 1.0 s instead of 0.8 s).
+_STEPS = 0
+#: ... on a level above a solved sample level (its prices are close already; the
+#: steps keep the best prices they visit, :func:`.dual.price_steps`).
 _TOP_STEPS = 4
+#: ... on the whole problem from handed-over prices.
+_WARM_STEPS = 8
+#: ... before the smallest sample's LP when the top level's core grew past half of the
+#: clients from the first prices (a low-rank 10,000 x 256 weighted problem: its core
+#: reached every client, LPs of seconds each; with the steps it settled at 3,100).
+_RETRY_STEPS = 4
 #: Core clients a trust-region LP starts from: this many plus ``_CORE_PER_EXPERT`` per
-#: expert (views up to that size are solved whole).
-_CORE = 1500
+#: expert (views up to that size are solved whole). 500 rather than 1,500: LP
+#: relaxations of weighted 10,000 x 256 in 0.87 / 1.17 / 0.86 s instead of 1.01 /
+#: 1.08 / 0.88 s (three seeds), 100,000 x 64 about 10% faster, the knapsack cell alike.
+_CORE = 500
+#: Trust-region moves on a sample level (its prices need not be exact; a low-rank
+#: 10,000 x 256 weighted problem's 3,500-client level did not settle in 12, its LPs
+#: growing to seconds each).
+_SAMPLE_MOVES = 4
 #: Views up to this many clients get fresh candidates after the tâtonnement steps.
 _FRESH = 20000
 #: Candidates beyond ``prune_margin`` for a view solved whole.
@@ -122,9 +148,17 @@ BUDGET = 60.0
 #: Problems with at most this many pairs whose gap stays above the target go to HiGHS
 #: (warm-started, at most ``PROOF_SECONDS``).
 PROOF_PAIRS = 4096
-PROOF_SECONDS = 5.0
 #: Share of the gap budget the rounding MIP may leave.
 _MIP_SHARE = 0.25
+#: The repaired assignment is improved (:func:`.fix.improve`) while its gap is above
+#: this share of the target.
+_IMPROVE_AT = 0.25
+#: Load tolerance of the repair, relative to the largest load bound (the verifier
+#: allows 1e-9).
+_FIX_TOL = 1e-11
+#: Clients the repair may move at most: the LP's and the frozen ones whose choice is
+#: closest to changing (1,000,000 x 64: all of them took 5 s, more than greedy).
+FIX_CLIENTS = 40_000
 
 
 def _left(deadline: float | None) -> float | None:
@@ -159,6 +193,7 @@ def _level(
     steps: int,
     whole: bool = False,
     cand: Candidates | None = None,
+    max_core: int | None = None,
 ) -> LevelSolution:
     """Candidates, tâtonnement steps and the trust-region LPs of one view."""
     if whole:  # more candidates: fewer column generation rounds
@@ -175,8 +210,8 @@ def _level(
         else:  # the core's candidates are refreshed by the trust region
             cand = reprice(cand, view.w, p2 - prices)
         prices = p2
+    exact = view.rows is None
     if whole:
-        exact = view.rows is None
         return solve_whole(view, prices, cand, options, stats, exact=exact, deadline=deadline)
     return solve_level(
         view,
@@ -185,8 +220,10 @@ def _level(
         options,
         stats,
         target=target,
-        max_moves=stats.get("max_rounds", MAX_MOVES),
+        max_moves=stats.get("max_rounds", MAX_MOVES) if exact else _SAMPLE_MOVES,
         deadline=deadline,
+        exact=exact,
+        max_core=max_core,
     )
 
 
@@ -204,7 +241,7 @@ def _relax(
         cand = candidates(view, p0, m)
         prices = p0
         if view.size is None:  # (the steps ignore memory budgets)
-            prices = price_steps(view, cand, p0, steps=2 * _STEPS)
+            prices = price_steps(view, cand, p0, steps=_WARM_STEPS)
             cand = reprice(cand, view.w, prices - p0)
         held, _ = choose(cand.val, view.cap, view.kmin)
         share = _excess_share(view, loads(view, cand.idx, held))
@@ -216,15 +253,44 @@ def _relax(
     views = _levels(view, np.random.default_rng(options.seed))
     stats["price_source"] = "sample" if len(views) > 1 else "zero"
     stats["levels"] = [v.n for v in views[:0:-1]]
-    prices = np.zeros(view.e)
+    try:
+        return _cold(views, m, options, stats, deadline, _STEPS, view.n // 2)
+    except Struggle as exc:  # sample prices the top level could not settle from
+        stats["retried"] = str(exc)
+        return _cold(views, m, options, stats, deadline, _RETRY_STEPS, None)
+
+
+def _cold(
+    views: list[View],
+    m: int,
+    options: SolveOptions,
+    stats: dict[str, Any],
+    deadline: float | None,
+    first_steps: int,
+    max_core: int | None,
+) -> LevelSolution:
+    """The LP relaxation of ``views[0]`` through its samples ``views[1:]``, the
+    smallest first (``first_steps`` tâtonnement steps before it); raises
+    :class:`~.trust.Struggle` when the top level's core grows past ``max_core``."""
+    prices = np.zeros(views[0].e)
     for v in views[:0:-1]:
-        steps = _STEPS if v is views[-1] else _TOP_STEPS
+        steps = first_steps if v is views[-1] else _TOP_STEPS
         prices = _level(
             v, prices, m, options, stats, deadline, steps=steps, whole=v is views[-1]
         ).prices
         stats["price_time"] = time.perf_counter() - stats["t0"]
-    steps = _STEPS if len(views) == 1 else _TOP_STEPS
-    return _level(view, prices, m, options, stats, deadline, steps=steps, whole=len(views) == 1)
+    steps = first_steps if len(views) == 1 else _TOP_STEPS
+    return _level(
+        views[0],
+        prices,
+        m,
+        options,
+        stats,
+        deadline,
+        steps=steps,
+        whole=len(views) == 1,
+        max_core=max_core,
+    )
 
 
 def _excess_share(view: View, load: FloatArray) -> float:
@@ -253,47 +319,6 @@ def _options(extra: Any) -> tuple[int, int, FloatArray | None]:
     if prices is not None:
         prices = np.asarray(prices, dtype=np.float64)
     return max(1, margin), max(1, rounds), prices
-
-
-def _fallback(
-    problem: AssignmentProblem,
-    options: SolveOptions,
-    why: str,
-    stats: dict[str, Any],
-    prices: FloatArray | None = None,
-) -> BackendOutput:
-    """When the price method found nothing: ``greedy-balanced`` (through the registry)
-    with the price bound at the last prices when it is feasible, else ``lp-round``."""
-    from ...verify import verify_assignment
-    from ..options import LP_ROUND
-    from ..registry import get_backend
-
-    quick = get_backend("greedy-balanced").load()(problem, SolveOptions(seed=options.seed))
-    if quick.x is not None and verify_assignment(problem, quick.x).ok:
-        ub, err = upper_bound(problem, np.zeros(problem.n_experts) if prices is None else prices)
-        quick.bound = ub
-        quick.status = Status.FEASIBLE
-        quick.stats.update(
-            fallback=f"price: {why}; greedy-balanced, with the price bound",
-            price_bound_error=err,
-            price_stats=stats,
-        )
-        return quick
-    extra = {s.name: s.default for s in LP_ROUND}
-    out = get_backend("lp-round").load()(
-        problem,
-        SolveOptions(
-            time_limit=options.time_limit,
-            mip_gap=options.mip_gap,
-            seed=options.seed,
-            threads=options.threads,
-            verbose=options.verbose,
-            extra=extra,
-        ),
-    )
-    out.stats["fallback"] = f"price: {why}; solved by lp-round"
-    out.stats["price_stats"] = stats
-    return out
 
 
 def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
@@ -331,80 +356,81 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
     )
     scale = max(abs(lp_value), 1.0)
     stats["lp_value"] = lp_value
-    pairs = relax_and_fix(
-        view,
-        lev,
-        options,
-        abs_gap=_MIP_SHARE * target * scale,
-        time_limit=_left(deadline),
-        stats=stats,
-    )
-    stats["mip_time"] = time.perf_counter() - t
-    if pairs is None:
-        return _fallback(problem, options, "the rounding found nothing feasible", stats, lev.prices)
-    x = _assemble(problem, view, lev, pairs)
-    obj = problem.objective(x)
-    t = time.perf_counter()
     mem = None if lev.mem is None else _full(problem, view, lev.mem)
     ub, err = upper_bound(problem, lev.prices, mem)
     stats["bound_time"] = time.perf_counter() - t
+    t = time.perf_counter()
+    x = _fix(problem, view, lev, ub, target, stats)
+    n, e = problem.shape
+    repaired = None if x is None else problem.objective(x)
+    short = repaired is not None and ub - repaired > target * max(abs(repaired), 1.0)
+    # the rounding MIP when the repair failed, or (weighted loads, above the size of the
+    # HiGHS proof below) left the gap above the target; not with a knapsack, whose gaps
+    # sit above the default target (2.8e-4 on 100,000 x 64): the MIP would run every time
+    second = short and n * e > PROOF_PAIRS and view.size is None
+    if x is None or second:
+        pairs = relax_and_fix(
+            view,
+            lev,
+            options,
+            abs_gap=_MIP_SHARE * target * scale,
+            time_limit=_left(deadline),
+            stats=stats,
+        )
+        if pairs is not None:
+            y = _assemble(problem, view, lev, pairs)
+            if repaired is None or problem.objective(y) > repaired:
+                x = y
+        if x is None:
+            why = "the rounding found nothing feasible"
+            return _fallback(problem, options, why, stats, lev.prices)
+    stats["round_time"] = time.perf_counter() - t
+    obj = problem.objective(x)
     stats["price_bound_error"] = err
     stats["expert_prices"] = -lev.prices
     stats["solve_time"] = time.perf_counter() - t0
     status = Status.OPTIMAL if ub <= obj else Status.FEASIBLE
     out = BackendOutput(status, x=x, bound=ub, stats=stats)
     gap = max(ub - obj, 0.0) / max(abs(obj), 1.0)
-    n, e = problem.shape
     if gap > target and n * e <= PROOF_PAIRS:
         out = _prove(problem, options, out, deadline)
     return out
+
+
+def _fix(
+    problem: AssignmentProblem,
+    view: View,
+    lev: LevelSolution,
+    ub: float,
+    target: float,
+    stats: dict[str, Any],
+) -> NDArray[np.bool_] | None:
+    """Round, repair and (while the gap to ``ub`` is above half of ``target``)
+    improve (:mod:`.fix`); ``None`` when the repair cannot meet the load bounds."""
+    t = time.perf_counter()
+    pairs = start(view, lev, FIX_CLIENTS)
+    finite = np.concatenate([np.abs(view.lo), np.abs(view.hi[np.isfinite(view.hi)])])
+    tol = _FIX_TOL * max(1.0, float(finite.max(initial=0.0)))
+    ok = repair(view, pairs, tol)
+    stats["repaired"] = ok
+    stats["repair_time"] = time.perf_counter() - t
+    if not ok:
+        return None
+    fixed = 0.0 if problem.fixed is None else float(problem.fitness[problem.fixed].sum())
+    obj = fixed + float(pairs.score[pairs.held].sum())
+    obj += float(view.scores(pairs.out_rows, pairs.out_experts).sum())
+    if max(ub - obj, 0.0) > _IMPROVE_AT * target * max(abs(obj), 1.0):
+        stats["improved"] = improve(view, pairs, tol)
+    n, e = problem.shape
+    x = np.zeros((n, e), dtype=bool) if problem.fixed is None else problem.fixed.copy()
+    h = pairs.held
+    x[view.index(pairs.client[h]), pairs.expert[h]] = True
+    x[view.index(pairs.out_rows), pairs.out_experts] = True
+    return x
 
 
 def _full(problem: AssignmentProblem, view: View, mem: FloatArray) -> FloatArray:
     """Per-client memory prices of the view on the whole problem's rows."""
     out = np.zeros(problem.n_clients)
     out[view.index(np.arange(view.n))] = mem
-    return out
-
-
-def _prove(
-    problem: AssignmentProblem, options: SolveOptions, out: BackendOutput, deadline: float | None
-) -> BackendOutput:
-    """Small problems (the core is everyone): HiGHS on the whole problem, warm-started
-    from the price method's assignment, for at most :data:`PROOF_SECONDS`; its answer
-    (certified by the ``highs`` backend) replaces ours when it is at least as good,
-    and the better of the two bounds is kept."""
-    from ..options import HIGHS
-    from ..registry import get_backend
-
-    backend = get_backend("highs")
-    if not backend.installed():
-        return out
-    left = PROOF_SECONDS if deadline is None else min(PROOF_SECONDS, _left(deadline) or 0.0)
-    extra = {s.name: s.default for s in HIGHS}
-    extra["warm_start"] = out.x
-    t = time.perf_counter()
-    got = backend.load()(
-        problem,
-        SolveOptions(
-            time_limit=max(left, 1e-3),
-            mip_gap=options.mip_gap,
-            seed=options.seed,
-            threads=options.threads,
-            verbose=options.verbose,
-            extra=extra,
-        ),
-    )
-    out.stats["proof_time"] = time.perf_counter() - t
-    out.stats["proof_status"] = got.status.value
-    assert out.x is not None and out.bound is not None
-    ours = problem.objective(out.x)
-    if got.x is not None and got.status in (Status.OPTIMAL, Status.FEASIBLE, Status.TIME_LIMIT):
-        theirs = problem.objective(got.x)
-        if theirs >= ours:
-            bound = out.bound if got.bound is None else min(out.bound, float(got.bound))
-            status = got.status if got.status is Status.OPTIMAL else Status.FEASIBLE
-            return BackendOutput(status, x=got.x, bound=bound, stats=out.stats)
-    if got.bound is not None and math.isfinite(float(got.bound)):
-        out.bound = max(min(out.bound, float(got.bound)), ours)
     return out

@@ -180,14 +180,31 @@ class Candidates:
 
 
 def _top(a: FloatArray, m: int) -> tuple[IntArray, FloatArray]:
-    """Each row's ``m`` largest entries, best first (ties: lower expert first)."""
-    e = a.shape[1]
+    """Each row's ``m`` largest entries, best first (ties: lower expert first).
+
+    The ``m``-th largest value of each row by ``np.partition`` (values only: 4-5x
+    faster than ``argpartition`` on a 4096 x 256 block), then the entries at least as
+    large; rows where that is more than ``m`` entries (ties at the threshold, or
+    ``-inf`` filling a row) take ``argpartition``.
+    """
+    n, e = a.shape
     if m >= e:
         order = np.argsort(-a, axis=1, kind="stable")
         return order, np.take_along_axis(a, order, axis=1)
-    top = np.argpartition(-a, m - 1, axis=1)[:, :m]
+    kth = e - m
+    thr = np.partition(a, kth, axis=1)[:, kth]
+    mask = a >= thr[:, None]
+    exact = mask.sum(axis=1) == m
+    if exact.all():  # (flat indices: 2-D ``nonzero`` is 6x slower)
+        top = (np.flatnonzero(mask) % e).reshape(n, m)
+    else:
+        top = np.empty((n, m), dtype=np.int64)
+        good = np.flatnonzero(exact)
+        top[good] = (np.flatnonzero(mask[good]) % e).reshape(good.size, m)
+        bad = np.flatnonzero(~exact)
+        top[bad] = np.sort(np.argpartition(-a[bad], m - 1, axis=1)[:, :m], axis=1)
     val = np.take_along_axis(a, top, axis=1)
-    order = np.lexsort((top, -val), axis=1)
+    order = np.argsort(-val, axis=1, kind="stable")  # (``top`` ascends in each row)
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(val, order, axis=1)
 
 

@@ -102,6 +102,7 @@ def solve_whole(
     m = cand.idx.shape[1]
     tol = _SLACK_TOL * float(np.max(view.w, initial=1.0))
     _, h = choose(cand.val, view.cap, view.kmin)
+    lp.crash(prices)  # a dual feasible basis at the starting prices
     for _ in range(ROUNDS):
         t = time.perf_counter()
         sol = lp.solve(_left(deadline))
