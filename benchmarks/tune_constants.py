@@ -30,6 +30,7 @@ from typing import Any
 from flexassign import solve_assignment
 
 from .families import FAMILIES, family_rounds
+from .instances import size_arg
 
 __all__ = ["main"]
 
@@ -40,7 +41,7 @@ def _parse_config(tokens: list[str]) -> tuple[str, dict[str, Any]]:
     for tok in tokens[1:]:
         key, sep, raw = tok.partition("=")
         if not sep or "." not in key:
-            raise ValueError(f"--config: expected module.attr=value, got {tok!r}")
+            raise ValueError(f"expected module.attr=value, got {tok!r}")
         settings[key] = ast.literal_eval(raw)
     return name, settings
 
@@ -53,7 +54,7 @@ def _apply(settings: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tune_constants")
-    parser.add_argument("--size", default="10000x256", help="N x E, e.g. 10000x256")
+    parser.add_argument("--size", default=(10000, 256), type=size_arg, help="NxE (10000x256)")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[11, 12, 13])
     parser.add_argument("--repeats", type=int, default=3)
@@ -62,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         "--config", nargs="+", action="append", required=True, metavar="NAME [ATTR=VALUE]"
     )
     args = parser.parse_args(argv)
+    n, e = args.size
+    if args.repeats < 1:
+        parser.error("argument --repeats: must be >= 1")
     try:
-        n, e = (int(v) for v in args.size.lower().split("x"))
         configs = dict(_parse_config(c) for c in args.config)
         originals = {
             key: getattr(importlib.import_module(key.rsplit(".", 1)[0]), key.rsplit(".", 1)[1])
@@ -71,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in cfg
         }
     except (ValueError, ImportError, AttributeError, SyntaxError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        parser.error(f"argument --config: {exc}")
     ratios: dict[str, list[float]] = {c: [] for c in configs}
 
     def run(cfg: dict[str, Any], problem: Any) -> tuple[float, float]:

@@ -172,6 +172,9 @@ def test_crossover_times_both_and_names_autos_pick(tmp_path: Path) -> None:
         ("memory", ["10x"], "argument size: must look like"),
         ("crossover", ["--sizes", "300x16,10y8"], "`--sizes`: must look like"),
         ("crossover", ["--repeats", "0"], "`--seeds` and `--repeats` must be >= 1"),
+        ("tune_constants", ["--config", "a", "--size", "10*8"], "argument --size: must look like"),
+        ("tune_constants", ["--config", "a", "nodot=1"], "argument --config: expected module"),
+        ("tune_constants", ["--config", "a", "flexassign.nothere.X=1"], "argument --config:"),
     ],
 )
 def test_benchmark_scripts_reject_bad_arguments_in_one_line(
@@ -184,6 +187,22 @@ def test_benchmark_scripts_reject_bad_arguments_in_one_line(
         mod.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tune_constants_applies_each_config_and_restores(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    tune = pytest.importorskip("benchmarks.tune_constants")
+    warm = pytest.importorskip("flexassign.backends.flow.warm_solve")
+    before = warm._SSP_WIDE
+    key = "flexassign.backends.flow.warm_solve._SSP_WIDE"
+    argv = ["--size", "300x16", "--families", "uniform", "--seeds", "1", "--repeats", "1"]
+    assert tune.main([*argv, "--config", "a", f"{key}=8", "--config", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "uniform    seed   1" in out and "a=" in out and "b=" in out
+    assert "OBJECTIVES DIFFER" not in out  # every config solves to the same optimum
+    assert out.count("geometric mean") == 2
+    assert warm._SSP_WIDE == before  # the module is left as it was
 
 
 def test_family_and_weighted_cells(tmp_path: Path) -> None:
