@@ -81,16 +81,16 @@ def test_the_or_tools_engine_takes_the_compiled_passes_by_the_same_rule(
     import importlib
 
     warm = importlib.import_module("flexassign.backends.flow.warm")
-    monkeypatch.setattr(warm, "_kernels_loaded", lambda: False)
-    monkeypatch.setattr(warm._warm_ssp, "available", lambda: True)
-    monkeypatch.setattr(ks, "compiled_cost_s", lambda: 0.8)
+    monkeypatch.setattr(ks, "compiled_cost_s", lambda: 0.8)  # cached, not loaded
     data = SimpleNamespace(n=100_000, e=64)
     assert [warm._passes_pay(data) for _ in range(4)] == [False, False, False, True]
     ks._reset_forgone()
     small = SimpleNamespace(n=1_000, e=64)  # 2.6 ms a solve: hundreds of solves first
     assert not any(warm._passes_pay(small) for _ in range(100))
-    monkeypatch.setattr(warm._warm_ssp, "available", lambda: False)  # no numba: never
+    monkeypatch.setattr(ks, "compiled_cost_s", lambda: math.inf)  # no numba: never
     assert not warm._passes_pay(data)
+    monkeypatch.setattr(ks, "compiled_cost_s", lambda: 0.0)  # loaded: always
+    assert warm._passes_pay(small)
 
 
 def test_cost_follows_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:

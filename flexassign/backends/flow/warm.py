@@ -343,23 +343,12 @@ def _engine(requested: str, data: _Data) -> str:
 
 def _passes_pay(data: _Data) -> bool:
     """Whether the OR-Tools engine takes the compiled candidate pass and price
-    refinement: when the kernels are loaded, or once the savings forgone without them
-    reach their load cost in this process (:func:`.kernel_state.pays_off` at
-    ``_PASSES_SAVING_PER_PAIR_S``)."""
-    if _kernels_loaded():
-        return True
-    if not _warm_ssp.available():
-        return False
+    refinement: :func:`.kernel_state.pays_off` at ``_PASSES_SAVING_PER_PAIR_S`` (always
+    when the kernels are loaded, never without numba, else once the savings forgone
+    without them reach their load cost in this process)."""
     from .kernel_state import pays_off
 
     return pays_off(data.n, data.e, saving_per_pair=_PASSES_SAVING_PER_PAIR_S)
-
-
-def _kernels_loaded() -> bool:
-    """Whether the compiled kernels are already usable in this process (no load cost)."""
-    from .kernel_state import compiled_cost_s
-
-    return compiled_cost_s() == 0.0
 
 
 def _assemble(problem: AssignmentProblem, solved: _Solved) -> tuple[np.ndarray, float]:
