@@ -175,6 +175,7 @@ def test_crossover_times_both_and_names_autos_pick(tmp_path: Path) -> None:
         ("tune_constants", ["--config", "a", "--size", "10*8"], "argument --size: must look like"),
         ("tune_constants", ["--config", "a", "nodot=1"], "argument --config: expected module"),
         ("tune_constants", ["--config", "a", "flexassign.nothere.X=1"], "argument --config:"),
+        ("tune_constants", ["--config", "a", "--repeats", "0"], "argument --repeats: must be"),
     ],
 )
 def test_benchmark_scripts_reject_bad_arguments_in_one_line(
