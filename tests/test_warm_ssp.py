@@ -49,6 +49,80 @@ def test_compiled_candidate_pass_matches_numpy(
     np.testing.assert_array_equal(np.take_along_axis(u, compiled[0].astype(int), 1), compiled[1])
 
 
+def _candidate_state(seed: int, kind: str) -> tuple[Any, ...]:
+    """A problem's data, candidates at perturbed prices and their price-induced
+    choice (the state ``_add_takers`` and ``_recheck`` see in a repair)."""
+    rng = np.random.default_rng(seed)
+    n, e = 600, 40
+    fit = rng.integers(0, 3, (n, e)).astype(float) if kind == "ties" else rng.random((n, e))
+    p = AssignmentProblem.balanced(fit, capacity=rng.integers(1, 4, n), tolerance=0.1)
+    data, *_ = wd._prepare(p)
+    prices = np.rint(rng.normal(0, 2.0 ** (data.scale_exp - 2), e))
+    idx, val = wd._top(data, prices, None, 5)
+    cand = idx.astype(np.int64)
+    gain = _warm_ssp.gains(cand, val, prices.astype(np.int64))
+    held = np.zeros(cand.shape, dtype=bool)
+    for i in range(n):
+        held[i, : data.cap[i]] = True
+    return data, cand, gain, held, prices.astype(np.int64)
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_takers_match_numpy(kind: str, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, cand, gain, held, prices = _candidate_state(seed, kind)
+    assert _warm_ssp._shortfall(data, cand, held, prices).any()  # some expert is short
+    got = _warm_ssp._add_takers(data, cand, gain, held, prices)
+    monkeypatch.setattr(_warm_ssp, "_COMPILED_PASSES", False)
+    ref = _warm_ssp._add_takers(data, cand, gain, held, prices)
+    m = cand.shape[1]
+
+    def pairs(out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+        c, g = out[0][:, m:], out[1][:, m:]
+        r, s = np.nonzero(g > _warm_ssp._G_INVALID // 2)
+        return np.sort(r * data.e + c[r, s]), np.sort(g[r, s])
+
+    if kind == "random":  # no ties: the very same pairs
+        np.testing.assert_array_equal(pairs(got)[0], pairs(ref)[0])
+        np.testing.assert_array_equal(got[3], ref[3])
+    else:  # ties: the same number of takers per expert, at the same losses
+        np.testing.assert_array_equal(pairs(got)[1], pairs(ref)[1])
+        np.testing.assert_array_equal(
+            np.bincount(got[0][:, m:][got[1][:, m:] > _warm_ssp._G_INVALID // 2], minlength=40),
+            np.bincount(ref[0][:, m:][ref[1][:, m:] > _warm_ssp._G_INVALID // 2], minlength=40),
+        )
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_compiled_recheck_matches_numpy(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, cand, gain, held, prices = _candidate_state(5, kind)
+    low, h = _lowest_held(cand, gain, held, prices)
+    rows = np.arange(0, data.n, 2)
+    moved = prices + np.rint(np.random.default_rng(1).normal(0, 2.0 ** (data.scale_exp - 2), 40))
+    got = _warm_ssp._recheck(data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64))
+    monkeypatch.setattr(_warm_ssp, "_COMPILED_PASSES", False)
+    ref = _warm_ssp._recheck(data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64))
+    assert 0 < ref.size < rows.size  # some clients fail, some pass
+    np.testing.assert_array_equal(got, ref)
+    # and the pass's own values: each client's best u off its candidates
+    kernel = importlib.import_module("flexassign.backends.flow.ssp_kernel").off_candidate_best
+    scale = float(2.0**data.scale_exp)
+    near = np.rint(np.random.default_rng(2).normal(0, 2.0 ** (data.scale_exp - 6), 40))
+    best = kernel(data.fitness, rows, scale, near, cand[rows], gain[rows])
+    u = data.u(rows, near)
+    u[np.arange(rows.size)[:, None], cand[rows]] = -np.inf
+    np.testing.assert_array_equal(best, u.max(axis=1))
+    assert np.unique(u.argmax(axis=1)).size >= 10  # many experts are someone's best
+
+
+def _lowest_held(
+    cand: np.ndarray, gain: np.ndarray, held: np.ndarray, prices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    u = gain + prices[cand]
+    low = np.where(held, u, np.iinfo(np.int64).max).min(axis=1).astype(np.float64)
+    return low, held.sum(axis=1)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_compiled_refinement_matches_numpy(seed: int) -> None:
     from flexassign.backends.flow.prices import refine_prices

@@ -25,6 +25,7 @@ modification times only.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -72,7 +73,13 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _MODULE = "flexassign.backends.flow.ssp_kernel"
 _SOURCE = Path(__file__).with_name("ssp_kernel.py")
 #: The kernels callers use (every other kernel is compiled inside one of these).
-ENTRY_POINTS = ("top_candidates", "refine_steps", "ssp")
+ENTRY_POINTS = (
+    "top_candidates",
+    "refine_steps",
+    "ssp",
+    "cheapest_takers",
+    "off_candidate_best",
+)
 
 _lock = threading.Lock()
 #: Expected savings forgone in this process because the kernels were not worth their
@@ -403,6 +410,30 @@ def _refine_once() -> None:
     refine_prices(idx, val, one, one, *bounds, zero, steps=3, damping=0.8, compiled=True)
 
 
+def _passes_once() -> None:
+    """One call of each compiled pass that ``flow-warm`` takes only on some problems
+    (takers for short experts, exact re-checks off the candidates), with the argument
+    types of :mod:`.warm_ssp`."""
+    kernels = sys.modules.get(_MODULE) or importlib.import_module(_MODULE)
+    fitness = np.array([[0.5, 0.25, 0.125], [0.75, 0.5, 0.0]])
+    rows = np.arange(2, dtype=np.int64)
+    p = np.zeros(3)
+    cand = np.array([[0], [1]], dtype=np.int64)
+    gain = np.array([[1], [1]], dtype=np.int64)
+    kernels.cheapest_takers(
+        fitness,
+        rows,
+        4.0,
+        p,
+        np.array([2], dtype=np.int64),
+        np.array([1], dtype=np.int64),
+        np.zeros(2),
+        cand,
+        gain,
+    )
+    kernels.off_candidate_best(fitness, rows, 4.0, p, cand, gain)
+
+
 def warmup() -> WarmupReport:
     """Compile ``flow-warm``'s kernels now, or load them from the cache, so that later
     solves in this process (and, once cached, in every process) pay nothing.
@@ -434,6 +465,7 @@ def warmup() -> WarmupReport:
     for problem, options in _warmup_problems():
         solve_assignment(problem, method="flow-warm", options=options)
     _refine_once()
+    _passes_once()
     missing = [name for name in ENTRY_POINTS if not _entry_signatures(name)]
     if missing:  # pragma: no cover - the problems above stopped reaching a kernel
         raise RuntimeError(f"warmup did not reach the kernels {missing}")

@@ -823,3 +823,144 @@ def refine_steps(
         for a in range(e):
             delta[a] += np.rint(damping * step[a])
     return delta
+
+
+@njit(cache=True)
+def cheapest_takers(
+    fitness: np.ndarray,
+    rows: np.ndarray,
+    scale: float,
+    p: np.ndarray,
+    short: np.ndarray,
+    want: np.ndarray,
+    low: np.ndarray,
+    cand: np.ndarray,
+    gain: np.ndarray,
+) -> np.ndarray:
+    """For each expert in ``short``, the ``want`` clients that would take it at the
+    least loss :math:`low_i - u_{id}` (``u = rint(f * scale) + p``), among the clients
+    that do not list it as a valid candidate: shape ``(want.max(), short.size)``, each
+    column by increasing (loss, client), -1 past its ``want``.
+
+    One pass over the selected rows of ``fitness`` (row-major, a bounded max-heap per
+    expert) instead of a gather and a partition of ``n x short.size`` columns; the same
+    pairs as :func:`flexassign.backends.flow.warm_ssp._add_takers`' NumPy code (ties
+    broken by the lower client index). Unmasked problems only; clients with
+    ``rows`` but no capacity are the caller's to leave out (their ``low`` is ``inf``).
+    """
+    n = rows.size
+    s_n = short.size
+    e = fitness.shape[1]
+    width = 0
+    for k in range(s_n):
+        width = max(width, want[k])
+    heap_l = np.empty((s_n, max(width, 1)))
+    heap_i = np.empty((s_n, max(width, 1)), np.int64)
+    size = np.zeros(s_n, np.int64)
+    col = np.full(e, -1, np.int64)
+    for k in range(s_n):
+        col[short[k]] = k
+    listed = np.full(e, -1, np.int64)  # listed[a] == i: client i has a as a candidate
+    for i in range(n):
+        if not np.isfinite(low[i]):
+            continue
+        for s in range(cand.shape[1]):
+            if gain[i, s] > _NEG_VALID:
+                listed[cand[i, s]] = i
+        r = rows[i]
+        for k in range(s_n):
+            d = short[k]
+            if listed[d] == i or want[k] <= 0:
+                continue
+            loss = low[i] - (np.rint(fitness[r, d] * scale) + p[d])
+            sz = size[k]
+            if sz < want[k]:  # sift up into the max-heap
+                j = sz
+                size[k] = sz + 1
+            elif loss < heap_l[k, 0]:  # replace the worst (later clients lose ties)
+                j = 0
+                # sift down from the root with the new entry
+                while True:
+                    c = 2 * j + 1
+                    if c >= sz:
+                        break
+                    if c + 1 < sz and (
+                        heap_l[k, c + 1] > heap_l[k, c]
+                        or (heap_l[k, c + 1] == heap_l[k, c] and heap_i[k, c + 1] > heap_i[k, c])
+                    ):
+                        c += 1
+                    if heap_l[k, c] > loss or (heap_l[k, c] == loss and heap_i[k, c] > i):
+                        heap_l[k, j] = heap_l[k, c]
+                        heap_i[k, j] = heap_i[k, c]
+                        j = c
+                    else:
+                        break
+                heap_l[k, j] = loss
+                heap_i[k, j] = i
+                continue
+            else:
+                continue
+            while j > 0:
+                par = (j - 1) // 2
+                if heap_l[k, par] < loss or (heap_l[k, par] == loss and heap_i[k, par] < i):
+                    heap_l[k, j] = heap_l[k, par]
+                    heap_i[k, j] = heap_i[k, par]
+                    j = par
+                else:
+                    break
+            heap_l[k, j] = loss
+            heap_i[k, j] = i
+    out = np.full((max(width, 0), s_n), -1, np.int64)
+    for k in range(s_n):
+        sz = size[k]
+        keys = np.empty(sz)
+        for j in range(sz):
+            keys[j] = heap_l[k, j]
+        order = np.argsort(keys, kind="mergesort")
+        # equal losses: by client index (the heap's order is arbitrary among them)
+        j = 0
+        while j < sz:
+            j2 = j
+            while j2 + 1 < sz and keys[order[j2 + 1]] == keys[order[j]]:
+                j2 += 1
+            ids = np.empty(j2 - j + 1, np.int64)
+            for q in range(j, j2 + 1):
+                ids[q - j] = heap_i[k, order[q]]
+            ids.sort()
+            for q in range(j, j2 + 1):
+                out[q, k] = ids[q - j]
+            j = j2 + 1
+    return out
+
+
+@njit(cache=True)
+def off_candidate_best(
+    fitness: np.ndarray,
+    rows: np.ndarray,
+    scale: float,
+    p: np.ndarray,
+    cand: np.ndarray,
+    gain: np.ndarray,
+) -> np.ndarray:
+    """Each selected client's best :math:`u = \\mathrm{rint}(f \\cdot scale) + p` over
+    the experts that are not among its valid candidates (``-inf`` when there are none):
+    the exact check off the candidates of
+    :func:`flexassign.backends.flow.warm_ssp._recheck`, in one pass over the rows
+    (``cand``, ``gain``: the selected clients' rows; unmasked problems only)."""
+    e = fitness.shape[1]
+    m = cand.shape[1]
+    out = np.empty(rows.size)
+    listed = np.full(e, -1, np.int64)
+    for r in range(rows.size):
+        for s in range(m):
+            if gain[r, s] > _NEG_VALID:
+                listed[cand[r, s]] = r
+        i = rows[r]
+        best = -np.inf
+        for j in range(e):
+            if listed[j] != r:
+                u = np.rint(fitness[i, j] * scale) + p[j]
+                if u > best:
+                    best = u
+        out[r] = best
+    return out
