@@ -102,6 +102,35 @@ def test_cost_follows_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ks.compiled_cost_s() == ks.COMPILE_S
 
 
+def test_a_touched_source_counts_as_cached_again_after_a_warmup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+    import sys
+
+    source = tmp_path / "ssp_kernel.py"
+    source.write_text(ks._SOURCE.read_text(encoding="utf-8"), encoding="utf-8")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setattr(ks, "_SOURCE", source)
+    monkeypatch.setattr(ks, "cache_dir", lambda: cache)
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    for name, line in ks._kernels_in_source():
+        if name in ks.ENTRY_POINTS:
+            (cache / f"ssp_kernel.{name}-{line}.{tag}.nbi").write_bytes(b"")
+    assert ks.is_cached()
+    now = source.stat().st_mtime
+    for index in cache.iterdir():  # cached two minutes ago ...
+        os.utime(index, (now - 120, now - 120))
+    os.utime(source, (now - 60, now - 60))  # ... then a checkout rewrote the same text
+    assert not ks.is_cached()  # numba still loads these indexes and never rewrites them
+    ks._mark_cached()  # what warmup does once every entry point has loaded
+    assert ks.is_cached()
+    missing = next(cache.iterdir())
+    missing.unlink()
+    assert not ks.is_cached()
+
+
 def test_every_kernel_is_found_in_the_source() -> None:
     names = [name for name, _ in ks._kernels_in_source()]
     assert set(ks.ENTRY_POINTS) <= set(names)

@@ -172,22 +172,43 @@ def _kernels_in_source() -> list[tuple[str, int]]:
     return found
 
 
-def is_cached() -> bool:
-    """Whether the cache holds an index for every kernel, newer than the kernels'
-    source (an estimate: numba checks the source's hash and the CPU when it loads)."""
+def _entry_indexes() -> list[Path] | None:
+    """The cache index files of the entry points (``None`` without a cache directory):
+    loading an entry point reads only its own index (its callees are compiled into it)."""
     directory = cache_dir()
     if directory is None:
-        return False
+        return None
     tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return [
+        directory / f"ssp_kernel.{name}-{line}.{tag}.nbi"
+        for name, line in _kernels_in_source()
+        if name in ENTRY_POINTS
+    ]
+
+
+def is_cached() -> bool:
+    """Whether the cache holds an index for every entry point, newer than the kernels'
+    source (an estimate: numba checks the source and the CPU when it loads)."""
+    indexes = _entry_indexes()
+    if not indexes:
+        return False
     try:
         source_time = _SOURCE.stat().st_mtime
-        for name, line in _kernels_in_source():
-            index = directory / f"ssp_kernel.{name}-{line}.{tag}.nbi"
-            if index.stat().st_mtime < source_time:
-                return False
+        return all(index.stat().st_mtime >= source_time for index in indexes)
     except OSError:
         return False
-    return True
+
+
+def _mark_cached() -> None:
+    """After a warmup that loaded or compiled every entry point: date their indexes
+    now. numba loads an index whose source only changed its modification time (a
+    checkout, a copy) without rewriting it, which left :func:`is_cached` answering no
+    (and ``auto`` pricing a 25 s compile) for kernels that load in about a second."""
+    for index in _entry_indexes() or []:
+        try:
+            os.utime(index)
+        except OSError:  # a read-only cache: the estimate stays conservative
+            return
 
 
 def is_loaded() -> bool:
@@ -469,6 +490,7 @@ def warmup() -> WarmupReport:
     missing = [name for name in ENTRY_POINTS if not _entry_signatures(name)]
     if missing:  # pragma: no cover - the problems above stopped reaching a kernel
         raise RuntimeError(f"warmup did not reach the kernels {missing}")
+    _mark_cached()
     action = "compiled" if _compiles > before else "loaded"
     return WarmupReport(time.perf_counter() - t0, action, cache_dir())
 

@@ -138,10 +138,16 @@ def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
     return data, f_load, exact, total
 
 
-def _top(data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int) -> tuple[np.ndarray, ...]:
-    """Each selected client's ``m1`` best experts by u, sorted (indices, values)."""
+def _top(
+    data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int, *, sort: bool = True
+) -> tuple[np.ndarray, ...]:
+    """Each selected client's ``m1`` best experts by u, sorted (indices, values);
+    with ``sort=False`` and ``m1 >= E`` every expert in its own order (no sort)."""
     e = data.e
     rows = np.arange(data.n) if sel is None else sel
+    if not sort and m1 >= e:
+        u = data.u(slice(None) if sel is None else rows, p)
+        return np.broadcast_to(np.arange(e, dtype=np.int32), u.shape).copy(), u
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
     masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
