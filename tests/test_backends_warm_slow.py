@@ -90,11 +90,15 @@ def test_warm_start_from_the_previous_round(drift: float) -> None:
     p2 = AssignmentProblem.balanced(
         p1.fitness + drift * rng.standard_normal(p1.shape), capacity=p1.capacity, tolerance=0.1
     )
-    for stats in _check(p2, {"prices": prices}).values():
+    for engine, stats in _check(p2, {"prices": prices}).items():
         # prices that leave too much load outside the bounds are dropped for a cold start
         assert stats["price_source"] == "options" or "stale_prices" in stats
-        if drift <= 0.03:
+        # (drift 0.03 leaves about 7 % outside: the compiled repair keeps such prices,
+        # the OR-Tools engine drops them above 2.5 %, warm.py's _STALE_EXCESS_ORTOOLS)
+        if drift <= (0.03 if engine == "ssp" else 0.003):
             assert stats["price_source"] == "options"
+        if engine == "ortools" and stats["initial_excess"] > 0.025:
+            assert "stale_prices" in stats
 
 
 @pytest.mark.parametrize("exact", [False, True])
