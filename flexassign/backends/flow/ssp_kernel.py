@@ -395,7 +395,7 @@ def _dijkstra(
     du = _FAR
     u = -1
     for v in range(v_n):
-        d = 0 if excess[v] > 0 else _FAR
+        d = np.int64(0) if excess[v] > 0 else _FAR
         key[v] = d
         done[v] = False
         pred[v] = -1
