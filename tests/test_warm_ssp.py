@@ -261,6 +261,41 @@ def test_auto_engine_follows_clients_per_expert() -> None:
     assert solve_assignment(many, method="flow-warm").stats["engine"] == "ortools"
 
 
+def test_sample_levels_with_few_clients_per_expert_take_the_compiled_repair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flexassign.backends.flow.kernel_state import warmup
+
+    warmup()  # the compiled passes are loaded: they pay
+    fw = importlib.import_module("flexassign.backends.flow.warm")
+    rng = np.random.default_rng(4)
+    p = AssignmentProblem.balanced(
+        rng.random((20_000, 32)), capacity=rng.choice([1, 2, 4], 20_000), tolerance=0.1
+    )
+    seen: list[tuple[int, str]] = []
+    solve_data = fw._solve_data
+
+    def spy(data: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((data.n, kwargs["engine"]))
+        return solve_data(data, *args, **kwargs)
+
+    monkeypatch.setattr(fw, "_solve_data", spy)
+    ref = _full(p)
+    res = solve_assignment(p, method="flow-warm")
+    assert res.objective == pytest.approx(ref, rel=1e-9)
+    # 625 clients per expert at the top: OR-Tools; the 5,000-client level, 156 per
+    # expert: the compiled repair
+    assert seen == [(5000, "ssp"), (20_000, "ortools")]
+    seen.clear()
+    monkeypatch.setattr(fw, "_SSP_LEVELS", False)
+    solve_assignment(p, method="flow-warm")
+    assert seen == [(5000, "ortools"), (20_000, "ortools")]
+    seen.clear()
+    monkeypatch.setattr(fw, "_SSP_LEVELS", True)
+    solve_assignment(p, method="flow-warm", options={"engine": "ortools"})  # as asked
+    assert [engine for _, engine in seen] == ["ortools", "ortools"]
+
+
 def test_asking_for_the_compiled_engine_without_numba_names_the_option(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
