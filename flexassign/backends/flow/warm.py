@@ -27,7 +27,8 @@ Algorithm
    of the clients (recursively, down to about 1,000 clients with the compiled engine or
    ``max(8 E, 4096)`` with the OR-Tools one, with load bounds scaled to the sample;
    each level starts from the prices of the one below, the smallest is solved by
-   ``flow``). Handed-over prices that put more than 10 % of the load outside the
+   ``flow``; with ``engine="auto"`` a level of at most 200 clients per expert takes
+   the compiled engine even when the top level takes OR-Tools). Handed-over prices that put more than 10 % of the load outside the
    bounds (2.5 % with the OR-Tools engine, whose open set grows with it; prices of a
    different problem, of a round long ago, or of a population that changed) are
    dropped for this cold start (``stats["stale_prices"]``). A price is added to fitness (the
@@ -54,7 +55,8 @@ Algorithm
        candidates raises such an expert's price past the optimum's). Then
        NumPy re-checks complementary slackness on every candidate and expert, and
        off the candidates by the bound of step 2 plus the largest price rise, with
-       an exact full-row re-check where that bound is not enough; clients that fail
+       an exact full-row re-check where that bound is not enough (the takers and
+       that re-check are compiled passes too on unmasked problems); clients that fail
        get fresh candidates at the new prices and the repair goes on. The cost
        grows with the load to move (about 110 paths at 10,000 x 256 from the
        previous round's prices) and, per path, with :math:`E^2` and the clients per
