@@ -142,6 +142,12 @@ _FRESH = 20000
 #: Candidates beyond ``prune_margin`` for a view solved whole.
 _WHOLE_MARGIN = 3
 _CORE_PER_EXPERT = 8
+#: Sample levels of at most this many times a core's starting size (:func:`_target`)
+#: are solved whole (:mod:`.whole`): their trust-region cores held most of their
+#: clients anyway. Weighted 10,000 x 256 (the 3,500-client level, 1.4 times): the LP
+#: relaxation in 0.72 / 0.68 / 0.68 s instead of 1.09 / 0.71 / 1.21 s (seeds 1, 3, 4),
+#: one LP at that level instead of up to four moves that did not settle.
+_WHOLE_SAMPLE = 2.0
 #: Seconds the method keeps to when no ``time_limit`` is given (an LP that would run
 #: past it stops; the best assignment so far, or the fallback, comes back with its gap).
 BUDGET = 60.0
@@ -275,9 +281,8 @@ def _cold(
     prices = np.zeros(views[0].e)
     for v in views[:0:-1]:
         steps = first_steps if v is views[-1] else _TOP_STEPS
-        prices = _level(
-            v, prices, m, options, stats, deadline, steps=steps, whole=v is views[-1]
-        ).prices
+        whole = v is views[-1] or v.n <= _WHOLE_SAMPLE * _target(v)
+        prices = _level(v, prices, m, options, stats, deadline, steps=steps, whole=whole).prices
         stats["price_time"] = time.perf_counter() - stats["t0"]
     steps = first_steps if len(views) == 1 else _TOP_STEPS
     return _level(
