@@ -77,11 +77,8 @@ class CoreLP:
         self.view = view
         e = view.e
         self.inf = highspy.kHighsInf
-        fit = view.fitness
-        rows = view.rows
-        sample = fit if rows is None else fit[rows]
-        peak = float(max(np.abs(sample.max()), np.abs(sample.min())))
-        span = float(sample.max() - sample.min())
+        peak = max(abs(view.fit_max), abs(view.fit_min))
+        span = view.fit_max - view.fit_min
         self.scale_exp = 0 if peak == 0.0 else -math.frexp(peak)[1] + 1
         w_min = float(np.min(view.w)) if view.n else 1.0
         self.penalty = 4.0 * math.ldexp(span, self.scale_exp) / w_min + 4.0
