@@ -185,11 +185,13 @@ def test_never_open_ended_without_a_time_limit(monkeypatch: pytest.MonkeyPatch) 
 
 def _small_levels(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sample levels and trust-region cores on small problems (the defaults only
-    sample above 4,000 clients and start cores at 1,500)."""
+    sample above 1,000 clients, 2,000 with a knapsack, and start cores at 500)."""
     import flexassign.backends.price.method as pm
 
     monkeypatch.setattr(pm, "SAMPLE_MIN", 60)
     monkeypatch.setattr(pm, "_PER_EXPERT", 4)
+    monkeypatch.setattr(pm, "_KNAPSACK_MIN", 60)
+    monkeypatch.setattr(pm, "_KNAPSACK_PER_EXPERT", 4)
     monkeypatch.setattr(pm, "_CORE", 20)
     monkeypatch.setattr(pm, "_CORE_PER_EXPERT", 1)
     monkeypatch.setattr(pm, "PROOF_PAIRS", 0)  # no HiGHS proof: the price method's own
