@@ -399,13 +399,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
         if pairs is not None:
             y = _assemble(problem, view, lev, pairs)
-            if repaired is None or problem.objective(y) > repaired:
-                x = y
+            y_obj = problem.objective(y)
+            if repaired is None or y_obj > repaired:
+                x, repaired = y, y_obj
         if x is None:
             why = "the rounding found nothing feasible"
             return _fallback(problem, options, why, stats, lev.prices)
     stats["round_time"] = time.perf_counter() - t
-    obj = problem.objective(x)
+    obj = problem.objective(x) if repaired is None else repaired
     stats["price_bound_error"] = err
     stats["expert_prices"] = -lev.prices
     stats["solve_time"] = time.perf_counter() - t0
