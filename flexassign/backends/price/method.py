@@ -9,9 +9,9 @@ fractional clients per binding row. The method works on that structure:
    round; prices that leave more than :data:`STALE_SHARE` of the load outside the
    bounds after a few tâtonnement steps are dropped: ``stats["stale_prices"]``) or,
    cold, from nested random samples of the clients (:data:`_SAMPLE_SHARE` each, down
-   to :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample
-   is solved whole (:mod:`.whole`); every larger level starts from the prices of the
-   one below.
+   to :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample,
+   and any of at most ``_WHOLE_SAMPLE`` times a core's starting size, is solved whole
+   (:mod:`.whole`); every larger level starts from the prices of the one below.
 2. **LP relaxation, level by level** (:mod:`.trust`): candidates (one blocked pass),
    a few damped tâtonnement steps (:mod:`.dual`, the best prices they visit), then
    core LPs inside a trust region of prices: clients whose choice cannot change
@@ -99,25 +99,20 @@ IntArray = NDArray[np.int64]
 
 #: Relative gap the method stops at when ``mip_gap`` is not given.
 DEFAULT_GAP = 1e-4
-#: The smallest sample level of a cold start has at least this many clients (and
-#: ``_PER_EXPERT`` per expert); it is solved whole. 500 and 2 rather than 1,000 and 4
-#: (one more, smaller level: 512 -> 1,225 -> 3,500 clients on weighted 10,000 x 256,
-#: 525 -> 1,501 -> ... on 100,000 x 64): the LP relaxation's CPU time summed over three
-#: tuning seeds 2.13 s instead of 2.35 s and 4.14 s instead of 4.75 s (the smallest
-#: level from zero prices costs the most simplex iterations, and fewer on less).
+#: The smallest sample level of a cold start has at least this many clients and
+#: ``_PER_EXPERT`` per expert; it is solved whole. 500 and 2 rather than 1,000 and 4
+#: (levels 512 -> 1,225 -> 3,500 on weighted 10,000 x 256): the LP relaxation's CPU
+#: time over three tuning seeds 2.13 s instead of 2.35 s, 100,000 x 64 4.14 s
+#: instead of 4.75 s (from zero prices the smallest level's LP costs the most).
 SAMPLE_MIN = 500
-#: ... and at least this many per expert.
 _PER_EXPERT = 2
-#: ... with a binding knapsack (the 100,000 x 64 knapsack cell: 34.1 s instead of
-#: 32.7 s over two seeds with 500 and 2).
+#: ... with a binding knapsack (the 100,000 x 64 cell: 34.1 s instead of 32.7 s over
+#: two seeds with 500 and 2).
 _KNAPSACK_MIN = 1000
 _KNAPSACK_PER_EXPERT = 4
 #: Each sample level keeps this share of the clients of the one above (a quarter with
-#: a binding knapsack: the 100,000 x 64 cell took 21 s instead of 24 s, its last core
-#: 19k clients instead of 23k). Weighted 10,000 x 256 (levels 1,225 and 3,500 instead
-#: of 2,048 with an eighth, at least 2,000 and 8 per expert): the LP relaxation in
-#: 1.05 s and 0.95 s instead of 2.2 s and 1.3 s on two seeds (0.3: 1.2 s and 1.0 s;
-#: 0.4: 1.1 s and 1.05 s); 100,000 x 64: 1.9 s instead of 2.4 s.
+#: a binding knapsack: the 100,000 x 64 cell 21 s instead of 24 s). Weighted
+#: 10,000 x 256: 0.3, 0.42 and 0.5 cost more (0.3 restarted on one seed).
 _SAMPLE_SHARE = 0.35
 _KNAPSACK_SHARE = 0.25
 #: Handed-over prices leaving more than this share of the load outside the bounds
