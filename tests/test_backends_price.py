@@ -185,11 +185,13 @@ def test_never_open_ended_without_a_time_limit(monkeypatch: pytest.MonkeyPatch) 
 
 def _small_levels(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sample levels and trust-region cores on small problems (the defaults only
-    sample above 4,000 clients and start cores at 1,500)."""
+    sample above 1,000 clients, 2,000 with a knapsack, and start cores at 500)."""
     import flexassign.backends.price.method as pm
 
     monkeypatch.setattr(pm, "SAMPLE_MIN", 60)
     monkeypatch.setattr(pm, "_PER_EXPERT", 4)
+    monkeypatch.setattr(pm, "_KNAPSACK_MIN", 60)
+    monkeypatch.setattr(pm, "_KNAPSACK_PER_EXPERT", 4)
     monkeypatch.setattr(pm, "_CORE", 20)
     monkeypatch.setattr(pm, "_CORE_PER_EXPERT", 1)
     monkeypatch.setattr(pm, "PROOF_PAIRS", 0)  # no HiGHS proof: the price method's own
@@ -220,6 +222,38 @@ def test_trust_region_bound_is_true_against_the_highs_optimum(
     assert ref.status is Status.OPTIMAL
     assert res.success, res.message
     assert res.stats.get("levels"), "the sample levels did not run"
+    assert res.objective <= ref.objective + _tol(ref.objective)
+    assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["weighted", "knapsack"])
+def test_sample_levels_solved_whole_keep_a_true_bound(
+    monkeypatch: pytest.MonkeyPatch, kind: str, seed: int
+) -> None:
+    """Every sample level solved whole (column generation from the prices of the level
+    below, after ``_UP_STEPS`` steps): a feasible answer whose bound holds against
+    the HiGHS optimum."""
+    import flexassign.backends.price.method as pm
+
+    _small_levels(monkeypatch)
+    monkeypatch.setattr(pm, "_WHOLE_SAMPLE", 100.0)
+    calls: list[bool] = []
+    real = pm._level
+
+    def spy(view, *args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(bool(kw.get("whole")))
+        return real(view, *args, **kw)
+
+    monkeypatch.setattr(pm, "_level", spy)
+    n, e = 500 + 60 * seed, 4 + seed % 3
+    p = _knapsack(n, e, seed) if kind == "knapsack" else _weighted(n, e, seed)
+    ref = solve_assignment(p, method="highs", mip_gap=0.0, time_limit=60)
+    res = solve_assignment(p, method="price")
+    assert ref.status is Status.OPTIMAL
+    assert res.success, res.message
+    assert len(res.stats["levels"]) >= 2, "fewer than two sample levels"
+    assert calls[:-1] == [True] * (len(calls) - 1), "a sample level was not solved whole"
     assert res.objective <= ref.objective + _tol(ref.objective)
     assert res.bound is not None and res.bound >= ref.objective - _tol(ref.objective)
 

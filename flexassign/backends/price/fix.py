@@ -163,7 +163,10 @@ class _State:
         self.load = pairs.loads(view)
         h = pairs.held
         self.count = np.bincount(pairs.client[h], minlength=view.n)
-        self.by_expert = np.argsort(pairs.expert, kind="stable")
+        ex = pairs.expert
+        if view.e <= np.iinfo(np.uint16).max:  # a radix sort: 10x faster than on int64
+            ex = ex.astype(np.uint16)
+        self.by_expert = np.argsort(ex, kind="stable")
         bounds = np.searchsorted(pairs.expert[self.by_expert], np.arange(view.e + 1))
         self.e_first, self.e_last = bounds[:-1], bounds[1:]
         self.size = None if view.size is None else view.size[pairs.expert]

@@ -77,11 +77,8 @@ class CoreLP:
         self.view = view
         e = view.e
         self.inf = highspy.kHighsInf
-        fit = view.fitness
-        rows = view.rows
-        sample = fit if rows is None else fit[rows]
-        peak = float(max(np.abs(sample.max()), np.abs(sample.min())))
-        span = float(sample.max() - sample.min())
+        peak = max(abs(view.fit_max), abs(view.fit_min))
+        span = view.fit_max - view.fit_min
         self.scale_exp = 0 if peak == 0.0 else -math.frexp(peak)[1] + 1
         w_min = float(np.min(view.w)) if view.n else 1.0
         self.penalty = 4.0 * math.ldexp(span, self.scale_exp) / w_min + 4.0
@@ -121,6 +118,7 @@ class CoreLP:
         self.mem_row = np.full(view.n, -1, dtype=np.int64)
         self.alpha = np.zeros(view.n)
         self.pair_keys: list[IntArray] = []  # key = client * E + expert, per pair column
+        self.pair_scores: list[FloatArray] = []  # their fitness
         self.known = np.zeros((view.n, e), dtype=bool)  # pairs with a column
         self.deficit_of: list[int] = []  # client of each deficit column, in order
         self.deficit_cols: list[int] = []
@@ -212,6 +210,7 @@ class CoreLP:
             val[at] = view.size[x[has_mem]]
         self.h.addCols(q, cost, np.zeros(q), np.ones(q), nnz, starts, idx, val)
         self.pair_keys.append(keys)
+        self.pair_scores.append(score)
         self.known[r, x] = True
         self.n_cols += q
         return q
@@ -270,8 +269,14 @@ class CoreLP:
         )
         keys = np.concatenate(self.pair_keys)
         r, x = keys // e, keys % e
-        a = view.scores(r, x) - view.w[r] * p[x]
-        order = np.lexsort((-a, r))
+        a = np.concatenate(self.pair_scores) - view.w[r] * p[x]
+        # by client, then adjusted score, largest first: one unstable sort of a
+        # composite key (a client's span of 2 (max - min) + 2 keeps clients apart;
+        # scores closer than about 1e-11 of the span may swap, which only costs HiGHS
+        # iterations): 0.9 ms instead of 7.5 ms for ``lexsort`` on 36,000 pairs
+        top = float(a.max(initial=0.0))
+        span = 2.0 * (top - float(a.min(initial=0.0))) + 2.0
+        order = np.argsort(r * span + (top - a))
         ro = r[order]
         rank = np.arange(order.size) - np.searchsorted(ro, ro, side="left")
         cap, kmin = view.cap[ro], view.kmin[ro]
@@ -301,10 +306,10 @@ class CoreLP:
         clients = np.flatnonzero(self.count_row >= 0)
         row[self.count_row[clients[tight_up[clients]]]] = 2
         row[self.count_row[clients[tight_lo[clients]]]] = 0
-        status = [S.kLower, S.kBasic, S.kUpper]
+        status = np.array([S.kLower, S.kBasic, S.kUpper], dtype=object)
         basis = highspy.HighsBasis()
-        basis.col_status = [status[v] for v in col.tolist()]
-        basis.row_status = [status[v] for v in row.tolist()]
+        basis.col_status = status[col].tolist()
+        basis.row_status = status[row].tolist()
         basis.valid = True
         return bool(self.h.setBasis(basis) == highspy.HighsStatus.kOk)
 

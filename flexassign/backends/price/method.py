@@ -9,9 +9,9 @@ fractional clients per binding row. The method works on that structure:
    round; prices that leave more than :data:`STALE_SHARE` of the load outside the
    bounds after a few tâtonnement steps are dropped: ``stats["stale_prices"]``) or,
    cold, from nested random samples of the clients (:data:`_SAMPLE_SHARE` each, down
-   to :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample
-   is solved whole (:mod:`.whole`); every larger level starts from the prices of the
-   one below.
+   to :data:`SAMPLE_MIN` clients or ``_PER_EXPERT`` per expert). The smallest sample,
+   and any of at most ``_WHOLE_SAMPLE`` times a core's starting size, is solved whole
+   (:mod:`.whole`); every larger level starts from the prices of the one below.
 2. **LP relaxation, level by level** (:mod:`.trust`): candidates (one blocked pass),
    a few damped tâtonnement steps (:mod:`.dual`, the best prices they visit), then
    core LPs inside a trust region of prices: clients whose choice cannot change
@@ -99,17 +99,20 @@ IntArray = NDArray[np.int64]
 
 #: Relative gap the method stops at when ``mip_gap`` is not given.
 DEFAULT_GAP = 1e-4
-#: The smallest sample level of a cold start has at least this many clients (and
-#: ``_PER_EXPERT`` per expert); it is solved whole.
-SAMPLE_MIN = 1000
-#: ... and at least this many per expert.
-_PER_EXPERT = 4
+#: The smallest sample level of a cold start has at least this many clients and
+#: ``_PER_EXPERT`` per expert; it is solved whole. 500 and 2 rather than 1,000 and 4
+#: (levels 512 -> 1,225 -> 3,500 on weighted 10,000 x 256): the LP relaxation's CPU
+#: time over three tuning seeds 2.13 s instead of 2.35 s, 100,000 x 64 4.14 s
+#: instead of 4.75 s (from zero prices the smallest level's LP costs the most).
+SAMPLE_MIN = 500
+_PER_EXPERT = 2
+#: ... with a binding knapsack (the 100,000 x 64 cell: 34.1 s instead of 32.7 s over
+#: two seeds with 500 and 2).
+_KNAPSACK_MIN = 1000
+_KNAPSACK_PER_EXPERT = 4
 #: Each sample level keeps this share of the clients of the one above (a quarter with
-#: a binding knapsack: the 100,000 x 64 cell took 21 s instead of 24 s, its last core
-#: 19k clients instead of 23k). Weighted 10,000 x 256 (levels 1,225 and 3,500 instead
-#: of 2,048 with an eighth, at least 2,000 and 8 per expert): the LP relaxation in
-#: 1.05 s and 0.95 s instead of 2.2 s and 1.3 s on two seeds (0.3: 1.2 s and 1.0 s;
-#: 0.4: 1.1 s and 1.05 s); 100,000 x 64: 1.9 s instead of 2.4 s.
+#: a binding knapsack: the 100,000 x 64 cell 21 s instead of 24 s). Weighted
+#: 10,000 x 256: 0.3, 0.42 and 0.5 cost more (0.3 restarted on one seed).
 _SAMPLE_SHARE = 0.35
 _KNAPSACK_SHARE = 0.25
 #: Handed-over prices leaving more than this share of the load outside the bounds
@@ -122,6 +125,10 @@ _STEPS = 0
 #: ... on a level above a solved sample level (its prices are close already; the
 #: steps keep the best prices they visit, :func:`.dual.price_steps`).
 _TOP_STEPS = 4
+#: ... on a sample level solved whole above the smallest (weighted 10,000 x 256: the
+#: LP relaxation's CPU time over three tuning seeds 1.70-1.75 s instead of 1.88-1.94 s
+#: with 4 steps, 2.5 s with none; 100,000 x 64 the same within noise).
+_UP_STEPS = 2
 #: ... on the whole problem from handed-over prices.
 _WARM_STEPS = 8
 #: ... before the smallest sample's LP when the top level's core grew past half of the
@@ -142,6 +149,12 @@ _FRESH = 20000
 #: Candidates beyond ``prune_margin`` for a view solved whole.
 _WHOLE_MARGIN = 3
 _CORE_PER_EXPERT = 8
+#: Sample levels of at most this many times a core's starting size (:func:`_target`)
+#: are solved whole (:mod:`.whole`): their trust-region cores held most of their
+#: clients anyway. Weighted 10,000 x 256 (the 3,500-client level, 1.4 times): the LP
+#: relaxation in 0.72 / 0.68 / 0.68 s instead of 1.09 / 0.71 / 1.21 s (seeds 1, 3, 4),
+#: one LP at that level instead of up to four moves that did not settle.
+_WHOLE_SAMPLE = 2.0
 #: Seconds the method keeps to when no ``time_limit`` is given (an LP that would run
 #: past it stops; the best assignment so far, or the fallback, comes back with its gap).
 BUDGET = 60.0
@@ -172,8 +185,11 @@ def _target(view: View) -> int:
 def _levels(view: View, rng: np.random.Generator) -> list[View]:
     """The view and its nested random samples, largest first."""
     views = [view]
-    least = max(SAMPLE_MIN, _PER_EXPERT * view.e)
-    share = _SAMPLE_SHARE if view.size is None else _KNAPSACK_SHARE
+    if view.size is None:
+        least, share = max(SAMPLE_MIN, _PER_EXPERT * view.e), _SAMPLE_SHARE
+    else:
+        least = max(_KNAPSACK_MIN, _KNAPSACK_PER_EXPERT * view.e)
+        share = _KNAPSACK_SHARE
     while True:
         top = views[-1]
         k = max(round(share * top.n), least)
@@ -274,10 +290,9 @@ def _cold(
     :class:`~.trust.Struggle` when the top level's core grows past ``max_core``."""
     prices = np.zeros(views[0].e)
     for v in views[:0:-1]:
-        steps = first_steps if v is views[-1] else _TOP_STEPS
-        prices = _level(
-            v, prices, m, options, stats, deadline, steps=steps, whole=v is views[-1]
-        ).prices
+        whole = v is views[-1] or v.n <= _WHOLE_SAMPLE * _target(v)
+        steps = first_steps if v is views[-1] else _TOP_STEPS if not whole else _UP_STEPS
+        prices = _level(v, prices, m, options, stats, deadline, steps=steps, whole=whole).prices
         stats["price_time"] = time.perf_counter() - stats["t0"]
     steps = first_steps if len(views) == 1 else _TOP_STEPS
     return _level(
@@ -379,13 +394,14 @@ def solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         )
         if pairs is not None:
             y = _assemble(problem, view, lev, pairs)
-            if repaired is None or problem.objective(y) > repaired:
-                x = y
+            y_obj = problem.objective(y)
+            if repaired is None or y_obj > repaired:
+                x, repaired = y, y_obj
         if x is None:
             why = "the rounding found nothing feasible"
             return _fallback(problem, options, why, stats, lev.prices)
     stats["round_time"] = time.perf_counter() - t
-    obj = problem.objective(x)
+    obj = problem.objective(x) if repaired is None else repaired
     stats["price_bound_error"] = err
     stats["expert_prices"] = -lev.prices
     stats["solve_time"] = time.perf_counter() - t0

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from ..base import SolveOptions
 from .lp import CoreLP
-from .view import Candidates, View, candidates_of, choose, price_out, reprice, slack
+from .view import BLOCK, Candidates, View, candidates_of, choose, price_out, reprice, slack
 
 __all__ = ["Infeasible", "LevelSolution", "Struggle", "refresh", "solve_level"]
 
@@ -120,7 +120,7 @@ def _core(
 def refresh(view: View, cand: Candidates, prices: FloatArray, rows: IntArray) -> None:
     """Exact candidates at ``prices`` for the clients ``rows`` (in place)."""
     m = cand.idx.shape[1]
-    step = max(1, (1 << 20) // view.e)
+    step = max(1, BLOCK // view.e)
     for r0 in range(0, rows.size, step):
         sel = rows[r0 : r0 + step]
         got = candidates_of(view.adjusted(sel, prices), m)

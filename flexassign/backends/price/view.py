@@ -36,8 +36,9 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-#: Entries of the fitness matrix per block of rows in a pass.
-BLOCK = 1 << 20
+#: Entries of the fitness matrix per block of rows in a pass (2 MiB blocks: a
+#: candidates pass over 10,000 x 256 in 20-28 ms instead of 31-33 ms with 8 MiB).
+BLOCK = 1 << 18
 
 
 @dataclass
@@ -62,6 +63,9 @@ class View:
         Expert sizes when a memory knapsack can bind.
     budget : ndarray, shape (n,), or None
         Memory left per client after its fixed pairs (``inf``: no budget).
+    fit_max, fit_min : float
+        The largest and smallest fitness of the whole problem (its samples share
+        them: the core LP's cost scale and penalty, computed once).
     """
 
     fitness: FloatArray
@@ -74,6 +78,8 @@ class View:
     hi: FloatArray
     size: FloatArray | None
     budget: FloatArray | None
+    fit_max: float = 0.0
+    fit_min: float = 0.0
 
     @property
     def n(self) -> int:
@@ -123,6 +129,8 @@ class View:
             hi=np.where(np.isfinite(self.hi), np.ceil(self.hi * ratio), np.inf),
             size=self.size,
             budget=None if self.budget is None else self.budget[local],
+            fit_max=self.fit_max,
+            fit_min=self.fit_min,
         )
 
 
@@ -162,6 +170,8 @@ def make_view(problem: AssignmentProblem) -> View:
         hi=np.asarray(problem.expert_max_load, dtype=np.float64) - f_load,
         size=size,
         budget=budget,
+        fit_max=float(problem.fitness.max()) if n * e else 0.0,
+        fit_min=float(problem.fitness.min()) if n * e else 0.0,
     )
 
 

@@ -131,7 +131,8 @@ def solve_whole(
             break
     return LevelSolution(
         prices=sol.prices,
-        cand=candidates(view, sol.prices, m),
+        # (a sample level's candidates are not used: only its prices)
+        cand=candidates(view, sol.prices, m) if exact else cand,
         frozen_rows=np.zeros(0, dtype=np.int64),
         frozen_experts=np.zeros(0, dtype=np.int64),
         frozen_load=np.zeros(view.e),
