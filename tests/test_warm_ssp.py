@@ -296,6 +296,28 @@ def test_sample_levels_with_few_clients_per_expert_take_the_compiled_repair(
     assert [engine for _, engine in seen] == ["ortools", "ortools"]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_single_arc_updates_reach_the_row_rebuilds_optimum(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the repair recomputes one swap arc where a move invalidates only that one; the
+    # same repair rebuilding whole rows (the slot table off) must reach the same optimum
+    rng = np.random.default_rng(seed)
+    n, e = 3000, 40
+    fit = rng.integers(-2, 3, (n, e)).astype(float) if seed % 2 else rng.random((n, e))
+    cap = rng.integers(1, 5, n)
+    kw: dict = {"min_experts": np.minimum(cap, rng.integers(0, 3, n))} if seed > 1 else {}
+    p = AssignmentProblem.balanced(fit, capacity=cap, tolerance=0.05, **kw)
+    ref = _full(p)
+    results = []
+    for pairs in (_warm_ssp._SINGLE_ARC_PAIRS, 0):
+        monkeypatch.setattr(_warm_ssp, "_SINGLE_ARC_PAIRS", pairs)
+        res = solve_assignment(p, method="flow-warm", options={"engine": "ssp"})
+        assert res.stats["engine"] == "ssp" and sum(res.stats["paths"]) > 50
+        results.append(res.objective)
+    assert results == pytest.approx([ref, ref], rel=1e-9, abs=1e-9)
+
+
 def test_asking_for_the_compiled_engine_without_numba_names_the_option(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

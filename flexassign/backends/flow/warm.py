@@ -28,13 +28,14 @@ Algorithm
    ``max(8 E, 4096)`` with the OR-Tools one, with load bounds scaled to the sample;
    each level starts from the prices of the one below, the smallest is solved by
    ``flow``; with ``engine="auto"`` a level of at most 200 clients per expert takes
-   the compiled engine even when the top level takes OR-Tools). Handed-over prices that put more than 10 % of the load outside the
-   bounds (2.5 % with the OR-Tools engine, whose open set grows with it; prices of a
-   different problem, of a round long ago, or of a population that changed) are
-   dropped for this cold start (``stats["stale_prices"]``). A price is added to fitness (the
-   convention of ``flow``'s ``expert_prices``: a bonus for an expert that needs
-   clients, negative for one that has too many). Without prices (small problems) a
-   few refinement steps from zero give a rough guess.
+   the compiled engine even when the top level takes OR-Tools). Handed-over prices
+   that put more than 10 % of the load outside the bounds (2.5 % with the OR-Tools
+   engine, whose open set grows with it; prices of a different problem, of a round
+   long ago, or of a population that changed) are dropped for this cold start
+   (``stats["stale_prices"]``). A price is added to fitness (the convention of
+   ``flow``'s ``expert_prices``: a bonus for an expert that needs clients, negative for
+   one that has too many). Without prices (small problems) a few refinement steps from
+   zero give a rough guess.
 2. One block-wise pass over the fitness matrix (compiled when numba is installed):
    each client's top ``k_max + margin + 1`` experts by :math:`u` (its *candidates*;
    the last one bounds the :math:`u` of every other expert). With prices, three damped

@@ -42,6 +42,13 @@ _WIDEN = 4
 #: without, an expert 10 clients short reached through candidates only rose 0.19 past
 #: its optimal price, 2,416 clients were re-chosen and 2,860 paths taken, 1.2-1.9 s).
 _TAKERS_FIRST = True
+#: The repair recomputes a single swap arc, not its row, where a client's move only
+#: invalidates that one, through an ``n x E`` int16 table of candidate slots: up to this
+#: many pairs (16 MiB) and experts (the per-path arc list is ``(E + 1)^2``). Measured on
+#: the full level of 10,000 x 256 cold starts (captured kernel inputs, best of 10): 87 ->
+#: 66 ms (harness scores), 83 -> 66 ms (the benchmark's), the same paths and optimum.
+_SINGLE_ARC_PAIRS = 8_000_000
+_SINGLE_ARC_EXPERTS = 2048
 #: Pick the takers and re-check clients off their candidates with the compiled passes
 #: (:func:`.ssp_kernel.cheapest_takers`, :func:`.ssp_kernel.off_candidate_best`) where
 #: the problem is unmasked; the NumPy code computes the same (takers up to ties).
@@ -120,6 +127,7 @@ def solve_candidates(
 
     n, m = val.shape
     e = data.e
+    single = n * e <= _SINGLE_ARC_PAIRS and e < _SINGLE_ARC_EXPERTS
     cand = idx.astype(np.int64)
     gain = gains(cand, val, p_base)
     # bound on each client's u off its candidates: last[c] + the largest rise since the
@@ -142,13 +150,13 @@ def solve_candidates(
             # unit per path). First round only: doing it again after each re-choice
             # widened every client's arrays (harness scores: 2,063 takers, the same
             # paths 40 % slower)
-            ssp(cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, 0)
+            ssp(cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, 0, False)
             init = init[:0]
             if _has_deficit(data, cand, held, p):
                 cand, gain, held, init = _add_takers(data, cand, gain, held, p)
                 stats["added_takers"] = stats.get("added_takers", 0) + int(init.size)
         status, p_new, paths, excess = ssp(
-            cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, max_paths
+            cand, gain, data.kmin, data.cap, data.lo, data.hi, p, held, init, max_paths, single
         )
         stats["paths"].append(int(paths))
         stats.setdefault("start_excess", int(excess))
