@@ -58,14 +58,18 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 #: Seconds to compile every kernel with an empty cache (first use after installing).
-#: Measured with ``python -m benchmarks.kernel_cost`` (2026-12-07, 2 shared cores).
-COMPILE_S = 25.0
-#: Seconds to load them from the cache in a new process (``import numba`` included).
-LOAD_S = 0.8
+#: Measured with ``python -m benchmarks.kernel_cost`` (2026-12-07, 2 shared cores; 25 s
+#: before the compiled takers, re-check and single-arc updates joined, 39.8 s after).
+COMPILE_S = 40.0
+#: Seconds to load them from the cache in a new process (``import numba`` included;
+#: 0.8 s before, 0.97 s after).
+LOAD_S = 1.0
 #: Seconds that the compiled ``flow-warm`` saves against ``flow`` per client-expert
 #: pair, once its kernels are loaded (count-based problems, cold, ``capacity=2``).
 #: Measured in the same run as ``LOAD_S`` (the ratio is what decides, and a busy
-#: machine slows both alike).
+#: machine slows both alike). The 39.8 s run measured 1.5e-7 (flow-warm got faster
+#: per pair, and so did ``flow``'s share it replaces less); kept at 4.0e-7 until its
+#: effect on ``auto``'s first calls is measured.
 SAVING_PER_PAIR_S = 4.0e-7
 
 _F = TypeVar("_F", bound=Callable[..., Any])
