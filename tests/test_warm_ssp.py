@@ -330,3 +330,28 @@ def test_asking_for_the_compiled_engine_without_numba_names_the_option(
     res = solve_assignment(p, method="flow-warm")  # "auto" takes the OR-Tools engine
     assert res.stats["engine"] == "ortools"
     assert res.objective == pytest.approx(_full(p), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_compiled_repair_on_mid_size_instances_with_optional_slots(seed: int) -> None:
+    # mid-size instances where clients may drop slots (min_experts < capacity), with ties,
+    # negative and skewed scores: the repair's swap, drop and take arcs, and their updates
+    # as clients move, against the full network, cold and from random prices
+    rng = np.random.default_rng(1000 + seed)
+    n, e = int(rng.integers(200, 3000)), int(rng.integers(8, 64))
+    fit = [
+        rng.random((n, e)),
+        rng.integers(-3, 4, (n, e)).astype(float),
+        rng.normal(size=(n, e)),
+        rng.random((n, e)) ** 8 * 10 - 1,
+    ][seed % 4]
+    cap = rng.integers(1, min(e, 4) + 1, n)
+    kmin = np.minimum(cap, rng.integers(0, 3, n))
+    tol = float(rng.choice([0.0, 0.05, 0.2]))
+    p = AssignmentProblem.balanced(fit, capacity=cap, min_experts=kmin, tolerance=tol)
+    ref = solve_assignment(p, method="flow", options={"prune": False})
+    for options in ({"engine": "ssp"}, {"engine": "ssp", "prices": rng.normal(size=e) * 0.3}):
+        res = solve_assignment(p, method="flow-warm", options=options)
+        assert res.status is ref.status
+        if ref.success:
+            assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
