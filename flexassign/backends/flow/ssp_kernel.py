@@ -288,6 +288,22 @@ def _take(
 
 
 @njit(cache=True)
+def _queue_arc(
+    a: int, b: int, dirty: np.ndarray, dirty_cell: np.ndarray, cells: np.ndarray
+) -> None:
+    """Put the swap arc ``a -> b`` on the list ``cells`` for :func:`_cell` (once), or
+    mark row ``a`` for a rebuild when single arcs are off or the list is full."""
+    k = cells[0, 0] + 1
+    if k <= 0 or k >= cells.shape[0]:
+        dirty[a] = True
+    elif not dirty_cell[a, b]:
+        dirty_cell[a, b] = True
+        cells[k, 0] = a
+        cells[k, 1] = b
+        cells[0, 0] = k
+
+
+@njit(cache=True)
 def _mark(
     i: int,
     gone: int,
@@ -323,27 +339,16 @@ def _mark(
             if a == gone:  # each of its arcs where i is the cheapest, alone
                 for b in range(hub + 1):
                     if arg[a, b] == i:
-                        k = cells[0, 0] + 1
-                        if b == hub or k <= 0 or k >= cells.shape[0]:
-                            dirty[a] = True  # a drop, or single arcs off: the row
+                        if b == hub:  # a drop: the row
+                            dirty[a] = True
+                        else:
+                            _queue_arc(a, b, dirty, dirty_cell, cells)
+                        if dirty[a]:
                             break
-                        if not dirty_cell[a, b]:
-                            dirty_cell[a, b] = True
-                            cells[k, 0] = a
-                            cells[k, 1] = b
-                            cells[0, 0] = k
-            else:
-                if taken != hub and arg[a, taken] == i:
-                    k = cells[0, 0] + 1
-                    if k <= 0 or k >= cells.shape[0]:  # single arcs off, or list full
-                        dirty[a] = True
-                    elif not dirty_cell[a, taken]:  # this arc alone
-                        dirty_cell[a, taken] = True
-                        cells[k, 0] = a
-                        cells[k, 1] = taken
-                        cells[0, 0] = k
-                elif taken == hub and h[i] - 1 <= kmin[i] and arg[a, hub] == i:
-                    dirty[a] = True
+            elif taken != hub and arg[a, taken] == i:
+                _queue_arc(a, taken, dirty, dirty_cell, cells)
+            elif taken == hub and h[i] - 1 <= kmin[i] and arg[a, hub] == i:
+                dirty[a] = True
         elif gain[i, s] > _NEG_VALID and arg[hub, a] == i:
             dirty_take[a] = True
 

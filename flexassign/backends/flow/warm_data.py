@@ -138,6 +138,19 @@ def _prepare(problem: AssignmentProblem) -> tuple[_Data, np.ndarray, bool, int]:
     return data, f_load, exact, total
 
 
+def _masked(data: _Data) -> bool:
+    """Whether some pair may not be taken (an ``allowed`` or ``fixed`` mask, or a client
+    without a free slot)."""
+    return data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
+
+
+def _compiled_rows(data: _Data) -> bool:
+    """Whether a compiled pass over the fitness rows may stand in for the NumPy one: the
+    kernels are wanted, the problem is unmasked and its cost scale is an exact float
+    multiplication (``2**scale_exp`` finite)."""
+    return data.compiled and not _masked(data) and abs(data.scale_exp) < 1000
+
+
 def _top(
     data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int, *, sort: bool = True
 ) -> tuple[np.ndarray, ...]:
@@ -150,8 +163,8 @@ def _top(
         return np.broadcast_to(np.arange(e, dtype=np.int32), u.shape).copy(), u
     idx = np.empty((rows.size, m1), dtype=np.int32)
     val = np.empty((rows.size, m1), dtype=np.float64)
-    masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
-    compiled = data.compiled and not masked and m1 < e and abs(data.scale_exp) < 1000
+    masked = _masked(data)
+    compiled = m1 < e and _compiled_rows(data)
     kernel = compiled_kernel("top_candidates") if compiled else None
     if kernel is not None:
         where = rows if data.rows is None else data.rows[rows]

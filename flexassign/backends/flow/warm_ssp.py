@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..registry import compiled_kernel
-from .warm_data import _BLOCK, _NEG, _Data, _top
+from .warm_data import _BLOCK, _NEG, _compiled_rows, _Data, _top
 
 __all__ = ["available", "solve_candidates"]
 
@@ -53,7 +53,7 @@ _SINGLE_ARC_EXPERTS = 2048
 #: (:func:`.ssp_kernel.cheapest_takers`, :func:`.ssp_kernel.off_candidate_best`) where
 #: the problem is unmasked; the NumPy code computes the same (takers up to ties).
 #: Measured cold at 10,000 x 256 (seed 11): takers 37 -> 9 ms of the full level, the
-#: exact re-checks of the harness family 44 -> ? ms each (two per solve).
+#: exact re-checks of the harness family 44 -> 7 ms each (two per solve).
 _COMPILED_PASSES = True
 
 
@@ -308,24 +308,44 @@ def _add_takers(
     short = np.flatnonzero(lack)
     if short.size == 0:
         return cand, gain, held, np.zeros(0, dtype=np.int64)
-    valid = gain > _G_INVALID // 2
     h = held.sum(axis=1)
     u_held = np.where(held, gain + p[cand], np.iinfo(np.int64).max)
     low = np.where(h >= data.cap, u_held.min(axis=1), 0).astype(np.float64)
     want = (2 * lack[short] + 8).astype(np.int64)
     picked = _compiled_takers(data, short, want, low, cand, gain, p)
-    if picked is not None:
-        keep = picked >= 0
-        r = picked[keep]
-        if r.size == 0:
-            return cand, gain, held, r
-        d_all = np.broadcast_to(short[None, :], keep.shape)[keep]
-        return _append_takers(data, cand, gain, held, r, d_all)
+    if picked is None:
+        picked = _numpy_takers(data, short, want, low, cand, gain, p)
+    keep = picked >= 0
+    r = picked[keep].astype(np.int64)
+    if r.size == 0:
+        return cand, gain, held, r
+    d_all = np.broadcast_to(short[None, :], keep.shape)[keep]
+    order = np.argsort(r, kind="stable")
+    r, d_all = r[order], d_all[order]
+    slot = np.arange(r.size) - np.searchsorted(r, r)  # 0, 1, ... within each client
+    m = cand.shape[1]
+    cand, gain, held = _pad(cand, gain, held, int(slot.max()) + 1)
+    cand[r, m + slot] = d_all
+    gain[r, m + slot] = data.cost(r, d_all)
+    return cand, gain, held, np.unique(r).astype(np.int64)
+
+
+def _numpy_takers(
+    data: _Data,
+    short: np.ndarray,
+    want: np.ndarray,
+    low: np.ndarray,
+    cand: np.ndarray,
+    gain: np.ndarray,
+    p: np.ndarray,
+) -> np.ndarray:
+    """What :func:`_compiled_takers` returns, in NumPy (any problem): for each expert in
+    ``short`` (a column), its ``want`` clients by increasing loss, -1 past them."""
     u_col = _column_u(data, short, p)
     # pairs already among the candidates are not takers
     col = np.full(data.e, -1, dtype=np.int64)
     col[short] = np.arange(short.size)
-    vr, vs = np.nonzero(valid)
+    vr, vs = np.nonzero(gain > _G_INVALID // 2)
     hit = col[cand[vr, vs]]
     u_col[vr[hit >= 0], hit[hit >= 0]] = _NEG
     loss = np.where(u_col <= _NEG // 2, np.inf, low[:, None] - u_col)
@@ -339,11 +359,7 @@ def _add_takers(
     part = np.take_along_axis(part, order, axis=0)
     pl = np.take_along_axis(pl, order, axis=0)
     keep = (np.arange(k)[:, None] < want[None, :]) & np.isfinite(pl)
-    r = part[keep].astype(np.int64)
-    if r.size == 0:
-        return cand, gain, held, r
-    d_all = np.broadcast_to(short[None, :], keep.shape)[keep]
-    return _append_takers(data, cand, gain, held, r, d_all)
+    return np.where(keep, part, -1)
 
 
 def _compiled_takers(
@@ -377,31 +393,9 @@ def _compiled_takers(
 
 
 def _compiled_pass(data: _Data) -> bool:
-    """Whether the compiled passes over the fitness rows may stand in for NumPy's: an
-    unmasked problem whose cost scale is an exact float multiplication."""
-    masked = data.allowed is not None or data.fixed is not None or bool((data.cap == 0).any())
-    return _COMPILED_PASSES and data.compiled and not masked and abs(data.scale_exp) < 1000
-
-
-def _append_takers(
-    data: _Data,
-    cand: np.ndarray,
-    gain: np.ndarray,
-    held: np.ndarray,
-    r: np.ndarray,
-    d_all: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The arrays with each taker pair ``(r, d_all)`` appended as a candidate slot of
-    its client, and the clients changed."""
-    r = r.astype(np.int64)
-    order = np.argsort(r, kind="stable")
-    r, d_all = r[order], d_all[order]
-    slot = np.arange(r.size) - np.searchsorted(r, r)  # 0, 1, ... within each client
-    m = cand.shape[1]
-    cand, gain, held = _pad(cand, gain, held, int(slot.max()) + 1)
-    cand[r, m + slot] = d_all
-    gain[r, m + slot] = data.cost(r, d_all)
-    return cand, gain, held, np.unique(r).astype(np.int64)
+    """Whether the compiled passes over the fitness rows may stand in for NumPy's
+    (:func:`.warm_data._compiled_rows`, and not switched off here)."""
+    return _COMPILED_PASSES and _compiled_rows(data)
 
 
 def _pad(
