@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--method", default="auto")
     parser.add_argument(
+        "--load-kernels",
+        action="store_true",
+        help="load the compiled kernels first (flexassign warmup), as earlier cells of "
+        "python -m benchmarks --speed have; without, a process loads them only once they "
+        "pay off (kernel_state.pays_off), part-way through the repeats on some problems",
+    )
+    parser.add_argument(
         "--config", nargs="+", action="append", required=True, metavar="NAME [ATTR=VALUE]"
     )
     args = parser.parse_args(argv)
@@ -76,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, AttributeError, SyntaxError) as exc:
         parser.error(f"argument --config: {exc}")
     ratios: dict[str, list[float]] = {c: [] for c in configs}
+    if args.load_kernels:
+        from flexassign.backends.flow.kernel_state import warmup
+
+        warmup()
 
     def run(cfg: dict[str, Any], problem: Any) -> tuple[float, float]:
         _apply(originals)

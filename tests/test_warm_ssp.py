@@ -99,11 +99,16 @@ def test_compiled_recheck_matches_numpy(kind: str, monkeypatch: pytest.MonkeyPat
     low, h = _lowest_held(cand, gain, held, prices)
     rows = np.arange(0, data.n, 2)
     moved = prices + np.rint(np.random.default_rng(1).normal(0, 2.0 ** (data.scale_exp - 2), 40))
-    got = _warm_ssp._recheck(data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64))
+    got, got_best = _warm_ssp._recheck(
+        data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64)
+    )
     monkeypatch.setattr(_warm_ssp, "_COMPILED_PASSES", False)
-    ref = _warm_ssp._recheck(data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64))
+    ref, ref_best = _warm_ssp._recheck(
+        data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64)
+    )
     assert 0 < ref.size < rows.size  # some clients fail, some pass
     np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(got_best, ref_best)  # the bound the next round uses
     # and the pass's own values: each client's best u off its candidates
     kernel = importlib.import_module("flexassign.backends.flow.ssp_kernel").off_candidate_best
     scale = float(2.0**data.scale_exp)
@@ -355,3 +360,45 @@ def test_compiled_repair_on_mid_size_instances_with_optional_slots(seed: int) ->
         assert res.status is ref.status
         if ref.success:
             assert res.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_frozen_recheck_matches_numpy(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the OR-Tools engine's exact re-check of frozen clients: the compiled pass over
+    # their rows gives the same slack, and fails the same clients, as the NumPy blocks
+    from flexassign.backends.flow import warm_network as wn
+
+    rng = np.random.default_rng(seed)
+    n, e = 900, 6  # capacities up to E: some clients hold every expert
+    fit = rng.integers(0, 4, (n, e)).astype(float) + 0.1 * rng.random((n, e))
+    cap = rng.integers(1, e + 1, n)
+    kmin = np.where(rng.random(n) < 0.3, cap, 0)  # some must take all they can
+    p = AssignmentProblem.balanced(fit, capacity=cap, min_experts=kmin)
+    data, *_ = wd._prepare(p)
+    prices = np.rint(rng.normal(0, 2.0 ** (data.scale_exp - 2), e)).astype(np.int64)
+    idx, _ = wd._top(data, prices, None, e)
+    h = rng.integers(data.kmin, data.cap + 1)  # some hold none, some every expert
+    moved = prices + np.rint(rng.normal(0, 2.0 ** (data.scale_exp - 3), e)).astype(np.int64)
+
+    def state() -> Any:
+        return wn._State(
+            data=data,
+            p=moved,
+            top_idx=idx,
+            h=h,
+            slack=np.zeros(n),
+            is_open=np.zeros(n, dtype=bool),
+            m=e,
+            margin=1,
+        )
+
+    rows = np.sort(rng.choice(n, 700, replace=False))
+    got_state, ref_state = state(), state()
+    assert wd._compiled_rows(data)
+    got = wn._recheck_frozen(got_state, rows)
+    monkeypatch.setattr(wn, "_COMPILED_RECHECK", False)
+    ref = wn._recheck_frozen(ref_state, rows)
+    assert 0 < ref.size < rows.size  # some clients fail, some pass
+    assert (h[rows] == 0).any() and (h[rows] == e).any()
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(got_state.slack, ref_state.slack)

@@ -151,6 +151,30 @@ def _compiled_rows(data: _Data) -> bool:
     return data.compiled and not _masked(data) and abs(data.scale_exp) < 1000
 
 
+def _best_off(
+    data: _Data, rows: np.ndarray, p: np.ndarray, cand: np.ndarray, gain: np.ndarray
+) -> np.ndarray | None:
+    """Each selected client's best u over the experts off its listed ones (``cand``,
+    ``gain``: the selected rows; a gain above ``-2**59`` lists the expert), ``-inf``
+    where it lists every expert: the compiled pass
+    :func:`.ssp_kernel.off_candidate_best`, for problems where
+    :func:`_compiled_rows` holds (the caller checks); ``None`` without the kernels."""
+    kernel = compiled_kernel("off_candidate_best")
+    if kernel is None:
+        return None
+    where = rows if data.rows is None else data.rows[rows]
+    return np.asarray(
+        kernel(
+            data.fitness,
+            where.astype(np.int64),
+            math.ldexp(1.0, data.scale_exp),
+            p.astype(np.float64),
+            np.ascontiguousarray(cand, dtype=np.int64),
+            np.ascontiguousarray(gain, dtype=np.int64),
+        )
+    )
+
+
 def _top(
     data: _Data, p: np.ndarray, sel: np.ndarray | None, m1: int, *, sort: bool = True
 ) -> tuple[np.ndarray, ...]:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..registry import compiled_kernel
-from .warm_data import _BLOCK, _NEG, _compiled_rows, _Data, _top
+from .warm_data import _BLOCK, _NEG, _best_off, _compiled_rows, _Data, _top
 
 __all__ = ["available", "solve_candidates"]
 
@@ -55,6 +55,12 @@ _SINGLE_ARC_EXPERTS = 2048
 #: Measured cold at 10,000 x 256 (seed 11): takers 37 -> 9 ms of the full level, the
 #: exact re-checks of the harness family 44 -> 7 ms each (two per solve).
 _COMPILED_PASSES = True
+#: A re-checked client's exact best u off its candidates becomes its bound for the next
+#: round (from the prices it was checked at) instead of the bound from its candidates'
+#: prices (False: the older rule, for A/B runs). Harness scores, 10,000 x 256 cold (seed
+#: 11): the second round's re-check went from all 10,000 clients to none (19,997 -> 10,000
+#: rows re-checked in all).
+_RECHECK_BOUND = True
 
 
 class _EngineFailed(Exception):
@@ -181,10 +187,23 @@ def solve_candidates(
         suspect = (bound > low) | ((h < data.cap) & (bound > 0))
         rows = np.flatnonzero(suspect)
         rechecked += int(rows.size)
-        bad = _recheck(data, cand, gain, rows, low[rows], h[rows], p) if rows.size else rows
+        if rows.size == 0:
+            stats["recandidated"].append(0)
+            break
+        bad, best = _recheck(data, cand, gain, rows, low[rows], h[rows], p)
         stats["recandidated"].append(int(bad.size))
         if bad.size == 0:
             break
+        # a re-checked client's exact best off its candidates at these prices bounds it
+        # in the next round (plus that round's rise), so a few paths later only the
+        # clients they touch are re-checked again, not every client a large rise since
+        # the first prices made suspect (harness scores: 10,000 re-checks -> a few)
+        if _RECHECK_BOUND:
+            group[rows] = len(bases)
+            last[rows] = best
+        else:
+            group[bad] = len(bases)
+        bases.append(p.copy())
         # fresh candidates at the new prices, a few more each round (where prices
         # swing, e.g. with two clients per expert, the old width keeps missing)
         width = min(e, m + _WIDEN * len(stats["recandidated"]))
@@ -195,8 +214,6 @@ def solve_candidates(
         gain[bad, :width] = gains(new_idx.astype(np.int64), new_val, p)
         gain[bad, width:] = _G_INVALID  # taker slots: the fresh candidates cover them
         last[bad] = new_val[:, -1] if width < e else _NEG
-        group[bad] = len(bases)
-        bases.append(p.copy())
         init = bad.astype(np.int64)
     else:
         raise _EngineFailed(f"no certificate after {max_rounds} rounds")
@@ -251,25 +268,18 @@ def _recheck(
     low: np.ndarray,
     h: np.ndarray,
     p: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """The clients among ``rows`` that prefer an expert off their candidates (exact,
-    on full rows, block-wise)."""
+    on full rows, block-wise), and each row's best u off its candidates (``-inf`` or
+    ``_NEG`` where it has none)."""
     e = data.e
     pf = p.astype(np.float64)
-    kernel = compiled_kernel("off_candidate_best") if _compiled_pass(data) else None
-    if kernel is not None:
-        where = rows if data.rows is None else data.rows[rows]
-        best = kernel(
-            data.fitness,
-            where.astype(np.int64),
-            math.ldexp(1.0, data.scale_exp),
-            pf,
-            cand[rows],
-            gain[rows],
-        )
+    best = _best_off(data, rows, pf, cand[rows], gain[rows]) if _compiled_pass(data) else None
+    if best is not None:
         fail = (best > low) | ((h < data.cap[rows]) & (best > 0))
-        return rows[fail]
+        return rows[fail], best
     bad = []
+    bests = []
     step = max(1, _BLOCK // e)
     for r0 in range(0, rows.size, step):
         sel = rows[r0 : r0 + step]
@@ -280,7 +290,10 @@ def _recheck(
         lo_r, h_r = low[r0 : r0 + step], h[r0 : r0 + step]
         fail = (best > lo_r) | ((h_r < data.cap[sel]) & (best > 0))
         bad.append(sel[fail])
-    return np.concatenate(bad) if bad else rows[:0]
+        bests.append(best)
+    if not bad:
+        return rows[:0], np.empty(0)
+    return np.concatenate(bad), np.concatenate(bests)
 
 
 def _column_u(data: _Data, experts: np.ndarray, p: np.ndarray) -> np.ndarray:
