@@ -402,3 +402,33 @@ def test_compiled_frozen_recheck_matches_numpy(seed: int, monkeypatch: pytest.Mo
     assert (h[rows] == 0).any() and (h[rows] == e).any()
     np.testing.assert_array_equal(got, ref)
     np.testing.assert_array_equal(got_state.slack, ref_state.slack)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_arcs_in_one_pass_match_expert_by_expert(seed: int) -> None:
+    # ssp builds its residual arcs in one pass over the clients for up to 128 experts
+    # and expert by expert above: the same cheapest client for every arc, ties included
+    k = importlib.import_module("flexassign.backends.flow.ssp_kernel")
+    rng = np.random.default_rng(seed)
+    n, m, e = 400, 6, 12
+    cand = np.stack([rng.permutation(e)[:m] for _ in range(n)]).astype(np.int64)
+    gain = rng.integers(-3, 4, (n, m)).astype(np.int64)  # many ties
+    gain[rng.random((n, m)) < 0.1] = _warm_ssp._G_INVALID  # some slots invalid
+    held = (rng.random((n, m)) < 0.4) & (gain > _warm_ssp._G_INVALID // 2)
+    h = held.sum(axis=1).astype(np.int64)
+    kmin = np.minimum(h, rng.integers(0, 2, n)).astype(np.int64)
+    cap = np.minimum(h + rng.integers(0, 2, n), m).astype(np.int64)
+    hub = e
+    ptr, ci, cs, nh, _ = k._csr(cand, gain, held, e)
+    w1 = np.empty((e + 1, e + 1), np.int64)
+    arg1 = np.empty_like(w1)
+    k._build_arcs(hub, w1, arg1, cand, gain, held, h, kmin, cap)
+    w2 = np.empty_like(w1)
+    arg2 = np.empty_like(w1)
+    w2[hub], arg2[hub] = k._INF, -1
+    for a in range(e):
+        k._row(a, hub, w2, arg2, ptr, ci, cs, nh, cand, gain, held, h, kmin)
+        k._take(a, hub, w2, arg2, ptr, ci, cs, nh, gain, held, h, cap)
+    np.testing.assert_array_equal(w1, w2)
+    np.testing.assert_array_equal(arg1, arg2)
+    assert (w1 < k._INF).sum() > e * e // 2  # most arcs exist
