@@ -432,3 +432,31 @@ def test_arcs_in_one_pass_match_expert_by_expert(seed: int) -> None:
     np.testing.assert_array_equal(w1, w2)
     np.testing.assert_array_equal(arg1, arg2)
     assert (w1 < k._INF).sum() > e * e // 2  # most arcs exist
+
+
+def test_ortools_engine_hands_over_when_a_round_reopens_many_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.families import family_rounds
+    from flexassign.backends.flow import warm_solve as ws
+    from flexassign.backends.flow.kernel_state import warmup
+
+    warmup()  # the compiled engine is loaded: the switch needs it
+    # round 2 of low-rank scores after a shift of the population: 750 clients per
+    # expert (OR-Tools at the top), whose first round re-opens 210 of 6,000 clients
+    _, p = family_rounds("lowrank", 6000, 8, seed=0, shift=True)
+    ref = _full(p)
+    plain = solve_assignment(p, method="flow-warm")
+    assert plain.stats["engine"] == "ortools" and "engine_switch" not in plain.stats
+    assert 0 < plain.stats["reopened"][0] < ws._SWITCH_REOPENED * 6000  # below the share
+    monkeypatch.setattr(ws, "_SWITCH_REOPENED", 0.01)
+    switched = solve_assignment(p, method="flow-warm")
+    assert "re-opened 210 clients" in switched.stats["engine_switch"]
+    assert switched.stats["engine"] == "ssp"
+    assert switched.status is Status.OPTIMAL
+    assert switched.objective == pytest.approx(ref, rel=1e-9)
+    assert plain.objective == pytest.approx(ref, rel=1e-9)
+    # an engine the caller asked for is kept
+    asked = solve_assignment(p, method="flow-warm", options={"engine": "ortools"})
+    assert "engine_switch" not in asked.stats and asked.stats["engine"] == "ortools"
+    assert asked.objective == pytest.approx(ref, rel=1e-9)

@@ -280,6 +280,7 @@ def _cold_prices(
             {},
             open_factor=_sample_factor(sub),
             engine=_level_engine(engine, sub, levels_ssp),
+            switch=levels_ssp,
         )
     except _Fallback:  # an unlucky sample: its prices are only a hint
         return p
@@ -405,6 +406,9 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         requested = engine
         engine = _engine(engine, data)
         data.compiled = engine == "ssp" or _passes_pay(data)
+        # the OR-Tools engine may hand over to the compiled one (warm_solve's
+        # _SWITCH_REOPENED) only when the caller left the engine to us
+        switch = requested == "auto"
         stats["objective_scale"] = math.ldexp(1.0, min(data.scale_exp, 1023))
         stats["objective_scale_exponent"] = data.scale_exp
         t1 = time.perf_counter()
@@ -418,7 +422,9 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
             stats["build_time"] = time.perf_counter() - t0
             try:
                 limit = _STALE_EXCESS if engine == "ssp" else _STALE_EXCESS_ORTOOLS
-                solved = _solve_data(data, p0, margin, max_rounds, stats, limit, engine=engine)
+                solved = _solve_data(
+                    data, p0, margin, max_rounds, stats, limit, engine=engine, switch=switch
+                )
             except _StalePrices as stale:  # worse than none: start cold instead
                 stats.clear()
                 stats.update(kept)
@@ -441,6 +447,7 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 stats,
                 open_factor=_sample_factor(data),
                 engine=engine,
+                switch=switch,
             )
     except _Fallback as exc:
         from ..registry import get_backend  # the reference solver, through the registry
