@@ -232,15 +232,16 @@ def _top(
 
 
 def _choose(val: np.ndarray, cap: np.ndarray, kmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Price-induced choice (held = a prefix of the sorted candidates) and its slack."""
+    """Price-induced choice (held = a prefix of the candidates, sorted best first: the
+    first ``kmin``, then each positive one up to ``cap``) and its slack."""
     n, m1 = val.shape
-    j = np.arange(m1)[None, :]
-    held = (j < kmin[:, None]) | ((j < cap[:, None]) & (val > 0))
-    h = held.sum(axis=1)
-    if (val[held] <= _NEG // 2).any():
-        raise _Fallback("a client cannot reach its minimum")
+    # the positive values are a prefix: count them instead of masking every slot
+    h = np.minimum(np.maximum(kmin, np.minimum(cap, (val > 0).sum(axis=1))), m1)
     rows = np.arange(n)
-    low = np.where(h > 0, val[rows, np.maximum(h - 1, 0)], _BIG)
+    worst = val[rows, np.maximum(h - 1, 0)]  # the lowest held value
+    if ((h > 0) & (worst <= _NEG // 2)).any():
+        raise _Fallback("a client cannot reach its minimum")
+    low = np.where(h > 0, worst, _BIG)
     high = np.where(h < m1, val[rows, np.minimum(h, m1 - 1)], _NEG)
     return h, _slack(low, high, h, cap, kmin)
 
