@@ -539,7 +539,7 @@ def _build_arcs(
     kmin: np.ndarray,
     cap: np.ndarray,
 ) -> None:
-    """Every arc of ``w`` at once, in one pass over the clients in row order: what
+    """Every arc of ``w`` at once, each client's :func:`_push` in row order: what
     :func:`_row` and :func:`_take` give for every expert (the same cheapest client:
     both visit an expert's clients in row order at the start), without their jumps
     between the rows of an expert's clients (the arcs of 100,000 clients x 9 candidates:
@@ -549,7 +549,7 @@ def _build_arcs(
         for b in range(hub + 1):
             w[a, b] = _INF
             arg[a, b] = -1
-    for i in range(n):
+    for i in range(n):  # _push inlined (calling it per client: 50 -> 69 ms at 100,000 x 12)
         room = h[i] < cap[i]
         for s in range(m):
             if gain[i, s] <= _NEG_VALID:
