@@ -43,7 +43,7 @@ _WIDEN = 4
 #: its optimal price, 2,416 clients were re-chosen and 2,860 paths taken, 1.2-1.9 s).
 _TAKERS_FIRST = True
 #: The repair recomputes a single swap arc, not its row, where a client's move only
-#: invalidates that one, through an ``n x E`` int16 table of candidate slots: up to this
+#: invalidates that one, through an ``E x n`` int16 table of candidate slots: up to this
 #: many pairs (16 MiB) and experts (the per-path arc list is ``(E + 1)^2``). Measured on
 #: the full level of 10,000 x 256 cold starts (captured kernel inputs, best of 10): 87 ->
 #: 66 ms (harness scores), 83 -> 66 ms (the benchmark's), the same paths and optimum.
