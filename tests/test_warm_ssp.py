@@ -406,8 +406,8 @@ def test_compiled_frozen_recheck_matches_numpy(seed: int, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("seed", range(3))
 def test_arcs_in_one_pass_match_expert_by_expert(seed: int) -> None:
-    # ssp builds its residual arcs in one pass over the clients for up to 128 experts
-    # and expert by expert above: the same cheapest client for every arc, ties included
+    # ssp builds its residual arcs in one pass over the clients; the repair rebuilds
+    # rows expert by expert: the same cheapest client for every arc, ties included
     k = importlib.import_module("flexassign.backends.flow.ssp_kernel")
     rng = np.random.default_rng(seed)
     n, m, e = 400, 6, 12

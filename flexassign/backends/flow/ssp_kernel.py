@@ -51,11 +51,6 @@ _DONE = np.int64(-(2**62))
 #: beyond, their whole rows are rebuilt.
 _CELL_LIST = 65_536
 
-#: :func:`ssp` builds its arcs in one pass over the clients up to this many nodes (``w``
-#: and ``arg`` up to 264 KiB), expert by expert above (the random writes of a client
-#: pass into a larger ``w`` were slower: a 10,000 x 256 start 10 -> 17 ms).
-_BULK_ARCS_NODES = 129
-
 #: Status codes of :func:`ssp`.
 OPTIMAL = 0
 NO_PATH = 1
@@ -543,7 +538,8 @@ def _build_arcs(
     :func:`_row` and :func:`_take` give for every expert (the same cheapest client:
     both visit an expert's clients in row order at the start), without their jumps
     between the rows of an expert's clients (the arcs of 100,000 clients x 9 candidates:
-    about 90 -> 15 ms; the start of a repair with no path 110-150 -> 40-60 ms)."""
+    about 90 -> 15 ms; the start of a repair with no path 110-150 -> 40-60 ms; at
+    10,000 x 256, captured inputs timed in separate processes, 23-33 against 30-33 ms)."""
     for a in range(hub + 1):
         for b in range(hub + 1):
             w[a, b] = _INF
@@ -638,15 +634,7 @@ def ssp(
     ptr, ci, cs, nh, loc = _csr(cand, gain, held, e)
     w = np.empty((v_n, v_n), np.int64)
     arg = np.empty((v_n, v_n), np.int64)
-    if v_n <= _BULK_ARCS_NODES:
-        _build_arcs(hub, w, arg, cand, gain, held, h, kmin, cap)
-    else:  # expert by expert: one row of w at a time stays in cache
-        for b in range(v_n):
-            w[hub, b] = _INF
-            arg[hub, b] = -1
-        for a in range(e):
-            _row(a, hub, w, arg, ptr, ci, cs, nh, cand, gain, held, h, kmin)
-            _take(a, hub, w, arg, ptr, ci, cs, nh, gain, held, h, cap)
+    _build_arcs(hub, w, arg, cand, gain, held, h, kmin, cap)
     dist = np.empty(v_n, np.int64)
     done = np.empty(v_n, np.bool_)
     pred = np.empty(v_n, np.int64)
