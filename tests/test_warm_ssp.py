@@ -73,7 +73,7 @@ def test_compiled_takers_match_numpy(kind: str, seed: int, monkeypatch: pytest.M
     data, cand, gain, held, prices = _candidate_state(seed, kind)
     assert _warm_ssp._shortfall(data, cand, held, prices).any()  # some expert is short
     got = _warm_ssp._add_takers(data, cand, gain, held, prices)
-    monkeypatch.setattr(_warm_ssp, "_COMPILED_PASSES", False)
+    monkeypatch.setattr(wd, "_COMPILED_PASSES", False)
     ref = _warm_ssp._add_takers(data, cand, gain, held, prices)
     m = cand.shape[1]
 
@@ -102,7 +102,7 @@ def test_compiled_recheck_matches_numpy(kind: str, monkeypatch: pytest.MonkeyPat
     got, got_best = _warm_ssp._recheck(
         data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64)
     )
-    monkeypatch.setattr(_warm_ssp, "_COMPILED_PASSES", False)
+    monkeypatch.setattr(wd, "_COMPILED_PASSES", False)
     ref, ref_best = _warm_ssp._recheck(
         data, cand, gain, rows, low[rows], h[rows], moved.astype(np.int64)
     )
@@ -396,7 +396,7 @@ def test_compiled_frozen_recheck_matches_numpy(seed: int, monkeypatch: pytest.Mo
     got_state, ref_state = state(), state()
     assert wd._compiled_rows(data)
     got = wn._recheck_frozen(got_state, rows)
-    monkeypatch.setattr(wn, "_COMPILED_RECHECK", False)
+    monkeypatch.setattr(wd, "_COMPILED_PASSES", False)
     ref = wn._recheck_frozen(ref_state, rows)
     assert 0 < ref.size < rows.size  # some clients fail, some pass
     assert (h[rows] == 0).any() and (h[rows] == e).any()

@@ -26,6 +26,15 @@ _MAX_COST_PRODUCT = 2.0**60
 _MAX_EXACT = 2.0**51
 #: Elements per block of rows in the passes over the fitness matrix.
 _BLOCK = 1 << 21
+#: Pick the takers and re-check clients off their candidates (the compiled repair's
+#: re-checks and the OR-Tools engine's frozen clients) with the compiled passes where
+#: the problem is unmasked; the NumPy code computes the same (takers up to ties).
+#: Measured cold at 10,000 x 256 (seed 11): takers 37 -> 9 ms of the full level, the
+#: exact re-checks of the harness family 44 -> 7 ms each (two per solve); at 100,000 x 64
+#: on harness scores (kernels loaded, CPU, three runs each) the OR-Tools engine's
+#: 85,000-87,000 re-checked rows 155-212 -> 53-62 ms (seed 11), 113-165 -> 41-52 ms
+#: (seed 12).
+_COMPILED_PASSES = True
 #: A cold start's sample levels take one in this many clients (measured at 10,000 x 256
 #: cold, tuning seeds 1-4: one in 4 gives 6.5x greedy, one in 3 6.7x, one in 2 7.9x).
 _SAMPLE_DIVISOR = 4
@@ -151,15 +160,23 @@ def _compiled_rows(data: _Data) -> bool:
     return data.compiled and not _masked(data) and abs(data.scale_exp) < 1000
 
 
+def _compiled_pass(data: _Data) -> bool:
+    """Whether the compiled passes that pick takers and re-check clients off their
+    candidates (:func:`.ssp_kernel.cheapest_takers`,
+    :func:`.ssp_kernel.off_candidate_best`) may stand in for NumPy's:
+    :func:`_compiled_rows`, and ``_COMPILED_PASSES`` not switched off."""
+    return _COMPILED_PASSES and _compiled_rows(data)
+
+
 def _best_off(
     data: _Data, rows: np.ndarray, p: np.ndarray, cand: np.ndarray, gain: np.ndarray
 ) -> np.ndarray | None:
     """Each selected client's best u over the experts off its listed ones (``cand``,
     ``gain``: the selected rows; a gain above ``-2**59`` lists the expert), ``-inf``
     where it lists every expert: the compiled pass
-    :func:`.ssp_kernel.off_candidate_best`, for problems where
-    :func:`_compiled_rows` holds (the caller checks); ``None`` without the kernels."""
-    kernel = compiled_kernel("off_candidate_best")
+    :func:`.ssp_kernel.off_candidate_best`; ``None`` where :func:`_compiled_pass` does
+    not hold or the kernels are missing (the caller runs its NumPy code)."""
+    kernel = compiled_kernel("off_candidate_best") if _compiled_pass(data) else None
     if kernel is None:
         return None
     where = rows if data.rows is None else data.rows[rows]

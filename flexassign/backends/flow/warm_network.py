@@ -20,19 +20,12 @@ from .warm_data import (
     _BLOCK,
     _NEG,
     _best_off,
-    _compiled_rows,
+    _compiled_pass,
     _Data,
     _Fallback,
     _slack,
     _top,
 )
-
-#: Re-check frozen clients with the compiled pass over their rows
-#: (:func:`.warm_data._best_off`) where the problem allows it; NumPy computes the same.
-#: Measured cold at 100,000 x 64 on harness scores (kernels loaded, CPU, three runs
-#: each): the top level's 85,000-87,000 re-checked rows 155-212 -> 53-62 ms (seed 11)
-#: and 113-165 -> 41-52 ms (seed 12).
-_COMPILED_RECHECK = True
 
 
 @dataclass
@@ -227,20 +220,18 @@ def _recheck_frozen(st: _State, rows: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         return rows
     st.rechecked += int(rows.size)
-    hk = st.h[rows]
-    held_idx = st.top_idx[rows, : int(hk.max(initial=0))].astype(np.int64)
-    held = np.arange(held_idx.shape[1])[None, :] < hk[:, None]
-    compiled = _COMPILED_RECHECK and _compiled_rows(d)
-    high = _best_off(d, rows, st.p, held_idx, np.where(held, 0, _NEG)) if compiled else None
-    if high is not None:  # the compiled pass: best u off the held experts, then the held
-        high = np.where(high > _NEG, high, float(_NEG))  # every expert held: -inf
-        where = rows if d.rows is None else d.rows[rows]
-        u = np.rint(np.ldexp(d.fitness[where[:, None], held_idx], d.scale_exp))
-        u += st.p[held_idx].astype(np.float64)
-        low = np.where(held, u, float(_BIG)).min(axis=1, initial=float(_BIG))
-        s = _slack(low, high, hk, d.cap[rows], d.kmin[rows])
-        st.slack[rows] = s
-        return rows[s < 0]
+    if _compiled_pass(d):  # best u off the held experts compiled, the held ones here
+        hk = st.h[rows]
+        held_idx = st.top_idx[rows, : int(hk.max(initial=0))].astype(np.int64)
+        held = np.arange(held_idx.shape[1])[None, :] < hk[:, None]
+        high = _best_off(d, rows, st.p, held_idx, np.where(held, 0, _NEG))
+        if high is not None:
+            high = np.where(high > _NEG, high, float(_NEG))  # every expert held: -inf
+            u = d.cost(rows[:, None], held_idx) + st.p[held_idx]
+            low = np.where(held, u, _BIG).min(axis=1, initial=_BIG).astype(np.float64)
+            s = _slack(low, high, hk, d.cap[rows], d.kmin[rows])
+            st.slack[rows] = s
+            return rows[s < 0]
     fails = []
     step = max(1, _BLOCK // d.e)
     for r0 in range(0, rows.size, step):

@@ -101,9 +101,9 @@ _SSP_WIDE = 32
 _SSP_WIDE_MIN_EXPERTS = 256
 #: Fall back to ``flow`` once more than this fraction of the clients is open.
 _OPEN_MAX = 0.75
-#: The OR-Tools engine hands over to the compiled repair (from its current prices) when
-#: a round re-opens more than this share of the clients. Measured at 100,000 x 64,
-#: clustered scores with 20 % new clients from a fresh draw (seed 0, cold, CPU): the
+#: The OR-Tools engine hands over to the compiled repair (from the prices the level
+#: started from) when a round re-opens more than this share of the clients. Measured at
+#: 100,000 x 64, clustered scores with 20 % new clients from a fresh draw (seed 0, cold, CPU): the
 #: 25,000-client level re-opened 3,579 then 8,359 clients (6 rounds, 1.35 s) and the top
 #: level 15,769 (2.1 s); the compiled repair solves the same levels in 0.11 and 0.59 s.
 #: Cold starts of the other families re-open 0-0.6 %.

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..registry import compiled_kernel
-from .warm_data import _BLOCK, _NEG, _best_off, _compiled_rows, _Data, _top
+from .warm_data import _BLOCK, _NEG, _best_off, _compiled_pass, _Data, _top
 
 __all__ = ["available", "solve_candidates"]
 
@@ -49,12 +49,6 @@ _TAKERS_FIRST = True
 #: 66 ms (harness scores), 83 -> 66 ms (the benchmark's), the same paths and optimum.
 _SINGLE_ARC_PAIRS = 8_000_000
 _SINGLE_ARC_EXPERTS = 2048
-#: Pick the takers and re-check clients off their candidates with the compiled passes
-#: (:func:`.ssp_kernel.cheapest_takers`, :func:`.ssp_kernel.off_candidate_best`) where
-#: the problem is unmasked; the NumPy code computes the same (takers up to ties).
-#: Measured cold at 10,000 x 256 (seed 11): takers 37 -> 9 ms of the full level, the
-#: exact re-checks of the harness family 44 -> 7 ms each (two per solve).
-_COMPILED_PASSES = True
 #: A re-checked client's exact best u off its candidates becomes its bound for the next
 #: round (from the prices it was checked at) instead of the bound from its candidates'
 #: prices (False: the older rule, for A/B runs). Harness scores, 10,000 x 256 cold (seed
@@ -274,7 +268,7 @@ def _recheck(
     ``_NEG`` where it has none)."""
     e = data.e
     pf = p.astype(np.float64)
-    best = _best_off(data, rows, pf, cand[rows], gain[rows]) if _compiled_pass(data) else None
+    best = _best_off(data, rows, pf, cand[rows], gain[rows])
     if best is not None:
         fail = (best > low) | ((h < data.cap[rows]) & (best > 0))
         return rows[fail], best
@@ -403,12 +397,6 @@ def _compiled_takers(
         gain,
     )
     return out
-
-
-def _compiled_pass(data: _Data) -> bool:
-    """Whether the compiled passes over the fitness rows may stand in for NumPy's
-    (:func:`.warm_data._compiled_rows`, and not switched off here)."""
-    return _COMPILED_PASSES and _compiled_rows(data)
 
 
 def _pad(
