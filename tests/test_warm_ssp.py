@@ -234,6 +234,46 @@ def test_small_sample_levels_give_every_expert_as_a_candidate(
     assert narrow["value"] == pytest.approx(wide["value"], rel=1e-12)  # both optimal
 
 
+def test_a_sample_level_stops_at_the_optimum_over_its_candidates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a sample level's prices only start the next level: with certify=False the repair
+    # skips the checks and fresh-candidate rounds off the candidates (a few candidates
+    # each, where the certified repair needs several rounds), but its answer is still
+    # a flow over the candidate arcs within every bound
+    fs = importlib.import_module("flexassign.backends.flow.warm_solve")
+    monkeypatch.setattr(fs, "_SSP_FULL_PAIRS", 0)
+    monkeypatch.setattr(fs, "_SSP_WIDE_PAIRS", 0)
+    data = wd._prepare(_clustered(0, n=2500))[0]
+    data.compiled = True
+    sub = wd._sample(data, np.random.default_rng(0))
+    idx, val = wd._top(sub, np.zeros(sub.e), None, int(sub.cap.max()) + 5)
+    p0 = np.zeros(sub.e, dtype=np.int64)
+
+    def repair(certify: bool) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        stats: dict[str, Any] = {}
+        _, cand, held = _warm_ssp.solve_candidates(
+            sub, idx, val, p0, p0, max_rounds=12, max_paths=10_000, stats=stats, certify=certify
+        )
+        return stats, cand, held
+
+    certified, cand_c, held_c = repair(True)
+    hint, cand, held = repair(False)
+    assert len(certified["paths"]) > 1 and certified["recandidated"][0] > 0
+    assert hint["paths"] == certified["paths"][:1]  # the same first round, then stop
+    assert hint["recandidated"] == [0] and hint["rechecked_rows"] == 0
+    h = held.sum(axis=1)
+    assert ((h >= sub.kmin) & (h <= sub.cap)).all()
+    load = np.bincount(cand[held], minlength=sub.e)
+    assert ((load >= sub.lo) & (load <= sub.hi)).all()
+
+    def value(cand: np.ndarray, held: np.ndarray) -> float:
+        return float(data.fitness[sub.rows[np.nonzero(held)[0]], cand[held]].sum())
+
+    # optimal over fewer arcs: never above the certified optimum
+    assert value(cand, held) <= value(cand_c, held_c) + 1e-9
+
+
 def test_a_broken_repair_is_caught_by_the_numpy_certificate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -235,6 +235,10 @@ _SSP_FLOW_SAMPLE = False
 #: level (390 per expert) 124-174 against 161-276 ms.
 _SSP_LEVELS = True
 _SSP_LEVEL_MAX_PER_EXPERT = 200
+#: The compiled repair stops a sample level at the optimum over its candidate arcs,
+#: without the checks and fresh-candidate rounds off them: the level's prices only
+#: start the next one, whose own certificate covers every client.
+_HINT_LEVELS = True
 
 
 def _sample_factor(data: _Data) -> float:
@@ -281,6 +285,7 @@ def _cold_prices(
             open_factor=_sample_factor(sub),
             engine=_level_engine(engine, sub, levels_ssp),
             switch=levels_ssp,
+            certify=not _HINT_LEVELS,
         )
     except _Fallback:  # an unlucky sample: its prices are only a hint
         return p

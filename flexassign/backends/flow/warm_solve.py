@@ -183,6 +183,7 @@ def _solve_data(
     open_factor: float = _OPEN_EXCESS,
     engine: str = "ortools",
     switch: bool = False,
+    certify: bool = True,
 ) -> _Solved:
     """Certified optimum of ``data`` starting from integer prices ``p0`` (refined first),
     or, without prices, from zero prices (with the OR-Tools engine every client open).
@@ -193,7 +194,9 @@ def _solve_data(
     (:mod:`.warm_ssp`); if that cannot finish, the OR-Tools engine takes over
     (``stats["engine_fallback"]``). The OR-Tools engine hands over to the compiled one
     when a round re-opens more than ``_SWITCH_REOPENED`` of the clients and ``switch``
-    allows it (``stats["engine_switch"]``; once per solve).
+    allows it (``stats["engine_switch"]``; once per solve). ``certify=False`` (a sample
+    level, whose prices only start the next level) lets the compiled repair stop at the
+    optimum over its candidate arcs, unchecked; the OR-Tools engine always certifies.
     """
     n, e = data.n, data.e
     kmax = int(data.cap.max(initial=0))
@@ -253,13 +256,15 @@ def _solve_data(
                 max_rounds=max_rounds,
                 max_paths=max(_SSP_MIN_PATHS, int(_SSP_PATHS_PER_CLIENT * n)),
                 stats=stats,
+                certify=certify,
             )
         except _warm_ssp._EngineFailed as exc:
             stats["engine_fallback"] = str(exc)
         else:
             stats["engine"] = "ssp"
             stats["rounds"] = len(stats["paths"])
-            stats["certificate"] = _CERTIFICATE
+            if certify:
+                stats["certificate"] = _CERTIFICATE
             held_rows, held_slots = np.nonzero(held)
             return _Solved(prices, held_rows, cand[held_rows, held_slots])
     stats["engine"] = "ortools"

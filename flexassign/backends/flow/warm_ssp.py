@@ -87,6 +87,7 @@ def solve_candidates(
     max_rounds: int,
     max_paths: int,
     stats: dict[str, Any],
+    certify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Certified optimum of ``data``: prices, candidates and which of them are held.
 
@@ -106,6 +107,9 @@ def solve_candidates(
     stats : dict
         Receives ``paths`` (per round), ``start_excess``, ``recandidated``,
         ``rechecked_rows``.
+    certify : bool
+        ``False``: stop at the optimum over the candidate arcs, unchecked (a sample
+        level's prices are only a hint for the next level, which checks its own).
 
     Returns
     -------
@@ -173,6 +177,9 @@ def solve_candidates(
             continue
         if status != OPTIMAL:
             raise _EngineFailed("path budget spent")
+        if not certify:
+            stats["recandidated"].append(0)
+            break
         low, h = _check_candidates(data, cand, gain, held, p)
         if last is None:
             break
