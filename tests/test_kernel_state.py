@@ -75,9 +75,10 @@ def test_ski_rental_takes_the_kernels_once_forgone_savings_pay_for_them(
 def test_the_or_tools_engine_takes_the_compiled_passes_by_the_same_rule(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # 100,000 x 64 (more clients per expert than the compiled repair takes): its
-    # candidate pass and refinement save ~0.26 s a solve, so the kernels are loaded once
-    # that forgone saving reaches their 0.8 s load cost, on the fourth solve
+    # the OR-Tools engine (above warm._SSP_MAX_PER_EXPERT clients per expert): at
+    # 100,000 x 64 its candidate pass and refinement would save ~0.26 s a solve, so the
+    # kernels are loaded once that forgone saving reaches their 0.8 s load cost, on the
+    # fourth solve
     import importlib
 
     warm = importlib.import_module("flexassign.backends.flow.warm")

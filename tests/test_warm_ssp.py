@@ -325,6 +325,9 @@ def test_sample_levels_with_few_clients_per_expert_take_the_compiled_repair(
         return solve_data(data, *args, **kwargs)
 
     monkeypatch.setattr(fw, "_solve_data", spy)
+    # a top level that takes OR-Tools (625 clients per expert, above this bound) at a
+    # size that solves quickly
+    monkeypatch.setattr(fw, "_SSP_MAX_PER_EXPERT", 500)
     ref = _full(p)
     res = solve_assignment(p, method="flow-warm")
     assert res.objective == pytest.approx(ref, rel=1e-9)
@@ -483,7 +486,11 @@ def test_ortools_engine_hands_over_when_a_round_reopens_many_clients(
 
     warmup()  # the compiled engine is loaded: the switch needs it
     # round 2 of low-rank scores after a shift of the population: 750 clients per
-    # expert (OR-Tools at the top), whose first round re-opens 210 of 6,000 clients
+    # expert (OR-Tools at the top with the bound lowered to 500; a size that solves
+    # quickly), whose first round re-opens 210 of 6,000 clients
+    monkeypatch.setattr(
+        importlib.import_module("flexassign.backends.flow.warm"), "_SSP_MAX_PER_EXPERT", 500
+    )
     _, p = family_rounds("lowrank", 6000, 8, seed=0, shift=True)
     ref = _full(p)
     plain = solve_assignment(p, method="flow-warm")

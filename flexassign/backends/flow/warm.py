@@ -61,7 +61,7 @@ Algorithm
        get fresh candidates at the new prices and the repair goes on. The cost
        grows with the load to move (about 110 paths at 10,000 x 256 from the
        previous round's prices) and, per path, with :math:`E^2` and the clients per
-       expert, so ``"auto"`` takes it up to 500 clients per expert.
+       expert, so ``"auto"`` takes it up to 2,000 clients per expert.
    ``"ortools"``
        Clients with small *slack* (how far the prices may move before their choice
        can change) are *open* (the smallest slacks, 5 times the share of load the
@@ -116,7 +116,7 @@ Options
 ``max_rounds``
     Certificate rounds before falling back to ``flow`` (default 12, >= 1).
 ``engine``
-    ``"auto"`` (default: ``"ssp"`` up to 500 clients per expert when numba is
+    ``"auto"`` (default: ``"ssp"`` up to 2,000 clients per expert when numba is
     installed, else ``"ortools"``), ``"ssp"`` or ``"ortools"``.
 
 Stats
@@ -180,7 +180,13 @@ __all__ = ["ENGINES", "solve"]
 #: ``options["engine"]`` (declared with the other options; ``"auto"``: see :func:`_engine`).
 ENGINES = WARM_ENGINES
 #: ``engine="auto"`` takes the compiled repair up to this many clients per expert.
-_SSP_MAX_PER_EXPERT = 500
+#: Measured cold (``python -m benchmarks.tune_constants --load-kernels``, CPU time,
+#: ratio to greedy, tuning seeds; after the vectorized Dijkstra): 100,000 x 64 (1,563
+#: per expert), seeds 11-12, six families: OR-Tools geometric mean 1.91x, worst 3.30x
+#: (harness), compiled 1.78x, worst 2.55x; 100,000 x 32 (3,125 per expert), seed 11,
+#: four families: 3.22x / 3.30x, worst 3.51x / 4.22x; 200,000 x 64 (3,125): 1.66x /
+#: 3.49x, worst 1.93x / 5.68x (a path's row updates visit an expert's holders).
+_SSP_MAX_PER_EXPERT = 2000
 #: The same for prices from a sample level while experts have fewer than
 #: ``_SAMPLE_FEW_PER_EXPERT`` clients each: a small sample's prices miss in more places
 #: (measured cold, tuning seeds: 10,000 x 256, seeds 1-6, 7 times gives 5.9x greedy in
