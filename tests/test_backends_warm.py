@@ -370,7 +370,7 @@ def test_cold_sample_levels_with_masks_and_fixed_pairs(
 ) -> None:
     # large enough for the sample levels (the smallest solved by ``flow`` for the
     # OR-Tools engine): masks and fixed pairs must carry over to the sample problems
-    fw = importlib.import_module("flexassign.backends.flow.warm")
+    fw = importlib.import_module("flexassign.backends.flow.warm_levels")
     got: list = []
     real = fw._flow_prices
     monkeypatch.setattr(fw, "_flow_prices", lambda d: got.append(real(d)) or got[-1])

@@ -306,6 +306,26 @@ def test_auto_engine_follows_clients_per_expert() -> None:
     assert solve_assignment(many, method="flow-warm").stats["engine"] == "ortools"
 
 
+def test_auto_engine_from_handed_over_prices_takes_fewer_clients_per_expert() -> None:
+    from flexassign.backends.flow.kernel_state import warmup
+
+    warmup()  # loaded: the kernels pay
+    fw = importlib.import_module("flexassign.backends.flow.warm")
+    rng = np.random.default_rng(5)
+    per = (fw._SSP_MAX_PER_EXPERT_WARM + fw._SSP_MAX_PER_EXPERT) // 2
+    n, e = per * 4, 4
+    p = AssignmentProblem.balanced(rng.random((n, e)), capacity=1, tolerance=0.2)
+    cold = solve_assignment(p, method="flow-warm")
+    assert cold.stats["engine"] == "ssp"
+    warm = solve_assignment(p, method="flow-warm", options={"prices": cold.stats["expert_prices"]})
+    assert warm.stats["engine"] == "ortools" and "stale_prices" not in warm.stats
+    # prices that send everyone to one expert are dropped: a cold start, by the cold rule
+    stale = solve_assignment(p, method="flow-warm", options={"prices": [9.0, -9.0, -9.0, -9.0]})
+    assert "stale_prices" in stale.stats and stale.stats["engine"] == "ssp"
+    for res in (warm, stale):
+        assert res.objective == pytest.approx(cold.objective, rel=1e-12)
+
+
 def test_sample_levels_with_few_clients_per_expert_take_the_compiled_repair(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -324,7 +344,9 @@ def test_sample_levels_with_few_clients_per_expert_take_the_compiled_repair(
         seen.append((data.n, kwargs["engine"]))
         return solve_data(data, *args, **kwargs)
 
-    monkeypatch.setattr(fw, "_solve_data", spy)
+    fl = importlib.import_module("flexassign.backends.flow.warm_levels")
+    monkeypatch.setattr(fw, "_solve_data", spy)  # the top level
+    monkeypatch.setattr(fl, "_solve_data", spy)  # the sample levels
     # a top level that takes OR-Tools (625 clients per expert, above this bound) at a
     # size that solves quickly
     monkeypatch.setattr(fw, "_SSP_MAX_PER_EXPERT", 500)
@@ -335,11 +357,11 @@ def test_sample_levels_with_few_clients_per_expert_take_the_compiled_repair(
     # expert: the compiled repair
     assert seen == [(5000, "ssp"), (20_000, "ortools")]
     seen.clear()
-    monkeypatch.setattr(fw, "_SSP_LEVELS", False)
+    monkeypatch.setattr(fl, "_SSP_LEVELS", False)
     solve_assignment(p, method="flow-warm")
     assert seen == [(5000, "ortools"), (20_000, "ortools")]
     seen.clear()
-    monkeypatch.setattr(fw, "_SSP_LEVELS", True)
+    monkeypatch.setattr(fl, "_SSP_LEVELS", True)
     solve_assignment(p, method="flow-warm", options={"engine": "ortools"})  # as asked
     assert [engine for _, engine in seen] == ["ortools", "ortools"]
 

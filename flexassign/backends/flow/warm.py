@@ -61,7 +61,8 @@ Algorithm
        get fresh candidates at the new prices and the repair goes on. The cost
        grows with the load to move (about 110 paths at 10,000 x 256 from the
        previous round's prices) and, per path, with :math:`E^2` and the clients per
-       expert, so ``"auto"`` takes it up to 2,000 clients per expert.
+       expert, so ``"auto"`` takes it up to 2,000 clients per expert (500 from
+       handed-over prices, which may leave more load to move).
    ``"ortools"``
        Clients with small *slack* (how far the prices may move before their choice
        can change) are *open* (the smallest slacks, 5 times the share of load the
@@ -100,7 +101,7 @@ Code: this module is the driver (prices, engines, fallback, the answer);
 :mod:`.warm_data` holds the problem in integer cost units and the passes over the
 fitness matrix, :mod:`.warm_ssp` and :mod:`.ssp_kernel` the compiled engine,
 :mod:`.warm_network` the OR-Tools engine (open set, exact solve, checks),
-:mod:`.prices` the refinement.
+:mod:`.warm_levels` the cold start's sample levels, :mod:`.prices` the refinement.
 
 Costs are integers: fitness times a power of two (as in ``flow``), so the result is
 exact for integral fitness and otherwise within ``stats["rounding_error_bound"]``.
@@ -116,8 +117,8 @@ Options
 ``max_rounds``
     Certificate rounds before falling back to ``flow`` (default 12, >= 1).
 ``engine``
-    ``"auto"`` (default: ``"ssp"`` up to 2,000 clients per expert when numba is
-    installed, else ``"ortools"``), ``"ssp"`` or ``"ortools"``.
+    ``"auto"`` (default: ``"ssp"`` up to 2,000 clients per expert, 500 from handed-over
+    prices, when numba is installed, else ``"ortools"``), ``"ssp"`` or ``"ortools"``.
 
 Stats
 -----
@@ -164,16 +165,11 @@ from ...problem import AssignmentProblem
 from ...result import Status
 from ..base import BackendOutput, SolveOptions
 from ..options import WARM_ENGINES
+from . import warm_levels as _levels
 from . import warm_ssp as _warm_ssp
 from .ties import solve_tie_broken
-from .warm_data import _Data, _Fallback, _prepare, _sample
-from .warm_solve import (
-    _OPEN_EXCESS,
-    _integer_prices,
-    _solve_data,
-    _Solved,
-    _StalePrices,
-)
+from .warm_data import _Data, _Fallback, _prepare
+from .warm_solve import _integer_prices, _solve_data, _Solved, _StalePrices
 
 __all__ = ["ENGINES", "solve"]
 
@@ -187,13 +183,13 @@ ENGINES = WARM_ENGINES
 #: four families: 3.22x / 3.30x, worst 3.51x / 4.22x; 200,000 x 64 (3,125): 1.66x /
 #: 3.49x, worst 1.93x / 5.68x (a path's row updates visit an expert's holders).
 _SSP_MAX_PER_EXPERT = 2000
-#: The same for prices from a sample level while experts have fewer than
-#: ``_SAMPLE_FEW_PER_EXPERT`` clients each: a small sample's prices miss in more places
-#: (measured cold, tuning seeds: 10,000 x 256, seeds 1-6, 7 times gives 5.9x greedy in
-#: two rounds, 5 times 6.4x in two to three, 9-12 times 6.1-6.2x; 100,000 x 256 2.32x
-#: against 2.47x; but 100,000 x 64, 1,560 clients per expert, 3.09x against 2.84x).
-_OPEN_EXCESS_SAMPLE = 7.0
-_SAMPLE_FEW_PER_EXPERT = 1000
+#: The same from handed-over prices (``options["prices"]``): they may leave far more
+#: load to move than a cold start's sample levels, one path per unit. Measured with the
+#: rule above for every start (``python -m benchmarks --speed --families all``, seed 0,
+#: 100,000 x 64, ratio to greedy against the OR-Tools engine's run before): the
+#: benchmark family after a population shift 11.2x (3.1 s) against 2.2x; next rounds
+#: of the same population 1.4-1.8x against 1.0-1.4x.
+_SSP_MAX_PER_EXPERT_WARM = 500
 #: What the compiled candidate pass and price refinement save the OR-Tools engine per
 #: client-expert pair (measured cold at 100,000 x 64, seed 11, CPU time, kernels loaded
 #: against not: benchmark family 4.26x -> 3.02x greedy, low rank 3.90x -> 2.84x, about
@@ -216,126 +212,6 @@ _STALE_EXCESS = 0.1
 #: the clients: 5.2-7.0 s against 0.6-1.2 s cold. Round 2 of the same population
 #: leaves 0-0.5 %.
 _STALE_EXCESS_ORTOOLS = 0.025
-#: Cold start: solve a random quarter of the clients first while above this many.
-_SAMPLE_MIN_PER_EXPERT = 8
-_SAMPLE_MIN = 4096
-#: The same for the compiled repair, whose levels are cheap: down to 1,000 clients
-#: (measured cold at 10,000 x 256, tuning seeds 11-13, ratio to greedy: levels 625
-#: (by ``flow``) and 2,500 gave 2.56-2.72x, one level of 2,500 2.80-3.10x, three
-#: levels down to 156 2.91x, no sample 9.1x, the smallest level by the repair from
-#: two refinement steps instead of ``flow`` 3.66x).
-_SSP_SAMPLE_MIN_PER_EXPERT = 1
-_SSP_SAMPLE_MIN = 1000
-#: The smallest sample level is solved by ``flow`` (measured on 2,500 x 256 samples of
-#: 10,000 x 256 round-2 instances, tuning seeds 1-3: 44-61 ms CPU against 86-131 ms
-#: for everyone open here). The compiled repair solves its smallest level itself,
-#: from ``flow``'s cold estimate (tuning seeds 11-14 at 10,000 x 256: 2.91x greedy
-#: against 3.02x with ``flow``; with a third level down to 156 clients 3.47x).
-_FLOW_SAMPLE = True
-_SSP_FLOW_SAMPLE = False
-#: Sample levels with at most ``_SSP_LEVEL_MAX_PER_EXPERT`` clients per expert take
-#: the compiled repair when ``auto`` gives the top level to OR-Tools (and the compiled
-#: passes are loaded). Measured cold at 100,000 x 64 (tuning seed 11, CPU, kernels
-#: loaded): the 6,250-client level (98 per expert) 46-112 ms with OR-Tools against
-#: 38-50 ms compiled on the benchmark, low-rank and harness families; the 25,000-client
-#: level (390 per expert) 124-174 against 161-276 ms.
-_SSP_LEVELS = True
-_SSP_LEVEL_MAX_PER_EXPERT = 200
-#: The compiled repair stops a sample level at the optimum over its candidate arcs,
-#: without the checks and fresh-candidate rounds off them: the level's prices only
-#: start the next one, whose own certificate covers every client.
-_HINT_LEVELS = True
-
-
-def _sample_factor(data: _Data) -> float:
-    """First-round open-set factor for prices that come from a sample level."""
-    few = data.n < _SAMPLE_FEW_PER_EXPERT * data.e
-    return _OPEN_EXCESS_SAMPLE if few else _OPEN_EXCESS
-
-
-def _cold_prices(
-    data: _Data,
-    margin: int,
-    max_rounds: int,
-    rng: np.random.Generator,
-    levels: list[int],
-    engine: str,
-    levels_ssp: bool = False,
-) -> np.ndarray | None:
-    """Integer prices from solving nested random samples, smallest first (each level
-    starts from the prices of the one below); ``None`` when ``data`` is small enough to
-    solve without them. With ``levels_ssp`` the levels few enough per expert for the
-    compiled repair take it although ``engine`` (the top level's) is OR-Tools."""
-    e = data.e
-    per, least = (
-        (_SSP_SAMPLE_MIN_PER_EXPERT, _SSP_SAMPLE_MIN)
-        if engine == "ssp"
-        else (_SAMPLE_MIN_PER_EXPERT, _SAMPLE_MIN)
-    )
-    if data.n <= max(per * e, least):
-        return None
-    sub = _sample(data, rng)
-    p = _cold_prices(sub, margin, max_rounds, rng, levels, engine, levels_ssp)
-    if p is None and _FLOW_SAMPLE and (engine != "ssp" or _SSP_FLOW_SAMPLE):  # the smallest level
-        p = _flow_prices(sub)
-        if p is not None:
-            levels.append(sub.n)
-            return p
-    try:
-        solved = _solve_data(
-            sub,
-            p,
-            margin,
-            max_rounds,
-            {},
-            open_factor=_sample_factor(sub),
-            engine=_level_engine(engine, sub, levels_ssp),
-            switch=levels_ssp,
-            certify=not _HINT_LEVELS,
-        )
-    except _Fallback:  # an unlucky sample: its prices are only a hint
-        return p
-    levels.append(sub.n)
-    return solved.prices.astype(np.int64)
-
-
-def _level_engine(engine: str, sub: _Data, levels_ssp: bool) -> str:
-    """The engine of a sample level: the top level's, or the compiled repair where
-    ``levels_ssp`` allows it and the level has few enough clients per expert."""
-    if levels_ssp and sub.n <= _SSP_LEVEL_MAX_PER_EXPERT * sub.e:
-        return "ssp"
-    return engine
-
-
-def _flow_prices(data: _Data) -> np.ndarray | None:
-    """Integer prices of the row sample ``data`` from solving it with ``flow`` (its cheap
-    cold estimate and candidate arcs beat everyone-open here), or ``None`` if that
-    fails (e.g. the scaled bounds leave the sample infeasible)."""
-    from ..registry import get_backend  # the reference solver, through the registry
-
-    rows = data.rows if data.rows is not None else np.arange(data.n)
-    allowed = None if data.allowed is None else data.allowed[rows]
-    if data.fixed is not None:  # fixed pairs are accounted for in cap and the bounds
-        allowed = ~data.fixed[rows] if allowed is None else allowed & ~data.fixed[rows]
-    try:
-        sample = AssignmentProblem(
-            data.fitness[rows],
-            capacity=data.cap,
-            min_experts=data.kmin,
-            expert_min_load=data.lo,
-            expert_max_load=data.hi,
-            allowed=allowed,
-        )
-        # the pruned path: it certifies with expert potentials and reports them
-        out = get_backend("flow").load()(sample, SolveOptions(extra={"prune": True}))
-    except (InvalidProblemError, ValueError):
-        return None
-    prices = out.stats.get("expert_prices")
-    if out.status is not Status.OPTIMAL or prices is None:
-        return None
-    return _integer_prices(np.asarray(prices, dtype=np.float64), data)
-
-
 def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarray | None, str]:
     """``prune_margin``, ``max_rounds``, ``prices`` and ``engine`` (checked and
     defaulted by :func:`~flexassign.backends.options.validate_options` before any
@@ -359,12 +235,13 @@ def _options(problem: AssignmentProblem, extra: Any) -> tuple[int, int, np.ndarr
     return margin, rounds, prices, engine
 
 
-def _engine(requested: str, data: _Data) -> str:
+def _engine(requested: str, data: _Data, *, warm: bool) -> str:
     """The engine for ``data``: ``"auto"`` takes the compiled repair while experts have
-    at most ``_SSP_MAX_PER_EXPERT`` clients each (above, a path's row updates cost more
-    than the OR-Tools engine's solve), numba is installed and the kernels pay for their
-    load or compile in this process (:func:`.kernel_state.pays_off`: a one-shot solve
-    takes OR-Tools rather than spend seconds loading them)."""
+    at most ``_SSP_MAX_PER_EXPERT`` clients each (``_SSP_MAX_PER_EXPERT_WARM`` from
+    handed-over prices, ``warm``; above, a path's row updates cost more than the OR-Tools
+    engine's solve), numba is installed and the kernels pay for their load or compile in
+    this process (:func:`.kernel_state.pays_off`: a one-shot solve takes OR-Tools rather
+    than spend seconds loading them)."""
     if requested == "ssp" and not _warm_ssp.available():
         raise InvalidProblemError(
             "`options['engine']='ssp'` needs numba: "
@@ -372,7 +249,7 @@ def _engine(requested: str, data: _Data) -> str:
         )
     if requested != "auto":
         return requested
-    few = data.n <= _SSP_MAX_PER_EXPERT * data.e
+    few = data.n <= (_SSP_MAX_PER_EXPERT_WARM if warm else _SSP_MAX_PER_EXPERT) * data.e
     if not (few and _warm_ssp.available()):
         return "ortools"
     from .kernel_state import pays_off
@@ -415,7 +292,7 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
         if int(data.cap.max(initial=0)) == 0:
             raise _Fallback("no client has a free slot")
         requested = engine
-        engine = _engine(engine, data)
+        engine = _engine(engine, data, warm=prices is not None)
         data.compiled = engine == "ssp" or _passes_pay(data)
         # the OR-Tools engine may hand over to the compiled one (warm_solve's
         # _SWITCH_REOPENED) only when the caller left the engine to us
@@ -440,12 +317,15 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 stats.clear()
                 stats.update(kept)
                 stats["stale_prices"] = f"{stale.share:.0%} of the load outside the bounds"
+                if engine != requested and data.n > _SSP_MAX_PER_EXPERT_WARM * data.e:
+                    engine = _engine(requested, data, warm=False)  # the cold rule
+                    data.compiled = engine == "ssp" or data.compiled
                 t1 = time.perf_counter()
         if solved is None:
             rng = np.random.default_rng(options.seed)
-            levels_ssp = _SSP_LEVELS and requested == "auto" and engine == "ortools"
+            levels_ssp = _levels._SSP_LEVELS and requested == "auto" and engine == "ortools"
             levels_ssp = levels_ssp and data.compiled and _warm_ssp.available()
-            p0 = _cold_prices(data, margin, max_rounds, rng, levels, engine, levels_ssp)
+            p0 = _levels._cold_prices(data, margin, max_rounds, rng, levels, engine, levels_ssp)
             stats["price_source"] = "sample" if p0 is not None else "zero"
             stats["levels"] = levels
             stats["price_time"] = time.perf_counter() - t1
@@ -456,7 +336,7 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 margin,
                 max_rounds,
                 stats,
-                open_factor=_sample_factor(data),
+                open_factor=_levels._sample_factor(data),
                 engine=engine,
                 switch=switch,
             )
