@@ -190,6 +190,25 @@ def test_experts_nobody_lists_get_takers_instead_of_a_handover(
     assert res.objective == pytest.approx(_full(p), rel=1e-12)
 
 
+def test_sample_rows_map_to_the_full_problem_through_two_levels() -> None:
+    rng = np.random.default_rng(7)
+    p = AssignmentProblem.balanced(rng.random((400, 6)), capacity=2, tolerance=0.2)
+    data = wd._prepare(p)[0]
+    np.testing.assert_array_equal(data.full(), np.arange(400))
+    sub = wd._sample(data, np.random.default_rng(1))
+    subsub = wd._sample(sub, np.random.default_rng(2))
+    assert subsub.n == 25 and subsub.rows is not None and sub.rows is not None
+    np.testing.assert_array_equal(subsub.full(), subsub.rows)
+    local = np.array([0, 3, 24])
+    # a level's local rows are rows of the level above, which are rows of the full problem
+    np.testing.assert_array_equal(subsub.full(local), subsub.rows[local])
+    assert set(subsub.full().tolist()) <= set(sub.full().tolist())
+    np.testing.assert_array_equal(
+        subsub.cost(local, np.array([1, 2, 5])),
+        np.rint(np.ldexp(p.fitness[subsub.rows[local], [1, 2, 5]], data.scale_exp)),
+    )
+
+
 def _clustered(seed: int, n: int = 625, e: int = 256) -> AssignmentProblem:
     """Three favourites per client over noise, an eighth of the experts popular."""
     rng = np.random.default_rng(seed)

@@ -85,9 +85,16 @@ class _Data:
         u[self.cap[sel] == 0] = _NEG
         return u
 
+    def full(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Indices into ``fitness`` of the given sample-local rows (of every row of
+        this problem when ``None``)."""
+        if rows is None:
+            return np.arange(self.n) if self.rows is None else self.rows
+        return rows if self.rows is None else self.rows[rows]
+
     def cost(self, rows: np.ndarray, experts: np.ndarray) -> np.ndarray:
         """Integer costs of the given pairs (rows are sample-local)."""
-        r = rows if self.rows is None else self.rows[rows]
+        r = self.full(rows)
         return np.rint(np.ldexp(self.fitness[r, experts], self.scale_exp)).astype(np.int64)
 
 
@@ -179,7 +186,7 @@ def _best_off(
     kernel = compiled_kernel("off_candidate_best") if _compiled_pass(data) else None
     if kernel is None:
         return None
-    where = rows if data.rows is None else data.rows[rows]
+    where = data.full(rows)
     return np.asarray(
         kernel(
             data.fitness,
@@ -208,7 +215,7 @@ def _top(
     compiled = m1 < e and _compiled_rows(data)
     kernel = compiled_kernel("top_candidates") if compiled else None
     if kernel is not None:
-        where = rows if data.rows is None else data.rows[rows]
+        where = data.full(rows)
         scale = math.ldexp(1.0, data.scale_exp)  # multiplying by it is exact
         kernel(data.fitness, where.astype(np.int64), scale, p.astype(np.float64), idx, val)
         return idx, val
@@ -289,7 +296,7 @@ def _sample(data: _Data, rng: np.random.Generator) -> _Data:
     frac = float(cap.sum()) / max(float(data.cap.sum()), 1.0)
     lo = np.floor(data.lo * frac).astype(np.int64)
     hi = np.where(data.hi >= n, idx.size, np.ceil(data.hi * frac)).astype(np.int64)
-    rows = idx if data.rows is None else data.rows[idx]
+    rows = data.full(idx)
     return _Data(
         data.fitness,
         rows,

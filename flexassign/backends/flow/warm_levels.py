@@ -127,7 +127,7 @@ def _flow_prices(data: _Data) -> np.ndarray | None:
     fails (e.g. the scaled bounds leave the sample infeasible)."""
     from ..registry import get_backend  # the reference solver, through the registry
 
-    rows = data.rows if data.rows is not None else np.arange(data.n)
+    rows = data.full()
     allowed = None if data.allowed is None else data.allowed[rows]
     if data.fixed is not None:  # fixed pairs are accounted for in cap and the bounds
         allowed = ~data.fixed[rows] if allowed is None else allowed & ~data.fixed[rows]

@@ -371,7 +371,7 @@ def _solve_data(
 def _estimate(data: _Data) -> np.ndarray | None:
     """Integer prices from ``flow``'s cold estimate (two rounds of simultaneous moves on
     full rows, :func:`.prices.estimate_prices`), or ``None`` when prices cannot matter."""
-    rows = np.arange(data.n) if data.rows is None else data.rows
+    rows = data.full()
     free = None
     if data.allowed is not None or data.fixed is not None:
         free = np.ones((data.n, data.e), dtype=bool)

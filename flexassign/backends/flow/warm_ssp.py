@@ -300,7 +300,7 @@ def _recheck(
 def _column_u(data: _Data, experts: np.ndarray, p: np.ndarray) -> np.ndarray:
     """u of every client for the given experts, shape (n, len(experts)) (``_NEG``
     where a client may not take one)."""
-    rows = np.arange(data.n) if data.rows is None else data.rows
+    rows = data.full()
     sub = np.ix_(rows, experts)  # only the wanted columns (no copy of whole rows)
     u = np.rint(np.ldexp(data.fitness[sub], data.scale_exp))
     u += p[experts].astype(np.float64)[None, :]
@@ -391,7 +391,7 @@ def _compiled_takers(
     kernel = compiled_kernel("cheapest_takers") if _compiled_pass(data) else None
     if kernel is None:
         return None
-    rows = np.arange(data.n, dtype=np.int64) if data.rows is None else data.rows.astype(np.int64)
+    rows = data.full().astype(np.int64)
     out: np.ndarray = kernel(
         data.fitness,
         rows,
