@@ -317,8 +317,10 @@ def _solve(problem: AssignmentProblem, options: SolveOptions) -> BackendOutput:
                 stats.clear()
                 stats.update(kept)
                 stats["stale_prices"] = f"{stale.share:.0%} of the load outside the bounds"
-                if engine != requested and data.n > _SSP_MAX_PER_EXPERT_WARM * data.e:
-                    engine = _engine(requested, data, warm=False)  # the cold rule
+                # the rule for handed-over prices kept the compiled repair out: a cold
+                # start takes the cold rule
+                if requested == "auto" and data.n > _SSP_MAX_PER_EXPERT_WARM * data.e:
+                    engine = _engine(requested, data, warm=False)
                     data.compiled = engine == "ssp" or data.compiled
                 t1 = time.perf_counter()
         if solved is None:
